@@ -1,1 +1,23 @@
-//! placeholder
+//! The topology model: a YAML file of stages, checked without a network, and the plan of
+//! topics, consumer groups and state stores it needs.
+
+mod error;
+mod interp;
+mod lines;
+mod load;
+mod model;
+mod plan;
+mod stage;
+mod validate;
+
+pub use error::{Problem, TopologyError};
+pub use load::{load, load_str, Loaded};
+pub use model::{
+    Connections, Guarantee, Metadata, Metrics, Processing, S3Connection, Stage, TopicSpec,
+    Topology, API_VERSION,
+};
+pub use plan::{StagePlan, StorePlan, TopicPlan, CHANGELOG_MIN_COMPACTION_LAG_MS};
+pub use stage::{
+    AggregateSpec, DetectSpec, QuestdbSinkSpec, S3ParquetSinkSpec, StageSpec, UnknownMetrics,
+    ValidateSpec, STAGE_KINDS,
+};

@@ -1,0 +1,216 @@
+//! The topology file's shape. Every struct rejects unknown keys; every field says its default.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+
+use crate::stage::StageSpec;
+
+/// The version of the file format this build reads.
+pub const API_VERSION: &str = "sluice/v1";
+
+/// A whole topology file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct TopologyFile {
+    /// Must be `sluice/v1`.
+    #[serde(rename = "apiVersion")]
+    pub api_version: String,
+    /// Must be `Topology`.
+    pub kind: String,
+    pub metadata: Metadata,
+    /// Delivery guarantee and commit cadence.
+    #[serde(default)]
+    pub processing: Processing,
+    pub connections: Connections,
+    /// Where RocksDB stores live; one folder per stage and partition. Default `state`.
+    #[serde(default = "default_state_dir")]
+    pub state_dir: PathBuf,
+    /// Prometheus metrics and health endpoints.
+    #[serde(default)]
+    pub metrics: Metrics,
+    /// Every topic the topology reads or writes, by name.
+    pub topics: BTreeMap<String, TopicSpec>,
+    /// Kept as raw YAML here: each stage is parsed on its own so errors keep their lines.
+    pub stages: serde_yaml::Mapping,
+}
+
+/// The parsed topology with typed stages, in file order.
+#[derive(Debug, Clone)]
+pub struct Topology {
+    pub metadata: Metadata,
+    pub processing: Processing,
+    pub connections: Connections,
+    pub state_dir: PathBuf,
+    pub metrics: Metrics,
+    pub topics: BTreeMap<String, TopicSpec>,
+    pub stages: Vec<Stage>,
+}
+
+/// A named stage.
+#[derive(Debug, Clone)]
+pub struct Stage {
+    pub name: String,
+    pub spec: StageSpec,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Metadata {
+    /// Application id: prefixes consumer groups (`<name>-<stage>`) and changelog topics.
+    pub name: String,
+}
+
+/// How results are delivered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Guarantee {
+    /// Changelog markers and output ids; needs no broker transactions (the default).
+    #[default]
+    ExactlyOnce,
+    /// Kafka transactions; for brokers that have them (Kafka, Redpanda).
+    ExactlyOnceTransactional,
+    /// Outputs may repeat after a crash.
+    AtLeastOnce,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Processing {
+    /// Default `exactly_once`.
+    #[serde(default)]
+    pub guarantee: Guarantee,
+    /// How often a task commits outputs, changelog and offsets. Default `1s`.
+    #[serde(
+        default = "default_commit_interval",
+        deserialize_with = "human_duration"
+    )]
+    pub commit_interval: Duration,
+    /// Most records a task processes between commits. Default 50000.
+    #[serde(default = "default_max_batch")]
+    pub max_batch: usize,
+}
+
+impl Default for Processing {
+    fn default() -> Self {
+        Processing {
+            guarantee: Guarantee::default(),
+            commit_interval: default_commit_interval(),
+            max_batch: default_max_batch(),
+        }
+    }
+}
+
+/// Addresses of the services the topology talks to.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Connections {
+    /// Kafka bootstrap servers, `host:port[,host:port]`.
+    pub brokers: String,
+    /// Confluent-compatible schema registry base URL.
+    pub registry: String,
+    /// questdb-rs configuration string for the ILP sink, e.g. `tcp::addr=127.0.0.1:9009;`.
+    #[serde(default)]
+    pub ilp: Option<String>,
+    /// S3-compatible object store for archives.
+    #[serde(default)]
+    pub s3: Option<S3Connection>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct S3Connection {
+    /// Endpoint URL; empty means AWS itself.
+    #[serde(default)]
+    pub endpoint: String,
+    pub bucket: String,
+    /// Default `us-east-1`.
+    #[serde(default = "default_region")]
+    pub region: String,
+    /// Access key id; empty means the AWS default chain.
+    #[serde(default)]
+    pub access_key_id: String,
+    #[serde(default)]
+    pub secret_access_key: String,
+    /// Allow plain HTTP endpoints (local servers). Default false.
+    #[serde(default)]
+    pub allow_http: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Metrics {
+    /// Address for `/metrics`, `/healthz` and `/readyz`. Default `127.0.0.1:9464`.
+    #[serde(default = "default_metrics_listen")]
+    pub listen: SocketAddr,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics {
+            listen: default_metrics_listen(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TopicSpec {
+    /// Partition count; stages reading this topic run one task per partition.
+    pub partitions: i32,
+    /// Replication factor. Default 1.
+    #[serde(default = "default_replication")]
+    pub replication: i32,
+    /// Registry subject for record values, if the topic carries Avro.
+    #[serde(default)]
+    pub subject: Option<String>,
+    /// The `.avsc` registered under `subject` by `sluice schemas push`.
+    #[serde(default)]
+    pub schema: Option<PathBuf>,
+}
+
+fn default_state_dir() -> PathBuf {
+    PathBuf::from("state")
+}
+fn default_commit_interval() -> Duration {
+    Duration::from_secs(1)
+}
+fn default_max_batch() -> usize {
+    50_000
+}
+fn default_region() -> String {
+    "us-east-1".into()
+}
+fn default_metrics_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 9464))
+}
+fn default_replication() -> i32 {
+    1
+}
+
+/// `30s`, `5m`, `1h 30m`: durations written for people.
+pub(crate) fn human_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let s = String::deserialize(d)?;
+    humantime::parse_duration(&s).map_err(|e| {
+        serde::de::Error::custom(format!(
+            "`{s}` is not a duration ({e}); write it like `30s`, `5m` or `1h`"
+        ))
+    })
+}
+
+/// A list of human durations.
+pub(crate) fn human_durations<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Duration>, D::Error> {
+    let v = Vec::<String>::deserialize(d)?;
+    v.iter()
+        .map(|s| {
+            humantime::parse_duration(s).map_err(|e| {
+                serde::de::Error::custom(format!(
+                    "`{s}` is not a duration ({e}); write it like `1m` or `5m`"
+                ))
+            })
+        })
+        .collect()
+}

@@ -1,0 +1,136 @@
+//! A data engineer's mistakes in a topology file get the file, line, key and a fix.
+
+use std::path::{Path, PathBuf};
+
+use sluice_topology::{load, load_str, TopologyError};
+
+fn iot_path() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("iot.yaml")
+}
+
+fn iot_text() -> String {
+    std::fs::read_to_string(iot_path()).unwrap()
+}
+
+fn no_env(_: &str) -> Option<String> {
+    None
+}
+
+/// Loads the reference file with one edit and returns the rendered error.
+fn error_after(edit: impl Fn(&str) -> String) -> (TopologyError, String) {
+    let text = edit(&iot_text());
+    let err = load_str(&iot_path(), &text, &no_env).expect_err("the edit must be rejected");
+    let shown = err.to_string();
+    (err, shown)
+}
+
+fn line_of(text: &str, needle: &str) -> usize {
+    text.lines().position(|l| l.contains(needle)).unwrap() + 1
+}
+
+#[test]
+fn the_reference_topology_is_valid() {
+    let loaded = load(&iot_path()).unwrap_or_else(|e| panic!("{e}"));
+    let t = &loaded.topology;
+    assert_eq!(t.metadata.name, "iot");
+    let names: Vec<&str> = t.stages.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(
+        names,
+        ["validate", "aggregate", "detect", "tsdb", "archive"]
+    );
+    let plans = t.topic_plans();
+    assert!(plans
+        .iter()
+        .any(|p| p.name == "iot-aggregate-windows-changelog"
+            && p.partitions == 4
+            && p.configs
+                .iter()
+                .any(|(k, v)| *k == "cleanup.policy" && v == "compact")));
+}
+
+#[test]
+fn a_typo_in_a_stage_key_names_line_key_and_fix() {
+    let (err, shown) = error_after(|t| t.replace("    windows: [1m, 5m]", "    windwos: [1m, 5m]"));
+    let line = line_of(&iot_text(), "windows: [1m, 5m]");
+    let p = &err.problems()[0];
+    assert_eq!(p.line, line, "{shown}");
+    assert_eq!(p.key, "stages.aggregate.windwos");
+    assert!(p.fix.contains("did you mean `windows`"), "{shown}");
+    assert!(shown.contains(&format!("iot.yaml:{line}:")), "{shown}");
+}
+
+#[test]
+fn a_typo_at_top_level_is_located() {
+    let (err, shown) = error_after(|t| t.replace("processing:", "procesing:"));
+    let p = &err.problems()[0];
+    assert_eq!(p.line, line_of(&iot_text(), "processing:"), "{shown}");
+    assert!(p.fix.contains("`processing`"), "{shown}");
+}
+
+#[test]
+fn an_unknown_stage_kind_suggests_the_right_one() {
+    let (err, shown) = error_after(|t| t.replace("kind: aggregate", "kind: agregate"));
+    let p = &err.problems()[0];
+    assert_eq!(p.line, line_of(&iot_text(), "kind: aggregate"), "{shown}");
+    assert!(p.fix.contains("`aggregate`"), "{shown}");
+}
+
+#[test]
+fn an_undeclared_topic_is_reported_with_the_closest_name() {
+    let (err, shown) =
+        error_after(|t| t.replace("output: iot.aggregates", "output: iot.aggregate"));
+    let p = &err.problems()[0];
+    assert_eq!(p.key, "stages.aggregate.output");
+    assert_eq!(
+        p.line,
+        line_of(&iot_text(), "output: iot.aggregates"),
+        "{shown}"
+    );
+    assert!(p.fix.contains("did you mean `iot.aggregates`"), "{shown}");
+}
+
+#[test]
+fn every_problem_is_reported_at_once() {
+    let (err, shown) = error_after(|t| {
+        t.replace("threshold: 0.99", "threshold: 1.5")
+            .replace("grace: 30s", "grace: thirty")
+            .replace("input: telemetry.raw", "input: telemetry.rw")
+    });
+    assert_eq!(err.problems().len(), 3, "{shown}");
+    assert!(shown.contains("is not a duration"), "{shown}");
+    assert!(shown.contains("outside (0, 1]"), "{shown}");
+}
+
+#[test]
+fn a_bad_duration_names_its_line() {
+    let (err, shown) = error_after(|t| t.replace("commit_interval: 1s", "commit_interval: often"));
+    let p = &err.problems()[0];
+    assert_eq!(
+        p.line,
+        line_of(&iot_text(), "commit_interval: 1s"),
+        "{shown}"
+    );
+    assert!(p.fix.contains("30s"), "{shown}");
+}
+
+#[test]
+fn a_missing_schema_file_is_reported() {
+    let (err, shown) = error_after(|t| {
+        t.replace(
+            "reader_schema: ../schemas/telemetry-v2.avsc",
+            "reader_schema: ../schemas/nope.avsc",
+        )
+    });
+    assert_eq!(
+        err.problems()[0].key,
+        "stages.validate.reader_schema",
+        "{shown}"
+    );
+}
+
+#[test]
+fn an_unset_variable_without_default_is_named() {
+    let text = iot_text().replace("${SLUICE_BROKERS:-127.0.0.1:19092}", "${SLUICE_NO_SUCH}");
+    let err = load_str(&iot_path(), &text, &no_env).unwrap_err();
+    assert!(err.to_string().contains("SLUICE_NO_SUCH"), "{err}");
+}
