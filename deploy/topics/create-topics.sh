@@ -5,6 +5,10 @@
 set -eu
 : "${SLUICE_BROKERS:?set SLUICE_BROKERS to the Kafka bootstrap servers}"
 REPLICAS="${TOPIC_REPLICATION:-1}"
+i=0
+until rpk -X brokers="$SLUICE_BROKERS" cluster info >/dev/null 2>&1; do
+  i=$((i + 1)); [ "$i" -le 60 ] || { echo "no broker at $SLUICE_BROKERS" >&2; exit 1; }; sleep 2
+done
 create_topic() { # NAME PARTITIONS [KEY=VALUE...]
   name=$1; partitions=$2; shift 2
   configs=""

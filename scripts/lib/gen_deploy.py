@@ -84,6 +84,10 @@ def topics_script(topo, header):
         "set -eu",
         ': "${SLUICE_BROKERS:?set SLUICE_BROKERS to the Kafka bootstrap servers}"',
         'REPLICAS="${TOPIC_REPLICATION:-1}"',
+        "i=0",
+        'until rpk -X brokers="$SLUICE_BROKERS" cluster info >/dev/null 2>&1; do',
+        '  i=$((i + 1)); [ "$i" -le 60 ] || { echo "no broker at $SLUICE_BROKERS" >&2; exit 1; }; sleep 2',
+        "done",
         "create_topic() { # NAME PARTITIONS [KEY=VALUE...]",
         '  name=$1; partitions=$2; shift 2',
         '  configs=""',
@@ -168,17 +172,14 @@ def compose(topo, env):
             "ports": ["127.0.0.1:9000:9000", "127.0.0.1:9009:9009", "127.0.0.1:8812:8812"],
             "environment": {"QDB_LINE_TCP_NET_BIND_TO": "0.0.0.0:9009"},
             "volumes": ["questdb-data:/var/lib/questdb"],
-            "healthcheck": {
-                "test": ["CMD-SHELL", "curl -fsS 'http://127.0.0.1:9000/exec?query=select%201' >/dev/null"],
-                "interval": "5s", "timeout": "5s", "retries": 30,
-            },
         },
         "questdb-init": {
             "image": "curlimages/curl:8.11.1",
             "entrypoint": ["/bin/sh", "/deploy/questdb/create-tables.sh"],
             "environment": {"QUESTDB_HTTP": "http://questdb:9000"},
             "volumes": ["./deploy/questdb:/deploy/questdb:ro"],
-            "depends_on": {"questdb": {"condition": "service_healthy"}},
+            # The script itself waits until QuestDB answers (the image has no curl to probe with).
+            "depends_on": {"questdb": {"condition": "service_started"}},
             "restart": "no",
         },
         "minio": {
@@ -187,18 +188,15 @@ def compose(topo, env):
             "environment": {"MINIO_ROOT_USER": "sluice", "MINIO_ROOT_PASSWORD": "sluice-secret"},
             "ports": ["127.0.0.1:9100:9000", "127.0.0.1:9101:9001"],
             "volumes": ["minio-data:/data"],
-            "healthcheck": {
-                "test": ["CMD", "mc", "ready", "local"],
-                "interval": "5s", "timeout": "5s", "retries": 30,
-            },
         },
         "minio-init": {
             "image": "minio/mc:RELEASE.2025-04-16T18-13-26Z",
             "entrypoint": [
                 "/bin/sh", "-c",
-                "mc alias set local http://minio:9000 sluice sluice-secret && mc mb --ignore-existing local/sluice",
+                "for i in $(seq 60); do mc alias set local http://minio:9000 sluice sluice-secret && break; sleep 1; done"
+                " && mc mb --ignore-existing local/sluice",
             ],
-            "depends_on": {"minio": {"condition": "service_healthy"}},
+            "depends_on": {"minio": {"condition": "service_started"}},
             "restart": "no",
         },
         "prometheus": {
