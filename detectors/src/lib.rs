@@ -9,10 +9,12 @@
 //! timestamps are ordinary input.
 
 mod codec;
+mod context;
 mod ensemble;
 mod ewma;
 mod likelihood;
 mod mad;
+mod rarity;
 pub mod nab;
 mod seasonal;
 mod spec;
