@@ -23,14 +23,7 @@ impl<'a> Writer<'a> {
     pub(crate) fn u64(&mut self, v: u64) {
         self.out.extend_from_slice(&v.to_le_bytes());
     }
-    pub(crate) fn i64(&mut self, v: i64) {
-        self.out.extend_from_slice(&v.to_le_bytes());
-    }
     pub(crate) fn f64(&mut self, v: f64) {
-        self.out.extend_from_slice(&v.to_bits().to_le_bytes());
-    }
-    /// Stores a float as f32 where the precision loss is harmless (e.g. decayed counts).
-    pub(crate) fn f32(&mut self, v: f32) {
         self.out.extend_from_slice(&v.to_bits().to_le_bytes());
     }
     pub(crate) fn f64s(&mut self, vs: &[f64]) {
@@ -67,14 +60,8 @@ impl<'a> Reader<'a> {
     pub(crate) fn u64(&mut self) -> Result<u64, Error> {
         Ok(u64::from_le_bytes(self.take()?))
     }
-    pub(crate) fn i64(&mut self) -> Result<i64, Error> {
-        Ok(i64::from_le_bytes(self.take()?))
-    }
     pub(crate) fn f64(&mut self) -> Result<f64, Error> {
         Ok(f64::from_bits(u64::from_le_bytes(self.take()?)))
-    }
-    pub(crate) fn f32(&mut self) -> Result<f32, Error> {
-        Ok(f32::from_bits(u32::from_le_bytes(self.take()?)))
     }
     pub(crate) fn f64s(&mut self, vs: &mut [f64]) -> Result<(), Error> {
         for v in vs.iter_mut() {

@@ -1,115 +1,171 @@
-//! Contextual novelty, in the spirit of CAD OSE: each value is quantised into a few levels of
-//! the range seen so far, and the recent sequence of levels forms contexts of length 1 to
-//! `MAX_LEN`. A context never seen before is news. Seen contexts live in hashed bit sets in
-//! two generations (the current one is cleared into the old one every `generation` points),
-//! so memory is bounded and patterns that stop occurring are eventually forgotten.
+//! Contextual novelty, in the spirit of CAD OSE: each value is quantised into `levels` bands
+//! of the range seen so far, and the last one, two and three bands form contexts. A context
+//! never seen before is news; so is a value outside the range seen so far.
+//!
+//! With at most 16 levels and contexts of at most 3 values there are at most
+//! 16 + 16² + 16³ contexts, so "seen" is an exact bit set, not a hash. Two generations of it
+//! (the current one becomes the old one every `generation` points) let patterns that stopped
+//! occurring be forgotten, and the range is that of the last two generations, so the bands
+//! recover after a one-off extreme value; both keep the detector useful on streams that run for years.
 
 use crate::codec::{Reader, Writer};
 use crate::Error;
 
-pub(crate) const MAX_LEN: usize = 8;
-const BITS: usize = 1 << 13;
-const WORDS: usize = BITS / 64;
+pub(crate) const MAX_LEVELS: u32 = 16;
+pub(crate) const MAX_LEN: u32 = 3;
 
 #[derive(Debug, Clone)]
 pub(crate) struct Context {
     levels: u32,
+    len: u32,
     lo: f64,
     hi: f64,
-    /// The last `MAX_LEN` levels, newest in the low byte.
-    recent: u64,
-    seen: u32,
+    /// Range of the current and of the previous generation.
+    gen_lo: f64,
+    gen_hi: f64,
+    old_lo: f64,
+    old_hi: f64,
+    /// The last `len` bands, newest last: `recent[i]` is the band `len - 1 - i` points ago.
+    recent: [u8; MAX_LEN as usize],
+    filled: u32,
     cur: Vec<u64>,
     old: Vec<u64>,
     age: u32,
 }
 
-fn hash(len: usize, word: u64) -> usize {
-    let h = (word ^ ((len as u64) << 59)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-    let h = (h ^ (h >> 29)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    (h >> (64 - 13)) as usize
+/// Bits needed for all contexts of length 1..=len over `levels` bands.
+fn bits(levels: u32, len: u32) -> usize {
+    (1..=len).map(|l| (levels as usize).pow(l)).sum()
 }
 
 impl Context {
-    pub(crate) fn new(levels: u32) -> Self {
+    pub(crate) fn new(levels: u32, len: u32) -> Self {
+        let levels = levels.clamp(2, MAX_LEVELS);
+        let len = len.clamp(1, MAX_LEN);
+        let words = bits(levels, len).div_ceil(64);
         Self {
-            levels: levels.clamp(2, 255),
+            levels,
+            len,
             lo: f64::INFINITY,
             hi: f64::NEG_INFINITY,
-            recent: 0,
-            seen: 0,
-            cur: vec![0; WORDS],
-            old: vec![0; WORDS],
+            gen_lo: f64::INFINITY,
+            gen_hi: f64::NEG_INFINITY,
+            old_lo: f64::INFINITY,
+            old_hi: f64::NEG_INFINITY,
+            recent: [0; MAX_LEN as usize],
+            filled: 0,
+            cur: vec![0; words],
+            old: vec![0; words],
             age: 0,
         }
     }
 
-    fn level(&self, x: f64) -> u32 {
+    fn band(&self, x: f64) -> u8 {
         let span = self.hi - self.lo;
-        if span <= 0.0 {
+        if span.is_nan() || span <= 0.0 {
             return 0;
         }
-        let q = ((x - self.lo) / span * f64::from(self.levels)).floor() as i64;
-        q.clamp(0, i64::from(self.levels) - 1) as u32
+        let q = ((x - self.lo) / span * f64::from(self.levels)).floor();
+        q.clamp(0.0, f64::from(self.levels - 1)) as u8
     }
 
-    /// Returns, per context length 1..=MAX_LEN, whether that context was new (bit L-1).
-    pub(crate) fn update(&mut self, x: f64, generation: u32, max_len: usize, contract: f64) -> u32 {
-        if self.hi > self.lo {
-            let shrink = (self.hi - self.lo) * contract;
-            self.hi -= shrink;
-            self.lo += shrink;
-        }
-        let widened = x < self.lo || x > self.hi;
+    /// Learns `x`; returns how many of its contexts were new, and whether it widened the
+    /// range.
+    pub(crate) fn update(&mut self, x: f64, generation: u32) -> (u32, bool) {
+        let widened = self.filled > 0 && (x < self.lo || x > self.hi);
         self.lo = self.lo.min(x);
         self.hi = self.hi.max(x);
-        let lvl = self.level(x);
-        self.recent = (self.recent << 8) | u64::from(lvl);
-        self.seen = (self.seen + 1).min(max_len as u32);
+        self.gen_lo = self.gen_lo.min(x);
+        self.gen_hi = self.gen_hi.max(x);
+        let n = self.len as usize;
+        self.recent.copy_within(1..n, 0);
+        self.recent[n - 1] = self.band(x);
+        self.filled = (self.filled + 1).min(self.len);
         let mut novel = 0;
-        for len in 1..=self.seen as usize {
-            let mask = if len == 8 { u64::MAX } else { (1u64 << (8 * len)) - 1 };
-            let h = hash(len, self.recent & mask);
-            let (w, b) = (h / 64, 1u64 << (h % 64));
-            let known = (self.cur[w] | self.old[w]) & b != 0;
-            if !known {
-                novel |= 1 << (len - 1);
+        let mut offset = 0usize;
+        let mut index = 0usize;
+        let mut width = 1usize;
+        for l in 1..=self.filled as usize {
+            // Context of length l: the newest l bands read as a base-`levels` number.
+            index += usize::from(self.recent[n - l]) * width;
+            width *= self.levels as usize;
+            let bit = offset + index;
+            let (w, b) = (bit / 64, 1u64 << (bit % 64));
+            if (self.cur[w] | self.old[w]) & b == 0 {
+                novel += 1;
             }
             self.cur[w] |= b;
-        }
-        if widened {
-            novel |= 1 << max_len;
+            offset += width;
         }
         self.age += 1;
-        if self.age >= generation {
+        if self.age >= generation.max(1) {
             std::mem::swap(&mut self.cur, &mut self.old);
             self.cur.iter_mut().for_each(|w| *w = 0);
             self.age = 0;
+            // The range becomes what the last two generations saw, so a one-off extreme
+            // stops flattening the bands once it has aged out.
+            self.lo = self.gen_lo.min(self.old_lo);
+            self.hi = self.gen_hi.max(self.old_hi);
+            self.old_lo = self.gen_lo;
+            self.old_hi = self.gen_hi;
+            self.gen_lo = f64::INFINITY;
+            self.gen_hi = f64::NEG_INFINITY;
         }
-        novel
+        (novel, widened)
     }
 
     pub(crate) fn write(&self, w: &mut Writer<'_>) {
         w.f64(self.lo);
         w.f64(self.hi);
-        w.u64(self.recent);
-        w.u32(self.seen);
+        w.f64s(&[self.gen_lo, self.gen_hi, self.old_lo, self.old_hi]);
+        for &b in &self.recent {
+            w.u8(b);
+        }
+        w.u32(self.filled);
         w.u32(self.age);
+        w.u32(self.cur.len() as u32);
         for &x in self.cur.iter().chain(&self.old) {
             w.u64(x);
         }
     }
 
-    pub(crate) fn read(levels: u32, r: &mut Reader<'_>) -> Result<Self, Error> {
-        let mut c = Self::new(levels);
+    pub(crate) fn read(levels: u32, len: u32, r: &mut Reader<'_>) -> Result<Self, Error> {
+        let mut c = Self::new(levels, len);
         c.lo = r.f64()?;
         c.hi = r.f64()?;
-        c.recent = r.u64()?;
-        c.seen = r.u32()?;
+        c.gen_lo = r.f64()?;
+        c.gen_hi = r.f64()?;
+        c.old_lo = r.f64()?;
+        c.old_hi = r.f64()?;
+        for b in c.recent.iter_mut() {
+            *b = r.u8()?;
+        }
+        c.filled = r.u32()?.min(c.len);
         c.age = r.u32()?;
+        r.expect_len(c.cur.len())?;
         for x in c.cur.iter_mut().chain(c.old.iter_mut()) {
             *x = r.u64()?;
         }
         Ok(c)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_repeating_pattern_stops_being_novel_and_a_new_one_is() {
+        let mut c = Context::new(4, 3);
+        let pattern = [0.0, 1.0, 2.0, 3.0];
+        for i in 0..40 {
+            c.update(pattern[i % 4], 1000);
+        }
+        for x in [0.0, 1.0, 2.0] {
+            assert_eq!(c.update(x, 1000), (0, false));
+        }
+        // 0.0 right after 2.0 never happened: the pair and the triple are new, the band is not.
+        assert_eq!(c.update(0.0, 1000), (2, false));
+        assert!(c.update(9.0, 1000).1);
     }
 }

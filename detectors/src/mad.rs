@@ -99,6 +99,10 @@ pub(crate) struct Mad {
     rate: f64,
     warmup: u64,
     level: RobustLevel,
+    /// Exponentially weighted mean absolute deviation from the median: a floor under the
+    /// MAD, which is 0 whenever more than half the points sit on the median (quantised or
+    /// mostly idle sensors) and would make every other value infinitely surprising.
+    mean_abs: f64,
 }
 
 impl Mad {
@@ -107,27 +111,42 @@ impl Mad {
             rate: p.rate.clamp(1e-6, 1.0),
             warmup: u64::from(p.warmup),
             level: RobustLevel::default(),
+            mean_abs: 0.0,
         }
     }
 
     #[inline]
     pub(crate) fn update(&mut self, _ts_ms: i64, x: f64) -> f64 {
+        let dev = (x - self.level.median).abs();
         let score = if self.level.n >= self.warmup.max(2) {
-            z_score_to_unit(self.level.z(x))
+            // 1.2533 turns a mean absolute deviation into a Gaussian sigma; half of it is
+            // only a floor, so the MAD still rules on well-behaved data.
+            let sd = (1.4826 * self.level.mad)
+                .max(0.5 * 1.2533 * self.mean_abs)
+                .max(scale_floor(self.level.median));
+            z_score_to_unit(dev / sd)
         } else {
             0.0
         };
+        if self.level.n > 0 {
+            // Clipped, so one wild value cannot lift the floor above the MAD for long.
+            let cap = 10.0 * self.mean_abs.max(1.4826 * self.level.mad);
+            let dev = if self.level.n > 16 { dev.min(cap) } else { dev };
+            self.mean_abs += self.rate * (dev - self.mean_abs);
+        }
         self.level.push(x, self.rate);
         score
     }
 
     pub(crate) fn save(&self, w: &mut Writer<'_>) {
         self.level.write(w);
+        w.f64(self.mean_abs);
     }
 
     pub(crate) fn restore(p: &MadParams, r: &mut Reader<'_>) -> Result<Self, Error> {
         let mut d = Self::new(p);
         d.level = RobustLevel::read(r)?;
+        d.mean_abs = r.f64()?;
         Ok(d)
     }
 }

@@ -58,6 +58,12 @@ impl Default for SeasonalParams {
     }
 }
 
+/// Residuals beyond this many pooled sigmas are clipped before a slot mean learns them.
+const WINSOR: f64 = 6.0;
+/// The pooled variance learns residuals clipped this far out: wide enough to follow a
+/// noisier regime within a few points, narrow enough that one wild value is forgotten.
+const WINSOR_VAR: f64 = 20.0;
+
 #[derive(Debug, Clone)]
 pub(crate) struct Seasonal {
     period_ms: i64,
@@ -90,6 +96,12 @@ impl Seasonal {
     }
 
     pub(crate) fn update(&mut self, ts_ms: i64, x: f64) -> f64 {
+        z_score_to_unit(self.update_z(ts_ms, x))
+    }
+
+    /// The residual of `x` against its slot, in pooled standard deviations (0 while the
+    /// slot or the pooled variance is still warming up); then learns `x`.
+    pub(crate) fn update_z(&mut self, ts_ms: i64, x: f64) -> f64 {
         let k = self.slot(ts_ms);
         let n = self.counts[k];
         if n == 0 {
@@ -98,18 +110,20 @@ impl Seasonal {
             return 0.0;
         }
         let r = x - self.means[k];
-        let score = if n >= self.min_count && self.resid.n >= 8 {
+        let (z, r_mean, r_var) = if n >= self.min_count && self.resid.n >= 8 {
             let sd = self.resid.std().max(scale_floor(self.means[k]));
-            z_score_to_unit(r / sd)
+            // Learn from winsorised residuals: one wild value must not drag a slot's mean
+            // for weeks. A real shift still gets in, `WINSOR` sigmas per visit.
+            let clip = |c: f64| r.clamp(-c * sd, c * sd);
+            (r / sd, clip(WINSOR), clip(WINSOR_VAR))
         } else {
-            0.0
+            (0.0, r, r)
         };
-        // Residuals are zero-mean by construction; track their second moment only.
-        self.resid.push(r, self.var_alpha);
+        self.resid.push(r_var, self.var_alpha);
         let a = self.alpha.max(1.0 / f64::from(n + 1));
-        self.means[k] += a * r;
+        self.means[k] += a * r_mean;
         self.counts[k] = n.saturating_add(1);
-        score
+        z
     }
 
     pub(crate) fn save(&self, w: &mut Writer<'_>) {
@@ -150,6 +164,6 @@ mod tests {
         }
         assert!(last < 0.99, "in-pattern score {last}");
         let t = 288 * 10 * step + 288 / 4 * step; // peak of the sine
-        assert!(d.update(t, -10.0) > 0.999);
+        assert!(d.update(t, -10.0) > 0.99);
     }
 }

@@ -4,7 +4,8 @@ use crate::codec::{Reader, Writer};
 use crate::Error;
 
 /// `erfc(x)` with relative error below 1.2e-7 everywhere (Chebyshev fit, Numerical Recipes'
-/// `erfcc`). Relative accuracy in the tail matters: scores near 1 must keep their order.
+/// `erfcc`); the tests use it to check the z-score map against the normal distribution.
+#[cfg(test)]
 pub(crate) fn erfc(x: f64) -> f64 {
     let z = x.abs();
     let t = 1.0 / (1.0 + 0.5 * z);
@@ -24,17 +25,20 @@ pub(crate) fn erfc(x: f64) -> f64 {
     }
 }
 
-/// Two-sided score of a standard-normal deviation: `P(|Z| < |z|)`, in [0, 1].
-pub(crate) fn z_score_to_unit(z: f64) -> f64 {
-    if !z.is_finite() {
-        return if z.is_nan() { 0.0 } else { 1.0 };
-    }
-    (1.0 - erfc(z.abs() / std::f64::consts::SQRT_2)).clamp(0.0, 1.0)
-}
+/// Scale of [`z_score_to_unit`]: |z| = 3 scores 0.63, 7 scores 0.90, 14 scores 0.99.
+pub(crate) const Z_SCALE: f64 = 3.0;
 
-/// Upper tail `P(Z > z)` of the standard normal.
-pub(crate) fn normal_sf(z: f64) -> f64 {
-    0.5 * erfc(z / std::f64::consts::SQRT_2)
+/// Score of a deviation of `z` standard deviations: `1 - exp(-|z| / 3)`.
+///
+/// Why not the normal probability `P(|Z| < |z|)`: it reaches 1.0 in f64 at |z| ≈ 8.3, so
+/// every large deviation ties at 1 and no threshold can tell a 9-sigma blip from a
+/// 90-sigma failure. This map is monotone, never ties below |z| ≈ 100, and reads back
+/// simply: `|z| = -3 ln(1 - score)`.
+pub(crate) fn z_score_to_unit(z: f64) -> f64 {
+    if z.is_nan() {
+        return 0.0;
+    }
+    (1.0 - (-z.abs() / Z_SCALE).exp()).clamp(0.0, 1.0)
 }
 
 /// Exponentially weighted mean and variance (West's incremental form).
@@ -63,6 +67,11 @@ impl EwStats {
         let inc = a * d;
         self.mean += inc;
         self.var = (1.0 - a) * (self.var + d * inc);
+        // A value near f64::MAX overflows the variance; rather than stay blind forever,
+        // start learning again from this point.
+        if !(self.mean.is_finite() && self.var.is_finite()) {
+            *self = Self::default();
+        }
     }
 
     pub(crate) fn std(&self) -> f64 {
@@ -103,6 +112,23 @@ mod tests {
         // Tail keeps relative accuracy.
         let e5 = erfc(5.0);
         assert!((e5 / 1.537_459_794e-12 - 1.0).abs() < 1e-6);
+    }
+
+    #[test]
+    fn z_map_is_monotone_and_does_not_saturate_early() {
+        let mut prev = -1.0;
+        for i in 0..1000 {
+            let s = z_score_to_unit(f64::from(i) * 0.1);
+            assert!(
+                s > prev,
+                "not strictly increasing at z = {}",
+                f64::from(i) * 0.1
+            );
+            prev = s;
+        }
+        assert!((z_score_to_unit(-3.0) - (1.0 - (-1.0f64).exp())).abs() < 1e-12);
+        assert_eq!(z_score_to_unit(f64::NAN), 0.0);
+        assert_eq!(z_score_to_unit(f64::INFINITY), 1.0);
     }
 
     #[test]

@@ -86,6 +86,30 @@ pub(crate) fn read_series(data_dir: &Path, name: &str) -> Result<Series, Error> 
     Ok(s)
 }
 
+/// Timestamps and anomaly scores of a result file (`timestamp,value,anomaly_score,...`).
+pub(crate) fn read_result(path: &Path) -> Result<(Vec<i64>, Vec<f64>), Error> {
+    let text = std::fs::read_to_string(path).map_err(io(path))?;
+    let (mut ts, mut scores) = (Vec::new(), Vec::new());
+    for (i, line) in text.lines().enumerate().skip(1) {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let mut cols = line.split(',');
+        let t = cols.next().and_then(parse_ts);
+        let s = cols.nth(1).and_then(|s| s.trim().parse::<f64>().ok());
+        let (Some(t), Some(s)) = (t, s) else {
+            return Err(Error::Parse {
+                path: path.to_owned(),
+                line: i + 1,
+                msg: "expected `timestamp,value,anomaly_score`".into(),
+            });
+        };
+        ts.push(t);
+        scores.push(s);
+    }
+    Ok((ts, scores))
+}
+
 /// Anomaly windows per file, as inclusive `[start, end]` ms timestamps.
 pub(crate) type Windows = BTreeMap<String, Vec<(i64, i64)>>;
 

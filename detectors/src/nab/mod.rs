@@ -121,6 +121,25 @@ pub fn run(opts: &NabOptions, progress: &mut dyn FnMut(usize, usize)) -> Result<
     })
 }
 
+/// Scores result files in NAB's layout, as written by [`run`] or by NAB's own detectors:
+/// `results` is `<out>/<detector>`, holding `<category>/<detector>_<file>.csv` with columns
+/// `timestamp,value,anomaly_score[,...]`. Every file of the label set must be present.
+pub fn score_results(results: &Path, labels: &Path) -> Result<Vec<ProfileScore>, Error> {
+    let windows = data::read_windows(labels)?;
+    let detector = results
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let mut scorer = Scorer::new();
+    for (file, wins) in &windows {
+        let (category, base) = file.rsplit_once('/').unwrap_or(("", file));
+        let path = results.join(category).join(format!("{detector}_{base}"));
+        let (ts, scores) = data::read_result(&path)?;
+        scorer.add_file(&scores, &scorer::window_rows(&ts, wins));
+    }
+    Ok(PROFILES.iter().map(|&p| scorer.best(p)).collect())
+}
+
 fn write_result(
     out_dir: &Path,
     detector: &str,
