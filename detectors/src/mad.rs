@@ -13,7 +13,7 @@ use crate::Error;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MadParams {
-    /// Step of the quantile updates, relative to the current MAD. Default 0.05.
+    /// Step of the quantile updates, relative to the current MAD. Default 0.01.
     #[serde(default = "default_rate")]
     pub rate: f64,
     /// Points before any score above 0 is emitted. Default 32.
@@ -22,7 +22,7 @@ pub struct MadParams {
 }
 
 fn default_rate() -> f64 {
-    0.05
+    0.01
 }
 fn default_warmup() -> u32 {
     32
@@ -61,9 +61,16 @@ impl RobustLevel {
             self.mad = 0.0;
             return;
         }
-        // Early on, the plain running mean of |dev| seeds the scale so steps are not zero.
+        // Early on, the running mean of |dev| seeds the scale so steps are not zero. From the
+        // fourth point on it is clipped, so one wild value among the first few cannot set a
+        // scale that the bounded steps below would need thousands of points to undo.
         let dev = (x - self.median).abs();
         if self.n <= 16 {
+            let dev = if self.n > 3 {
+                dev.min(5.0 * self.mad)
+            } else {
+                dev
+            };
             self.mad += (dev - self.mad) / (self.n - 1) as f64;
         }
         let step = rate * self.mad.max(scale_floor(self.median));
@@ -93,6 +100,10 @@ impl RobustLevel {
         })
     }
 }
+
+/// Deviations beyond this many times the current scale are clipped before the mean
+/// absolute deviation learns them.
+const CAP: f64 = 100.0;
 
 #[derive(Debug, Clone)]
 pub(crate) struct Mad {
@@ -129,9 +140,9 @@ impl Mad {
             0.0
         };
         if self.level.n > 0 {
-            // Clipped, so one wild value cannot lift the floor above the MAD for long.
-            let cap = 10.0 * self.mean_abs.max(1.4826 * self.level.mad);
-            let dev = if self.level.n > 16 { dev.min(cap) } else { dev };
+            // Clipped, so one wild value cannot lift the floor far above the MAD for long.
+            let cap = CAP * self.mean_abs.max(1.4826 * self.level.mad);
+            let dev = if self.level.n > 3 { dev.min(cap) } else { dev };
             self.mean_abs += self.rate * (dev - self.mean_abs);
         }
         self.level.push(x, self.rate);

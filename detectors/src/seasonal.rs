@@ -164,6 +164,6 @@ mod tests {
         }
         assert!(last < 0.99, "in-pattern score {last}");
         let t = 288 * 10 * step + 288 / 4 * step; // peak of the sine
-        assert!(d.update(t, -10.0) > 0.99);
+        assert!(d.update(t, -10.0) > 0.9, "20 below the learned peak");
     }
 }
