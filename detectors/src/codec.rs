@@ -26,6 +26,9 @@ impl<'a> Writer<'a> {
     pub(crate) fn f64(&mut self, v: f64) {
         self.out.extend_from_slice(&v.to_bits().to_le_bytes());
     }
+    pub(crate) fn f32(&mut self, v: f32) {
+        self.out.extend_from_slice(&v.to_bits().to_le_bytes());
+    }
     pub(crate) fn f64s(&mut self, vs: &[f64]) {
         for &v in vs {
             self.f64(v);
@@ -62,6 +65,9 @@ impl<'a> Reader<'a> {
     }
     pub(crate) fn f64(&mut self) -> Result<f64, Error> {
         Ok(f64::from_bits(u64::from_le_bytes(self.take()?)))
+    }
+    pub(crate) fn f32(&mut self) -> Result<f32, Error> {
+        Ok(f32::from_bits(u32::from_le_bytes(self.take()?)))
     }
     pub(crate) fn f64s(&mut self, vs: &mut [f64]) -> Result<(), Error> {
         for v in vs.iter_mut() {

@@ -60,7 +60,8 @@ impl Context {
         }
     }
 
-    fn band(&self, x: f64) -> u8 {
+    /// The band `x` falls in, given the range learned so far.
+    pub(crate) fn band(&self, x: f64) -> u8 {
         let span = self.hi - self.lo;
         if span.is_nan() || span <= 0.0 {
             return 0;
@@ -150,6 +151,79 @@ impl Context {
     }
 }
 
+/// An order-2 Markov model of bands: how often each band followed each pair of bands, with
+/// decayed counts. Its surprise, `-ln P(band | previous two)`, is graded where
+/// [`Context`]'s novelty is all-or-nothing: a transition seen once long ago is still
+/// surprising. This is a small cousin of HTM's sequence memory.
+#[derive(Debug, Clone)]
+pub(crate) struct Transitions {
+    levels: usize,
+    /// Per pair of previous bands: `levels` counts, then their total.
+    counts: Vec<f32>,
+    prev: [u8; 2],
+    seen: u8,
+}
+
+/// Pseudo-count per band (a Dirichlet prior): an unseen transition after `n` visits of its
+/// context has probability about `0.5 / n`.
+const PRIOR: f32 = 0.5;
+
+impl Transitions {
+    pub(crate) fn new(levels: u32) -> Self {
+        let levels = levels.clamp(2, MAX_LEVELS) as usize;
+        Self {
+            levels,
+            counts: vec![0.0; levels * levels * (levels + 1)],
+            prev: [0; 2],
+            seen: 0,
+        }
+    }
+
+    /// Surprise of `band` after the last two bands (0 until two bands were seen); then
+    /// learns it, forgetting old counts by `decay` per visit of the context.
+    pub(crate) fn update(&mut self, band: u8, decay: f64) -> f64 {
+        let l = self.levels;
+        let b = usize::from(band).min(l - 1);
+        let ctx = usize::from(self.prev[0]) * l + usize::from(self.prev[1]);
+        let row = &mut self.counts[ctx * (l + 1)..(ctx + 1) * (l + 1)];
+        let surprise = if self.seen >= 2 {
+            let p = (row[b] + PRIOR) / (row[l] + PRIOR * l as f32);
+            -f64::from(p).ln()
+        } else {
+            0.0
+        };
+        let keep = (1.0 - decay.clamp(0.0, 1.0)) as f32;
+        row.iter_mut().for_each(|c| *c *= keep);
+        row[b] += 1.0;
+        row[l] += 1.0;
+        self.prev = [self.prev[1], b as u8];
+        self.seen = (self.seen + 1).min(2);
+        surprise
+    }
+
+    pub(crate) fn write(&self, w: &mut Writer<'_>) {
+        w.u8(self.prev[0]);
+        w.u8(self.prev[1]);
+        w.u8(self.seen);
+        w.u32(self.counts.len() as u32);
+        for &c in &self.counts {
+            w.f32(c);
+        }
+    }
+
+    pub(crate) fn read(levels: u32, r: &mut Reader<'_>) -> Result<Self, Error> {
+        let mut t = Self::new(levels);
+        let max = (t.levels - 1) as u8;
+        t.prev = [r.u8()?.min(max), r.u8()?.min(max)];
+        t.seen = r.u8()?.min(2);
+        r.expect_len(t.counts.len())?;
+        for c in t.counts.iter_mut() {
+            *c = r.f32()?;
+        }
+        Ok(t)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -167,5 +241,17 @@ mod tests {
         // 0.0 right after 2.0 never happened: the pair and the triple are new, the band is not.
         assert_eq!(c.update(0.0, 1000), (2, false));
         assert!(c.update(9.0, 1000).1);
+    }
+
+    #[test]
+    fn a_regular_sequence_becomes_predictable() {
+        let mut t = Transitions::new(4);
+        let mut last = 0.0;
+        for i in 0..400u32 {
+            last = t.update((i % 4) as u8, 0.0);
+        }
+        assert!(last < 0.01, "learned transition surprise {last}");
+        // 0 after ..., 2, 3 is expected; 2 after 3 never happened.
+        assert!(t.update(2, 0.0) > 4.0);
     }
 }

@@ -1,17 +1,18 @@
 //! The ensemble: the best NAB score in this crate, and the default of `topology/iot.yaml`.
 //!
-//! Three magnitude channels (robust level, robust step, seasonal residual) each report how
-//! far the current surprise exceeds the largest surprise of the recent past (a decayed
-//! record, so one threshold means "rarer than anything lately" on every series, noisy or
-//! quiet). A contextual channel (see [`crate::context`]) reports how many of the point's
-//! contexts were never seen. The score blends the two, and only the onset of an event is
+//! Four surprise channels (robust level, robust step, seasonal residual, and the sequence
+//! surprise of an order-2 Markov model of value bands) each report how far the current
+//! surprise exceeds the largest surprise of the recent past (a decayed record, so one
+//! threshold means "rarer than anything lately" on every series, noisy or quiet). A
+//! contextual channel (see [`crate::context`]) reports how many of the point's contexts
+//! were never seen. The score blends the two, and only the onset of an event is
 //! reported: a score that does not exceed the decayed peak of recent scores is zeroed, so an
 //! incident raises one alarm rather than a burst.
 
 use serde::{Deserialize, Serialize};
 
 use crate::codec::{Reader, Writer};
-use crate::context::Context;
+use crate::context::{Context, Transitions};
 use crate::mad::RobustLevel;
 use crate::seasonal::{Seasonal, SeasonalParams};
 use crate::Error;
@@ -41,6 +42,9 @@ pub struct EnsembleParams {
     /// Default 0.3.
     #[serde(default = "default_novelty_weight")]
     pub novelty_weight: f64,
+    /// Per-visit forgetting of the sequence model's transition counts. Default 0.001.
+    #[serde(default = "default_sequence_decay")]
+    pub sequence_decay: f64,
     /// Points over which the peak used for onset gating halves (roughly). 0 turns gating
     /// off. Default 100.
     #[serde(default = "default_rest")]
@@ -75,6 +79,9 @@ fn default_context_len() -> u32 {
 fn default_novelty_weight() -> f64 {
     0.3
 }
+fn default_sequence_decay() -> f64 {
+    0.001
+}
 fn default_rest() -> u32 {
     100
 }
@@ -97,6 +104,7 @@ impl Default for EnsembleParams {
             levels: default_levels(),
             context_len: default_context_len(),
             novelty_weight: default_novelty_weight(),
+            sequence_decay: default_sequence_decay(),
             rest: default_rest(),
             generation: default_generation(),
             season_s: default_season_s(),
@@ -115,7 +123,7 @@ impl EnsembleParams {
     }
 }
 
-const CHANNELS: usize = 3;
+const CHANNELS: usize = 4;
 
 #[derive(Debug, Clone)]
 pub(crate) struct Ensemble {
@@ -127,6 +135,7 @@ pub(crate) struct Ensemble {
     seasonal: Seasonal,
     record: [f64; CHANNELS],
     ctx: Context,
+    seq: Transitions,
     peak: f64,
 }
 
@@ -141,6 +150,7 @@ impl Ensemble {
             seasonal: Seasonal::new(&p.seasonal()),
             record: [0.0; CHANNELS],
             ctx: Context::new(p.levels, p.context_len),
+            seq: Transitions::new(p.levels),
             peak: 0.0,
         }
     }
@@ -161,6 +171,8 @@ impl Ensemble {
                 0.0
             },
             self.seasonal.update_z(ts_ms, x).abs(),
+            // Banded with the range before `x` widens it, like the other channels' "before".
+            self.seq.update(self.ctx.band(x), self.p.sequence_decay),
         ];
         self.level.push(x, rate);
         if self.n > 1 {
@@ -210,6 +222,7 @@ impl Ensemble {
         self.seasonal.save(w);
         w.f64s(&self.record);
         self.ctx.write(w);
+        self.seq.write(w);
         w.f64(self.peak);
     }
 
@@ -222,6 +235,7 @@ impl Ensemble {
         d.seasonal = Seasonal::restore(&p.seasonal(), r)?;
         r.f64s(&mut d.record)?;
         d.ctx = Context::read(p.levels, p.context_len, r)?;
+        d.seq = Transitions::read(p.levels, r)?;
         d.peak = r.f64()?;
         Ok(d)
     }
