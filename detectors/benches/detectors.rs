@@ -2,7 +2,7 @@
 //! and the bytes of state each keeps per series (printed once, from `save()`).
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use sluice_detectors::DetectorSpec;
+use sluice_detectors::{DetectorSpec, MultivariateSpec};
 use std::hint::black_box;
 
 fn signal(n: usize) -> Vec<(i64, f64)> {
@@ -48,6 +48,29 @@ fn bench(c: &mut Criterion) {
             },
         );
     }
+    // Four metrics of one device: the first three are the signal shifted, the last its sum.
+    let spec = MultivariateSpec::new(4);
+    let vectors: Vec<(i64, [f64; 4])> = points
+        .iter()
+        .map(|&(t, v)| (t, [v, v * 0.5 + 1.0, -v, 2.5 * v]))
+        .collect();
+    let mut d = spec.build().expect("valid spec");
+    for (t, v) in &vectors {
+        d.update(*t, v);
+    }
+    let mut state = Vec::new();
+    d.save(&mut state);
+    eprintln!("state_bytes multivariate4 {}", state.len());
+    g.bench_function("multivariate4", |b| {
+        b.iter(|| {
+            let mut d = spec.build().expect("valid spec");
+            let mut acc = 0.0;
+            for (t, v) in &vectors {
+                acc += d.update(*t, v);
+            }
+            black_box(acc)
+        })
+    });
     g.finish();
 }
 
