@@ -23,7 +23,7 @@ fn main() -> ExitCode {
 fn run() -> Result<(), String> {
     let mut data = None;
     let mut out = None;
-    let mut spec = DetectorSpec::from_name("ensemble").map_err(|e| e.to_string())?;
+    let mut spec = DetectorSpec::default();
     let mut per_file = false;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {

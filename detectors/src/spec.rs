@@ -33,6 +33,14 @@ pub enum DetectorSpec {
     Null,
 }
 
+/// The default of `topology/iot.yaml`: the ensemble with its default parameters (see
+/// docs/DETECTORS.md for why).
+impl Default for DetectorSpec {
+    fn default() -> Self {
+        Self::Ensemble(EnsembleParams::default())
+    }
+}
+
 impl DetectorSpec {
     /// The detector called `name` with default parameters (for `--detector NAME`).
     pub fn from_name(name: &str) -> Result<DetectorSpec, Error> {

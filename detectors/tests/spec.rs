@@ -14,6 +14,7 @@ fn yaml_picks_the_kind_and_fills_defaults() {
     );
     let s: DetectorSpec = serde_yaml::from_str("kind: ensemble").unwrap();
     assert_eq!(s, DetectorSpec::from_name("ensemble").unwrap());
+    assert_eq!(s, DetectorSpec::default());
     let s: DetectorSpec = serde_yaml::from_str("kind: null").unwrap();
     assert_eq!(s, DetectorSpec::Null);
 }
