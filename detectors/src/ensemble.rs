@@ -1,7 +1,8 @@
 //! The ensemble: the best NAB score in this crate, and the default of `topology/iot.yaml`.
 //!
-//! Four surprise channels (robust level, robust step, seasonal residual, and the sequence
-//! surprise of an order-2 Markov model of value bands) each report how far the current
+//! Five surprise channels (robust level, robust step, seasonal residual, the seasonal
+//! residual averaged over the last ~10 points, and the sequence surprise of an order-2
+//! Markov model of value bands) each report how far the current
 //! surprise exceeds the largest surprise of the recent past (a decayed record, so one
 //! threshold means "rarer than anything lately" on every series, noisy or quiet). A
 //! contextual channel (see [`crate::context`]) reports how many of the point's contexts
@@ -59,6 +60,11 @@ pub struct EnsembleParams {
     /// Slots per season of the seasonal channel. Default 48.
     #[serde(default = "default_season_slots")]
     pub season_slots: u32,
+    /// Weight of a new point in the running mean of the signed seasonal residual z (the
+    /// sustained-deviation channel); 0 turns the channel off. Default 0.18, the exponential
+    /// equivalent (2 / (10 + 1)) of the 10-point average NAB's anomaly likelihood uses.
+    #[serde(default = "default_smooth_alpha")]
+    pub smooth_alpha: f64,
 }
 
 fn default_level_rate() -> f64 {
@@ -94,6 +100,9 @@ fn default_season_s() -> u32 {
 fn default_season_slots() -> u32 {
     48
 }
+fn default_smooth_alpha() -> f64 {
+    0.18
+}
 
 impl Default for EnsembleParams {
     fn default() -> Self {
@@ -109,6 +118,7 @@ impl Default for EnsembleParams {
             generation: default_generation(),
             season_s: default_season_s(),
             season_slots: default_season_slots(),
+            smooth_alpha: default_smooth_alpha(),
         }
     }
 }
@@ -123,7 +133,7 @@ impl EnsembleParams {
     }
 }
 
-const CHANNELS: usize = 4;
+const CHANNELS: usize = 5;
 
 #[derive(Debug, Clone)]
 pub(crate) struct Ensemble {
@@ -133,6 +143,8 @@ pub(crate) struct Ensemble {
     level: RobustLevel,
     step: RobustLevel,
     seasonal: Seasonal,
+    /// Running mean of the signed seasonal residual z.
+    drift: f64,
     record: [f64; CHANNELS],
     ctx: Context,
     seq: Transitions,
@@ -148,6 +160,7 @@ impl Ensemble {
             level: RobustLevel::default(),
             step: RobustLevel::default(),
             seasonal: Seasonal::new(&p.seasonal()),
+            drift: 0.0,
             record: [0.0; CHANNELS],
             ctx: Context::new(p.levels, p.context_len),
             seq: Transitions::new(p.levels),
@@ -159,6 +172,14 @@ impl Ensemble {
         self.n += 1;
         let rate = self.p.level_rate;
         let dx = if self.n > 1 { x - self.prev } else { 0.0 };
+        let zs = self.seasonal.update_z(ts_ms, x).clamp(-1e12, 1e12);
+        // A shift too small for any single point to beat a record adds up here: noise
+        // averages out of the mean of signed residuals, a sustained deviation does not.
+        // (1/n early on, so the first points are a plain average rather than a ramp from 0.)
+        let a = self.p.smooth_alpha.clamp(0.0, 1.0);
+        if a > 0.0 {
+            self.drift += a.max(1.0 / self.n as f64) * (zs - self.drift);
+        }
         let surprise = [
             if self.level.n > 1 {
                 self.level.z(x).abs()
@@ -170,7 +191,8 @@ impl Ensemble {
             } else {
                 0.0
             },
-            self.seasonal.update_z(ts_ms, x).abs(),
+            zs.abs(),
+            self.drift.abs(),
             // Banded with the range before `x` widens it, like the other channels' "before".
             self.seq.update(self.ctx.band(x), self.p.sequence_decay),
         ];
@@ -220,6 +242,7 @@ impl Ensemble {
         self.level.write(w);
         self.step.write(w);
         self.seasonal.save(w);
+        w.f64(self.drift);
         w.f64s(&self.record);
         self.ctx.write(w);
         self.seq.write(w);
@@ -233,10 +256,49 @@ impl Ensemble {
         d.level = RobustLevel::read(r)?;
         d.step = RobustLevel::read(r)?;
         d.seasonal = Seasonal::restore(&p.seasonal(), r)?;
+        d.drift = r.f64()?;
         r.f64s(&mut d.record)?;
         d.ctx = Context::read(p.levels, p.context_len, r)?;
         d.seq = Transitions::read(p.levels, r)?;
         d.peak = r.f64()?;
         Ok(d)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Highest score over the 30 points after a sustained shift of 1.7 noise sigmas, which no
+    /// single point makes remarkable.
+    fn score_after_small_shift(p: &EnsembleParams) -> f64 {
+        let mut d = Ensemble::new(p);
+        let mut seed = 11u64;
+        let mut noise = || {
+            // Sum of 4 uniforms: roughly normal, sigma about 0.58.
+            (0..4)
+                .map(|_| {
+                    seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+                    (seed >> 11) as f64 / (1u64 << 53) as f64 - 0.5
+                })
+                .sum::<f64>()
+        };
+        for i in 0..3_000i64 {
+            d.update(i * 60_000, 10.0 + noise());
+        }
+        (3_000..3_030i64)
+            .map(|i| d.update(i * 60_000, 11.0 + noise()))
+            .fold(0.0, f64::max)
+    }
+
+    #[test]
+    fn the_drift_channel_flags_a_sustained_small_shift() {
+        let with = score_after_small_shift(&EnsembleParams::default());
+        let without = score_after_small_shift(&EnsembleParams {
+            smooth_alpha: 0.0,
+            ..EnsembleParams::default()
+        });
+        assert!(with > 0.47, "with the drift channel: {with}");
+        assert!(with > without + 0.02, "{with} vs {without} without it");
     }
 }

@@ -8,6 +8,7 @@
 //! Non-finite values (NaN, ±inf) score 0 and leave the state untouched; gaps and repeated
 //! timestamps are ordinary input.
 
+mod cad;
 mod codec;
 mod context;
 mod ensemble;
@@ -20,6 +21,7 @@ mod spec;
 mod stats;
 mod zscore;
 
+pub use cad::CadParams;
 pub use ensemble::EnsembleParams;
 pub use ewma::EwmaParams;
 pub use mad::MadParams;
@@ -32,7 +34,7 @@ pub use zscore::ZscoreParams;
 /// retry will not help; I/O errors come from the file system.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("unknown detector {0:?}; known: zscore, ewma, mad, seasonal, ensemble, null")]
+    #[error("unknown detector {0:?}; known: zscore, ewma, mad, seasonal, ensemble, cad, null")]
     UnknownDetector(String),
     #[error(
         "detector state ends early at byte {at}; the bytes are truncated or not detector state"

@@ -2,6 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::cad::{Cad, CadParams};
 use crate::codec::{Reader, Writer};
 use crate::ensemble::{Ensemble, EnsembleParams};
 use crate::ewma::{Ewma, EwmaParams};
@@ -12,7 +13,7 @@ use crate::Error;
 
 /// First byte of every saved state. Bump it when any detector's layout changes; restore
 /// refuses other versions rather than misreading them.
-pub const STATE_FORMAT_VERSION: u8 = 1;
+pub const STATE_FORMAT_VERSION: u8 = 2;
 
 /// A detector and its parameters, e.g. `detector: { kind: ewma, alpha: 0.05 }` in YAML.
 /// Every parameter is optional and has a documented default; unknown keys are rejected.
@@ -29,6 +30,8 @@ pub enum DetectorSpec {
     Seasonal(SeasonalParams),
     /// Several views of the stream, each turned into a likelihood; the best NAB score here.
     Ensemble(EnsembleParams),
+    /// Contextual Anomaly Detector (CAD OSE) with an online range and a bounded memory.
+    Cad(CadParams),
     /// Scores every point 0: the reference for "detects nothing".
     Null,
 }
@@ -50,6 +53,7 @@ impl DetectorSpec {
             "mad" => Self::Mad(MadParams::default()),
             "seasonal" => Self::Seasonal(SeasonalParams::default()),
             "ensemble" => Self::Ensemble(EnsembleParams::default()),
+            "cad" => Self::Cad(CadParams::default()),
             "null" => Self::Null,
             other => return Err(Error::UnknownDetector(other.to_owned())),
         })
@@ -57,7 +61,7 @@ impl DetectorSpec {
 
     /// Every detector with default parameters, in table order.
     pub fn all() -> Vec<DetectorSpec> {
-        ["zscore", "ewma", "mad", "seasonal", "ensemble"]
+        ["zscore", "ewma", "mad", "seasonal", "ensemble", "cad"]
             .iter()
             .map(|n| Self::from_name(n).expect("known name"))
             .collect()
@@ -70,6 +74,7 @@ impl DetectorSpec {
             Self::Mad(_) => "mad",
             Self::Seasonal(_) => "seasonal",
             Self::Ensemble(_) => "ensemble",
+            Self::Cad(_) => "cad",
             Self::Null => "null",
         }
     }
@@ -81,6 +86,7 @@ impl DetectorSpec {
             Self::Mad(_) => 3,
             Self::Seasonal(_) => 4,
             Self::Ensemble(_) => 5,
+            Self::Cad(_) => 6,
             Self::Null => 0,
         }
     }
@@ -93,6 +99,7 @@ impl DetectorSpec {
             Self::Mad(p) => Inner::Mad(Mad::new(p)),
             Self::Seasonal(p) => Inner::Seasonal(Seasonal::new(p)),
             Self::Ensemble(p) => Inner::Ensemble(Box::new(Ensemble::new(p))),
+            Self::Cad(p) => Inner::Cad(Box::new(Cad::new(p))),
             Self::Null => Inner::Null,
         };
         AnyDetector {
@@ -121,6 +128,7 @@ impl DetectorSpec {
             Self::Mad(p) => Inner::Mad(Mad::restore(p, &mut r)?),
             Self::Seasonal(p) => Inner::Seasonal(Seasonal::restore(p, &mut r)?),
             Self::Ensemble(p) => Inner::Ensemble(Box::new(Ensemble::restore(p, &mut r)?)),
+            Self::Cad(p) => Inner::Cad(Box::new(Cad::restore(p, &mut r)?)),
             Self::Null => Inner::Null,
         };
         r.finish()?;
@@ -143,6 +151,7 @@ enum Inner {
     Seasonal(Seasonal),
     // Boxed so the enum stays small for the cheap detectors.
     Ensemble(Box<Ensemble>),
+    Cad(Box<Cad>),
     Null,
 }
 
@@ -160,6 +169,7 @@ impl AnyDetector {
             Inner::Mad(d) => d.update(ts_ms, value),
             Inner::Seasonal(d) => d.update(ts_ms, value),
             Inner::Ensemble(d) => d.update(ts_ms, value),
+            Inner::Cad(d) => d.update(ts_ms, value),
             Inner::Null => 0.0,
         };
         // A NaN can only come from a bug; never hand it downstream.
@@ -181,6 +191,7 @@ impl AnyDetector {
             Inner::Mad(d) => d.save(&mut w),
             Inner::Seasonal(d) => d.save(&mut w),
             Inner::Ensemble(d) => d.save(&mut w),
+            Inner::Cad(d) => d.save(&mut w),
             Inner::Null => {}
         }
     }
