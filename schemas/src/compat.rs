@@ -117,12 +117,16 @@ pub fn check_level(level: Level, new: &Schema, previous: &[(i32, &Schema)]) -> V
     for (version, old) in against {
         if level.backward() {
             for i in can_read(new, old) {
-                out.push(format!("new schema cannot read data written with version {version}: {i}"));
+                out.push(format!(
+                    "new schema cannot read data written with version {version}: {i}"
+                ));
             }
         }
         if level.forward() {
             for i in can_read(old, new) {
-                out.push(format!("version {version} cannot read data written with the new schema: {i}"));
+                out.push(format!(
+                    "version {version} cannot read data written with the new schema: {i}"
+                ));
             }
         }
     }
@@ -151,7 +155,11 @@ struct Checker<'r, 'w> {
 
 impl<'r, 'w> Checker<'r, 'w> {
     fn fail(&mut self, path: &str, reason: String) {
-        let path = if path.is_empty() { "/".to_string() } else { path.to_string() };
+        let path = if path.is_empty() {
+            "/".to_string()
+        } else {
+            path.to_string()
+        };
         self.out.push(Incompatibility { path, reason });
     }
 
@@ -174,23 +182,40 @@ impl<'r, 'w> Checker<'r, 'w> {
             (_, K::Union(wu)) => {
                 for (i, branch) in wu.variants().iter().enumerate() {
                     let ok = match rk {
-                        K::Union(ru) => ru.variants().iter().any(|rb| self.quietly(rb, branch, &path)),
+                        K::Union(ru) => ru
+                            .variants()
+                            .iter()
+                            .any(|rb| self.quietly(rb, branch, &path)),
                         _ => self.quietly(reader, branch, &path),
                     };
                     if !ok {
-                        let wb = self.wn.kind(branch).map(|k| k.describe()).unwrap_or_default();
+                        let wb = self
+                            .wn
+                            .kind(branch)
+                            .map(|k| k.describe())
+                            .unwrap_or_default();
                         self.fail(
                             &path,
-                            format!("writer union branch {i} ({wb}) cannot be read as {}", rk.describe()),
+                            format!(
+                                "writer union branch {i} ({wb}) cannot be read as {}",
+                                rk.describe()
+                            ),
                         );
                     }
                 }
             }
             (K::Union(ru), _) => {
-                if !ru.variants().iter().any(|rb| self.quietly(rb, writer, &path)) {
+                if !ru
+                    .variants()
+                    .iter()
+                    .any(|rb| self.quietly(rb, writer, &path))
+                {
                     self.fail(
                         &path,
-                        format!("no branch of the reader union can read writer type {}", wk.describe()),
+                        format!(
+                            "no branch of the reader union can read writer type {}",
+                            wk.describe()
+                        ),
                     );
                 }
             }
@@ -201,18 +226,43 @@ impl<'r, 'w> Checker<'r, 'w> {
             (K::String | K::Bytes, K::String | K::Bytes) => {}
             (K::Fixed(r), K::Fixed(w)) => {
                 if r.name.name() != w.name.name()
-                    && !r.aliases.iter().flatten().any(|a| a.name() == w.name.name())
+                    && !r
+                        .aliases
+                        .iter()
+                        .flatten()
+                        .any(|a| a.name() == w.name.name())
                 {
-                    self.fail(&path, format!("fixed name {} does not match writer's {}", r.name.name(), w.name.name()));
+                    self.fail(
+                        &path,
+                        format!(
+                            "fixed name {} does not match writer's {}",
+                            r.name.name(),
+                            w.name.name()
+                        ),
+                    );
                 } else if r.size != w.size {
-                    self.fail(&path, format!("fixed size {} differs from writer's {}", r.size, w.size));
+                    self.fail(
+                        &path,
+                        format!("fixed size {} differs from writer's {}", r.size, w.size),
+                    );
                 }
             }
             (K::Enum(r), K::Enum(w)) => {
                 if r.name.name() != w.name.name()
-                    && !r.aliases.iter().flatten().any(|a| a.name() == w.name.name())
+                    && !r
+                        .aliases
+                        .iter()
+                        .flatten()
+                        .any(|a| a.name() == w.name.name())
                 {
-                    self.fail(&path, format!("enum name {} does not match writer's {}", r.name.name(), w.name.name()));
+                    self.fail(
+                        &path,
+                        format!(
+                            "enum name {} does not match writer's {}",
+                            r.name.name(),
+                            w.name.name()
+                        ),
+                    );
                     return;
                 }
                 let missing: Vec<&str> = w
@@ -237,7 +287,11 @@ impl<'r, 'w> Checker<'r, 'w> {
                 if !names_match(r, w) {
                     self.fail(
                         &path,
-                        format!("record name {} does not match writer's {}", r.name.name(), w.name.name()),
+                        format!(
+                            "record name {} does not match writer's {}",
+                            r.name.name(),
+                            w.name.name()
+                        ),
                     );
                     return;
                 }
@@ -245,17 +299,26 @@ impl<'r, 'w> Checker<'r, 'w> {
                 if !self.in_progress.insert(key) {
                     return;
                 }
-                let base = if path.is_empty() { format!("/{}", r.name.name()) } else { path.clone() };
+                let base = if path.is_empty() {
+                    format!("/{}", r.name.name())
+                } else {
+                    path.clone()
+                };
                 for rf in &r.fields {
-                    let wf = w.fields.iter().find(|wf| {
-                        wf.name == rf.name || rf.aliases.contains(&wf.name)
-                    });
+                    let wf = w
+                        .fields
+                        .iter()
+                        .find(|wf| wf.name == rf.name || rf.aliases.contains(&wf.name));
                     let fpath = format!("{base}/{}", rf.name);
                     match wf {
                         Some(wf) => self.check(&rf.schema, &wf.schema, fpath),
                         None if rf.default.is_some() => {}
                         None => {
-                            let ty = self.rn.kind(&rf.schema).map(|k| k.describe()).unwrap_or_default();
+                            let ty = self
+                                .rn
+                                .kind(&rf.schema)
+                                .map(|k| k.describe())
+                                .unwrap_or_default();
                             self.fail(
                                 &fpath,
                                 format!(
@@ -270,7 +333,11 @@ impl<'r, 'w> Checker<'r, 'w> {
             }
             _ => self.fail(
                 &path,
-                format!("writer type {} cannot be read as {}", wk.describe(), rk.describe()),
+                format!(
+                    "writer type {} cannot be read as {}",
+                    wk.describe(),
+                    rk.describe()
+                ),
             ),
         }
     }

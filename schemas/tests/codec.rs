@@ -36,8 +36,14 @@ fn v1_value(i: i64) -> Value {
 }
 
 fn field<'a>(v: &'a Value, name: &str) -> &'a Value {
-    let Value::Record(fields) = v else { panic!("not a record: {v:?}") };
-    &fields.iter().find(|(n, _)| n == name).unwrap_or_else(|| panic!("no field {name}")).1
+    let Value::Record(fields) = v else {
+        panic!("not a record: {v:?}")
+    };
+    &fields
+        .iter()
+        .find(|(n, _)| n == name)
+        .unwrap_or_else(|| panic!("no field {name}"))
+        .1
 }
 
 fn long(v: &Value) -> i64 {
@@ -146,7 +152,10 @@ fn v1_writer_resolves_to_v2() {
     // reason the runtime uses our plans. If this starts passing, compare against it instead.
     let body = to_avro_datum(&v1, v1_value(0)).unwrap();
     let theirs = from_avro_datum(&v1, &mut &body[..], Some(&v2));
-    assert!(theirs.is_err(), "apache-avro now resolves aliases: {theirs:?}");
+    assert!(
+        theirs.is_err(),
+        "apache-avro now resolves aliases: {theirs:?}"
+    );
 }
 
 #[test]
@@ -159,7 +168,9 @@ fn v1_writer_matches_apache_avro_where_it_resolves() {
     dec.add_writer_schema(1, &v1).unwrap();
     let mut ours = Telemetry::default();
     for i in 0..50 {
-        let Value::Record(mut fields) = v1_value(i) else { unreachable!() };
+        let Value::Record(mut fields) = v1_value(i) else {
+            unreachable!()
+        };
         fields[2].0 = "event_time".into();
         let body = to_avro_datum(&v1, Value::Record(fields)).unwrap();
         dec.decode_body(1, &body, &mut ours).unwrap();
@@ -227,11 +238,22 @@ fn undecodable_records_get_stable_classes() {
     wire::write_header(1, &mut good);
     good.extend(to_avro_datum(&v1, v1_value(3)).unwrap());
 
-    assert_eq!(dec.decode(&good[..good.len() - 1], &mut out).unwrap_err().class(), "truncated");
-    assert_eq!(dec.decode(&good[..3], &mut out).unwrap_err().class(), "truncated");
+    assert_eq!(
+        dec.decode(&good[..good.len() - 1], &mut out)
+            .unwrap_err()
+            .class(),
+        "truncated"
+    );
+    assert_eq!(
+        dec.decode(&good[..3], &mut out).unwrap_err().class(),
+        "truncated"
+    );
     let mut wrong = good.clone();
     wrong[0] = 1;
-    assert_eq!(dec.decode(&wrong, &mut out).unwrap_err().class(), "wrong_magic");
+    assert_eq!(
+        dec.decode(&wrong, &mut out).unwrap_err().class(),
+        "wrong_magic"
+    );
     let mut unknown = good.clone();
     unknown[4] = 99;
     let err = dec.decode(&unknown, &mut out).unwrap_err();
@@ -239,7 +261,10 @@ fn undecodable_records_get_stable_classes() {
     assert_eq!(err.class(), "unknown_schema_id");
     let mut trailing = good.clone();
     trailing.push(0);
-    assert_eq!(dec.decode(&trailing, &mut out).unwrap_err().class(), "invalid_body");
+    assert_eq!(
+        dec.decode(&trailing, &mut out).unwrap_err().class(),
+        "invalid_body"
+    );
 
     // A writer whose field cannot become the reader's: value as a string.
     let bad = V1.replace(r#""type": "float""#, r#""type": "string""#);
@@ -248,7 +273,10 @@ fn undecodable_records_get_stable_classes() {
     assert!(err.to_string().contains("value"), "{err}");
     let mut rec = vec![0, 0, 0, 0, 5];
     rec.extend_from_slice(&good[5..]);
-    assert_eq!(dec.decode(&rec, &mut out).unwrap_err().class(), "incompatible_schema");
+    assert_eq!(
+        dec.decode(&rec, &mut out).unwrap_err().class(),
+        "incompatible_schema"
+    );
     // Recovers: the good record still decodes after all that.
     dec.decode(&good, &mut out).unwrap();
     assert_eq!(out.seq, 3);
@@ -273,10 +301,19 @@ fn writer_only_fields_of_every_shape_are_skipped() {
     let ws = Schema::parse_str(writer).unwrap();
     let v2 = Schema::parse_str(V2).unwrap();
     let value = Value::Record(vec![
-        ("tags".into(), Value::Map([("a".to_string(), Value::String("b".into()))].into())),
+        (
+            "tags".into(),
+            Value::Map([("a".to_string(), Value::String("b".into()))].into()),
+        ),
         ("device_id".into(), Value::String("x".into())),
-        ("samples".into(), Value::Array(vec![Value::Double(1.0), Value::Double(2.0)])),
-        ("metric".into(), Value::Union(1, Box::new(Value::String("m".into())))),
+        (
+            "samples".into(),
+            Value::Array(vec![Value::Double(1.0), Value::Double(2.0)]),
+        ),
+        (
+            "metric".into(),
+            Value::Union(1, Box::new(Value::String("m".into()))),
+        ),
         (
             "nested".into(),
             Value::Record(vec![
@@ -296,7 +333,10 @@ fn writer_only_fields_of_every_shape_are_skipped() {
     dec.decode_body(2, &body, &mut out).unwrap();
     let theirs = from_avro_datum(&ws, &mut &body[..], Some(&v2)).unwrap();
     assert_eq!(out, telemetry_from_value(&theirs));
-    assert_eq!((out.event_time, out.value, out.seq, out.quality), (77, -5.0, 9, 55));
+    assert_eq!(
+        (out.event_time, out.value, out.seq, out.quality),
+        (77, -5.0, 9, 55)
+    );
 
     // The null branch of metric cannot become a string: that record (only) is incompatible.
     let null_metric = Value::Record(vec![
@@ -329,7 +369,10 @@ fn forged_block_counts_do_not_hang_or_panic() {
     let mut dec = TelemetryDecoder::new();
     // Missing reader fields without defaults make this incompatible; use a reader-compatible
     // writer instead by adding the required fields after the junk.
-    assert_eq!(dec.add_writer_schema_json(1, writer).unwrap_err().class(), "incompatible_schema");
+    assert_eq!(
+        dec.add_writer_schema_json(1, writer).unwrap_err().class(),
+        "incompatible_schema"
+    );
     let writer = writer.replace(
         r#"{"name":"more","type":{"type":"array","items":"long"}}]}"#,
         r#"{"name":"more","type":{"type":"array","items":"long"}},
@@ -339,7 +382,9 @@ fn forged_block_counts_do_not_hang_or_panic() {
     dec.add_writer_schema_json(1, &writer).unwrap();
     let mut out = Telemetry::default();
     // Array of nulls claiming i64::MAX items, then an array of longs claiming 2^60 items.
-    let mut body = vec![0xfe, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01, 0x00];
+    let mut body = vec![
+        0xfe, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01, 0x00,
+    ];
     body.extend_from_slice(&[0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x20]);
     let err = dec.decode_body(1, &body, &mut out).unwrap_err();
     assert_eq!(err.class(), "truncated");

@@ -8,7 +8,10 @@ const V1: &str = include_str!("../telemetry-v1.avsc");
 const V2: &str = include_str!("../telemetry-v2.avsc");
 
 fn rec(fields: &str) -> Schema {
-    Schema::parse_str(&format!(r#"{{"type":"record","name":"R","fields":[{fields}]}}"#)).unwrap()
+    Schema::parse_str(&format!(
+        r#"{{"type":"record","name":"R","fields":[{fields}]}}"#
+    ))
+    .unwrap()
 }
 
 fn reads(reader: &Schema, writer: &Schema) -> bool {
@@ -49,7 +52,8 @@ fn telemetry_v1_to_v2_at_every_level() {
 #[test]
 fn added_and_removed_fields() {
     let old = rec(r#"{"name":"a","type":"int"}"#);
-    let added_default = rec(r#"{"name":"a","type":"int"},{"name":"b","type":"string","default":"x"}"#);
+    let added_default =
+        rec(r#"{"name":"a","type":"int"},{"name":"b","type":"string","default":"x"}"#);
     let added_plain = rec(r#"{"name":"a","type":"int"},{"name":"b","type":"string"}"#);
     assert!(reads(&added_default, &old));
     assert!(reads(&old, &added_default), "old readers ignore new fields");
@@ -58,7 +62,10 @@ fn added_and_removed_fields() {
     assert!(msg.contains("/R/b") && msg.contains("no default"), "{msg}");
     // Removing a field: new readers ignore it; old readers need its default.
     let removed = rec(r#"{"name":"b","type":"string","default":"x"}"#);
-    assert!(reads(&rec(r#"{"name":"a","type":"int","default":0}"#), &removed));
+    assert!(reads(
+        &rec(r#"{"name":"a","type":"int","default":0}"#),
+        &removed
+    ));
     assert!(!reads(&old, &removed));
 }
 
@@ -114,17 +121,31 @@ fn unions() {
     let promoted = rec(r#"{"name":"x","type":["null","double"]}"#);
     let ints = rec(r#"{"name":"x","type":["null","int"]}"#);
     assert!(reads(&nullable, &plain));
-    assert!(!reads(&plain, &nullable), "the null branch has nowhere to go");
+    assert!(
+        !reads(&plain, &nullable),
+        "the null branch has nowhere to go"
+    );
     assert!(reads(&wide, &nullable));
     assert!(!reads(&nullable, &wide));
-    assert!(reads(&promoted, &ints), "int branch promotes into double branch");
+    assert!(
+        reads(&promoted, &ints),
+        "int branch promotes into double branch"
+    );
     assert!(!reads(&ints, &promoted));
 }
 
 #[test]
 fn arrays_maps_and_nested_records() {
-    let arr = |t: &str| rec(&format!(r#"{{"name":"x","type":{{"type":"array","items":"{t}"}}}}"#));
-    let map = |t: &str| rec(&format!(r#"{{"name":"x","type":{{"type":"map","values":"{t}"}}}}"#));
+    let arr = |t: &str| {
+        rec(&format!(
+            r#"{{"name":"x","type":{{"type":"array","items":"{t}"}}}}"#
+        ))
+    };
+    let map = |t: &str| {
+        rec(&format!(
+            r#"{{"name":"x","type":{{"type":"map","values":"{t}"}}}}"#
+        ))
+    };
     assert!(reads(&arr("long"), &arr("int")));
     assert!(!reads(&arr("int"), &arr("long")));
     assert!(reads(&map("double"), &map("float")));
@@ -139,7 +160,11 @@ fn arrays_maps_and_nested_records() {
     let new_bad = nested(r#"{"name":"a","type":"int"},{"name":"b","type":"int"}"#);
     assert!(reads(&new_ok, &old));
     assert!(!reads(&new_bad, &old));
-    assert!(can_read(&new_bad, &old)[0].path.ends_with("/n/b"), "{:?}", can_read(&new_bad, &old));
+    assert!(
+        can_read(&new_bad, &old)[0].path.ends_with("/n/b"),
+        "{:?}",
+        can_read(&new_bad, &old)
+    );
     assert!(!reads(&arr("int"), &map("int")));
 }
 
@@ -168,7 +193,10 @@ fn transitive_levels_check_every_version() {
     assert!(check_level(Level::Backward, &v3, &history).is_empty());
     let problems = check_level(Level::BackwardTransitive, &v3, &history);
     assert_eq!(problems.len(), 1, "{problems:?}");
-    assert!(problems[0].contains("version 1") && problems[0].contains("/R/a"), "{problems:?}");
+    assert!(
+        problems[0].contains("version 1") && problems[0].contains("/R/a"),
+        "{problems:?}"
+    );
     assert!(check_level(Level::None, &v3, &history).is_empty());
 }
 
@@ -176,7 +204,10 @@ fn transitive_levels_check_every_version() {
 fn levels_parse_like_confluent() {
     for level in LEVELS {
         assert_eq!(level.as_str().parse::<Level>().unwrap(), level);
-        assert_eq!(level.as_str().to_lowercase().parse::<Level>().unwrap(), level);
+        assert_eq!(
+            level.as_str().to_lowercase().parse::<Level>().unwrap(),
+            level
+        );
     }
     assert!("SIDEWAYS".parse::<Level>().is_err());
 }

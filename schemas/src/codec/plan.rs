@@ -43,10 +43,16 @@ enum Skip {
 
 #[derive(Debug, Clone)]
 enum Op {
-    Read { slot: usize, conv: Conv },
+    Read {
+        slot: usize,
+        conv: Conv,
+    },
     /// A writer union read into a plain reader field: one conversion per writer branch,
     /// `None` where that branch cannot be read (an error only if such a record arrives).
-    ReadUnion { slot: usize, branches: Vec<Option<Conv>> },
+    ReadUnion {
+        slot: usize,
+        branches: Vec<Option<Conv>>,
+    },
     Skip(Skip),
 }
 
@@ -84,7 +90,10 @@ impl Plan {
             return Err("reader schema is not a record".into());
         };
         let Kind::Record(w) = wn.kind(writer)? else {
-            return Err(format!("writer schema is {}, not a record", wn.kind(writer)?.describe()));
+            return Err(format!(
+                "writer schema is {}, not a record",
+                wn.kind(writer)?.describe()
+            ));
         };
         if !record_names_match(r, w) {
             return Err(format!(
@@ -150,7 +159,12 @@ impl Plan {
 
     /// Decodes `body` into `out`. The whole body must be consumed: trailing bytes mean the
     /// header names the wrong schema.
-    pub(crate) fn execute<T: AvroRecord>(&self, id: u32, body: &[u8], out: &mut T) -> Result<(), DecodeError> {
+    pub(crate) fn execute<T: AvroRecord>(
+        &self,
+        id: u32,
+        body: &[u8],
+        out: &mut T,
+    ) -> Result<(), DecodeError> {
         let mut c = Cursor::new(body);
         for op in &self.ops {
             match op {
@@ -160,7 +174,9 @@ impl Plan {
                     let branch = usize::try_from(idx)
                         .ok()
                         .and_then(|i| branches.get(i))
-                        .ok_or_else(|| DecodeError::InvalidBody(format!("union branch {idx} out of range")))?;
+                        .ok_or_else(|| {
+                            DecodeError::InvalidBody(format!("union branch {idx} out of range"))
+                        })?;
                     let conv = branch.ok_or_else(|| DecodeError::IncompatibleSchema {
                         id,
                         reason: format!("union branch {idx} cannot be read as the reader field"),
@@ -184,7 +200,10 @@ impl Plan {
 }
 
 fn field_mismatch(field: &str, writer: &str, reader: Kind<'_>) -> String {
-    format!("field {field}: writer type {writer} cannot be read as {}", reader.describe())
+    format!(
+        "field {field}: writer type {writer} cannot be read as {}",
+        reader.describe()
+    )
 }
 
 /// The conversion from a writer kind to a primitive reader kind, if Avro allows one.
@@ -289,7 +308,9 @@ fn skip_value(c: &mut Cursor<'_>, s: &Skip) -> Result<(), DecodeError> {
             let branch = usize::try_from(idx)
                 .ok()
                 .and_then(|i| branches.get(i))
-                .ok_or_else(|| DecodeError::InvalidBody(format!("union branch {idx} out of range")))?;
+                .ok_or_else(|| {
+                    DecodeError::InvalidBody(format!("union branch {idx} out of range"))
+                })?;
             skip_value(c, branch)?;
         }
         Skip::Record(fields) => {
@@ -337,13 +358,20 @@ impl DefaultVal {
 }
 
 fn default(field: &str, json: &Json, kind: Kind<'_>) -> Result<DefaultVal, String> {
-    let bad = || format!("reader field {field}: default {json} does not fit {}", kind.describe());
+    let bad = || {
+        format!(
+            "reader field {field}: default {json} does not fit {}",
+            kind.describe()
+        )
+    };
     Ok(match (kind, json) {
         (Kind::Null, Json::Null) => DefaultVal::Null,
         (Kind::Boolean, Json::Bool(b)) => DefaultVal::Bool(*b),
-        (Kind::Int, Json::Number(n)) => {
-            DefaultVal::Int(n.as_i64().and_then(|v| i32::try_from(v).ok()).ok_or_else(bad)?)
-        }
+        (Kind::Int, Json::Number(n)) => DefaultVal::Int(
+            n.as_i64()
+                .and_then(|v| i32::try_from(v).ok())
+                .ok_or_else(bad)?,
+        ),
         (Kind::Long, Json::Number(n)) => DefaultVal::Long(n.as_i64().ok_or_else(bad)?),
         (Kind::Float, Json::Number(n)) => DefaultVal::Float(n.as_f64().ok_or_else(bad)? as f32),
         (Kind::Double, Json::Number(n)) => DefaultVal::Double(n.as_f64().ok_or_else(bad)?),
@@ -354,7 +382,15 @@ fn default(field: &str, json: &Json, kind: Kind<'_>) -> Result<DefaultVal, Strin
                 .map(|ch| u8::try_from(u32::from(ch)).map_err(|_| bad()))
                 .collect::<Result<_, _>>()?,
         ),
-        (Kind::Union(_) | Kind::Record(_) | Kind::Array(_) | Kind::Map(_) | Kind::Enum(_) | Kind::Fixed(_), _) => {
+        (
+            Kind::Union(_)
+            | Kind::Record(_)
+            | Kind::Array(_)
+            | Kind::Map(_)
+            | Kind::Enum(_)
+            | Kind::Fixed(_),
+            _,
+        ) => {
             return Err(format!(
                 "reader field {field}: type {} is not supported by the fast decoder",
                 kind.describe()

@@ -29,7 +29,9 @@ impl<'a> Cursor<'a> {
             };
             self.pos += 1;
             if shift == 63 && byte > 1 {
-                return Err(DecodeError::InvalidBody("varint longer than 64 bits".into()));
+                return Err(DecodeError::InvalidBody(
+                    "varint longer than 64 bits".into(),
+                ));
             }
             raw |= u64::from(byte & 0x7f) << shift;
             if byte & 0x80 == 0 {
@@ -81,7 +83,8 @@ impl<'a> Cursor<'a> {
     #[inline]
     pub(crate) fn str(&mut self) -> Result<&'a str, DecodeError> {
         let b = self.bytes()?;
-        std::str::from_utf8(b).map_err(|e| DecodeError::InvalidBody(format!("string is not UTF-8: {e}")))
+        std::str::from_utf8(b)
+            .map_err(|e| DecodeError::InvalidBody(format!("string is not UTF-8: {e}")))
     }
 
     /// A length or count; negative lengths are corrupt for bytes and strings.
@@ -153,12 +156,21 @@ mod tests {
 
     #[test]
     fn corrupt_varints_and_lengths_are_errors() {
-        assert_eq!(Cursor::new(&[0xff; 11]).long().unwrap_err().class(), "invalid_body");
-        assert_eq!(Cursor::new(&[0x80]).long().unwrap_err().class(), "truncated");
+        assert_eq!(
+            Cursor::new(&[0xff; 11]).long().unwrap_err().class(),
+            "invalid_body"
+        );
+        assert_eq!(
+            Cursor::new(&[0x80]).long().unwrap_err().class(),
+            "truncated"
+        );
         // Length 1 (zig-zag 2) but no byte follows.
         assert_eq!(Cursor::new(&[2]).bytes().unwrap_err().class(), "truncated");
         // Length -1.
-        assert_eq!(Cursor::new(&[1]).bytes().unwrap_err().class(), "invalid_body");
+        assert_eq!(
+            Cursor::new(&[1]).bytes().unwrap_err().class(),
+            "invalid_body"
+        );
         // Huge length.
         let mut buf = Vec::new();
         put_long(&mut buf, i64::MAX);

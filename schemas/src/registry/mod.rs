@@ -1,0 +1,142 @@
+//! `sluice registry`: a schema registry speaking the Confluent Schema Registry REST API,
+//! storing its schemas in a compacted `_schemas` topic as Confluent's registry does.
+//!
+//! Several instances may serve the same topic. None of them is a leader: each proposes a
+//! write by appending it to the topic, and answers only after reading its own record back and
+//! seeing it applied. Every instance applies the topic in the same order with the same rules
+//! (see [`state`]), so the first proposal for an id or a version wins everywhere and a loser
+//! retries with the next free number.
+
+mod api;
+mod log;
+mod service;
+pub(crate) mod state;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::{Arc, RwLock};
+
+use serde::Deserialize;
+use tokio::sync::watch;
+
+use self::service::Service;
+use self::state::State;
+
+/// Settings of one registry instance.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegistryConfig {
+    /// Address the REST API listens on, e.g. `127.0.0.1:8081`.
+    pub listen: SocketAddr,
+    /// Kafka bootstrap servers holding the schemas topic.
+    pub brokers: String,
+    /// The compacted topic schemas are stored in. Default `_schemas`, as Confluent's.
+    #[serde(default = "default_topic")]
+    pub topic: String,
+}
+
+/// Mirrors Confluent's `kafkastore.topic` default, so both registries can share a broker's data.
+pub fn default_topic() -> String {
+    "_schemas".to_string()
+}
+
+impl RegistryConfig {
+    /// A config with the default topic.
+    pub fn new(listen: SocketAddr, brokers: impl Into<String>) -> Self {
+        Self {
+            listen,
+            brokers: brokers.into(),
+            topic: default_topic(),
+        }
+    }
+}
+
+/// Why the registry could not start or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    /// The broker refused or could not be reached (external; retrying may help).
+    #[error("Kafka error: {0}")]
+    Kafka(#[from] rdkafka::error::KafkaError),
+    /// The schemas topic could not be created or used.
+    #[error("schemas topic: {0}")]
+    Topic(String),
+    /// The listen address could not be bound (user's config or another process).
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    /// The HTTP server failed.
+    #[error("HTTP server: {0}")]
+    Serve(std::io::Error),
+    /// The topic tailer stopped.
+    #[error("schemas topic reader stopped: {0}")]
+    Tail(String),
+}
+
+/// Aborts the topic tailer when the server future is dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<Result<(), RegistryError>>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// A registry instance before it serves.
+pub struct Registry;
+
+impl Registry {
+    /// Creates the topic if needed, reads it to its end (readiness), binds the listener, and
+    /// returns the bound address with the future that serves until an error.
+    pub async fn bind(
+        cfg: RegistryConfig,
+    ) -> Result<(SocketAddr, impl Future<Output = Result<(), RegistryError>>), RegistryError> {
+        log::ensure_topic(&cfg.brokers, &cfg.topic).await?;
+        let state = Arc::new(RwLock::new(State::default()));
+        let (applied_tx, applied_rx) = watch::channel(0i64);
+        let tailer = tokio::spawn(log::tail(
+            cfg.brokers.clone(),
+            cfg.topic.clone(),
+            state.clone(),
+            applied_tx,
+        ));
+        let guard = AbortOnDrop(tailer);
+        let end = {
+            let (brokers, topic) = (cfg.brokers.clone(), cfg.topic.clone());
+            tokio::task::spawn_blocking(move || log::end_offset(&brokers, &topic))
+                .await
+                .map_err(|e| RegistryError::Tail(e.to_string()))??
+        };
+        let service = Arc::new(Service::new(
+            state,
+            applied_rx,
+            log::LogWriter::new(&cfg.brokers, &cfg.topic)?,
+        ));
+        service
+            .wait_applied(end - 1)
+            .await
+            .map_err(|e| RegistryError::Tail(e.message))?;
+        let listener = tokio::net::TcpListener::bind(cfg.listen)
+            .await
+            .map_err(|source| RegistryError::Listen {
+                addr: cfg.listen,
+                source,
+            })?;
+        let addr = listener.local_addr().map_err(RegistryError::Serve)?;
+        tracing::info!(addr = %addr, topic = %cfg.topic, schemas_end = end, "Schema registry ready.");
+        let app = api::router(service);
+        Ok((addr, async move {
+            let _guard = guard;
+            axum::serve(listener, app)
+                .await
+                .map_err(RegistryError::Serve)
+        }))
+    }
+}
+
+/// Runs a registry until it fails.
+pub async fn run(cfg: RegistryConfig) -> Result<(), RegistryError> {
+    let (_, serve) = Registry::bind(cfg).await?;
+    serve.await
+}
