@@ -134,6 +134,8 @@ impl EnsembleParams {
 }
 
 const CHANNELS: usize = 5;
+/// Index of the drift channel in `record` (and in the surprise array).
+const DRIFT: usize = 3;
 
 #[derive(Debug, Clone)]
 pub(crate) struct Ensemble {
@@ -249,15 +251,28 @@ impl Ensemble {
         w.f64(self.peak);
     }
 
-    pub(crate) fn restore(p: &EnsembleParams, r: &mut Reader<'_>) -> Result<Self, Error> {
+    /// Reads state of format `version`. Format 1 (before the drift channel) is still read, so
+    /// an upgrade keeps what every series learned: the drift channel starts from zero (its
+    /// mean and record), which is how a fresh detector starts it too.
+    pub(crate) fn restore(
+        p: &EnsembleParams,
+        version: u8,
+        r: &mut Reader<'_>,
+    ) -> Result<Self, Error> {
         let mut d = Self::new(p);
         d.n = r.u64()?;
         d.prev = r.f64()?;
         d.level = RobustLevel::read(r)?;
         d.step = RobustLevel::read(r)?;
         d.seasonal = Seasonal::restore(&p.seasonal(), r)?;
-        d.drift = r.f64()?;
-        r.f64s(&mut d.record)?;
+        if version >= 2 {
+            d.drift = r.f64()?;
+            r.f64s(&mut d.record)?;
+        } else {
+            // Format 1 records: level, step, seasonal, sequence.
+            r.f64s(&mut d.record[..DRIFT])?;
+            r.f64s(&mut d.record[DRIFT + 1..])?;
+        }
         d.ctx = Context::read(p.levels, p.context_len, r)?;
         d.seq = Transitions::read(p.levels, r)?;
         d.peak = r.f64()?;
@@ -289,6 +304,45 @@ mod tests {
         (3_000..3_030i64)
             .map(|i| d.update(i * 60_000, 11.0 + noise()))
             .fold(0.0, f64::max)
+    }
+
+    #[test]
+    fn format_1_state_is_read_with_a_fresh_drift_channel() {
+        let p = EnsembleParams::default();
+        let mut d = Ensemble::new(&p);
+        for i in 0..2_000i64 {
+            d.update(
+                i * 60_000,
+                (i % 37) as f64 + if i % 500 == 7 { 90.0 } else { 0.0 },
+            );
+        }
+        // The version 1 layout, written by hand: no drift mean, four records.
+        let mut v1 = Vec::new();
+        let mut w = Writer::new(&mut v1);
+        w.u64(d.n);
+        w.f64(d.prev);
+        d.level.write(&mut w);
+        d.step.write(&mut w);
+        d.seasonal.save(&mut w);
+        w.f64s(&d.record[..DRIFT]);
+        w.f64s(&d.record[DRIFT + 1..]);
+        d.ctx.write(&mut w);
+        d.seq.write(&mut w);
+        w.f64(d.peak);
+        let mut r = Reader::new(&v1);
+        let restored = Ensemble::restore(&p, 1, &mut r).expect("format 1 restores");
+        r.finish().expect("format 1 read to the end");
+        let mut want = d.clone();
+        want.drift = 0.0;
+        want.record[DRIFT] = 0.0;
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        restored.save(&mut Writer::new(&mut a));
+        want.save(&mut Writer::new(&mut b));
+        assert_eq!(a, b);
+        assert!(
+            d.drift != 0.0 && d.record[DRIFT] > 0.0,
+            "the test needs a live drift channel"
+        );
     }
 
     #[test]

@@ -27,7 +27,7 @@ pub use ewma::EwmaParams;
 pub use mad::MadParams;
 pub use multivariate::{MultivariateDetector, MultivariateSpec};
 pub use seasonal::SeasonalParams;
-pub use spec::{AnyDetector, DetectorSpec, STATE_FORMAT_VERSION};
+pub use spec::{AnyDetector, DetectorSpec, OLDEST_READABLE_VERSION, STATE_FORMAT_VERSION};
 pub use zscore::ZscoreParams;
 
 /// Errors of this crate. Restore and spec errors are the caller's (bad bytes or names) and a
@@ -42,7 +42,7 @@ pub enum Error {
     Truncated { at: usize },
     #[error("detector state has {extra} unexpected trailing bytes")]
     Trailing { extra: usize },
-    #[error("detector state format version {0} is not supported (this build reads {STATE_FORMAT_VERSION})")]
+    #[error("detector state format version {0} is not supported (this build reads {OLDEST_READABLE_VERSION} to {STATE_FORMAT_VERSION})")]
     Version(u8),
     #[error("detector state was saved by {saved:?} but is restored as {wanted:?}")]
     KindMismatch { saved: String, wanted: &'static str },

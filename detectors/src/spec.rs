@@ -12,8 +12,13 @@ use crate::zscore::{Zscore, ZscoreParams};
 use crate::Error;
 
 /// First byte of every saved state. Bump it when any detector's layout changes; restore
-/// refuses other versions rather than misreading them.
+/// refuses other versions rather than misreading them. Version 2 added the ensemble's drift
+/// channel; version 1 state is still read (see [`OLDEST_READABLE_VERSION`]).
 pub const STATE_FORMAT_VERSION: u8 = 2;
+
+/// The oldest state format restore still reads: version 1 differs from 2 only in the
+/// ensemble, whose drift channel then starts from zero.
+pub const OLDEST_READABLE_VERSION: u8 = 1;
 
 /// A detector and its parameters, e.g. `detector: { kind: ewma, alpha: 0.05 }` in YAML.
 /// Every parameter is optional and has a documented default; unknown keys are rejected.
@@ -112,7 +117,7 @@ impl DetectorSpec {
     pub fn restore(&self, bytes: &[u8]) -> Result<AnyDetector, Error> {
         let mut r = Reader::new(bytes);
         let version = r.u8()?;
-        if version != STATE_FORMAT_VERSION {
+        if !(OLDEST_READABLE_VERSION..=STATE_FORMAT_VERSION).contains(&version) {
             return Err(Error::Version(version));
         }
         let tag = r.u8()?;
@@ -127,7 +132,7 @@ impl DetectorSpec {
             Self::Ewma(p) => Inner::Ewma(Ewma::restore(p, &mut r)?),
             Self::Mad(p) => Inner::Mad(Mad::restore(p, &mut r)?),
             Self::Seasonal(p) => Inner::Seasonal(Seasonal::restore(p, &mut r)?),
-            Self::Ensemble(p) => Inner::Ensemble(Box::new(Ensemble::restore(p, &mut r)?)),
+            Self::Ensemble(p) => Inner::Ensemble(Box::new(Ensemble::restore(p, version, &mut r)?)),
             Self::Cad(p) => Inner::Cad(Box::new(Cad::restore(p, &mut r)?)),
             Self::Null => Inner::Null,
         };

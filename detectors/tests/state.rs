@@ -1,7 +1,7 @@
 //! Saved state: a restored detector scores exactly as the original would have, state stays
 //! bounded, bad bytes are refused, and odd input never panics.
 
-use sluice_detectors::{DetectorSpec, Error, STATE_FORMAT_VERSION};
+use sluice_detectors::{DetectorSpec, Error, OLDEST_READABLE_VERSION, STATE_FORMAT_VERSION};
 
 /// 1-minute points with a daily cycle, noise, a level shift halfway, and the awkward
 /// cases: NaN, infinities, wild finite values, a gap, repeated and backwards timestamps.
@@ -138,6 +138,17 @@ fn bad_bytes_are_refused() {
         spec.restore(&wrong_version),
         Err(Error::Version(99))
     ));
+    wrong_version[0] = OLDEST_READABLE_VERSION - 1;
+    assert!(matches!(
+        spec.restore(&wrong_version),
+        Err(Error::Version(_))
+    ));
+    // Format 1 differs only in the ensemble, so an EWMA saved by it reads back unchanged.
+    let mut v1 = bytes.clone();
+    v1[0] = 1;
+    let mut again = Vec::new();
+    spec.restore(&v1).expect("format 1").save(&mut again);
+    assert_eq!(again, bytes);
     let other = DetectorSpec::from_name("mad").unwrap();
     assert!(matches!(
         other.restore(&bytes),
