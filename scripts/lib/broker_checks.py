@@ -42,7 +42,7 @@ def create(topic, partitions=1, config=None):
     fs[topic].result(timeout=15)
 
 
-def consume_all(topic, group=None, isolation="read_uncommitted", expect=None, tries=40):
+def consume_all(topic, group=None, isolation="read_uncommitted", expect=None, tries=400):
     c = Consumer({
         "bootstrap.servers": BOOT,
         "group.id": group or name("reader"),
@@ -54,17 +54,19 @@ def consume_all(topic, group=None, isolation="read_uncommitted", expect=None, tr
     c.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in md.partitions])
     out, empty = [], 0
     for _ in range(tries):
-        m = c.poll(0.5)
-        if m is None:
+        batch = c.consume(500, 0.5)
+        if not batch:
             empty += 1
-            if expect is not None and len(out) >= expect and empty >= 2:
+            if (expect is None or len(out) >= expect) and empty >= 4:
                 break
             continue
-        if m.error():
-            if m.error().code() == KafkaError._PARTITION_EOF:
-                continue
-            raise KafkaException(m.error())
-        out.append(m)
+        empty = 0
+        for m in batch:
+            if m.error():
+                if m.error().code() == KafkaError._PARTITION_EOF:
+                    continue
+                raise KafkaException(m.error())
+            out.append(m)
     c.close()
     return out
 
@@ -241,6 +243,35 @@ def static_membership():
     b.close()
 
 
+def static_member_fencing():
+    t = name("fence")
+    create(t, 2)
+    group = name("fencegroup")
+    conf = {"bootstrap.servers": BOOT, "group.id": group, "group.instance.id": "same",
+            "session.timeout.ms": 30000, "enable.auto.commit": False}
+    errors = []
+    a = Consumer({**conf, "error_cb": lambda e: errors.append(("a", e))})
+    a.subscribe([t])
+    wait_assignment([a])
+    b = Consumer({**conf, "error_cb": lambda e: errors.append(("b", e))})
+    b.subscribe([t])
+    for _ in range(40):
+        for c in (a, b):
+            try:
+                c.poll(0.25)
+            except KafkaException as e:
+                errors.append(("poll", e))
+    both = bool(a.assignment()) and bool(b.assignment())
+    fenced = any("FENCED" in str(e).upper() for _, e in errors)
+    verdict("static membership: duplicate group.instance.id is fenced", fenced and not both,
+            f"both consumers own partitions: {both}; fencing errors: {fenced}")
+    for c in (a, b):
+        try:
+            c.close()
+        except KafkaException:
+            pass
+
+
 def cooperative_sticky():
     t = name("coop")
     create(t, 4)
@@ -286,7 +317,7 @@ def auto_create_topics():
 if __name__ == "__main__":
     print(f"broker checks against {BOOT}", flush=True)
     for fn in (create_topics_configs, idempotent_producer, transactions, offset_commit_metadata,
-               log_append_time, static_membership, cooperative_sticky, auto_create_topics):
+               log_append_time, static_membership, static_member_fencing, cooperative_sticky, auto_create_topics):
         check(fn)
     gaps = sum(1 for r in RESULTS if r[1] != "OK")
     print(f"broker checks: {len(RESULTS) - gaps} ok, {gaps} gaps or errors")
