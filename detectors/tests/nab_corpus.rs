@@ -98,6 +98,15 @@ fn ensemble_keeps_its_benchmark_score() {
 }
 
 #[test]
+fn cad_keeps_its_benchmark_score() {
+    // Guards the cad row of the table (online range, bounded memory, no look-ahead).
+    let out = tempfile::tempdir().unwrap();
+    let r = run(DetectorSpec::from_name("cad").unwrap(), out.path());
+    assert!(r.standard > 52.0, "{r}");
+    assert!(r.max_state_bytes < 400_000, "{} bytes", r.max_state_bytes);
+}
+
+#[test]
 fn a_missing_corpus_is_a_clear_error() {
     let out = tempfile::tempdir().unwrap();
     let opts = NabOptions::for_corpus(
