@@ -18,6 +18,8 @@ use super::RegistryError;
 
 /// How long a broker call may take before we give up on it.
 const BROKER_TIMEOUT: Duration = Duration::from_secs(10);
+/// Pause between attempts to read the topic after an error.
+const RETRY_BACKOFF: Duration = Duration::from_millis(500);
 
 /// Creates the topic (compacted, one partition) unless it exists.
 pub(crate) async fn ensure_topic(brokers: &str, topic: &str) -> Result<(), RegistryError> {
@@ -113,6 +115,8 @@ pub(crate) async fn tail(
             Ok(m) => m,
             Err(e) => {
                 tracing::warn!(error = %e, topic = %topic, "Reading the schemas topic failed; retrying.");
+                // Back off so a broker outage does not turn into a busy loop.
+                tokio::time::sleep(RETRY_BACKOFF).await;
                 continue;
             }
         };

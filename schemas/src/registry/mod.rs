@@ -74,6 +74,9 @@ pub enum RegistryError {
     Tail(String),
 }
 
+/// How long start-up may take to read the schemas topic to its end.
+const READY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(300);
+
 /// Aborts the topic tailer when the server future is dropped.
 struct AbortOnDrop(tokio::task::JoinHandle<Result<(), RegistryError>>);
 
@@ -114,7 +117,7 @@ impl Registry {
             log::LogWriter::new(&cfg.brokers, &cfg.topic)?,
         ));
         service
-            .wait_applied(end - 1)
+            .wait_applied_for(end - 1, READY_TIMEOUT)
             .await
             .map_err(|e| RegistryError::Tail(e.message))?;
         let listener = tokio::net::TcpListener::bind(cfg.listen)

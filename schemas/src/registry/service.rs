@@ -71,10 +71,19 @@ impl Service {
         self.state.read().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Waits until the record at `offset` has been applied.
+    /// Waits until the record at `offset` has been applied (a write reading itself back).
     pub(crate) async fn wait_applied(&self, offset: i64) -> Result<(), ApiError> {
+        self.wait_applied_for(offset, WRITE_TIMEOUT).await
+    }
+
+    /// Like [`Service::wait_applied`] with its own limit (start-up reads the whole topic).
+    pub(crate) async fn wait_applied_for(
+        &self,
+        offset: i64,
+        limit: Duration,
+    ) -> Result<(), ApiError> {
         let mut rx = self.applied.clone();
-        let outcome = tokio::time::timeout(WRITE_TIMEOUT, rx.wait_for(|next| *next > offset))
+        let outcome = tokio::time::timeout(limit, rx.wait_for(|next| *next > offset))
             .await
             .map(|r| r.map(|_| ()));
         match outcome {
