@@ -10,7 +10,8 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize as _;
 use serde_yaml::Value;
 
-const REGENERATE: &str = "re-run `python3 scripts/lib/gen_deploy.py` after changing topology/iot.yaml";
+const REGENERATE: &str =
+    "re-run `python3 scripts/lib/gen_deploy.py` after changing topology/iot.yaml";
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -34,7 +35,9 @@ fn str_of(v: &Value) -> String {
 }
 
 fn strings(v: &Value) -> Vec<String> {
-    v.as_sequence().map(|s| s.iter().map(str_of).collect()).unwrap_or_default()
+    v.as_sequence()
+        .map(|s| s.iter().map(str_of).collect())
+        .unwrap_or_default()
 }
 
 /// What the deployment must provide, read from the topology file itself.
@@ -80,7 +83,9 @@ fn expect() -> Expect {
     let doc: Value = serde_yaml::from_str(&text).expect("topology/iot.yaml parses");
     let mut topics: BTreeMap<String, (u64, BTreeSet<String>)> = BTreeMap::new();
     for (name, spec) in doc["topics"].as_mapping().expect("topics: is a map") {
-        let partitions = spec["partitions"].as_u64().expect("every topic has partitions");
+        let partitions = spec["partitions"]
+            .as_u64()
+            .expect("every topic has partitions");
         topics.insert(str_of(name), (partitions, BTreeSet::new()));
     }
     let mut stages = BTreeMap::new();
@@ -91,7 +96,12 @@ fn expect() -> Expect {
         };
         let partitions = inputs
             .iter()
-            .map(|t| topics.get(t).unwrap_or_else(|| panic!("stage input {t} is not a declared topic")).0)
+            .map(|t| {
+                topics
+                    .get(t)
+                    .unwrap_or_else(|| panic!("stage input {t} is not a declared topic"))
+                    .0
+            })
             .max()
             .expect("a stage has an input");
         stages.insert(str_of(name), partitions);
@@ -100,7 +110,11 @@ fn expect() -> Expect {
     let loaded = sluice_topology::load(&root().join("topology/iot.yaml"))
         .unwrap_or_else(|e| panic!("the planner rejects topology/iot.yaml: {e}"));
     for plan in loaded.topology.topic_plans() {
-        let configs = plan.configs.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let configs = plan
+            .configs
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
         let partitions = u64::try_from(plan.partitions).expect("positive partitions");
         let declared = topics.insert(plan.name.clone(), (partitions, configs));
         if let Some((p, _)) = declared {
@@ -115,7 +129,14 @@ fn expect() -> Expect {
         Some((name, None)) => panic!("metrics.listen reads ${{{name}}} without a default port"),
         None => port_of(&listen),
     };
-    Expect { text, doc, stages, topics, env, metrics_port }
+    Expect {
+        text,
+        doc,
+        stages,
+        topics,
+        env,
+        metrics_port,
+    }
 }
 
 /// `create_topic NAME PARTITIONS [KEY=VALUE...]` lines of a topic-creation script.
@@ -127,7 +148,10 @@ fn created_topics(script: &str) -> BTreeMap<String, (u64, BTreeSet<String>)> {
         .map(|l| {
             let mut words = l.split_whitespace();
             let name = words.next().expect("topic name").to_string();
-            let partitions = words.next().and_then(|p| p.parse().ok()).expect("partition count");
+            let partitions = words
+                .next()
+                .and_then(|p| p.parse().ok())
+                .expect("partition count");
             (name, (partitions, words.map(str::to_string).collect()))
         })
         .collect()
@@ -139,20 +163,28 @@ fn check_topics(what: &str, exp: &Expect, created: &BTreeMap<String, (u64, BTree
             panic!("{what} does not create topic {name}; {REGENERATE}");
         };
         assert_eq!(got_p, partitions, "{what}: {name} partitions; {REGENERATE}");
-        assert!(got_c.is_superset(configs), "{what}: {name} configs {got_c:?} lack {configs:?}; {REGENERATE}");
+        assert!(
+            got_c.is_superset(configs),
+            "{what}: {name} configs {got_c:?} lack {configs:?}; {REGENERATE}"
+        );
     }
 }
 
 /// Index of the argument after `--stage` in a command line.
 fn stage_arg(cmd: &[String]) -> Option<&str> {
-    cmd.iter().position(|a| a == "--stage").and_then(|i| cmd.get(i + 1)).map(String::as_str)
+    cmd.iter()
+        .position(|a| a == "--stage")
+        .and_then(|i| cmd.get(i + 1))
+        .map(String::as_str)
 }
 
 #[test]
 fn compose_runs_every_stage_with_its_env_probe_and_scrape_target() {
     let exp = expect();
     let compose = yaml("docker-compose.yml");
-    let services = compose["services"].as_mapping().expect("services: is a map");
+    let services = compose["services"]
+        .as_mapping()
+        .expect("services: is a map");
     let prometheus = read("deploy/prometheus/prometheus.yml");
     for stage in exp.stages.keys() {
         let (name, svc) = services
@@ -160,22 +192,42 @@ fn compose_runs_every_stage_with_its_env_probe_and_scrape_target() {
             .find(|(_, s)| stage_arg(&strings(&s["command"])) == Some(stage.as_str()))
             .unwrap_or_else(|| panic!("no compose service runs `--stage {stage}`; {REGENERATE}"));
         let name = str_of(name);
-        let env = svc["environment"].as_mapping().expect("stage service has an environment map");
+        let env = svc["environment"]
+            .as_mapping()
+            .expect("stage service has an environment map");
         for var in &exp.env {
-            assert!(env.contains_key(var.as_str()), "compose {name} does not set {var}; {REGENERATE}");
+            assert!(
+                env.contains_key(var.as_str()),
+                "compose {name} does not set {var}; {REGENERATE}"
+            );
         }
-        let listen = str_of(env.get("SLUICE_METRICS_LISTEN").expect("SLUICE_METRICS_LISTEN is set"));
-        assert_eq!(port_of(&listen), exp.metrics_port, "compose {name} metrics port");
-        assert!(listen.starts_with("0.0.0.0:"), "compose {name}: metrics must listen on all interfaces");
+        let listen = str_of(
+            env.get("SLUICE_METRICS_LISTEN")
+                .expect("SLUICE_METRICS_LISTEN is set"),
+        );
+        assert_eq!(
+            port_of(&listen),
+            exp.metrics_port,
+            "compose {name} metrics port"
+        );
+        assert!(
+            listen.starts_with("0.0.0.0:"),
+            "compose {name}: metrics must listen on all interfaces"
+        );
         let health = strings(&svc["healthcheck"]["test"]).join(" ");
         assert!(
             health.contains(&format!(":{}/healthz", exp.metrics_port)),
             "compose {name} healthcheck {health:?} must call /healthz on {}",
             exp.metrics_port
         );
-        let state = str_of(env.get("SLUICE_STATE_DIR").expect("SLUICE_STATE_DIR is set"));
+        let state = str_of(
+            env.get("SLUICE_STATE_DIR")
+                .expect("SLUICE_STATE_DIR is set"),
+        );
         assert!(
-            strings(&svc["volumes"]).iter().any(|v| v.split(':').nth(1).is_some_and(|m| state.starts_with(m))),
+            strings(&svc["volumes"])
+                .iter()
+                .any(|v| v.split(':').nth(1).is_some_and(|m| state.starts_with(m))),
             "compose {name}: no volume holds the state dir {state}"
         );
         assert!(
@@ -190,14 +242,23 @@ fn compose_runs_every_stage_with_its_env_probe_and_scrape_target() {
         for v in strings(&svc["volumes"]) {
             let source = v.split(':').next().unwrap_or_default();
             if !source.starts_with('.') && !source.starts_with('/') {
-                assert!(volumes.contains_key(source), "service {name:?} mounts undeclared volume {source}");
+                assert!(
+                    volumes.contains_key(source),
+                    "service {name:?} mounts undeclared volume {source}"
+                );
             } else if source.starts_with("./") {
-                assert!(root().join(source).exists(), "service {name:?} mounts missing path {source}");
+                assert!(
+                    root().join(source).exists(),
+                    "service {name:?} mounts missing path {source}"
+                );
             }
         }
         if let Some(deps) = svc["depends_on"].as_mapping() {
             for dep in deps.keys() {
-                assert!(services.contains_key(dep), "service {name:?} depends on unknown {dep:?}");
+                assert!(
+                    services.contains_key(dep),
+                    "service {name:?} depends on unknown {dep:?}"
+                );
             }
         }
     }
@@ -211,13 +272,23 @@ fn compose_creates_every_topic_and_both_questdb_tables() {
         .as_mapping()
         .unwrap()
         .values()
-        .find(|s| strings(&s["entrypoint"]).iter().any(|a| a.ends_with("create-topics.sh")))
+        .find(|s| {
+            strings(&s["entrypoint"])
+                .iter()
+                .any(|a| a.ends_with("create-topics.sh"))
+        })
         .expect("a compose one-shot runs create-topics.sh");
     assert!(
-        strings(&topics_job["volumes"]).iter().any(|v| v.starts_with("./deploy/topics:")),
+        strings(&topics_job["volumes"])
+            .iter()
+            .any(|v| v.starts_with("./deploy/topics:")),
         "the topics one-shot mounts deploy/topics"
     );
-    check_topics("deploy/topics/create-topics.sh", &exp, &created_topics(&read("deploy/topics/create-topics.sh")));
+    check_topics(
+        "deploy/topics/create-topics.sh",
+        &exp,
+        &created_topics(&read("deploy/topics/create-topics.sh")),
+    );
     let aggregates = read("deploy/questdb/010-aggregates.sql");
     assert!(aggregates.contains(r#"DEDUP UPSERT KEYS(ts, device_id, metric, "window")"#));
     let anomalies = read("deploy/questdb/020-anomalies.sql");
@@ -228,7 +299,10 @@ fn compose_creates_every_topic_and_both_questdb_tables() {
 fn k8s_docs() -> Vec<(String, Value)> {
     let mut out = Vec::new();
     let dir = root().join("k8s");
-    let mut files: Vec<_> = std::fs::read_dir(&dir).expect("k8s/ exists").map(|e| e.unwrap().path()).collect();
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .expect("k8s/ exists")
+        .map(|e| e.unwrap().path())
+        .collect();
     files.sort();
     for path in files {
         let text = std::fs::read_to_string(&path).unwrap();
@@ -244,7 +318,10 @@ fn k8s_docs() -> Vec<(String, Value)> {
 }
 
 fn of_kind<'a>(docs: &'a [(String, Value)], kind: &str) -> Vec<&'a Value> {
-    docs.iter().filter(|(_, d)| d["kind"].as_str() == Some(kind)).map(|(_, d)| d).collect()
+    docs.iter()
+        .filter(|(_, d)| d["kind"].as_str() == Some(kind))
+        .map(|(_, d)| d)
+        .collect()
 }
 
 fn named<'a>(docs: &'a [(String, Value)], kind: &str, name: &str) -> &'a Value {
@@ -277,41 +354,93 @@ fn k8s_runs_every_stage_as_a_statefulset_with_state_probes_and_static_membership
     for (stage, partitions) in &exp.stages {
         let set = sets
             .iter()
-            .find(|s| stage_arg(&strings(&s["spec"]["template"]["spec"]["containers"][0]["args"])) == Some(stage.as_str()))
+            .find(|s| {
+                stage_arg(&strings(
+                    &s["spec"]["template"]["spec"]["containers"][0]["args"],
+                )) == Some(stage.as_str())
+            })
             .unwrap_or_else(|| panic!("no StatefulSet runs `--stage {stage}`; {REGENERATE}"));
         let name = set["metadata"]["name"].as_str().unwrap();
         let replicas = set["spec"]["replicas"].as_u64().expect("replicas");
-        assert!((1..=*partitions).contains(&replicas), "{name}: {replicas} replicas for {partitions} partitions");
+        assert!(
+            (1..=*partitions).contains(&replicas),
+            "{name}: {replicas} replicas for {partitions} partitions"
+        );
         let c = &set["spec"]["template"]["spec"]["containers"][0];
-        let env: BTreeMap<String, &Value> =
-            c["env"].as_sequence().expect("env list").iter().map(|e| (str_of(&e["name"]), e)).collect();
+        let env: BTreeMap<String, &Value> = c["env"]
+            .as_sequence()
+            .expect("env list")
+            .iter()
+            .map(|e| (str_of(&e["name"]), e))
+            .collect();
         for var in &exp.env {
-            assert!(env.contains_key(var), "StatefulSet {name} does not set {var}; {REGENERATE}");
+            assert!(
+                env.contains_key(var),
+                "StatefulSet {name} does not set {var}; {REGENERATE}"
+            );
         }
-        let instance = env.get("SLUICE_GROUP_INSTANCE_ID").expect("static membership env");
-        assert_eq!(instance["valueFrom"]["fieldRef"]["fieldPath"].as_str(), Some("metadata.name"));
-        assert_eq!(port_of(&str_of(&env["SLUICE_METRICS_LISTEN"]["value"])), exp.metrics_port, "{name} listen");
+        let instance = env
+            .get("SLUICE_GROUP_INSTANCE_ID")
+            .expect("static membership env");
+        assert_eq!(
+            instance["valueFrom"]["fieldRef"]["fieldPath"].as_str(),
+            Some("metadata.name")
+        );
+        assert_eq!(
+            port_of(&str_of(&env["SLUICE_METRICS_LISTEN"]["value"])),
+            exp.metrics_port,
+            "{name} listen"
+        );
         for (probe, path) in [("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")] {
-            assert_eq!(c[probe]["httpGet"]["path"].as_str(), Some(path), "{name} {probe}");
-            assert_eq!(probe_port(c, &c[probe]), u64::from(exp.metrics_port), "{name} {probe} port");
+            assert_eq!(
+                c[probe]["httpGet"]["path"].as_str(),
+                Some(path),
+                "{name} {probe}"
+            );
+            assert_eq!(
+                probe_port(c, &c[probe]),
+                u64::from(exp.metrics_port),
+                "{name} {probe} port"
+            );
         }
         // The state dir sits on the volume claim, so a rescheduled pod keeps its RocksDB.
-        let claim = set["spec"]["volumeClaimTemplates"][0]["metadata"]["name"].as_str().expect("a volumeClaimTemplate");
+        let claim = set["spec"]["volumeClaimTemplates"][0]["metadata"]["name"]
+            .as_str()
+            .expect("a volumeClaimTemplate");
         let state = str_of(&env["SLUICE_STATE_DIR"]["value"]);
         let mounted = c["volumeMounts"].as_sequence().unwrap().iter().any(|m| {
-            m["name"].as_str() == Some(claim) && state.starts_with(m["mountPath"].as_str().unwrap_or("?"))
+            m["name"].as_str() == Some(claim)
+                && state.starts_with(m["mountPath"].as_str().unwrap_or("?"))
         });
-        assert!(mounted, "{name}: state dir {state} is not on volume claim {claim}");
+        assert!(
+            mounted,
+            "{name}: state dir {state} is not on volume claim {claim}"
+        );
         let selector = &set["spec"]["selector"]["matchLabels"];
-        let headless = named(&docs, "Service", set["spec"]["serviceName"].as_str().expect("serviceName"));
-        assert_eq!(headless["spec"]["clusterIP"].as_str(), Some("None"), "{name}: governing service is headless");
-        assert_eq!(&headless["spec"]["selector"], selector, "{name}: headless service selects its pods");
+        let headless = named(
+            &docs,
+            "Service",
+            set["spec"]["serviceName"].as_str().expect("serviceName"),
+        );
+        assert_eq!(
+            headless["spec"]["clusterIP"].as_str(),
+            Some("None"),
+            "{name}: governing service is headless"
+        );
+        assert_eq!(
+            &headless["spec"]["selector"], selector,
+            "{name}: headless service selects its pods"
+        );
         let metrics = services.iter().find(|s| {
             s["spec"]["clusterIP"].as_str() != Some("None")
                 && &s["spec"]["selector"] == selector
                 && s["spec"]["ports"][0]["port"].as_u64() == Some(u64::from(exp.metrics_port))
         });
-        assert!(metrics.is_some(), "{name}: no metrics Service on {}", exp.metrics_port);
+        assert!(
+            metrics.is_some(),
+            "{name}: no metrics Service on {}",
+            exp.metrics_port
+        );
     }
 }
 
@@ -319,10 +448,20 @@ fn k8s_runs_every_stage_as_a_statefulset_with_state_probes_and_static_membership
 fn k8s_job_creates_every_topic_and_the_configmap_holds_the_topology() {
     let exp = expect();
     let docs = k8s_docs();
-    let job = of_kind(&docs, "Job").into_iter().next().expect("k8s: a Job creates the topics");
-    let volume = job["spec"]["template"]["spec"]["volumes"][0]["configMap"]["name"].as_str().expect("script volume");
+    let job = of_kind(&docs, "Job")
+        .into_iter()
+        .next()
+        .expect("k8s: a Job creates the topics");
+    let volume = job["spec"]["template"]["spec"]["volumes"][0]["configMap"]["name"]
+        .as_str()
+        .expect("script volume");
     let script_map = named(&docs, "ConfigMap", volume);
-    let script = script_map["data"].as_mapping().unwrap().values().map(str_of).collect::<String>();
+    let script = script_map["data"]
+        .as_mapping()
+        .unwrap()
+        .values()
+        .map(str_of)
+        .collect::<String>();
     check_topics("the k8s topic Job", &exp, &created_topics(&script));
     // The topology ConfigMap carries the same file (compared parsed, so formatting is free).
     let shipped = of_kind(&docs, "ConfigMap")
@@ -330,18 +469,27 @@ fn k8s_job_creates_every_topic_and_the_configmap_holds_the_topology() {
         .find_map(|m| m["data"].get("iot.yaml"))
         .expect("a ConfigMap holds iot.yaml");
     let shipped: Value = serde_yaml::from_str(&str_of(shipped)).unwrap();
-    assert_eq!(shipped, exp.doc, "k8s topology ConfigMap is stale; {REGENERATE}");
+    assert!(
+        shipped == exp.doc,
+        "k8s topology ConfigMap differs from topology/iot.yaml; {REGENERATE}"
+    );
     // Connection values the ConfigMap/Secret must have for every env var the stages take from them.
     for (file, d) in &docs {
         if d["kind"].as_str() != Some("StatefulSet") {
             continue;
         }
-        for e in d["spec"]["template"]["spec"]["containers"][0]["env"].as_sequence().unwrap() {
+        for e in d["spec"]["template"]["spec"]["containers"][0]["env"]
+            .as_sequence()
+            .unwrap()
+        {
             for (src, kind) in [("configMapKeyRef", "ConfigMap"), ("secretKeyRef", "Secret")] {
                 let r = &e["valueFrom"][src];
                 if let (Some(n), Some(k)) = (r["name"].as_str(), r["key"].as_str()) {
                     let holder = named(&docs, kind, n);
-                    let has = holder["data"].get(k).or_else(|| holder["stringData"].get(k)).is_some();
+                    let has = holder["data"]
+                        .get(k)
+                        .or_else(|| holder["stringData"].get(k))
+                        .is_some();
                     assert!(has, "k8s/{file}: {kind} {n} has no key {k}");
                 }
             }
