@@ -380,7 +380,7 @@ fn k8s_runs_every_stage_as_a_statefulset_with_state_probes_and_static_membership
             );
         }
         let instance = env
-            .get("SLUICE_GROUP_INSTANCE_ID")
+            .get("SLUICE_INSTANCE_ID")
             .expect("static membership env");
         assert_eq!(
             instance["valueFrom"]["fieldRef"]["fieldPath"].as_str(),

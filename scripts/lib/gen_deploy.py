@@ -328,7 +328,7 @@ def k8s_docs(topo, topo_text, env):
         env_list = [
             # Static membership: a restarted pod keeps its partitions (and its local RocksDB
             # state) without a rebalance, as long as it is back within the session timeout.
-            {"name": "SLUICE_GROUP_INSTANCE_ID", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+            {"name": "SLUICE_INSTANCE_ID", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
         ]
         for k in conn_data:
             env_list.append({"name": k, "valueFrom": {"configMapKeyRef": {"name": "sluice-connections", "key": k}}})

@@ -1,0 +1,293 @@
+//! Shared by the integration tests: the stack's addresses, a private copy of the reference
+//! topology on fresh topics, a `sluice run` child process, and readers for what landed.
+#![allow(dead_code, unreachable_pub)]
+
+pub mod verify;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use sluice::sim::expect::Rules;
+use sluice::sim::WriterIds;
+
+pub fn rules() -> Rules {
+    Rules { windows_ms: vec![60_000, 300_000], grace_ms: 30_000, max_clock_skew_ms: 900_000 }
+}
+
+pub fn registry_ids(subject: &str) -> WriterIds {
+    let client = sluice_schemas::client::RegistryClient::new(&env("SLUICE_REGISTRY_URL"));
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let dir = repo().join("schemas");
+    let v1 = std::fs::read_to_string(dir.join("telemetry-v1.avsc")).unwrap();
+    let v2 = std::fs::read_to_string(dir.join("telemetry-v2.avsc")).unwrap();
+    rt.block_on(async {
+        WriterIds {
+            v1: client.register(subject, &v1).await.expect("registry reachable"),
+            v2: client.register(subject, &v2).await.expect("registry reachable"),
+        }
+    })
+}
+
+/// Waits until `sluice run` has created `topic`.
+pub fn wait_for_topic(brokers: &str, topic: &str) {
+    let consumer: BaseConsumer = ClientConfig::new().set("bootstrap.servers", brokers).create().unwrap();
+    eventually("the pipeline to create its topics", 240, Duration::from_millis(500), || {
+        let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(5)).ok()?;
+        md.topics().iter().any(|t| t.name() == topic && !t.partitions().is_empty()).then_some(())
+    });
+}
+
+/// A stack address from the environment; panics with how to start the stack.
+pub fn env(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| {
+        panic!("{name} is not set: start the local stack first with `eval \"$(scripts/stack up)\"` (see README.md)")
+    })
+}
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A short random suffix for names no other test or run uses.
+pub fn unique(prefix: &str) -> String {
+    format!("{prefix}{:08x}", rand::random::<u32>())
+}
+
+/// The reference topology rewritten for one test: its own application id, topics, S3
+/// prefix and state dir, absolute schema paths. Returns the file path.
+pub struct TestTopology {
+    pub dir: tempfile::TempDir,
+    pub path: PathBuf,
+    pub app: String,
+    pub suffix: String,
+    pub metrics_port: u16,
+}
+
+impl TestTopology {
+    pub fn new(edit: impl Fn(String) -> String) -> Self {
+        let suffix = unique("t");
+        let text = std::fs::read_to_string(repo().join("topology/iot.yaml")).unwrap();
+        let schemas = repo().join("schemas");
+        let metrics_port = free_port();
+        let mut text = text
+            .replace("name: iot ", &format!("name: iot{suffix} "))
+            .replace("../schemas/", &format!("{}/", schemas.display()))
+            .replace("prefix: telemetry", &format!("prefix: archive-{suffix}"))
+            .replace("${SLUICE_METRICS_LISTEN:-127.0.0.1:9464}", &format!("127.0.0.1:{metrics_port}"));
+        for topic in ["telemetry.raw", "telemetry.valid", "telemetry.dlq", "iot.aggregates", "iot.anomalies", "iot.alerts"] {
+            text = text.replace(topic, &format!("{suffix}.{topic}"));
+        }
+        let text = edit(text);
+        let dir = tempfile::tempdir().unwrap();
+        let text = text.replace("${SLUICE_STATE_DIR:-../.stack/state}", &dir.path().join("state").display().to_string());
+        let path = dir.path().join("topology.yaml");
+        std::fs::write(&path, text).unwrap();
+        TestTopology { dir, path, app: format!("iot{suffix}"), suffix, metrics_port }
+    }
+
+    pub fn topic(&self, name: &str) -> String {
+        format!("{}.{name}", self.suffix)
+    }
+
+    pub fn archive_prefix(&self) -> String {
+        format!("archive-{}", self.suffix)
+    }
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A `sluice` child process, interrupted (SIGINT) when dropped.
+pub struct Sluice(pub Child);
+
+impl Sluice {
+    pub fn spawn(args: &[&str], log: &Path) -> Sluice {
+        let out = std::fs::File::create(log).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .args(args)
+            .stdout(Stdio::from(out.try_clone().unwrap()))
+            .stderr(Stdio::from(out))
+            .spawn()
+            .expect("start sluice");
+        Sluice(child)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.0.id()
+    }
+
+    /// kill -9: no chance to commit or flush.
+    pub fn kill9(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+
+    pub fn interrupt(&mut self) {
+        let _ = Command::new("kill").args(["-INT", &self.0.id().to_string()]).status();
+        let _ = self.0.wait();
+    }
+
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.0.try_wait().ok().flatten()
+    }
+}
+
+impl Drop for Sluice {
+    fn drop(&mut self) {
+        if self.exited().is_none() {
+            self.interrupt();
+        }
+    }
+}
+
+/// One record read back from a topic.
+#[derive(Debug, Clone)]
+pub struct Read {
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<Vec<u8>>,
+    pub value: Option<Vec<u8>>,
+    pub headers: BTreeMap<String, String>,
+}
+
+/// Every record currently in `topic` (up to the high watermarks read at the start).
+pub fn read_topic(brokers: &str, topic: &str) -> Vec<Read> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", unique("reader-"))
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(10)).unwrap();
+    let parts: Vec<i32> = md.topics()[0].partitions().iter().map(|p| p.id()).collect();
+    let mut tpl = TopicPartitionList::new();
+    let mut ends = BTreeMap::new();
+    for p in parts {
+        let (lo, hi) = consumer.fetch_watermarks(topic, p, Duration::from_secs(10)).unwrap();
+        if hi > lo {
+            tpl.add_partition_offset(topic, p, Offset::Offset(lo)).unwrap();
+            ends.insert(p, hi);
+        }
+    }
+    let mut out = Vec::new();
+    if ends.is_empty() {
+        return out;
+    }
+    consumer.assign(&tpl).unwrap();
+    let mut done: BTreeMap<i32, bool> = ends.keys().map(|p| (*p, false)).collect();
+    let mut idle = 0;
+    while done.values().any(|d| !d) {
+        match consumer.poll(Duration::from_millis(500)) {
+            None => {
+                idle += 1;
+                assert!(idle < 240, "reading {topic} stalled; partitions done: {done:?}");
+            }
+            Some(m) => {
+                idle = 0;
+                let m = m.unwrap();
+                let p = m.partition();
+                if m.offset() + 1 >= ends[&p] {
+                    done.insert(p, true);
+                }
+                if m.offset() >= ends[&p] {
+                    continue;
+                }
+                let headers = m
+                    .headers()
+                    .map(|h| {
+                        h.iter()
+                            .map(|h| (h.key.to_string(), String::from_utf8_lossy(h.value.unwrap_or_default()).to_string()))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                out.push(Read {
+                    partition: p,
+                    offset: m.offset(),
+                    key: m.key().map(<[u8]>::to_vec),
+                    value: m.payload().map(<[u8]>::to_vec),
+                    headers,
+                });
+            }
+        }
+    }
+    out
+}
+
+/// Records of `topic` after dropping repeated `sluice.id`s, as downstream consumers do.
+pub fn read_deduplicated(brokers: &str, topic: &str) -> (Vec<Read>, usize) {
+    let all = read_topic(brokers, topic);
+    let n = all.len();
+    let mut seen = std::collections::HashSet::new();
+    let unique: Vec<Read> = all
+        .into_iter()
+        .filter(|r| seen.insert(r.headers.get("sluice.id").cloned().expect("every output carries sluice.id")))
+        .collect();
+    let dups = n - unique.len();
+    (unique, dups)
+}
+
+/// Polls `check` until it returns Some, at most `tries` times `every` apart. This is a hang
+/// guard for a pipeline that never finishes, not a performance limit.
+pub fn eventually<T>(what: &str, tries: u32, every: Duration, mut check: impl FnMut() -> Option<T>) -> T {
+    for _ in 0..tries {
+        if let Some(v) = check() {
+            return v;
+        }
+        std::thread::sleep(every);
+    }
+    panic!("gave up waiting for {what}");
+}
+
+/// VictoriaMetrics series matching `selector`, as (labels, values, timestamps).
+pub fn tsdb_export(selector: &str) -> Vec<(BTreeMap<String, String>, Vec<f64>, Vec<i64>)> {
+    let base = env("SLUICE_TSDB_QUERY_URL");
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let client = reqwest::Client::new();
+        client.get(format!("{base}/internal/force_flush")).send().await.expect("tsdb reachable");
+        let body = client
+            .get(format!("{base}/api/v1/export"))
+            .query(&[("match[]", selector), ("start", "0")])
+            .send()
+            .await
+            .expect("tsdb export")
+            .text()
+            .await
+            .unwrap();
+        body.lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                let labels = v["metric"]
+                    .as_object()
+                    .unwrap()
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
+                    .collect();
+                let values = v["values"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap_or(f64::NAN)).collect();
+                let ts = v["timestamps"].as_array().unwrap().iter().map(|x| x.as_i64().unwrap()).collect();
+                (labels, values, ts)
+            })
+            .collect()
+    })
+}
+
+/// The object store of the local stack.
+pub fn s3() -> std::sync::Arc<dyn object_store::ObjectStore> {
+    let store = object_store::aws::AmazonS3Builder::new()
+        .with_endpoint(env("SLUICE_S3_ENDPOINT"))
+        .with_bucket_name(env("SLUICE_S3_BUCKET"))
+        .with_region(env("SLUICE_S3_REGION"))
+        .with_access_key_id(env("SLUICE_S3_ACCESS_KEY_ID"))
+        .with_secret_access_key(env("SLUICE_S3_SECRET_ACCESS_KEY"))
+        .with_allow_http(true)
+        .build()
+        .expect("S3 client");
+    std::sync::Arc::new(store)
+}
