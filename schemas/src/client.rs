@@ -213,3 +213,42 @@ impl RegistryClient {
         }
     }
 }
+
+/// Why [`decode_fetching`] failed: the record's fault (dead-letter it) or the registry's
+/// (retry later; the record may be fine).
+#[derive(Debug, thiserror::Error)]
+pub enum FetchDecodeError {
+    /// The record cannot be decoded; `class()` names why. An id the registry does not know
+    /// is [`crate::codec::DecodeError::UnknownSchemaId`].
+    #[error(transparent)]
+    Record(#[from] crate::codec::DecodeError),
+    /// The registry could not be asked (external; retrying may help).
+    #[error(transparent)]
+    Registry(ClientError),
+}
+
+/// Decodes a wire-format record, fetching its writer schema from the registry the first time
+/// its id is seen (the client caches by id, the decoder keeps the compiled plan).
+pub async fn decode_fetching<T: crate::codec::AvroRecord>(
+    decoder: &mut crate::codec::Decoder<T>,
+    client: &RegistryClient,
+    bytes: &[u8],
+    out: &mut T,
+) -> Result<(), FetchDecodeError> {
+    use crate::codec::DecodeError;
+    match decoder.decode(bytes, out) {
+        Err(DecodeError::UnknownSchemaId(id)) => {
+            let writer = match client.schema_by_id(id).await {
+                Ok(w) => w,
+                Err(e) if e.code() == Some(40403) => {
+                    return Err(DecodeError::UnknownSchemaId(id).into())
+                }
+                Err(e) => return Err(FetchDecodeError::Registry(e)),
+            };
+            // An incompatible writer is remembered by the decoder; the decode below reports it.
+            let _ = decoder.add_writer_schema_json(id, &writer);
+            Ok(decoder.decode(bytes, out)?)
+        }
+        other => Ok(other?),
+    }
+}
