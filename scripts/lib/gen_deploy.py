@@ -27,8 +27,18 @@ STORES_BY_KIND = {
     "questdb_sink": ["ids"],
     "s3_parquet_sink": ["ids"],
 }
-# Mirrors CHANGELOG_MIN_COMPACTION_LAG_MS in topology/src/plan.rs.
-CHANGELOG_CONFIGS = ["cleanup.policy=compact", "min.compaction.lag.ms=3600000"]
+
+
+def _changelog_lag_ms():
+    """CHANGELOG_MIN_COMPACTION_LAG_MS from topology/src/plan.rs, so the two cannot disagree."""
+    with open(os.path.join(ROOT, "topology", "src", "plan.rs")) as f:
+        m = re.search(r"CHANGELOG_MIN_COMPACTION_LAG_MS:\s*u64\s*=\s*([0-9_]+)", f.read())
+    if not m:
+        sys.exit("gen_deploy: CHANGELOG_MIN_COMPACTION_LAG_MS not found in topology/src/plan.rs")
+    return int(m.group(1).replace("_", ""))
+
+
+CHANGELOG_CONFIGS = ["cleanup.policy=compact", f"min.compaction.lag.ms={_changelog_lag_ms()}"]
 
 SLUICE_IMAGE = "sluice:latest"
 REDPANDA_IMAGE = "docker.redpanda.com/redpandadata/redpanda:v25.2.1"
