@@ -24,8 +24,10 @@ fn decoder() -> &'static TelemetryDecoder {
     static DEC: OnceLock<TelemetryDecoder> = OnceLock::new();
     DEC.get_or_init(|| {
         let mut d = TelemetryDecoder::new();
-        d.add_writer_schema_json(1, include_str!("../../schemas/telemetry-v1.avsc")).unwrap();
-        d.add_writer_schema_json(2, include_str!("../../schemas/telemetry-v2.avsc")).unwrap();
+        d.add_writer_schema_json(1, include_str!("../../schemas/telemetry-v1.avsc"))
+            .unwrap();
+        d.add_writer_schema_json(2, include_str!("../../schemas/telemetry-v2.avsc"))
+            .unwrap();
         d.add_writer_schema_json(3, WIDE).unwrap();
         d
     })

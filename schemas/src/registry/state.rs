@@ -107,7 +107,22 @@ pub(crate) struct State {
 /// Normalises schema JSON (compact, keys sorted) so equal schemas compare equal as text.
 pub(crate) fn normalize(schema: &str) -> Result<String, serde_json::Error> {
     let v: serde_json::Value = serde_json::from_str(schema)?;
-    serde_json::to_string(&v)
+    serde_json::to_string(&sorted(v))
+}
+
+/// Sorts object keys explicitly: serde_json keeps insertion order if any crate in the build
+/// turns on its `preserve_order` feature.
+fn sorted(v: serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    match v {
+        Value::Object(map) => {
+            let mut entries: Vec<(String, Value)> = map.into_iter().collect();
+            entries.sort_by(|a, b| a.0.cmp(&b.0));
+            Value::Object(entries.into_iter().map(|(k, v)| (k, sorted(v))).collect())
+        }
+        Value::Array(items) => Value::Array(items.into_iter().map(sorted).collect()),
+        other => other,
+    }
 }
 
 impl State {
@@ -296,6 +311,17 @@ mod tests {
             )]
         );
         assert!(s.versions("b", false).is_empty());
+    }
+
+    #[test]
+    fn normalising_ignores_key_order_and_whitespace() {
+        let a = normalize(r#"{"type": "record", "name": "R", "fields": []}"#).unwrap();
+        let b = normalize(r#"{"fields":[],"name":"R","type":"record"}"#).unwrap();
+        assert_eq!(a, b);
+        // Field order is meaning, so arrays keep theirs.
+        let c = normalize(r#"{"f":[{"name":"a"},{"name":"b"}]}"#).unwrap();
+        let d = normalize(r#"{"f":[{"name":"b"},{"name":"a"}]}"#).unwrap();
+        assert_ne!(c, d);
     }
 
     #[test]
