@@ -1,1 +1,37 @@
-//! placeholder
+//! `sluice-state`: keyed state for sluice stages, Kafka-agnostic.
+//!
+//! - [`KvStore`]: the engine trait; [`RocksStore`] and [`MemStore`] implement it and pass one
+//!   conformance suite.
+//! - [`CachedStore`]: the write-back record cache in front of an engine; its commits produce
+//!   the changelog records.
+//! - [`changelog`]: record tags, commit markers, fences, checkpoints and topic names.
+//! - [`Restorer`]: rebuilds a task's stores from their changelogs and decides where input and
+//!   output numbering resume.
+//! - [`HighWaterMarks`]: downstream de-duplication by `sluice.id`.
+//!
+//! The protocol tying these together is in docs/EXACTLY_ONCE.md.
+
+mod cache;
+pub mod changelog;
+mod codec;
+#[cfg(test)]
+mod conformance;
+mod dedup;
+mod error;
+mod mem;
+mod restore;
+mod rocks;
+mod size;
+mod store;
+#[cfg(test)]
+mod tests;
+
+pub use cache::{CacheConfig, CacheStats, CachedStore, MergedScan};
+pub use changelog::{changelog_topic, ChangelogRecord, Checkpoint, Entry, Marker, MarkerKind, Tag};
+pub use dedup::{HighWaterMarks, MessageId, ID_HEADER};
+pub use error::StateError;
+pub use mem::MemStore;
+pub use restore::{Progress, RestorePlan, Restorer, StorePlan};
+pub use rocks::{RocksConfig, RocksEnv, RocksStore};
+pub use size::ByteSize;
+pub use store::{KeyRange, KvPair, KvStore, ScanIter, WriteBatch};
