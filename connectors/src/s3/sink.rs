@@ -1,0 +1,269 @@
+//! The sink: encode a batch per hour, write its manifest then its objects, retry until S3
+//! took everything, and find a crashed batch's boundary again on restart.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use tracing::{debug, info, warn};
+
+use super::layout::{manifest_key, object_key};
+use super::{ArchiveBatch, ParquetEncoder, S3ArchiveConfig, S3Metrics};
+use crate::util::Backoff;
+
+/// What went wrong in the S3 archive, and whose problem it is.
+#[derive(Debug, thiserror::Error)]
+pub enum S3Error {
+    /// The user's: fix the config.
+    #[error("Invalid S3 archive config: {}.", .0.join("; "))]
+    Config(Vec<String>),
+    /// The user's or the environment's: the client could not be built from the config.
+    #[error("Cannot build the S3 client: {0}.")]
+    Client(#[source] object_store::Error),
+    /// Ours: the rows could not be encoded as Parquet.
+    #[error("Cannot encode Parquet: {0}.")]
+    Encode(#[from] parquet::errors::ParquetError),
+    /// A request failed in a way retrying cannot fix (e.g. an invalid path).
+    #[error("S3 {op} of `{key}` failed: {source}.")]
+    Request {
+        op: &'static str,
+        key: String,
+        source: object_store::Error,
+    },
+    /// Someone else's object sits where a manifest should be.
+    #[error("Manifest `{key}` is not one of ours: it does not start with `last_offset=N`.")]
+    BadManifest { key: String },
+}
+
+/// What one [`S3ArchiveSink::write`] stored.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct WriteReport {
+    /// Data object keys, in hour order.
+    pub objects: Vec<String>,
+    pub rows: usize,
+    /// Parquet bytes uploaded.
+    pub bytes: usize,
+}
+
+/// Archives [`ArchiveBatch`]es of valid telemetry as Parquet in S3.
+#[derive(Debug)]
+pub struct S3ArchiveSink {
+    store: Arc<dyn ObjectStore>,
+    config: S3ArchiveConfig,
+    metrics: S3Metrics,
+    encoder: ParquetEncoder,
+    backoff: Backoff,
+    healthy: bool,
+    /// `endpoint/bucket`, for logs.
+    target: String,
+}
+
+impl S3ArchiveSink {
+    /// Validates the config and builds the client; does no I/O.
+    pub fn new(config: S3ArchiveConfig, metrics: S3Metrics) -> Result<Self, S3Error> {
+        config.validate().map_err(S3Error::Config)?;
+        let store = config.build_store().map_err(S3Error::Client)?;
+        Ok(Self::with_store(config, store, metrics))
+    }
+
+    /// Uses `store` instead of building a client from the config (tests, other backends).
+    pub fn with_store(
+        config: S3ArchiveConfig,
+        store: Arc<dyn ObjectStore>,
+        metrics: S3Metrics,
+    ) -> Self {
+        let target = format!(
+            "{}/{}",
+            config.endpoint.as_deref().unwrap_or("s3"),
+            config.bucket
+        );
+        Self {
+            store,
+            backoff: Backoff::new(config.retry_initial, config.retry_max),
+            config,
+            metrics,
+            encoder: ParquetEncoder::new(),
+            healthy: true,
+            target,
+        }
+    }
+
+    pub fn store(&self) -> &Arc<dyn ObjectStore> {
+        &self.store
+    }
+
+    pub fn config(&self) -> &S3ArchiveConfig {
+        &self.config
+    }
+
+    pub fn metrics(&self) -> &S3Metrics {
+        &self.metrics
+    }
+
+    /// True once `batch` holds `target_rows_per_file` rows: time to cut it and [`write`](Self::write).
+    pub fn should_cut(&self, batch: &ArchiveBatch) -> bool {
+        batch.len() >= self.config.target_rows_per_file
+    }
+
+    /// Writes `batch`: its manifest first, then one object per event-time hour, retrying
+    /// transient failures with capped exponential backoff until S3 took every object.
+    /// Returns only once everything is stored (or on an error retrying cannot fix); commit
+    /// the batch's offsets after `Ok`. Writing the same batch again overwrites the same keys.
+    pub async fn write(&mut self, batch: &ArchiveBatch) -> Result<WriteReport, S3Error> {
+        let Some((first, last)) = batch.offset_range() else {
+            return Ok(WriteReport::default());
+        };
+        let (topic, partition) = (batch.topic(), batch.partition());
+        let mut files = Vec::new();
+        for (hour, indices) in batch.hour_groups() {
+            let key = object_key(&self.config.prefix, hour, topic, partition, first, last);
+            let body = Bytes::from(self.encoder.encode(batch, &indices)?);
+            files.push((key, body, indices.len()));
+        }
+        let mut report = WriteReport::default();
+        if files.is_empty() {
+            // Nothing archived in this range, so no object can overlap a re-cut batch.
+            return Ok(report);
+        }
+        let mut manifest = format!("last_offset={last}\n");
+        for (key, _, _) in &files {
+            manifest.push_str(key);
+            manifest.push('\n');
+        }
+        let manifest_path = Path::from(manifest_key(&self.config.prefix, topic, partition, first));
+        let manifest = Bytes::from(manifest);
+        self.put(&manifest_path, manifest).await?;
+        for (key, body, rows) in files {
+            let len = body.len();
+            self.put(&Path::from(key.as_str()), body).await?;
+            self.metrics.objects_written.inc();
+            self.metrics.rows_written.inc_by(rows as u64);
+            self.metrics.bytes_written.inc_by(len as u64);
+            report.objects.push(key);
+            report.rows += rows;
+            report.bytes += len;
+        }
+        debug!(
+            topic,
+            partition,
+            first,
+            last,
+            objects = report.objects.len(),
+            rows = report.rows,
+            "Archived a batch."
+        );
+        Ok(report)
+    }
+
+    /// After a restart from committed offset `committed`: the last offset of the batch that
+    /// started at `committed` and may be partly or wholly uploaded, or `None` if there was
+    /// none. The caller must then cut its next batch at exactly that offset, so the rewrite
+    /// lands on the same keys. One GET of the batch's manifest, however old the archive.
+    pub async fn recover_cut(
+        &mut self,
+        topic: &str,
+        partition: i32,
+        committed: i64,
+    ) -> Result<Option<i64>, S3Error> {
+        let key = manifest_key(&self.config.prefix, topic, partition, committed);
+        let path = Path::from(key.as_str());
+        let store = Arc::clone(&self.store);
+        let body = self
+            .retrying("GET", &key, || {
+                let (store, path) = (Arc::clone(&store), path.clone());
+                async move {
+                    match store.get(&path).await {
+                        Ok(found) => found.bytes().await.map(Some),
+                        Err(object_store::Error::NotFound { .. }) => Ok(None),
+                        Err(e) => Err(e),
+                    }
+                }
+            })
+            .await?;
+        let Some(body) = body else { return Ok(None) };
+        let last = std::str::from_utf8(&body)
+            .ok()
+            .and_then(|text| text.lines().next())
+            .and_then(|line| line.strip_prefix("last_offset="))
+            .and_then(|n| n.parse::<i64>().ok())
+            .ok_or(S3Error::BadManifest { key })?;
+        Ok(Some(last))
+    }
+
+    async fn put(&mut self, path: &Path, body: Bytes) -> Result<(), S3Error> {
+        let store = Arc::clone(&self.store);
+        let key = path.to_string();
+        self.retrying("PUT", &key, || {
+            let (store, path, payload) = (
+                Arc::clone(&store),
+                path.clone(),
+                PutPayload::from(body.clone()),
+            );
+            async move { store.put(&path, payload).await.map(drop) }
+        })
+        .await
+    }
+
+    /// Runs `op` until it succeeds or fails in a way a retry cannot fix; logs once when S3
+    /// becomes unreachable and once when it is back.
+    async fn retrying<T, F, Fut>(
+        &mut self,
+        op_name: &'static str,
+        key: &str,
+        mut op: F,
+    ) -> Result<T, S3Error>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = object_store::Result<T>>,
+    {
+        loop {
+            match op().await {
+                Ok(value) => {
+                    if !self.healthy {
+                        info!(target_store = %self.target, op = op_name, key, "S3 is answering again; resuming the archive.");
+                        self.healthy = true;
+                        self.metrics.retrying.set(0);
+                    }
+                    self.backoff.reset();
+                    return Ok(value);
+                }
+                Err(e) => {
+                    self.metrics.request_errors.inc();
+                    if !is_retryable(&e) {
+                        return Err(S3Error::Request {
+                            op: op_name,
+                            key: key.to_owned(),
+                            source: e,
+                        });
+                    }
+                    let delay = self.backoff.next_delay();
+                    if self.healthy {
+                        warn!(
+                            target_store = %self.target, op = op_name, key, error = %e,
+                            "S3 request failed; keeping the batch and retrying with backoff."
+                        );
+                        self.healthy = false;
+                        self.metrics.retrying.set(1);
+                    } else {
+                        debug!(target_store = %self.target, op = op_name, key, error = %e, ?delay, "S3 request failed again.");
+                    }
+                    tokio::time::sleep(delay).await;
+                }
+            }
+        }
+    }
+}
+
+/// Outages, throttling, server errors and even auth failures (credentials get rotated) may
+/// pass; a malformed request never will.
+fn is_retryable(e: &object_store::Error) -> bool {
+    !matches!(
+        e,
+        object_store::Error::InvalidPath { .. }
+            | object_store::Error::NotSupported { .. }
+            | object_store::Error::NotImplemented { .. }
+            | object_store::Error::UnknownConfigurationKey { .. }
+    )
+}
