@@ -38,7 +38,18 @@ fn produce_in_background(topo: &TestTopology, cfg: &SimConfig) -> std::thread::J
     wait_for_topic(&brokers, &raw);
     let ids = registry_ids(&format!("{raw}-value"));
     let cfg = cfg.clone();
-    std::thread::spawn(move || produce(&ClientOptions::new(&brokers), &raw, cfg, ids, 4000, &mut |_, _| {}).unwrap().records)
+    std::thread::spawn(move || {
+        produce(
+            &ClientOptions::new(&brokers),
+            &raw,
+            cfg,
+            ids,
+            4000,
+            &mut |_, _| {},
+        )
+        .unwrap()
+        .records
+    })
 }
 
 fn log_of(topo: &TestTopology, name: &str) -> std::path::PathBuf {
@@ -46,14 +57,21 @@ fn log_of(topo: &TestTopology, name: &str) -> std::path::PathBuf {
 }
 
 fn stack(args: &[&str]) {
-    let st = Command::new(repo().join("scripts/stack")).args(args).status().expect("scripts/stack runs");
+    let st = Command::new(repo().join("scripts/stack"))
+        .args(args)
+        .status()
+        .expect("scripts/stack runs");
     assert!(st.success(), "scripts/stack {args:?} failed");
 }
 
 fn stack_pid(service: &str) -> String {
-    let dir = std::env::var("SLUICE_STACK_DIR").map(std::path::PathBuf::from).unwrap_or_else(|_| repo().join(".stack"));
+    let dir = std::env::var("SLUICE_STACK_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|_| repo().join(".stack"));
     std::fs::read_to_string(dir.join("run").join(format!("{service}.pid")))
-        .unwrap_or_else(|e| panic!("no pid file for {service} ({e}); was the stack started by scripts/stack up?"))
+        .unwrap_or_else(|e| {
+            panic!("no pid file for {service} ({e}); was the stack started by scripts/stack up?")
+        })
         .trim()
         .to_string()
 }
@@ -70,13 +88,19 @@ fn kill_9_at_random_moments_still_gives_every_result_exactly_once() {
     for i in 1..=12 {
         std::thread::sleep(Duration::from_millis(400 + rng.below(2500)));
         run.kill9();
-        run = Sluice::spawn(&["run", &path, "--quiet"], &log_of(&topo, &format!("run-{i}")));
+        run = Sluice::spawn(
+            &["run", &path, "--quiet"],
+            &log_of(&topo, &format!("run-{i}")),
+        );
     }
     assert_eq!(producer.join().unwrap() as usize, exp.records.len());
     let last = log_of(&topo, "run-12");
     verify::check_outputs(&topo, &cfg, &exp, &mut || match run.exited() {
         None => Ok(()),
-        Some(st) => Err(format!("sluice exited ({st}):\n{}", std::fs::read_to_string(&last).unwrap_or_default())),
+        Some(st) => Err(format!(
+            "sluice exited ({st}):\n{}",
+            std::fs::read_to_string(&last).unwrap_or_default()
+        )),
     });
 }
 
@@ -89,7 +113,18 @@ fn three_instances_one_lost_for_good_the_others_take_over() {
         .map(|i| {
             let listen = format!("127.0.0.1:{}", free_port());
             let id = format!("inst{i}");
-            Sluice::spawn(&["run", &path, "--quiet", "--instance-id", &id, "--metrics-listen", &listen], &log_of(&topo, &id))
+            Sluice::spawn(
+                &[
+                    "run",
+                    &path,
+                    "--quiet",
+                    "--instance-id",
+                    &id,
+                    "--metrics-listen",
+                    &listen,
+                ],
+                &log_of(&topo, &id),
+            )
         })
         .collect();
     let producer = produce_in_background(&topo, &cfg);
@@ -101,7 +136,10 @@ fn three_instances_one_lost_for_good_the_others_take_over() {
     verify::check_outputs(&topo, &cfg, &exp, &mut || {
         for (n, s) in [(1, &mut *one), (2, &mut *two)] {
             if let Some(st) = s.exited() {
-                return Err(format!("instance {n} exited ({st}):\n{}", std::fs::read_to_string(log_of(&topo, &format!("inst{n}"))).unwrap_or_default()));
+                return Err(format!(
+                    "instance {n} exited ({st}):\n{}",
+                    std::fs::read_to_string(log_of(&topo, &format!("inst{n}"))).unwrap_or_default()
+                ));
             }
         }
         Ok(())
@@ -121,7 +159,10 @@ fn a_broker_restart_mid_run_loses_and_duplicates_nothing() {
     assert_eq!(producer.join().unwrap() as usize, exp.records.len());
     verify::check_outputs(&topo, &cfg, &exp, &mut || match run.exited() {
         None => Ok(()),
-        Some(st) => Err(format!("sluice exited ({st}):\n{}", std::fs::read_to_string(&log).unwrap_or_default())),
+        Some(st) => Err(format!(
+            "sluice exited ({st}):\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        )),
     });
 }
 
@@ -137,14 +178,25 @@ fn s3_and_tsdb_outages_back_off_and_resume_with_every_row_once() {
     // The S3 server keeps objects in memory, so it is frozen (SIGSTOP), not restarted: to
     // the sink it is unreachable, and what it held before is still there afterwards.
     let s3 = stack_pid("s3");
-    assert!(Command::new("kill").args(["-STOP", &s3]).status().unwrap().success());
+    assert!(Command::new("kill")
+        .args(["-STOP", &s3])
+        .status()
+        .unwrap()
+        .success());
     stack(&["stop-service", "tsdb"]);
     std::thread::sleep(Duration::from_secs(8));
-    assert!(Command::new("kill").args(["-CONT", &s3]).status().unwrap().success());
+    assert!(Command::new("kill")
+        .args(["-CONT", &s3])
+        .status()
+        .unwrap()
+        .success());
     stack(&["start-service", "tsdb"]);
     assert_eq!(producer.join().unwrap() as usize, exp.records.len());
     verify::check_outputs(&topo, &cfg, &exp, &mut || match run.exited() {
         None => Ok(()),
-        Some(st) => Err(format!("sluice exited ({st}):\n{}", std::fs::read_to_string(&log).unwrap_or_default())),
+        Some(st) => Err(format!(
+            "sluice exited ({st}):\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        )),
     });
 }

@@ -30,12 +30,23 @@ fn the_reference_pipeline_outputs_exactly_what_the_input_determines() {
     let raw = topo.topic("telemetry.raw");
     let ids = registry_ids(&format!("{raw}-value"));
     wait_for_topic(&brokers, &raw);
-    let summary = produce(&ClientOptions::new(&brokers), &raw, cfg.clone(), ids, 0, &mut |_, _| {}).unwrap();
+    let summary = produce(
+        &ClientOptions::new(&brokers),
+        &raw,
+        cfg.clone(),
+        ids,
+        0,
+        &mut |_, _| {},
+    )
+    .unwrap();
     assert_eq!(summary.records as usize, exp.records.len());
 
     verify::check_outputs(&topo, &cfg, &exp, &mut || match run.exited() {
         None => Ok(()),
-        Some(st) => Err(format!("sluice exited ({st}); log:\n{}", std::fs::read_to_string(&log).unwrap_or_default())),
+        Some(st) => Err(format!(
+            "sluice exited ({st}); log:\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        )),
     });
     run.interrupt();
 }

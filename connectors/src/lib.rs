@@ -1,9 +1,11 @@
 //! Sources and sinks, one folder per connector (Vector's `src/sinks/<name>/` layout).
 //!
 //! Connectors, in one list so `grep` finds them all:
+//! - [`kafka`]: client settings, topic creation, the delivery-tracking producer, headers.
 //! - [`questdb`]: aggregates and anomalies to a time-series DB over ILP.
 //! - [`s3`]: valid raw telemetry as Hive-partitioned Parquet in S3.
 
+pub mod kafka;
 pub mod questdb;
 pub mod s3;
 

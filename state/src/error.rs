@@ -36,7 +36,7 @@ pub enum StateError {
 }
 
 impl StateError {
-    pub(crate) fn decode(what: &'static str, reason: impl Into<String>) -> Self {
+    pub fn decode(what: &'static str, reason: impl Into<String>) -> Self {
         StateError::Decode {
             what,
             reason: reason.into(),

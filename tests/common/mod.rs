@@ -16,30 +16,56 @@ use sluice::sim::expect::Rules;
 use sluice::sim::WriterIds;
 
 pub fn rules() -> Rules {
-    Rules { windows_ms: vec![60_000, 300_000], grace_ms: 30_000, max_clock_skew_ms: 900_000 }
+    Rules {
+        windows_ms: vec![60_000, 300_000],
+        grace_ms: 30_000,
+        max_clock_skew_ms: 900_000,
+    }
 }
 
 pub fn registry_ids(subject: &str) -> WriterIds {
     let client = sluice_schemas::client::RegistryClient::new(&env("SLUICE_REGISTRY_URL"));
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let dir = repo().join("schemas");
     let v1 = std::fs::read_to_string(dir.join("telemetry-v1.avsc")).unwrap();
     let v2 = std::fs::read_to_string(dir.join("telemetry-v2.avsc")).unwrap();
     rt.block_on(async {
         WriterIds {
-            v1: client.register(subject, &v1).await.expect("registry reachable"),
-            v2: client.register(subject, &v2).await.expect("registry reachable"),
+            v1: client
+                .register(subject, &v1)
+                .await
+                .expect("registry reachable"),
+            v2: client
+                .register(subject, &v2)
+                .await
+                .expect("registry reachable"),
         }
     })
 }
 
 /// Waits until `sluice run` has created `topic`.
 pub fn wait_for_topic(brokers: &str, topic: &str) {
-    let consumer: BaseConsumer = ClientConfig::new().set("bootstrap.servers", brokers).create().unwrap();
-    eventually("the pipeline to create its topics", 240, Duration::from_millis(500), || {
-        let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(5)).ok()?;
-        md.topics().iter().any(|t| t.name() == topic && !t.partitions().is_empty()).then_some(())
-    });
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .unwrap();
+    eventually(
+        "the pipeline to create its topics",
+        240,
+        Duration::from_millis(500),
+        || {
+            let md = consumer
+                .fetch_metadata(Some(topic), Duration::from_secs(5))
+                .ok()?;
+            md.topics()
+                .iter()
+                .any(|t| t.name() == topic && !t.partitions().is_empty())
+                .then_some(())
+        },
+    );
 }
 
 /// A stack address from the environment; panics with how to start the stack.
@@ -78,16 +104,35 @@ impl TestTopology {
             .replace("name: iot ", &format!("name: iot{suffix} "))
             .replace("../schemas/", &format!("{}/", schemas.display()))
             .replace("prefix: telemetry", &format!("prefix: archive-{suffix}"))
-            .replace("${SLUICE_METRICS_LISTEN:-127.0.0.1:9464}", &format!("127.0.0.1:{metrics_port}"));
-        for topic in ["telemetry.raw", "telemetry.valid", "telemetry.dlq", "iot.aggregates", "iot.anomalies", "iot.alerts"] {
+            .replace(
+                "${SLUICE_METRICS_LISTEN:-127.0.0.1:9464}",
+                &format!("127.0.0.1:{metrics_port}"),
+            );
+        for topic in [
+            "telemetry.raw",
+            "telemetry.valid",
+            "telemetry.dlq",
+            "iot.aggregates",
+            "iot.anomalies",
+            "iot.alerts",
+        ] {
             text = text.replace(topic, &format!("{suffix}.{topic}"));
         }
         let text = edit(text);
         let dir = tempfile::tempdir().unwrap();
-        let text = text.replace("${SLUICE_STATE_DIR:-../.stack/state}", &dir.path().join("state").display().to_string());
+        let text = text.replace(
+            "${SLUICE_STATE_DIR:-../.stack/state}",
+            &dir.path().join("state").display().to_string(),
+        );
         let path = dir.path().join("topology.yaml");
         std::fs::write(&path, text).unwrap();
-        TestTopology { dir, path, app: format!("iot{suffix}"), suffix, metrics_port }
+        TestTopology {
+            dir,
+            path,
+            app: format!("iot{suffix}"),
+            suffix,
+            metrics_port,
+        }
     }
 
     pub fn topic(&self, name: &str) -> String {
@@ -100,7 +145,11 @@ impl TestTopology {
 }
 
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// A `sluice` child process, interrupted (SIGINT) when dropped.
@@ -129,7 +178,9 @@ impl Sluice {
     }
 
     pub fn interrupt(&mut self) {
-        let _ = Command::new("kill").args(["-INT", &self.0.id().to_string()]).status();
+        let _ = Command::new("kill")
+            .args(["-INT", &self.0.id().to_string()])
+            .status();
         let _ = self.0.wait();
     }
 
@@ -164,14 +215,19 @@ pub fn read_topic(brokers: &str, topic: &str) -> Vec<Read> {
         .set("enable.auto.commit", "false")
         .create()
         .unwrap();
-    let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(10)).unwrap();
+    let md = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .unwrap();
     let parts: Vec<i32> = md.topics()[0].partitions().iter().map(|p| p.id()).collect();
     let mut tpl = TopicPartitionList::new();
     let mut ends = BTreeMap::new();
     for p in parts {
-        let (lo, hi) = consumer.fetch_watermarks(topic, p, Duration::from_secs(10)).unwrap();
+        let (lo, hi) = consumer
+            .fetch_watermarks(topic, p, Duration::from_secs(10))
+            .unwrap();
         if hi > lo {
-            tpl.add_partition_offset(topic, p, Offset::Offset(lo)).unwrap();
+            tpl.add_partition_offset(topic, p, Offset::Offset(lo))
+                .unwrap();
             ends.insert(p, hi);
         }
     }
@@ -186,7 +242,10 @@ pub fn read_topic(brokers: &str, topic: &str) -> Vec<Read> {
         match consumer.poll(Duration::from_millis(500)) {
             None => {
                 idle += 1;
-                assert!(idle < 240, "reading {topic} stalled; partitions done: {done:?}");
+                assert!(
+                    idle < 240,
+                    "reading {topic} stalled; partitions done: {done:?}"
+                );
             }
             Some(m) => {
                 idle = 0;
@@ -202,7 +261,13 @@ pub fn read_topic(brokers: &str, topic: &str) -> Vec<Read> {
                     .headers()
                     .map(|h| {
                         h.iter()
-                            .map(|h| (h.key.to_string(), String::from_utf8_lossy(h.value.unwrap_or_default()).to_string()))
+                            .map(|h| {
+                                (
+                                    h.key.to_string(),
+                                    String::from_utf8_lossy(h.value.unwrap_or_default())
+                                        .to_string(),
+                                )
+                            })
                             .collect()
                     })
                     .unwrap_or_default();
@@ -226,7 +291,14 @@ pub fn read_deduplicated(brokers: &str, topic: &str) -> (Vec<Read>, usize) {
     let mut seen = std::collections::HashSet::new();
     let unique: Vec<Read> = all
         .into_iter()
-        .filter(|r| seen.insert(r.headers.get("sluice.id").cloned().expect("every output carries sluice.id")))
+        .filter(|r| {
+            seen.insert(
+                r.headers
+                    .get("sluice.id")
+                    .cloned()
+                    .expect("every output carries sluice.id"),
+            )
+        })
         .collect();
     let dups = n - unique.len();
     (unique, dups)
@@ -234,7 +306,12 @@ pub fn read_deduplicated(brokers: &str, topic: &str) -> (Vec<Read>, usize) {
 
 /// Polls `check` until it returns Some, at most `tries` times `every` apart. This is a hang
 /// guard for a pipeline that never finishes, not a performance limit.
-pub fn eventually<T>(what: &str, tries: u32, every: Duration, mut check: impl FnMut() -> Option<T>) -> T {
+pub fn eventually<T>(
+    what: &str,
+    tries: u32,
+    every: Duration,
+    mut check: impl FnMut() -> Option<T>,
+) -> T {
     for _ in 0..tries {
         if let Some(v) = check() {
             return v;
@@ -247,10 +324,17 @@ pub fn eventually<T>(what: &str, tries: u32, every: Duration, mut check: impl Fn
 /// VictoriaMetrics series matching `selector`, as (labels, values, timestamps).
 pub fn tsdb_export(selector: &str) -> Vec<(BTreeMap<String, String>, Vec<f64>, Vec<i64>)> {
     let base = env("SLUICE_TSDB_QUERY_URL");
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(async {
         let client = reqwest::Client::new();
-        client.get(format!("{base}/internal/force_flush")).send().await.expect("tsdb reachable");
+        client
+            .get(format!("{base}/internal/force_flush"))
+            .send()
+            .await
+            .expect("tsdb reachable");
         let body = client
             .get(format!("{base}/api/v1/export"))
             .query(&[("match[]", selector), ("start", "0")])
@@ -270,8 +354,18 @@ pub fn tsdb_export(selector: &str) -> Vec<(BTreeMap<String, String>, Vec<f64>, V
                     .iter()
                     .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
                     .collect();
-                let values = v["values"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap_or(f64::NAN)).collect();
-                let ts = v["timestamps"].as_array().unwrap().iter().map(|x| x.as_i64().unwrap()).collect();
+                let values = v["values"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|x| x.as_f64().unwrap_or(f64::NAN))
+                    .collect();
+                let ts = v["timestamps"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|x| x.as_i64().unwrap())
+                    .collect();
                 (labels, values, ts)
             })
             .collect()

@@ -14,7 +14,10 @@ use super::*;
 
 fn decode_all<T: sluice_schemas::codec::AvroRecord + Clone>(reads: &[Read]) -> Vec<T> {
     let client = sluice_schemas::client::RegistryClient::new(&env("SLUICE_REGISTRY_URL"));
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let mut dec: Decoder<T> = Decoder::new();
     reads
         .iter()
@@ -34,35 +37,77 @@ fn decode_all<T: sluice_schemas::codec::AvroRecord + Clone>(reads: &[Read]) -> V
 
 /// Every check of the reference topology's outputs. `alive` is asked while waiting, so a
 /// pipeline that died fails fast with its log.
-pub fn check_outputs(topo: &TestTopology, cfg: &SimConfig, exp: &Expected, alive: &mut dyn FnMut() -> Result<(), String>) {
+pub fn check_outputs(
+    topo: &TestTopology,
+    cfg: &SimConfig,
+    exp: &Expected,
+    alive: &mut dyn FnMut() -> Result<(), String>,
+) {
     let brokers = env("SLUICE_BROKERS");
     // Aggregates: every expected window exactly once (after id dedup), with its values.
     let aggregates_topic = topo.topic("iot.aggregates");
     let want = exp.aggregates.len();
-    let (reads, dups) = eventually("every window aggregate", 1200, Duration::from_millis(500), || {
-        if let Err(e) = alive() {
-            panic!("{e}");
-        }
-        let (r, d) = read_deduplicated(&brokers, &aggregates_topic);
-        (r.len() >= want).then_some((r, d))
-    });
+    let (reads, dups) = eventually(
+        "every window aggregate",
+        1200,
+        Duration::from_millis(500),
+        || {
+            if let Err(e) = alive() {
+                panic!("{e}");
+            }
+            let (r, d) = read_deduplicated(&brokers, &aggregates_topic);
+            (r.len() >= want).then_some((r, d))
+        },
+    );
     let got: Vec<Aggregate> = decode_all(&reads);
-    assert_eq!(got.len(), want, "unexpected extra aggregates ({dups} duplicate ids were dropped)");
+    assert_eq!(
+        got.len(),
+        want,
+        "unexpected extra aggregates ({dups} duplicate ids were dropped)"
+    );
     let mut seen = HashSet::new();
     for a in &got {
-        let key = (a.device_id.clone(), a.metric.clone(), a.window_ms, a.window_start);
-        assert!(seen.insert(key.clone()), "window {key:?} emitted twice with different ids");
-        let e = exp.aggregates.get(&key).unwrap_or_else(|| panic!("unexpected window {key:?}"));
-        assert!(same_aggregate(a, e), "window {key:?}: got {a:?}, want {e:?}");
+        let key = (
+            a.device_id.clone(),
+            a.metric.clone(),
+            a.window_ms,
+            a.window_start,
+        );
+        assert!(
+            seen.insert(key.clone()),
+            "window {key:?} emitted twice with different ids"
+        );
+        let e = exp
+            .aggregates
+            .get(&key)
+            .unwrap_or_else(|| panic!("unexpected window {key:?}"));
+        assert!(
+            same_aggregate(a, e),
+            "window {key:?}: got {a:?}, want {e:?}"
+        );
     }
 
     // Dead letters: every bad record with its reason, nothing else.
     let dlq = read_topic(&brokers, &topo.topic("telemetry.dlq"));
     let mut dead: BTreeMap<(String, String), u64> = BTreeMap::new();
     for r in &dlq {
-        let class = r.headers.get("sluice.dlq.error_class").expect("class header").clone();
-        for h in ["sluice.dlq.error_message", "sluice.dlq.source_topic", "sluice.dlq.source_partition", "sluice.dlq.source_offset", "sluice.dlq.stage"] {
-            assert!(r.headers.contains_key(h), "dead letter without {h}: {:?}", r.headers);
+        let class = r
+            .headers
+            .get("sluice.dlq.error_class")
+            .expect("class header")
+            .clone();
+        for h in [
+            "sluice.dlq.error_message",
+            "sluice.dlq.source_topic",
+            "sluice.dlq.source_partition",
+            "sluice.dlq.source_offset",
+            "sluice.dlq.stage",
+        ] {
+            assert!(
+                r.headers.contains_key(h),
+                "dead letter without {h}: {:?}",
+                r.headers
+            );
         }
         let device = String::from_utf8(r.key.clone().unwrap_or_default()).unwrap();
         *dead.entry((device, class)).or_default() += 1;
@@ -73,59 +118,108 @@ pub fn check_outputs(topo: &TestTopology, cfg: &SimConfig, exp: &Expected, alive
     let (anomaly_reads, _) = read_deduplicated(&brokers, &topo.topic("iot.anomalies"));
     let anomalies: Vec<Anomaly> = decode_all(&anomaly_reads);
     let step = cfg.step_ms;
-    for inj in exp.injected.iter().filter(|i| matches!(i.kind, AnomalyKind::Spike | AnomalyKind::LevelShift)) {
+    for inj in exp
+        .injected
+        .iter()
+        .filter(|i| matches!(i.kind, AnomalyKind::Spike | AnomalyKind::LevelShift))
+    {
         let found = anomalies.iter().any(|a| {
-            a.device_id == inj.device_id && a.metric == inj.metric && a.event_time >= inj.start && a.event_time <= inj.start + 5 * step
+            a.device_id == inj.device_id
+                && a.metric == inj.metric
+                && a.event_time >= inj.start
+                && a.event_time <= inj.start + 5 * step
         });
-        assert!(found, "injected {:?} on {} {} at {} was not reported", inj.kind, inj.device_id, inj.metric, inj.start);
+        assert!(
+            found,
+            "injected {:?} on {} {} at {} was not reported",
+            inj.kind, inj.device_id, inj.metric, inj.start
+        );
     }
 
     // TSDB: one sample per closed window and field, equal to the topic's values.
     let prefix = &cfg.device_prefix;
-    let series = eventually("the TSDB to hold every aggregate", 240, Duration::from_millis(500), || {
-        let s = tsdb_export(&format!("{{__name__=\"aggregates_count\",device_id=~\"{prefix}.*\"}}"));
-        let n: usize = s.iter().map(|(_, v, _)| v.len()).sum();
-        (n >= want).then_some(s)
-    });
+    let series = eventually(
+        "the TSDB to hold every aggregate",
+        240,
+        Duration::from_millis(500),
+        || {
+            let s = tsdb_export(&format!(
+                "{{__name__=\"aggregates_count\",device_id=~\"{prefix}.*\"}}"
+            ));
+            let n: usize = s.iter().map(|(_, v, _)| v.len()).sum();
+            (n >= want).then_some(s)
+        },
+    );
     let mut tsdb_counts = HashMap::new();
     for (labels, values, ts) in &series {
         for (v, t) in values.iter().zip(ts) {
-            let w = if labels["window"] == "1m" { 60_000 } else { 300_000 };
+            let w = if labels["window"] == "1m" {
+                60_000
+            } else {
+                300_000
+            };
             let key = (labels["device_id"].clone(), labels["metric"].clone(), w, *t);
-            assert!(tsdb_counts.insert(key.clone(), *v).is_none(), "TSDB holds {key:?} twice");
+            assert!(
+                tsdb_counts.insert(key.clone(), *v).is_none(),
+                "TSDB holds {key:?} twice"
+            );
         }
     }
     assert_eq!(tsdb_counts.len(), want, "TSDB aggregate rows");
     for (key, count) in &tsdb_counts {
-        let e = exp.aggregates.get(key).unwrap_or_else(|| panic!("TSDB has unexpected window {key:?}"));
+        let e = exp
+            .aggregates
+            .get(key)
+            .unwrap_or_else(|| panic!("TSDB has unexpected window {key:?}"));
         assert_eq!(*count, e.count as f64, "TSDB count of {key:?}");
     }
 
     // S3: every valid reading archived exactly once, as Parquet, with its values.
-    let want_rows: HashMap<(String, i64), &Telemetry> =
-        exp.valid.iter().map(|t| ((t.device_id.clone(), t.seq), t)).collect();
-    let rows = eventually("the archive to hold every valid reading", 240, Duration::from_millis(500), || {
-        let rows = read_archive(&topo.archive_prefix());
-        (rows.len() >= want_rows.len()).then_some(rows)
-    });
+    let want_rows: HashMap<(String, i64), &Telemetry> = exp
+        .valid
+        .iter()
+        .map(|t| ((t.device_id.clone(), t.seq), t))
+        .collect();
+    let rows = eventually(
+        "the archive to hold every valid reading",
+        240,
+        Duration::from_millis(500),
+        || {
+            let rows = read_archive(&topo.archive_prefix());
+            (rows.len() >= want_rows.len()).then_some(rows)
+        },
+    );
     let mut archived = HashSet::new();
     for r in &rows {
         let key = (r.device_id.clone(), r.seq);
         assert!(archived.insert(key.clone()), "archive holds {key:?} twice");
-        let e = want_rows.get(&key).unwrap_or_else(|| panic!("archive has unexpected row {key:?}"));
-        assert_eq!((r.event_time, r.value, &r.metric), (e.event_time, e.value, &e.metric), "archived {key:?}");
+        let e = want_rows
+            .get(&key)
+            .unwrap_or_else(|| panic!("archive has unexpected row {key:?}"));
+        assert_eq!(
+            (r.event_time, r.value, &r.metric),
+            (e.event_time, e.value, &e.metric),
+            "archived {key:?}"
+        );
     }
     assert_eq!(archived.len(), want_rows.len());
     // The raw topic's valid records went to telemetry.valid too, each once.
     let (valid_reads, _) = read_deduplicated(&brokers, &topo.topic("telemetry.valid"));
-    assert_eq!(valid_reads.len(), exp.valid.len(), "telemetry.valid records");
+    assert_eq!(
+        valid_reads.len(),
+        exp.valid.len(),
+        "telemetry.valid records"
+    );
 }
 
 /// Every row under `prefix` in the stack's bucket.
 fn read_archive(prefix: &str) -> Vec<Telemetry> {
     use futures::TryStreamExt;
     let store = s3();
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(async {
         let objects: Vec<_> = store
             .list(Some(&object_store::path::Path::from(prefix)))

@@ -11,7 +11,7 @@ mod stage;
 mod validate;
 
 pub use error::{Problem, TopologyError};
-pub use load::{load, load_str, Loaded};
+pub use load::{load, load_str, resolve_state_dir, Loaded};
 pub use model::{
     Connections, Guarantee, Metadata, Metrics, Processing, S3Connection, Stage, TopicSpec,
     Topology, API_VERSION,

@@ -31,6 +31,11 @@ impl Loaded {
     }
 }
 
+/// The state directory as written in the topology, resolved against the topology file's folder.
+pub fn resolve_state_dir(topology: &Path, state_dir: &Path) -> PathBuf {
+    resolve_relative(topology, state_dir)
+}
+
 pub(crate) fn resolve_relative(topology: &Path, p: &Path) -> PathBuf {
     if p.is_absolute() {
         return p.to_path_buf();

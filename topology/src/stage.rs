@@ -67,7 +67,9 @@ impl StageSpec {
             StageSpec::Validate(_) => &["dedup"],
             StageSpec::Aggregate(_) => &["ids", "windows"],
             StageSpec::Detect(_) => &["ids", "detectors", "suppression"],
-            StageSpec::QuestdbSink(_) | StageSpec::S3ParquetSink(_) => &["ids"],
+            // Rows are upserted by key, so a replay rewrites the same rows: no state needed.
+            StageSpec::QuestdbSink(_) => &[],
+            StageSpec::S3ParquetSink(_) => &["ids"],
         }
     }
 }

@@ -1,0 +1,55 @@
+//! Creating the topics a topology needs, idempotently.
+
+use std::time::Duration;
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::types::RDKafkaErrorCode;
+
+use super::client::KafkaError;
+
+/// A topic to create if it does not exist.
+#[derive(Debug, Clone)]
+pub struct TopicToCreate {
+    pub name: String,
+    pub partitions: i32,
+    pub replication: i32,
+    pub configs: Vec<(String, String)>,
+}
+
+/// Creates the topics that are missing; existing ones are left as they are.
+pub async fn ensure_topics(brokers: &str, topics: &[TopicToCreate]) -> Result<(), KafkaError> {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()?;
+    let new: Vec<NewTopic<'_>> = topics
+        .iter()
+        .map(|t| {
+            t.configs.iter().fold(
+                NewTopic::new(&t.name, t.partitions, TopicReplication::Fixed(t.replication)),
+                |n, (k, v)| n.set(k, v),
+            )
+        })
+        .collect();
+    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+    let results = admin.create_topics(new.iter(), &opts).await.map_err(|source| {
+        KafkaError::Unreachable {
+            brokers: brokers.to_string(),
+            source,
+        }
+    })?;
+    for r in results {
+        match r {
+            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((topic, code)) => {
+                return Err(KafkaError::CreateTopic {
+                    topic,
+                    brokers: brokers.to_string(),
+                    reason: code.to_string(),
+                })
+            }
+        }
+    }
+    Ok(())
+}

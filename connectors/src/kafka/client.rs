@@ -1,0 +1,106 @@
+//! Client settings shared by every stage, in one place so a reader sees what sluice asks of
+//! the broker.
+
+use rdkafka::config::ClientConfig;
+
+/// Errors talking to the broker.
+#[derive(Debug, thiserror::Error)]
+pub enum KafkaError {
+    #[error("broker at {brokers} did not answer: {source}. Is it running? Start the local one with `scripts/stack up`")]
+    Unreachable {
+        brokers: String,
+        #[source]
+        source: rdkafka::error::KafkaError,
+    },
+    #[error("kafka client error: {0}")]
+    Client(#[from] rdkafka::error::KafkaError),
+    #[error("creating topic {topic} on {brokers} failed: {reason}")]
+    CreateTopic {
+        topic: String,
+        brokers: String,
+        reason: String,
+    },
+    #[error("{failed} of the records sent to {brokers} were not delivered; last error: {last}")]
+    Delivery {
+        brokers: String,
+        failed: u64,
+        last: String,
+    },
+}
+
+/// What differs between deployments; everything else is fixed below.
+#[derive(Debug, Clone)]
+pub struct ClientOptions {
+    pub brokers: String,
+    /// `group.instance.id` for static membership (a rolling restart keeps assignments).
+    pub instance_id: Option<String>,
+    /// Read only committed records (transactional mode).
+    pub read_committed: bool,
+    /// Idempotent producer: keeps per-partition order through retries. Brokers without
+    /// InitProducerId support need `false` plus one request in flight (see BROKER_GAPS.md).
+    pub idempotence: bool,
+}
+
+impl ClientOptions {
+    pub fn new(brokers: impl Into<String>) -> Self {
+        ClientOptions {
+            brokers: brokers.into(),
+            instance_id: None,
+            read_committed: false,
+            idempotence: std::env::var("SLUICE_KAFKA_IDEMPOTENCE").map_or(true, |v| v != "false"),
+        }
+    }
+}
+
+/// A consumer in `group`, committing offsets by hand (the changelog marker is the authority).
+pub fn consumer_config(opts: &ClientOptions, group: &str) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", &opts.brokers)
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("enable.partition.eof", "false")
+        // Restore runs inside the rebalance callback; give it room before the group gives
+        // up on this member.
+        .set("max.poll.interval.ms", "600000")
+        .set("session.timeout.ms", "30000")
+        .set("queued.min.messages", "200000")
+        .set("fetch.wait.max.ms", "100")
+        .set(
+            "isolation.level",
+            if opts.read_committed {
+                "read_committed"
+            } else {
+                "read_uncommitted"
+            },
+        );
+    if let Some(id) = &opts.instance_id {
+        c.set("group.instance.id", id);
+    }
+    c
+}
+
+/// A producer that batches for throughput and keeps each partition in order: downstream
+/// de-duplication by high-water mark depends on that order.
+pub fn producer_config(opts: &ClientOptions) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", &opts.brokers)
+        .set("acks", "all")
+        .set("linger.ms", "5")
+        .set("batch.num.messages", "10000")
+        .set("batch.size", "1000000")
+        .set("queue.buffering.max.messages", "1000000")
+        .set("queue.buffering.max.kbytes", "1048576")
+        // Java's partitioner, so keys land where Kafka Streams and other clients put them.
+        .set("partitioner", "murmur2_random")
+        // A delivery that cannot finish in 5 minutes fails the commit; the task then
+        // restarts from its last marker.
+        .set("message.timeout.ms", "300000");
+    if opts.idempotence {
+        c.set("enable.idempotence", "true");
+    } else {
+        c.set("max.in.flight.requests.per.connection", "1");
+    }
+    c
+}

@@ -1,0 +1,12 @@
+//! Kafka: client settings, topic creation, a producer that knows what was delivered, and
+//! the headers sluice puts on records.
+
+mod admin;
+mod client;
+mod headers;
+mod producer;
+
+pub use admin::{ensure_topics, TopicToCreate};
+pub use client::{consumer_config, producer_config, ClientOptions, KafkaError};
+pub use headers::{dlq, header_str, parse_record_id, RecordId, ID_HEADER};
+pub use producer::{DeliveryTracker, TrackedProducer};

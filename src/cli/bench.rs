@@ -1,0 +1,297 @@
+//! `sluice bench pipeline`: sustained events/s of the reference topology against the raw
+//! consume rate of the same broker (the ceiling), both measured in one run; exactly-once
+//! against at-least-once; input-to-output latency at half the measured throughput.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use indicatif::{ProgressBar, ProgressStyle};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use sluice_connectors::kafka::ClientOptions;
+use sluice_topology::{Guarantee, StageSpec};
+
+use super::run::{create_topics, stage_def, Shared};
+use crate::metrics::METRICS;
+use crate::runtime::run_supervised;
+use crate::sim::{produce, SimConfig};
+
+#[derive(Debug, clap::Subcommand)]
+pub enum Command {
+    /// The reference topology's throughput against the broker's plain consume rate.
+    Pipeline(PipelineArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct PipelineArgs {
+    #[arg(long, default_value = "topology/iot.yaml")]
+    pub topology: PathBuf,
+    /// Brokers to measure against; default the stack's in-memory bench broker.
+    #[arg(long, env = "SLUICE_BENCH_BROKERS", default_value = "127.0.0.1:19093")]
+    pub brokers: String,
+    #[arg(long, default_value_t = 500)]
+    pub devices: u32,
+    #[arg(long, default_value_t = 100)]
+    pub steps: u64,
+    /// Stages to run (default: validate, aggregate, detect).
+    #[arg(long = "stage")]
+    pub stages: Vec<String>,
+    /// Skip the latency run.
+    #[arg(long)]
+    pub no_latency: bool,
+}
+
+pub(crate) fn run(c: Command) -> anyhow::Result<ExitCode> {
+    let Command::Pipeline(a) = c;
+    let stages = if a.stages.is_empty() {
+        vec!["validate".to_string(), "aggregate".into(), "detect".into()]
+    } else {
+        a.stages.clone()
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    println!(
+        "# sluice bench pipeline: {} devices x 4 metrics x {} steps, brokers {}, stages {}",
+        a.devices,
+        a.steps,
+        a.brokers,
+        stages.join(",")
+    );
+    let mut rows = Vec::new();
+    for guarantee in [Guarantee::ExactlyOnce, Guarantee::AtLeastOnce] {
+        let r = one_run(&a, &stages, guarantee, &rt)?;
+        println!(
+            "{guarantee:?}: produced {} in {:.1}s; raw consume ceiling {:.0} rec/s; topology {:.0} rec/s ({:.0}% of ceiling); peak RSS {} MiB",
+            r.records, r.produce_s, r.ceiling, r.topology, 100.0 * r.topology / r.ceiling, r.rss_mib
+        );
+        rows.push((guarantee, r));
+    }
+    let (eo, alo) = (&rows[0].1, &rows[1].1);
+    println!(
+        "exactly_once costs {:.1}% throughput against at_least_once",
+        100.0 * (1.0 - eo.topology / alo.topology)
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+struct RunResult {
+    records: u64,
+    produce_s: f64,
+    ceiling: f64,
+    topology: f64,
+    rss_mib: u64,
+}
+
+fn one_run(
+    a: &PipelineArgs,
+    stages: &[String],
+    guarantee: Guarantee,
+    rt: &tokio::runtime::Runtime,
+) -> anyhow::Result<RunResult> {
+    let suffix = format!("b{:08x}", rand::random::<u32>());
+    let text = std::fs::read_to_string(&a.topology)
+        .with_context(|| format!("reading {}", a.topology.display()))?;
+    let text = isolate(&text, &suffix, guarantee);
+    let env = |k: &str| {
+        if k == "SLUICE_BROKERS" {
+            Some(a.brokers.clone())
+        } else {
+            std::env::var(k).ok()
+        }
+    };
+    let loaded =
+        sluice_topology::load_str(&a.topology, &text, &env).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let t = &loaded.topology;
+    rt.block_on(create_topics(t))?;
+    let schema_ids = rt.block_on(super::schemas::push_topology(&loaded))?;
+    let raw = stage_input(t, "validate").context("no validate stage")?;
+    let ids = rt.block_on(super::simulate::register_writers(&loaded, &raw))?;
+
+    let cfg = SimConfig {
+        devices: a.devices,
+        steps: a.steps,
+        warmup_steps: a.steps / 4,
+        device_prefix: format!("{suffix}-"),
+        ..SimConfig::default()
+    };
+    let opts = ClientOptions::new(&a.brokers);
+    let started = Instant::now();
+    let summary = produce(&opts, &raw, cfg, ids, 0, &mut |_, _| {})?;
+    let produce_s = started.elapsed().as_secs_f64();
+    let records = summary.records;
+
+    // The ceiling: one plain consumer reading the raw topic to its end.
+    let ceiling = consume_rate(&a.brokers, &raw)?;
+
+    let shared = Arc::new(Shared {
+        topology: loaded.topology.clone(),
+        loaded_path: loaded.path.clone(),
+        schema_ids,
+        rt: rt.handle().clone(),
+        instance_id: None,
+        nonce: rand::random(),
+    });
+    let base: Vec<u64> = stages
+        .iter()
+        .map(|s| METRICS.records_in.with_label_values(&[s]).get())
+        .collect();
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut threads = Vec::new();
+    let started = Instant::now();
+    for name in stages {
+        let (shared, stop, name) = (shared.clone(), stop.clone(), name.clone());
+        threads.push(std::thread::spawn(move || {
+            run_supervised(
+                || stage_def(&shared, &name, Arc::new(AtomicBool::new(false))),
+                &stop,
+            )
+        }));
+    }
+    let bar = ProgressBar::new(records).with_style(
+        ProgressStyle::with_template("{spinner} {msg} [{bar:30}] {pos}/{len} {per_sec}")
+            .expect("template"),
+    );
+    bar.set_message(format!("{guarantee:?}"));
+    // Done when validate read every raw record and every other stage read every record
+    // its input topic holds.
+    let valid = stage_output(t, "validate").unwrap_or_default();
+    loop {
+        std::thread::sleep(Duration::from_millis(100));
+        let seen: Vec<u64> = stages
+            .iter()
+            .zip(&base)
+            .map(|(s, b)| METRICS.records_in.with_label_values(&[s]).get() - b)
+            .collect();
+        bar.set_position(seen[0]);
+        let valid_total = topic_size(&a.brokers, &valid).unwrap_or(u64::MAX);
+        let done = stages.iter().zip(&seen).all(|(s, n)| {
+            if s == "validate" {
+                *n >= records
+            } else {
+                *n >= valid_total && seen[0] >= records
+            }
+        });
+        if done || threads.iter().any(|t| t.is_finished()) {
+            break;
+        }
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    bar.finish_and_clear();
+    stop.store(true, Ordering::Relaxed);
+    for t in threads {
+        t.join().map_err(|_| anyhow::anyhow!("stage panicked"))??;
+    }
+    Ok(RunResult {
+        records,
+        produce_s,
+        ceiling,
+        topology: records as f64 / elapsed,
+        rss_mib: peak_rss_mib(),
+    })
+}
+
+/// Gives the topology's topics and application id a fresh suffix and sets the guarantee.
+pub(crate) fn isolate(text: &str, suffix: &str, guarantee: Guarantee) -> String {
+    let g = match guarantee {
+        Guarantee::ExactlyOnce => "exactly_once",
+        Guarantee::AtLeastOnce => "at_least_once",
+        Guarantee::ExactlyOnceTransactional => "exactly_once_transactional",
+    };
+    let mut text = text
+        .replace("name: iot ", &format!("name: iot{suffix} "))
+        .replace("guarantee: exactly_once ", &format!("guarantee: {g} "));
+    for topic in [
+        "telemetry.raw",
+        "telemetry.valid",
+        "telemetry.dlq",
+        "iot.aggregates",
+        "iot.anomalies",
+        "iot.alerts",
+    ] {
+        text = text.replace(topic, &format!("{suffix}.{topic}"));
+    }
+    text.replace("${SLUICE_METRICS_LISTEN:-127.0.0.1:9464}", "127.0.0.1:0")
+}
+
+fn stage_input(t: &sluice_topology::Topology, kind: &str) -> Option<String> {
+    t.stages
+        .iter()
+        .find(|s| s.spec.kind() == kind)
+        .and_then(|s| s.spec.inputs().first().map(|(_, t)| t.to_string()))
+}
+
+fn stage_output(t: &sluice_topology::Topology, kind: &str) -> Option<String> {
+    t.stages.iter().find_map(|s| match &s.spec {
+        StageSpec::Validate(v) if kind == "validate" => Some(v.output.clone()),
+        _ => None,
+    })
+}
+
+fn client(brokers: &str) -> anyhow::Result<BaseConsumer> {
+    Ok(ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", format!("bench-{:08x}", rand::random::<u32>()))
+        .set("enable.auto.commit", "false")
+        .set("queued.min.messages", "200000")
+        .create()?)
+}
+
+fn partitions(c: &BaseConsumer, topic: &str) -> anyhow::Result<Vec<(i32, i64, i64)>> {
+    let md = c.fetch_metadata(Some(topic), Duration::from_secs(10))?;
+    let mut out = Vec::new();
+    for p in md.topics().iter().flat_map(|t| t.partitions()) {
+        let (lo, hi) = c.fetch_watermarks(topic, p.id(), Duration::from_secs(10))?;
+        out.push((p.id(), lo, hi));
+    }
+    Ok(out)
+}
+
+fn topic_size(brokers: &str, topic: &str) -> anyhow::Result<u64> {
+    let c = client(brokers)?;
+    Ok(partitions(&c, topic)?
+        .iter()
+        .map(|(_, lo, hi)| (hi - lo) as u64)
+        .sum())
+}
+
+/// Records/s of one plain consumer reading `topic` from the start to its end.
+fn consume_rate(brokers: &str, topic: &str) -> anyhow::Result<f64> {
+    let c = client(brokers)?;
+    let parts = partitions(&c, topic)?;
+    let total: i64 = parts.iter().map(|(_, lo, hi)| hi - lo).sum();
+    let mut tpl = TopicPartitionList::new();
+    for (p, lo, _) in &parts {
+        tpl.add_partition_offset(topic, *p, Offset::Offset(*lo))?;
+    }
+    c.assign(&tpl)?;
+    let started = Instant::now();
+    let mut n = 0i64;
+    while n < total {
+        if let Some(m) = c.poll(Duration::from_secs(5)) {
+            let m = m?;
+            std::hint::black_box(m.payload());
+            n += 1;
+        }
+    }
+    Ok(n as f64 / started.elapsed().as_secs_f64())
+}
+
+/// Peak resident set size of this process (Linux), MiB.
+pub(crate) fn peak_rss_mib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|k| k.parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb / 1024)
+}

@@ -1,0 +1,202 @@
+//! `sluice dlq replay`: re-inject dead letters into the topic they came from, after a fix
+//! (a schema registered, a range widened). Progress is kept in a consumer group, so a second
+//! replay continues where the first stopped.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use indicatif::{ProgressBar, ProgressStyle};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::message::{Header, Message, OwnedHeaders};
+use rdkafka::producer::BaseRecord;
+use rdkafka::{Offset, TopicPartitionList};
+use sluice_connectors::kafka::{consumer_config, dlq, header_str, ClientOptions, TrackedProducer};
+use sluice_topology::StageSpec;
+
+/// Header on a re-injected record naming the dead letter it came from.
+pub(crate) const REPLAYED_FROM: &str = "sluice.dlq.replayed_from";
+
+#[derive(Debug, clap::Subcommand)]
+pub enum Command {
+    /// Re-inject dead letters into their source topics.
+    Replay(ReplayArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ReplayArgs {
+    /// The topology whose dead-letter topic and brokers are used.
+    #[arg(long, default_value = "topology/iot.yaml")]
+    pub topology: PathBuf,
+    /// Dead-letter topic; default: the validate stage's.
+    #[arg(long)]
+    pub topic: Option<String>,
+    /// Only dead letters of this error class (repeatable); default: all.
+    #[arg(long = "class")]
+    pub classes: Vec<String>,
+    /// Consumer group that remembers how far replay got.
+    #[arg(long)]
+    pub group: Option<String>,
+}
+
+pub(crate) fn run(c: Command) -> anyhow::Result<ExitCode> {
+    let Command::Replay(a) = c;
+    let loaded = sluice_topology::load(&a.topology).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let t = &loaded.topology;
+    let topic = match &a.topic {
+        Some(t) => t.clone(),
+        None => t
+            .stages
+            .iter()
+            .find_map(|s| match &s.spec {
+                StageSpec::Validate(v) => Some(v.dead_letter.clone()),
+                _ => None,
+            })
+            .context("no --topic given and the topology has no validate stage")?,
+    };
+    let group = a
+        .group
+        .clone()
+        .unwrap_or_else(|| format!("{}-dlq-replay", t.metadata.name));
+    let report = replay(&t.connections.brokers, &topic, &group, &a.classes, true)?;
+    for (class, n) in &report.by_class {
+        println!("{class}: {n} replayed");
+    }
+    println!(
+        "replayed {} of {} dead letters from {topic} (skipped {} by class)",
+        report.replayed, report.read, report.skipped
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Counts of one replay.
+#[derive(Debug, Default)]
+pub(crate) struct ReplayReport {
+    pub read: u64,
+    pub replayed: u64,
+    pub skipped: u64,
+    pub by_class: BTreeMap<String, u64>,
+}
+
+/// Replays `topic` from the group's position to the end it had when replay started.
+pub(crate) fn replay(
+    brokers: &str,
+    topic: &str,
+    group: &str,
+    classes: &[String],
+    show_progress: bool,
+) -> anyhow::Result<ReplayReport> {
+    let opts = ClientOptions::new(brokers);
+    let consumer: BaseConsumer = consumer_config(&opts, group).create()?;
+    let mut producer = TrackedProducer::new(&opts)?;
+    let md = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .with_context(|| format!("reading metadata of {topic} from {brokers}"))?;
+    let partitions: Vec<i32> = md
+        .topics()
+        .iter()
+        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+        .collect();
+    anyhow::ensure!(
+        !partitions.is_empty(),
+        "topic {topic} does not exist on {brokers}"
+    );
+    let committed = consumer.committed_offsets(
+        {
+            let mut l = TopicPartitionList::new();
+            for p in &partitions {
+                l.add_partition(topic, *p);
+            }
+            l
+        },
+        Duration::from_secs(10),
+    )?;
+    let mut assign = TopicPartitionList::new();
+    let mut ends = BTreeMap::new();
+    let mut total = 0u64;
+    for p in &partitions {
+        let (lo, hi) = consumer.fetch_watermarks(topic, *p, Duration::from_secs(10))?;
+        let start = match committed.find_partition(topic, *p).map(|e| e.offset()) {
+            Some(Offset::Offset(o)) => o.max(lo),
+            _ => lo,
+        };
+        if start < hi {
+            assign.add_partition_offset(topic, *p, Offset::Offset(start))?;
+            ends.insert(*p, hi);
+            total += (hi - start) as u64;
+        }
+    }
+    let mut report = ReplayReport::default();
+    if ends.is_empty() {
+        return Ok(report);
+    }
+    consumer.assign(&assign)?;
+    let bar = if show_progress {
+        ProgressBar::new(total)
+    } else {
+        ProgressBar::hidden()
+    };
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{spinner} dlq replay [{bar:30}] {pos}/{len} {per_sec} eta {eta}",
+        )
+        .expect("valid template"),
+    );
+    let mut next: BTreeMap<i32, i64> = BTreeMap::new();
+    while next.iter().filter(|(p, o)| **o >= ends[p]).count() < ends.len() {
+        let Some(m) = consumer.poll(Duration::from_millis(500)) else {
+            continue;
+        };
+        let m = m?;
+        let p = m.partition();
+        next.insert(p, m.offset() + 1);
+        if m.offset() >= ends[&p] {
+            continue;
+        }
+        report.read += 1;
+        bar.inc(1);
+        let Some(h) = m.headers() else {
+            report.skipped += 1;
+            continue;
+        };
+        let class = header_str(h, dlq::ERROR_CLASS)
+            .unwrap_or("unknown")
+            .to_string();
+        let Some(source) = header_str(h, dlq::SOURCE_TOPIC).map(str::to_string) else {
+            report.skipped += 1;
+            continue;
+        };
+        if !classes.is_empty() && !classes.iter().any(|c| *c == class) {
+            report.skipped += 1;
+            continue;
+        }
+        let from = format!("{topic}/{p}/{}", m.offset());
+        let headers = OwnedHeaders::new().insert(Header {
+            key: REPLAYED_FROM,
+            value: Some(from.as_bytes()),
+        });
+        let mut rec = BaseRecord::to(&source).headers(headers);
+        if let Some(k) = m.key() {
+            rec = rec.key(k);
+        }
+        if let Some(v) = m.payload() {
+            rec = rec.payload(v);
+        }
+        if let Some(ts) = m.timestamp().to_millis() {
+            rec = rec.timestamp(ts);
+        }
+        producer.send(rec)?;
+        report.replayed += 1;
+        *report.by_class.entry(class).or_default() += 1;
+    }
+    producer.flush(Duration::from_secs(300))?;
+    let mut commit = TopicPartitionList::new();
+    for (p, o) in &next {
+        commit.add_partition_offset(topic, *p, Offset::Offset(*o))?;
+    }
+    consumer.commit(&commit, CommitMode::Sync)?;
+    bar.finish_and_clear();
+    Ok(report)
+}

@@ -1,0 +1,80 @@
+//! The subcommands, one module each. `anyhow` lives here, at the edge, and nowhere else.
+
+mod bench;
+mod dlq;
+mod nab;
+mod registry;
+mod run;
+mod schemas;
+mod simulate;
+mod topics;
+mod validate;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// sluice: a Kafka Streams-style stream processor for IoT telemetry.
+#[derive(Debug, Parser)]
+#[command(name = "sluice", version, about)]
+pub struct Cli {
+    /// More logging (-v info, -vv debug). `RUST_LOG` overrides.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check a topology file without touching the network.
+    Validate(validate::Args),
+    /// Run a topology (all stages, or the ones named with --stage).
+    Run(run::Args),
+    /// Produce simulated device telemetry with injected anomalies and bad records.
+    Simulate(simulate::Args),
+    /// Serve a Confluent-compatible schema registry backed by a `_schemas` topic.
+    Registry(registry::Args),
+    /// Register or check the topology's Avro schemas.
+    #[command(subcommand)]
+    Schemas(schemas::Command),
+    /// Work with dead letters.
+    #[command(subcommand)]
+    Dlq(dlq::Command),
+    /// Create the topics a topology needs (its own and its changelogs).
+    #[command(subcommand)]
+    Topics(topics::Command),
+    /// Run anomaly detectors over the NAB corpus and score them.
+    Nab(nab::Args),
+    /// Measure throughput and latency.
+    #[command(subcommand)]
+    Bench(bench::Command),
+}
+
+pub fn init_tracing(verbose: u8) {
+    let default = match verbose {
+        0 => "warn,sluice=info",
+        1 => "info",
+        _ => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Validate(a) => validate::run(a),
+        Command::Run(a) => run::run(a),
+        Command::Simulate(a) => simulate::run(a),
+        Command::Registry(a) => registry::run(a),
+        Command::Schemas(c) => schemas::run(c),
+        Command::Dlq(c) => dlq::run(c),
+        Command::Topics(c) => topics::run(c),
+        Command::Nab(a) => nab::run(a),
+        Command::Bench(c) => bench::run(c),
+    }
+}

@@ -1,0 +1,479 @@
+//! `sluice run FILE`: runs a topology's stages in this process, with metrics, health
+//! endpoints and a live summary.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use rdkafka::producer::FutureProducer;
+use sluice_connectors::kafka::{ensure_topics, producer_config, ClientOptions, TopicToCreate};
+use sluice_state::{RocksConfig, RocksEnv};
+use sluice_topology::{StageSpec, Topology};
+
+use crate::http::{self, Health};
+use crate::metrics::METRICS;
+use crate::runtime::{run_supervised, LogEnv, Processor, RuntimeError, StageDef};
+use crate::stages::{aggregate, archive, detect, tsdb, validate, RegistrySchemas};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The topology file.
+    pub file: PathBuf,
+    /// Run only this stage; repeat for several. Default: every stage.
+    #[arg(long = "stage")]
+    pub stages: Vec<String>,
+    /// Static group membership id, stable across restarts of this instance
+    /// (e.g. the pod name); a rolling restart then keeps partition assignments.
+    #[arg(long, env = "SLUICE_INSTANCE_ID")]
+    pub instance_id: Option<String>,
+    /// No live summary on stderr.
+    #[arg(long)]
+    pub quiet: bool,
+    /// Stop after this long (`30s`, `5m`); default: until Ctrl-C.
+    #[arg(long)]
+    pub duration: Option<humantime::Duration>,
+    /// Serve metrics and health here instead of the topology's `metrics.listen` (several
+    /// instances on one machine).
+    #[arg(long)]
+    pub metrics_listen: Option<std::net::SocketAddr>,
+}
+
+/// What every stage of this process shares.
+pub(crate) struct Shared {
+    pub(crate) topology: Topology,
+    pub(crate) loaded_path: PathBuf,
+    pub(crate) schema_ids: HashMap<String, u32>,
+    pub(crate) rt: tokio::runtime::Handle,
+    pub(crate) instance_id: Option<String>,
+    pub(crate) nonce: u16,
+}
+
+pub(crate) fn run(a: Args) -> anyhow::Result<ExitCode> {
+    let loaded = super::validate::load_checked(&a.file).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let t = &loaded.topology;
+    for s in &a.stages {
+        anyhow::ensure!(
+            t.stage(s).is_some(),
+            "no stage `{s}` in {}; stages: {}",
+            a.file.display(),
+            t.stages
+                .iter()
+                .map(|s| s.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    rt.block_on(create_topics(t))?;
+    let schema_ids = rt.block_on(super::schemas::push_topology(&loaded))?;
+    let shared = Arc::new(Shared {
+        topology: loaded.topology.clone(),
+        loaded_path: loaded.path.clone(),
+        schema_ids,
+        rt: rt.handle().clone(),
+        instance_id: a.instance_id.clone(),
+        nonce: rand::random(),
+    });
+    let names: Vec<String> = if a.stages.is_empty() {
+        t.stages.iter().map(|s| s.name.clone()).collect()
+    } else {
+        a.stages.clone()
+    };
+
+    let health = Arc::new(Health::default());
+    health.stages_total.store(names.len(), Ordering::Relaxed);
+    let metrics_addr = a.metrics_listen.unwrap_or(t.metrics.listen);
+    let h = health.clone();
+    rt.spawn(async move {
+        if let Err(e) = http::serve(metrics_addr, h).await {
+            tracing::error!(error = %e, "Metrics endpoint failed.");
+        }
+    });
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let s2 = stop.clone();
+    rt.spawn(async move {
+        let _ = tokio::signal::ctrl_c().await;
+        s2.store(true, Ordering::Relaxed);
+    });
+
+    let mut threads = Vec::new();
+    let mut ready_flags = Vec::new();
+    for name in names.clone() {
+        let shared = shared.clone();
+        let stop = stop.clone();
+        let ready = Arc::new(AtomicBool::new(false));
+        ready_flags.push(ready.clone());
+        let thread = std::thread::Builder::new()
+            .name(format!("stage-{name}"))
+            .spawn(move || run_supervised(|| stage_def(&shared, &name, ready.clone()), &stop))?;
+        threads.push(thread);
+    }
+    if !a.quiet {
+        eprintln!(
+            "sluice: running {} from {} (metrics on http://{metrics_addr}/metrics)",
+            names.join(", "),
+            a.file.display()
+        );
+    }
+    let started = Instant::now();
+    let deadline = a.duration.map(|d| started + Duration::from(d));
+    let mut summary = Summary::default();
+    while !threads.iter().all(|t| t.is_finished()) {
+        std::thread::sleep(Duration::from_millis(200));
+        let ready = ready_flags
+            .iter()
+            .filter(|r| r.load(Ordering::Relaxed))
+            .count();
+        health.stages_ready.store(ready, Ordering::Relaxed);
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            stop.store(true, Ordering::Relaxed);
+        }
+        if !a.quiet && summary.due() {
+            eprintln!("{}", summary.line(started));
+        }
+    }
+    let mut failed = false;
+    for (t, name) in threads.into_iter().zip(&names) {
+        match t.join() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                failed = true;
+                eprintln!("stage {name} failed: {e}");
+            }
+            Err(_) => {
+                failed = true;
+                eprintln!("stage {name} panicked");
+            }
+        }
+    }
+    if !a.quiet {
+        eprintln!("{}", summary.line(started));
+        print_destinations(&shared.topology);
+    }
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// Creates the topology's topics and changelogs if missing.
+pub(crate) async fn create_topics(t: &Topology) -> anyhow::Result<()> {
+    let topics: Vec<TopicToCreate> = t
+        .topic_plans()
+        .into_iter()
+        .map(|p| TopicToCreate {
+            name: p.name,
+            partitions: p.partitions,
+            replication: p.replication,
+            configs: p
+                .configs
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v))
+                .collect(),
+        })
+        .collect();
+    ensure_topics(&t.connections.brokers, &topics)
+        .await
+        .with_context(|| {
+            format!(
+                "creating the topology's topics on the broker at {}",
+                t.connections.brokers
+            )
+        })
+}
+
+fn client_options(shared: &Shared, stage: &str) -> ClientOptions {
+    let mut opts = ClientOptions::new(&shared.topology.connections.brokers);
+    opts.instance_id = shared.instance_id.as_ref().map(|i| format!("{i}-{stage}"));
+    opts
+}
+
+fn schema_id(shared: &Shared, subject: &str) -> Result<u32, RuntimeError> {
+    shared.schema_ids.get(subject).copied().ok_or_else(|| {
+        RuntimeError::Config(format!(
+            "subject `{subject}` is not registered: give its topic a `schema:` in the topology"
+        ))
+    })
+}
+
+/// Builds the runtime definition of stage `name` (again after each restart).
+pub(crate) fn stage_def(
+    shared: &Arc<Shared>,
+    name: &str,
+    ready: Arc<AtomicBool>,
+) -> Result<StageDef, RuntimeError> {
+    let t = &shared.topology;
+    let spec = t
+        .stage(name)
+        .ok_or_else(|| RuntimeError::Config(format!("no stage {name}")))?
+        .clone();
+    let opts = client_options(shared, name);
+    let registry = t.connections.registry.clone();
+    let rt = shared.rt.clone();
+    let schemas = move || Box::new(RegistrySchemas::new(&registry, rt.clone()));
+    let stage = name.to_string();
+    let (inputs, outputs, dead_letter, dedup_ids, factory): (
+        Vec<String>,
+        Vec<String>,
+        Option<String>,
+        bool,
+        crate::runtime::ProcessorFactory,
+    ) = match &spec {
+        StageSpec::Validate(v) => {
+            let id = schema_id(shared, &v.output_subject)?;
+            let v2 = v.clone();
+            (
+                vec![v.input.clone()],
+                vec![v.output.clone()],
+                Some(v.dead_letter.clone()),
+                false,
+                Box::new(move |_| {
+                    Ok(
+                        Box::new(validate::Validate::new(&stage, v2.clone(), id, schemas()))
+                            as Box<dyn Processor>,
+                    )
+                }),
+            )
+        }
+        StageSpec::Aggregate(a) => {
+            let id = schema_id(shared, &a.output_subject)?;
+            let a2 = a.clone();
+            (
+                vec![a.input.clone()],
+                vec![a.output.clone()],
+                Some(a.dead_letter.clone()),
+                true,
+                Box::new(move |_| {
+                    Ok(
+                        Box::new(aggregate::Aggregate::new(&stage, &a2, id, schemas()))
+                            as Box<dyn Processor>,
+                    )
+                }),
+            )
+        }
+        StageSpec::Detect(d) => {
+            let ids = detect::DetectSchemas {
+                anomaly: schema_id(shared, &d.output_subject)?,
+                alert: schema_id(shared, &d.alerts_subject)?,
+            };
+            let det = super::validate::detector_spec(&d.detector)
+                .map_err(|e| RuntimeError::Config(e.to_string()))?;
+            let d2 = d.clone();
+            (
+                vec![d.input.clone()],
+                vec![d.output.clone(), d.alerts.clone()],
+                None,
+                true,
+                Box::new(move |_| {
+                    Ok(Box::new(detect::Detect::new(
+                        &stage,
+                        &d2,
+                        det.clone(),
+                        ids,
+                        schemas(),
+                    )) as Box<dyn Processor>)
+                }),
+            )
+        }
+        StageSpec::QuestdbSink(q) => {
+            let addr = q
+                .addr
+                .clone()
+                .or_else(|| t.connections.ilp.clone())
+                .unwrap_or_default();
+            let kinds = tsdb_kinds(t, &q.inputs)?;
+            let rt = shared.rt.clone();
+            (
+                q.inputs.clone(),
+                vec![],
+                None,
+                false,
+                Box::new(move |_| {
+                    Ok(Box::new(tsdb::TsdbSink::new(
+                        &stage,
+                        &addr,
+                        &kinds,
+                        schemas(),
+                        rt.clone(),
+                    )?) as Box<dyn Processor>)
+                }),
+            )
+        }
+        StageSpec::S3ParquetSink(s) => {
+            let conn = t
+                .connections
+                .s3
+                .clone()
+                .ok_or_else(|| RuntimeError::Config("connections.s3 is missing".into()))?;
+            let s2 = s.clone();
+            let rt = shared.rt.clone();
+            (
+                vec![s.input.clone()],
+                vec![],
+                None,
+                true,
+                Box::new(move |p| {
+                    Ok(Box::new(archive::Archive::new(
+                        &stage,
+                        &s2,
+                        &conn,
+                        p,
+                        schemas(),
+                        rt.clone(),
+                    )?) as Box<dyn Processor>)
+                }),
+            )
+        }
+    };
+    let stores: Vec<(&'static str, String)> = spec
+        .stores()
+        .iter()
+        .map(|s| (*s, t.changelog_topic(name, s)))
+        .collect();
+    let log = if stores.is_empty() {
+        None
+    } else {
+        let marker_producer: FutureProducer = producer_config(&opts).create()?;
+        let state_dir = sluice_topology::resolve_state_dir(&shared.loaded_path, &t.state_dir);
+        Some(LogEnv {
+            app: t.metadata.name.clone(),
+            stage: name.to_string(),
+            stores,
+            opts: opts.clone(),
+            state_dir,
+            rocks: RocksEnv::new(&RocksConfig::default()),
+            marker_producer,
+            rt: shared.rt.clone(),
+            nonce: shared.nonce,
+        })
+    };
+    Ok(StageDef {
+        app: t.metadata.name.clone(),
+        name: name.to_string(),
+        inputs,
+        outputs,
+        dead_letter,
+        guarantee: t.processing.guarantee,
+        commit_interval: t.processing.commit_interval,
+        max_batch: t.processing.max_batch,
+        dedup_ids,
+        opts,
+        log,
+        factory,
+        on_restore: None,
+        ready,
+    })
+}
+
+/// What each TSDB input carries, from the stage that writes it.
+fn tsdb_kinds(
+    t: &Topology,
+    inputs: &[String],
+) -> Result<Vec<(String, tsdb::TsdbKind)>, RuntimeError> {
+    inputs
+        .iter()
+        .map(|topic| {
+            let kind = t.stages.iter().find_map(|s| match &s.spec {
+                StageSpec::Aggregate(a) if &a.output == topic => Some(tsdb::TsdbKind::Aggregates),
+                StageSpec::Detect(d) if &d.output == topic => Some(tsdb::TsdbKind::Anomalies),
+                _ => None,
+            });
+            kind.map(|k| (topic.clone(), k)).ok_or_else(|| {
+                RuntimeError::Config(format!(
+                    "the QuestDB sink reads {topic}, but no aggregate or detect stage writes it"
+                ))
+            })
+        })
+        .collect()
+}
+
+/// A one-line live summary from the metrics, every two seconds.
+#[derive(Default)]
+struct Summary {
+    last: Option<Instant>,
+    last_in: u64,
+}
+
+fn sum(c: &prometheus::IntCounterVec) -> u64 {
+    use prometheus::core::Collector;
+    c.collect()
+        .iter()
+        .flat_map(|mf| {
+            mf.get_metric()
+                .iter()
+                .map(|m| m.get_counter().get_value() as u64)
+        })
+        .sum()
+}
+
+impl Summary {
+    fn due(&mut self) -> bool {
+        let now = Instant::now();
+        if self.last.is_some_and(|l| now - l < Duration::from_secs(2)) {
+            return false;
+        }
+        self.last = Some(now);
+        true
+    }
+
+    fn line(&mut self, started: Instant) -> String {
+        let m = &*METRICS;
+        let input = sum(&m.records_in);
+        let rate = input.saturating_sub(self.last_in) / 2;
+        self.last_in = input;
+        format!(
+            "[{:>5}s] in {input} ({rate}/s) | out {} | windows closed {} | anomalies {} | alerts {} | dead letters {} | duplicates dropped {} | commits {}",
+            started.elapsed().as_secs(),
+            sum(&m.records_out),
+            sum(&m.windows_closed),
+            sum(&m.anomalies),
+            sum(&m.alerts),
+            sum(&m.dead_letters),
+            sum(&m.duplicates_dropped),
+            sum(&m.commits),
+        )
+    }
+}
+
+fn print_destinations(t: &Topology) {
+    eprintln!("outputs:");
+    for s in &t.stages {
+        match &s.spec {
+            StageSpec::Validate(v) => eprintln!(
+                "  {}: valid -> topic {}, dead letters -> topic {}",
+                s.name, v.output, v.dead_letter
+            ),
+            StageSpec::Aggregate(a) => eprintln!("  {}: aggregates -> topic {}", s.name, a.output),
+            StageSpec::Detect(d) => eprintln!(
+                "  {}: anomalies -> topic {}, alerts -> topic {}",
+                s.name, d.output, d.alerts
+            ),
+            StageSpec::QuestdbSink(q) => eprintln!(
+                "  {}: {} -> ILP at {}",
+                s.name,
+                q.inputs.join(", "),
+                q.addr
+                    .as_deref()
+                    .or(t.connections.ilp.as_deref())
+                    .unwrap_or("?")
+            ),
+            StageSpec::S3ParquetSink(p) => {
+                if let Some(c) = &t.connections.s3 {
+                    eprintln!(
+                        "  {}: {} -> s3://{}/{}/date=.../hour=.../*.parquet at {}",
+                        s.name, p.input, c.bucket, p.prefix, c.endpoint
+                    );
+                }
+            }
+        }
+    }
+}

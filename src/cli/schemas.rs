@@ -1,0 +1,97 @@
+//! `sluice schemas push|check`: the topology's `.avsc` files and the registry.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+
+#[derive(Debug, clap::Subcommand)]
+pub enum Command {
+    /// Register every topic's `schema:` under its `subject:`.
+    Push {
+        #[arg(long, default_value = "topology/iot.yaml")]
+        topology: PathBuf,
+    },
+    /// Tell whether a changed `.avsc` is compatible with its subject, before pushing it.
+    Check {
+        /// The `.avsc` file.
+        file: PathBuf,
+        /// The subject it would be registered under.
+        #[arg(long)]
+        subject: String,
+        /// Registry URL.
+        #[arg(
+            long,
+            env = "SLUICE_REGISTRY_URL",
+            default_value = "http://127.0.0.1:18081"
+        )]
+        registry: String,
+    },
+}
+
+pub(crate) fn run(c: Command) -> anyhow::Result<ExitCode> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    match c {
+        Command::Push { topology } => {
+            let loaded = sluice_topology::load(&topology).map_err(|e| anyhow::anyhow!("{e}"))?;
+            let ids = rt.block_on(push_topology(&loaded))?;
+            let mut ids: Vec<_> = ids.into_iter().collect();
+            ids.sort();
+            for (subject, id) in ids {
+                println!("{subject}: id {id}");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Check {
+            file,
+            subject,
+            registry,
+        } => {
+            let text = std::fs::read_to_string(&file)
+                .with_context(|| format!("reading {}", file.display()))?;
+            let client = sluice_schemas::client::RegistryClient::new(&registry);
+            let verdict = rt
+                .block_on(client.check_compatibility(&subject, &text))
+                .with_context(|| format!("asking the registry at {registry} about {subject}"))?;
+            if verdict.is_compatible {
+                println!("{}: compatible with {subject}", file.display());
+                Ok(ExitCode::SUCCESS)
+            } else {
+                println!("{}: NOT compatible with {subject}", file.display());
+                for m in verdict.messages {
+                    println!("  - {m}");
+                }
+                Ok(ExitCode::from(1))
+            }
+        }
+    }
+}
+
+/// Registers each topic's schema under its subject; returns subject -> id.
+pub(crate) async fn push_topology(
+    loaded: &sluice_topology::Loaded,
+) -> anyhow::Result<HashMap<String, u32>> {
+    let t = &loaded.topology;
+    let client = sluice_schemas::client::RegistryClient::new(&t.connections.registry);
+    let mut ids = HashMap::new();
+    for spec in t.topics.values() {
+        let (Some(subject), Some(schema)) = (&spec.subject, &spec.schema) else {
+            continue;
+        };
+        let path = loaded.resolve(schema);
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {}", path.display()))?;
+        let id = client.register(subject, &text).await.with_context(|| {
+            format!(
+                "registering {} under {subject} with the schema registry at {}",
+                path.display(),
+                t.connections.registry
+            )
+        })?;
+        ids.insert(subject.clone(), id);
+    }
+    Ok(ids)
+}

@@ -1,0 +1,193 @@
+//! Every Prometheus metric sluice exports, declared in one place with typed names.
+
+use std::sync::LazyLock;
+
+use prometheus::{
+    exponential_buckets, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry,
+};
+
+/// The process-wide metrics.
+pub struct Metrics {
+    pub registry: Registry,
+    /// Input records read, by stage.
+    pub records_in: IntCounterVec,
+    /// Records written, by stage and topic.
+    pub records_out: IntCounterVec,
+    /// Dead letters written, by stage and error class.
+    pub dead_letters: IntCounterVec,
+    /// Input records dropped as already seen, by stage and reason (`retransmission`, `replayed_id`).
+    pub duplicates_dropped: IntCounterVec,
+    /// Records whose device clock was replaced by the broker timestamp.
+    pub clock_restamped: IntCounterVec,
+    /// Windows closed and emitted, by stage and window length.
+    pub windows_closed: IntCounterVec,
+    /// Records too late for a window, by stage and window length.
+    pub late_records: IntCounterVec,
+    /// Anomalies and alerts, by stage; suppressed alerts separately.
+    pub anomalies: IntCounterVec,
+    pub alerts: IntCounterVec,
+    pub alerts_suppressed: IntCounterVec,
+    /// Commits and how long each took.
+    pub commits: IntCounterVec,
+    pub commit_seconds: HistogramVec,
+    /// Commit attempts that failed and made the task rewind to its last marker.
+    pub commit_failures: IntCounterVec,
+    /// Restore progress per stage and store: records applied and records to apply.
+    pub restore_applied: IntGaugeVec,
+    pub restore_total: IntGaugeVec,
+    /// Partitions owned by this instance, by stage.
+    pub partitions_owned: IntGaugeVec,
+    /// Input lag per stage and partition (high watermark minus position).
+    pub consumer_lag: IntGaugeVec,
+    /// Rows or objects written by sinks.
+    pub sink_rows: IntCounterVec,
+    /// Milliseconds from an input record's timestamp to the commit that made its output
+    /// visible.
+    pub latency_ms: HistogramVec,
+}
+
+fn counter(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
+    r.register(Box::new(c.clone())).expect("unique metric");
+    c
+}
+
+fn gauge(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
+    r.register(Box::new(g.clone())).expect("unique metric");
+    g
+}
+
+fn histogram(
+    r: &Registry,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+    buckets: Vec<f64>,
+) -> HistogramVec {
+    let h = HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets), labels)
+        .expect("valid metric");
+    r.register(Box::new(h.clone())).expect("unique metric");
+    h
+}
+
+impl Metrics {
+    fn new() -> Self {
+        let r = Registry::new();
+        Metrics {
+            records_in: counter(
+                &r,
+                "sluice_records_in_total",
+                "Input records read.",
+                &["stage"],
+            ),
+            records_out: counter(
+                &r,
+                "sluice_records_out_total",
+                "Records written.",
+                &["stage", "topic"],
+            ),
+            dead_letters: counter(
+                &r,
+                "sluice_dead_letters_total",
+                "Dead letters written.",
+                &["stage", "class"],
+            ),
+            duplicates_dropped: counter(
+                &r,
+                "sluice_duplicates_dropped_total",
+                "Input records dropped as already seen.",
+                &["stage", "reason"],
+            ),
+            clock_restamped: counter(
+                &r,
+                "sluice_clock_restamped_total",
+                "Records re-stamped with the broker timestamp.",
+                &["stage"],
+            ),
+            windows_closed: counter(
+                &r,
+                "sluice_windows_closed_total",
+                "Windows closed and emitted.",
+                &["stage", "window"],
+            ),
+            late_records: counter(
+                &r,
+                "sluice_late_records_total",
+                "Records too late for a window.",
+                &["stage", "window"],
+            ),
+            anomalies: counter(&r, "sluice_anomalies_total", "Anomalies found.", &["stage"]),
+            alerts: counter(&r, "sluice_alerts_total", "Alerts raised.", &["stage"]),
+            alerts_suppressed: counter(
+                &r,
+                "sluice_alerts_suppressed_total",
+                "Alerts suppressed.",
+                &["stage"],
+            ),
+            commits: counter(&r, "sluice_commits_total", "Commits completed.", &["stage"]),
+            commit_seconds: histogram(
+                &r,
+                "sluice_commit_seconds",
+                "Commit duration.",
+                &["stage"],
+                exponential_buckets(0.001, 2.0, 16).expect("buckets"),
+            ),
+            commit_failures: counter(
+                &r,
+                "sluice_commit_failures_total",
+                "Failed commits (task rewinds).",
+                &["stage"],
+            ),
+            restore_applied: gauge(
+                &r,
+                "sluice_restore_applied_records",
+                "Changelog records applied by the running restore.",
+                &["stage", "store"],
+            ),
+            restore_total: gauge(
+                &r,
+                "sluice_restore_total_records",
+                "Changelog records the running restore reads.",
+                &["stage", "store"],
+            ),
+            partitions_owned: gauge(
+                &r,
+                "sluice_partitions_owned",
+                "Input partitions owned.",
+                &["stage"],
+            ),
+            consumer_lag: gauge(
+                &r,
+                "sluice_consumer_lag",
+                "Records between position and high watermark.",
+                &["stage", "partition"],
+            ),
+            sink_rows: counter(
+                &r,
+                "sluice_sink_rows_total",
+                "Rows written by sinks.",
+                &["stage", "sink"],
+            ),
+            latency_ms: histogram(
+                &r,
+                "sluice_latency_ms",
+                "Input timestamp to committed output, ms.",
+                &["stage"],
+                exponential_buckets(1.0, 2.0, 20).expect("buckets"),
+            ),
+            registry: r,
+        }
+    }
+
+    /// Text exposition for `/metrics`.
+    pub fn render(&self) -> String {
+        use prometheus::Encoder;
+        let mut buf = Vec::new();
+        let _ = prometheus::TextEncoder::new().encode(&self.registry.gather(), &mut buf);
+        String::from_utf8(buf).unwrap_or_default()
+    }
+}
+
+/// The process-wide metrics, created on first use.
+pub static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);

@@ -1,0 +1,85 @@
+//! What a stage's logic sees: one input record at a time, typed tables for state, and an
+//! `Emit` to write outputs and dead letters. Processing must be deterministic given the
+//! restored state and the input (docs/EXACTLY_ONCE.md): no wall clock, no randomness.
+
+/// One input record.
+#[derive(Debug, Clone, Copy)]
+pub struct Input<'a> {
+    pub topic: &'a str,
+    pub partition: i32,
+    pub offset: i64,
+    /// The record's Kafka timestamp (ms).
+    pub timestamp: i64,
+    pub key: Option<&'a [u8]>,
+    pub value: Option<&'a [u8]>,
+}
+
+/// Why a record became a dead letter.
+#[derive(Debug, Clone)]
+pub struct Rejection {
+    /// Stable class for the `sluice.dlq.error_class` header, e.g. `out_of_range`.
+    pub class: &'static str,
+    pub message: String,
+}
+
+impl Rejection {
+    pub fn new(class: &'static str, message: impl Into<String>) -> Self {
+        Rejection {
+            class,
+            message: message.into(),
+        }
+    }
+}
+
+/// Where a processor's outputs go. The runner numbers each record for its `sluice.id`.
+pub trait Emit {
+    /// Writes `value` to output `port` (an index into the stage's output list).
+    fn emit(&mut self, port: usize, key: &[u8], value: &[u8], timestamp: i64);
+    /// Sends `input` to the stage's dead-letter topic with the reason.
+    fn dead_letter(&mut self, input: &Input<'_>, why: &Rejection);
+}
+
+/// A failure that is not the record's fault: a service is down or we have a bug. The runner
+/// rewinds the task to its last commit and retries after a backoff.
+#[derive(Debug, thiserror::Error)]
+pub enum ProcessError {
+    #[error("schema registry at {url} failed: {message}")]
+    Registry { url: String, message: String },
+    #[error("sink {sink} failed: {message}")]
+    Sink { sink: String, message: String },
+    #[error("state: {0}")]
+    State(#[from] sluice_state::StateError),
+}
+
+/// A stage's logic. Its state lives in tables the runner restores and commits.
+pub trait Processor: Send {
+    /// Processes one record; outputs and dead letters go to `out`.
+    fn process(&mut self, input: &Input<'_>, out: &mut dyn Emit) -> Result<(), ProcessError>;
+
+    /// Called after each batch, before the commit: close windows, flush sinks.
+    fn end_batch(&mut self, out: &mut dyn Emit) -> Result<(), ProcessError> {
+        let _ = out;
+        Ok(())
+    }
+
+    /// Tables, in the order of the stage's stores (`StageSpec::stores`).
+    fn tables(&mut self) -> Vec<&mut dyn super::table::AnyTable>;
+
+    /// Writes that leave sluice (TSDB rows, S3 objects) must be durable and idempotent
+    /// before the commit's marker; sinks do that here. `Ok(false)` holds this task's commit
+    /// back (its state stays dirty) until a batch boundary recovered after a crash is reached.
+    fn flush_external(&mut self) -> Result<bool, ProcessError> {
+        Ok(true)
+    }
+
+    /// The task was restored; input resumes at `resume` (None: never committed).
+    fn on_restored(&mut self, partition: i32, resume: Option<i64>) -> Result<(), ProcessError> {
+        let _ = (partition, resume);
+        Ok(())
+    }
+
+    /// The runner dropped `input` as an already-applied upstream record.
+    fn skipped(&mut self, input: &Input<'_>) {
+        let _ = input;
+    }
+}

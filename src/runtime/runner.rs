@@ -1,0 +1,451 @@
+//! Runs one stage: a consumer in the stage's group, a task per owned input partition, and
+//! commits every `commit_interval` or `max_batch` records.
+//!
+//! Rebalances are handled inside the consumer's poll, on this thread: a revoked task commits
+//! and closes before the partition can be given to another instance (so it stops writing
+//! first), and an assigned task restores its stores before its first record is processed.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use prometheus::IntCounter;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::message::{BorrowedMessage, Headers, Message};
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use sluice_connectors::kafka::{
+    consumer_config, parse_record_id, ClientOptions, TrackedProducer, ID_HEADER,
+};
+use sluice_topology::Guarantee;
+
+use super::changelog::{LogEnv, RestoreProgress, TaskLog};
+use super::emit::Emitter;
+use super::ids::{accept, new_ids_table, IdsTable};
+use super::processor::{Input, Processor};
+use super::table::AnyTable;
+use super::RuntimeError;
+use crate::metrics::METRICS;
+
+/// Builds the processor of one task (input partition).
+pub type ProcessorFactory =
+    Box<dyn Fn(i32) -> Result<Box<dyn Processor>, RuntimeError> + Send + Sync>;
+
+/// A stage as the runtime runs it.
+pub struct StageDef {
+    pub app: String,
+    pub name: String,
+    pub inputs: Vec<String>,
+    /// Output topics by port.
+    pub outputs: Vec<String>,
+    pub dead_letter: Option<String>,
+    pub guarantee: Guarantee,
+    pub commit_interval: Duration,
+    pub max_batch: usize,
+    /// Drop upstream records whose `sluice.id` was already applied (`ids` store first).
+    pub dedup_ids: bool,
+    pub opts: ClientOptions,
+    /// Changelog I/O; `None` for stages without state.
+    pub log: Option<LogEnv>,
+    pub factory: ProcessorFactory,
+    /// Called with restore progress (for a progress bar).
+    pub on_restore: Option<Arc<dyn Fn(&str, i32, RestoreProgress<'_>) + Send + Sync>>,
+    /// Set once the first assignment is restored (readiness).
+    pub ready: Arc<AtomicBool>,
+}
+
+struct Task {
+    processor: Box<dyn Processor>,
+    ids: Option<IdsTable>,
+    log: Option<TaskLog>,
+    /// Records below this offset are already in the restored state.
+    skip_below: i64,
+    /// Next offset to read, once something was processed.
+    next_offset: Option<i64>,
+    output_seq: u64,
+}
+
+impl Task {
+    fn tables(&mut self) -> Vec<&mut dyn AnyTable> {
+        let mut t: Vec<&mut dyn AnyTable> = Vec::new();
+        if let Some(ids) = self.ids.as_mut() {
+            t.push(ids);
+        }
+        t.extend(self.processor.tables());
+        t
+    }
+}
+
+struct Inner {
+    def: StageDef,
+    producer: TrackedProducer,
+    /// By (input index, partition).
+    tasks: HashMap<(usize, i32), Task>,
+    out_counters: Vec<IntCounter>,
+    in_counter: IntCounter,
+    id_key: Vec<u8>,
+    /// The first error inside a rebalance callback; the loop returns it.
+    failed: Option<RuntimeError>,
+    /// Set when the run failed: state may be mid-batch, so nothing may be committed.
+    poisoned: bool,
+}
+
+struct Ctx {
+    inner: Arc<Mutex<Inner>>,
+}
+
+impl ClientContext for Ctx {}
+
+impl ConsumerContext for Ctx {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(tpl) = rebalance {
+            let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+            if inner.failed.is_some() || inner.poisoned {
+                inner.tasks.clear();
+                return;
+            }
+            // Commit everything owned, then drop the revoked tasks: after this returns another
+            // instance may restore them, so nothing may be written for them afterwards.
+            if let Err(e) = inner.commit(Some(consumer)) {
+                inner.failed = Some(e);
+                return;
+            }
+            for el in tpl.elements() {
+                if let Some(i) = inner.def.inputs.iter().position(|t| t == el.topic()) {
+                    if let Some(mut task) = inner.tasks.remove(&(i, el.partition())) {
+                        for t in task.tables() {
+                            if let Some(e) = t.detach() {
+                                let _ = e.flush();
+                            }
+                        }
+                    }
+                }
+            }
+            let owned = inner.tasks.len() as i64;
+            METRICS
+                .partitions_owned
+                .with_label_values(&[&inner.def.name])
+                .set(owned);
+        }
+    }
+
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(tpl) = rebalance {
+            let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+            if inner.failed.is_some() {
+                return;
+            }
+            for el in tpl.elements() {
+                let Some(i) = inner.def.inputs.iter().position(|t| t == el.topic()) else {
+                    continue;
+                };
+                if inner.tasks.contains_key(&(i, el.partition())) {
+                    continue;
+                }
+                match inner.open_task(el.partition()) {
+                    Ok(task) => {
+                        inner.tasks.insert((i, el.partition()), task);
+                    }
+                    Err(e) => {
+                        inner.failed = Some(e);
+                        return;
+                    }
+                }
+            }
+            let owned = inner.tasks.len() as i64;
+            METRICS
+                .partitions_owned
+                .with_label_values(&[&inner.def.name])
+                .set(owned);
+            inner.def.ready.store(true, Ordering::Relaxed);
+        }
+    }
+}
+
+impl Inner {
+    fn open_task(&mut self, partition: i32) -> Result<Task, RuntimeError> {
+        let processor = (self.def.factory)(partition)?;
+        let mut task = Task {
+            processor,
+            ids: self.def.dedup_ids.then(new_ids_table),
+            log: None,
+            skip_below: -1,
+            next_offset: None,
+            output_seq: 0,
+        };
+        if let Some(env) = &self.def.log {
+            let stage = self.def.name.clone();
+            let cb = self.def.on_restore.clone();
+            let mut progress = |p: RestoreProgress<'_>| {
+                METRICS
+                    .restore_applied
+                    .with_label_values(&[&stage, p.store])
+                    .set(p.read as i64);
+                METRICS
+                    .restore_total
+                    .with_label_values(&[&stage, p.store])
+                    .set(p.total as i64);
+                if let Some(cb) = &cb {
+                    cb(&stage, partition, p);
+                }
+            };
+            let mut tables = task.tables();
+            let (log, resume) = TaskLog::restore(env, partition, &mut tables, &mut progress)?;
+            drop(tables);
+            task.log = Some(log);
+            task.output_seq = resume.output_seq;
+            if let Some(off) = resume.input_offset {
+                task.skip_below = off;
+            }
+            task.processor.on_restored(partition, resume.input_offset)?;
+            tracing::info!(stage = %self.def.name, partition, resume_offset = ?resume.input_offset, output_seq = resume.output_seq, "Restored task.");
+        }
+        Ok(task)
+    }
+
+    fn process(&mut self, m: &BorrowedMessage<'_>) -> Result<(), RuntimeError> {
+        let Some(i) = self.def.inputs.iter().position(|t| t == m.topic()) else {
+            return Ok(());
+        };
+        let Some(task) = self.tasks.get_mut(&(i, m.partition())) else {
+            // Not ours (a message fetched just before a revoke): it will be read by the owner.
+            return Ok(());
+        };
+        let offset = m.offset();
+        if offset < task.skip_below {
+            return Ok(());
+        }
+        self.in_counter.inc();
+        task.next_offset = Some(offset + 1);
+        if let (Some(ids), true) = (
+            task.ids.as_mut(),
+            self.def.guarantee != Guarantee::AtLeastOnce,
+        ) {
+            let id = m
+                .headers()
+                .and_then(|h| h.iter().find(|h| h.key == ID_HEADER).and_then(|h| h.value))
+                .and_then(parse_record_id);
+            if let Some(id) = id {
+                if !accept(ids, &id, &mut self.id_key)? {
+                    METRICS
+                        .duplicates_dropped
+                        .with_label_values(&[&self.def.name, "replayed_id"])
+                        .inc();
+                    task.processor.skipped(&Input {
+                        topic: m.topic(),
+                        partition: m.partition(),
+                        offset,
+                        timestamp: m.timestamp().to_millis().unwrap_or(0),
+                        key: m.key(),
+                        value: m.payload(),
+                    });
+                    return Ok(());
+                }
+            }
+        }
+        let input = Input {
+            topic: m.topic(),
+            partition: m.partition(),
+            offset,
+            timestamp: m.timestamp().to_millis().unwrap_or(0),
+            key: m.key(),
+            value: m.payload(),
+        };
+        let mut em = Emitter {
+            producer: &self.producer,
+            stage: &self.def.name,
+            partition: m.partition(),
+            seq: &mut task.output_seq,
+            outputs: &self.def.outputs,
+            out_counters: &self.out_counters,
+            dead_letter: self.def.dead_letter.as_deref(),
+            with_ids: self.def.guarantee != Guarantee::AtLeastOnce,
+            id: String::with_capacity(48),
+            error: None,
+        };
+        task.processor.process(&input, &mut em)?;
+        if let Some(e) = em.error {
+            return Err(e.into());
+        }
+        Ok(())
+    }
+
+    /// The commit path (docs/EXACTLY_ONCE.md): outputs acknowledged, then changelogs and
+    /// markers, then local stores, then (advisory) consumer offsets.
+    fn commit(&mut self, consumer: Option<&BaseConsumer<Ctx>>) -> Result<(), RuntimeError> {
+        let started = Instant::now();
+        let name = self.def.name.clone();
+        let mut held = Vec::new();
+        for (&(input, partition), task) in self.tasks.iter_mut() {
+            let mut em = Emitter {
+                producer: &self.producer,
+                stage: &self.def.name,
+                partition,
+                seq: &mut task.output_seq,
+                outputs: &self.def.outputs,
+                out_counters: &self.out_counters,
+                dead_letter: self.def.dead_letter.as_deref(),
+                with_ids: self.def.guarantee != Guarantee::AtLeastOnce,
+                id: String::new(),
+                error: None,
+            };
+            task.processor.end_batch(&mut em)?;
+            if let Some(e) = em.error {
+                return Err(e.into());
+            }
+            if !task.processor.flush_external()? {
+                held.push((input, partition));
+            }
+        }
+        // Step 1: outputs acknowledged before any changelog record names them as done.
+        // At-least-once skips this wait: outputs and changelog are flushed together below.
+        if self.def.guarantee != Guarantee::AtLeastOnce {
+            self.producer.flush(Duration::from_secs(300))?;
+        }
+        let mut tpl = TopicPartitionList::new();
+        for (&(i, partition), task) in self.tasks.iter_mut() {
+            let Some(next) = task.next_offset else {
+                continue;
+            };
+            if held.contains(&(i, partition)) {
+                continue;
+            }
+            if let (Some(log), Some(env)) = (task.log.as_mut(), self.def.log.as_ref()) {
+                let seq = task.output_seq;
+                let mut tables: Vec<&mut dyn AnyTable> = Vec::new();
+                if let Some(ids) = task.ids.as_mut() {
+                    tables.push(ids);
+                }
+                tables.extend(task.processor.tables());
+                log.commit(env, &mut self.producer, &mut tables, next, seq)?;
+            }
+            tpl.add_partition_offset(&self.def.inputs[i], partition, Offset::Offset(next))?;
+        }
+        self.producer.flush(Duration::from_secs(300))?;
+        if let Some(c) = consumer {
+            if tpl.count() > 0 {
+                if let Err(e) = c.commit(&tpl, CommitMode::Sync) {
+                    // Advisory: the markers are the authority; the next commit retries.
+                    tracing::warn!(stage = %name, error = %e, "Offset commit failed; markers still hold the position.");
+                }
+            }
+        }
+        METRICS.commits.with_label_values(&[&name]).inc();
+        METRICS
+            .commit_seconds
+            .with_label_values(&[&name])
+            .observe(started.elapsed().as_secs_f64());
+        Ok(())
+    }
+}
+
+/// Runs the stage until `stop` is set or an error occurs.
+pub fn run_stage(def: StageDef, stop: &AtomicBool) -> Result<(), RuntimeError> {
+    let producer = TrackedProducer::new(&def.opts)?;
+    let out_counters = def
+        .outputs
+        .iter()
+        .map(|t| METRICS.records_out.with_label_values(&[&def.name, t]))
+        .collect();
+    let in_counter = METRICS.records_in.with_label_values(&[&def.name]);
+    let group = format!("{}-{}", def.app, def.name);
+    let inputs = def.inputs.clone();
+    let (commit_interval, max_batch) = (def.commit_interval, def.max_batch);
+    let name = def.name.clone();
+    let inner = Arc::new(Mutex::new(Inner {
+        def,
+        producer,
+        tasks: HashMap::new(),
+        out_counters,
+        in_counter,
+        id_key: Vec::with_capacity(64),
+        failed: None,
+        poisoned: false,
+    }));
+    let opts = inner
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .def
+        .opts
+        .clone();
+    let consumer: BaseConsumer<Ctx> = consumer_config(&opts, &group).create_with_context(Ctx {
+        inner: inner.clone(),
+    })?;
+    let topics: Vec<&str> = inputs.iter().map(String::as_str).collect();
+    consumer.subscribe(&topics)?;
+    tracing::info!(stage = %name, group = %group, inputs = ?inputs, "Stage started.");
+
+    let mut pending = 0usize;
+    let mut last_commit = Instant::now();
+    let mut last_error: Option<String> = None;
+    let result = loop {
+        if stop.load(Ordering::Relaxed) {
+            let mut g = inner.lock().unwrap_or_else(|p| p.into_inner());
+            break g.commit(Some(&consumer));
+        }
+        let polled = consumer.poll(Duration::from_millis(50));
+        let mut g = inner.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(e) = g.failed.take() {
+            break Err(e);
+        }
+        match polled {
+            None => {}
+            Some(Err(e)) => {
+                let msg = e.to_string();
+                if last_error.as_deref() != Some(&msg) {
+                    tracing::warn!(stage = %name, brokers = %opts.brokers, error = %msg, "Consumer error; retrying.");
+                    last_error = Some(msg);
+                }
+            }
+            Some(Ok(m)) => {
+                last_error = None;
+                if let Err(e) = g.process(&m) {
+                    break Err(e);
+                }
+                pending += 1;
+            }
+        }
+        if pending > 0 && (pending >= max_batch || last_commit.elapsed() >= commit_interval) {
+            if let Err(e) = g.commit(Some(&consumer)) {
+                METRICS.commit_failures.with_label_values(&[&name]).inc();
+                break Err(e);
+            }
+            pending = 0;
+            last_commit = Instant::now();
+        }
+    };
+    // Leave the group so the partitions move at once; a failed run does not commit.
+    if result.is_err() {
+        inner.lock().unwrap_or_else(|p| p.into_inner()).poisoned = true;
+    }
+    consumer.unsubscribe();
+    result
+}
+
+/// Runs the stage, restarting it after failures with a capped backoff: a service that is
+/// down (broker, registry, sink) is waited for, never a reason to lose or skip records.
+pub fn run_supervised(
+    make: impl Fn() -> Result<StageDef, RuntimeError>,
+    stop: &AtomicBool,
+) -> Result<(), RuntimeError> {
+    let mut backoff = Duration::from_millis(500);
+    loop {
+        let def = make()?;
+        let name = def.name.clone();
+        match run_stage(def, stop) {
+            Ok(()) => return Ok(()),
+            Err(e) => {
+                METRICS.commit_failures.with_label_values(&[&name]).inc();
+                tracing::error!(stage = %name, error = %e, retry_in = ?backoff, "Stage failed; it restarts from its last commit.");
+                let until = Instant::now() + backoff;
+                while Instant::now() < until {
+                    if stop.load(Ordering::Relaxed) {
+                        return Err(e);
+                    }
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(30));
+            }
+        }
+    }
+}

@@ -1,0 +1,202 @@
+//! `detect`: a streaming anomaly detector per device and metric; scores at or above the
+//! threshold are anomalies, and an alert is raised unless the same device and rule alerted
+//! within the suppression interval (in event time, so replays decide the same way).
+
+use sluice_detectors::{AnyDetector, DetectorSpec};
+use sluice_schemas::codec::{AvroRecord, TelemetryDecoder};
+use sluice_schemas::records::{Alert, Anomaly, Telemetry};
+use sluice_state::StateError;
+use sluice_topology::DetectSpec;
+
+use super::schemas::{decode_with, SchemaSource};
+use crate::metrics::METRICS;
+use crate::runtime::{
+    AnyTable, CachedTable, Codec, Emit, Encode, Input, ProcessError, Processor, Rejection,
+};
+
+pub const PORT_ANOMALIES: usize = 0;
+pub const PORT_ALERTS: usize = 1;
+
+/// A detector's state in the `detectors` table.
+pub struct DetectorSlot(pub AnyDetector);
+
+impl Encode for DetectorSlot {
+    fn encode(&self, out: &mut Vec<u8>) {
+        self.0.save(out);
+    }
+}
+
+/// Alert suppression per device and rule.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Suppression {
+    /// Event time of the last alert; `i64::MIN` before the first.
+    pub last_alert: i64,
+    /// Anomalies suppressed since then.
+    pub suppressed: i64,
+}
+
+impl Encode for Suppression {
+    fn encode(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.last_alert.to_le_bytes());
+        out.extend_from_slice(&self.suppressed.to_le_bytes());
+    }
+}
+
+impl Codec for Suppression {
+    fn decode(b: &[u8]) -> Result<Self, StateError> {
+        if b.len() != 16 {
+            return Err(StateError::decode("suppression entry", "expected 16 bytes"));
+        }
+        Ok(Suppression {
+            last_alert: i64::from_le_bytes(b[..8].try_into().expect("8 bytes")),
+            suppressed: i64::from_le_bytes(b[8..].try_into().expect("8 bytes")),
+        })
+    }
+}
+
+/// Schema ids of the two outputs.
+#[derive(Debug, Clone, Copy)]
+pub struct DetectSchemas {
+    pub anomaly: u32,
+    pub alert: u32,
+}
+
+/// One task of a detect stage.
+pub struct Detect {
+    stage: String,
+    spec: DetectorSpec,
+    threshold: f64,
+    suppression_ms: i64,
+    ids: DetectSchemas,
+    decoder: TelemetryDecoder,
+    schemas: Box<dyn SchemaSource>,
+    detectors: CachedTable<DetectorSlot>,
+    suppression: CachedTable<Suppression>,
+    record: Telemetry,
+    key: Vec<u8>,
+    buf: Vec<u8>,
+}
+
+impl Detect {
+    pub fn new(
+        stage: &str,
+        spec: &DetectSpec,
+        detector: DetectorSpec,
+        ids: DetectSchemas,
+        schemas: Box<dyn SchemaSource>,
+    ) -> Self {
+        let restore_spec = detector.clone();
+        Detect {
+            stage: stage.to_string(),
+            threshold: spec.threshold,
+            suppression_ms: spec.alert_suppression.as_millis() as i64,
+            ids,
+            decoder: TelemetryDecoder::new(),
+            schemas,
+            detectors: CachedTable::with_decoder(
+                500_000,
+                Box::new(move |b| {
+                    restore_spec
+                        .restore(b)
+                        .map(DetectorSlot)
+                        .map_err(|e| StateError::decode("detector state", e.to_string()))
+                }),
+            ),
+            suppression: CachedTable::new(500_000),
+            spec: detector,
+            record: Telemetry::default(),
+            key: Vec::with_capacity(64),
+            buf: Vec::with_capacity(128),
+        }
+    }
+}
+
+impl Processor for Detect {
+    fn process(&mut self, input: &Input<'_>, out: &mut dyn Emit) -> Result<(), ProcessError> {
+        let Some(bytes) = input.value else {
+            out.dead_letter(input, &Rejection::new("empty_value", "record has no value"));
+            return Ok(());
+        };
+        if let Err(e) = decode_with(
+            &mut self.decoder,
+            self.schemas.as_mut(),
+            bytes,
+            &mut self.record,
+        )? {
+            out.dead_letter(input, &Rejection::new(e.class(), e.to_string()));
+            return Ok(());
+        }
+        let r = &self.record;
+        self.key.clear();
+        self.key.extend_from_slice(r.device_id.as_bytes());
+        self.key.push(0);
+        self.key.extend_from_slice(r.metric.as_bytes());
+        let spec = &self.spec;
+        let det = self
+            .detectors
+            .get_mut(&self.key, || DetectorSlot(spec.build()))?;
+        let score = det.0.update(r.event_time, r.value);
+        if score < self.threshold {
+            return Ok(());
+        }
+        METRICS.anomalies.with_label_values(&[&self.stage]).inc();
+        let anomaly = Anomaly {
+            device_id: r.device_id.clone(),
+            metric: r.metric.clone(),
+            event_time: r.event_time,
+            value: r.value,
+            score,
+            detector: self.spec.name().to_string(),
+        };
+        self.buf.clear();
+        anomaly.encode_wire(self.ids.anomaly, &mut self.buf);
+        out.emit(
+            PORT_ANOMALIES,
+            r.device_id.as_bytes(),
+            &self.buf,
+            r.event_time,
+        );
+
+        // Suppression is per device and rule (the detector), across the device's metrics.
+        self.key.clear();
+        self.key.extend_from_slice(r.device_id.as_bytes());
+        self.key.push(0);
+        self.key.extend_from_slice(self.spec.name().as_bytes());
+        let s = self.suppression.get_mut(&self.key, || Suppression {
+            last_alert: i64::MIN,
+            suppressed: 0,
+        })?;
+        if s.last_alert != i64::MIN
+            && r.event_time.saturating_sub(s.last_alert) < self.suppression_ms
+        {
+            s.suppressed += 1;
+            METRICS
+                .alerts_suppressed
+                .with_label_values(&[&self.stage])
+                .inc();
+            return Ok(());
+        }
+        let alert = Alert {
+            device_id: anomaly.device_id,
+            metric: anomaly.metric,
+            rule: anomaly.detector,
+            event_time: r.event_time,
+            value: r.value,
+            score,
+            suppressed_since_last: s.suppressed,
+        };
+        *s = Suppression {
+            last_alert: r.event_time,
+            suppressed: 0,
+        };
+        METRICS.alerts.with_label_values(&[&self.stage]).inc();
+        self.buf.clear();
+        alert.encode_wire(self.ids.alert, &mut self.buf);
+        out.emit(PORT_ALERTS, r.device_id.as_bytes(), &self.buf, r.event_time);
+        Ok(())
+    }
+
+    fn tables(&mut self) -> Vec<&mut dyn AnyTable> {
+        vec![&mut self.detectors, &mut self.suppression]
+    }
+}
