@@ -24,7 +24,7 @@ STORES_BY_KIND = {
     "validate": ["dedup"],
     "aggregate": ["ids", "windows"],
     "detect": ["ids", "detectors", "suppression"],
-    "questdb_sink": ["ids"],
+    "questdb_sink": [],
     "s3_parquet_sink": ["ids"],
 }
 
@@ -38,7 +38,11 @@ def _changelog_lag_ms():
     return int(m.group(1).replace("_", ""))
 
 
-CHANGELOG_CONFIGS = ["cleanup.policy=compact", f"min.compaction.lag.ms={_changelog_lag_ms()}"]
+CHANGELOG_CONFIGS = [
+    "cleanup.policy=compact",
+    f"min.compaction.lag.ms={_changelog_lag_ms()}",
+    f"delete.retention.ms={_changelog_lag_ms()}",
+]
 
 SLUICE_IMAGE = "sluice:latest"
 REDPANDA_IMAGE = "docker.redpanda.com/redpandadata/redpanda:v25.2.1"
@@ -132,7 +136,7 @@ def stage_env(topo, env, sname, port, where):
         svc = {
             "SLUICE_BROKERS": "redpanda:9092",
             "SLUICE_REGISTRY_URL": "http://redpanda:8081",
-            "SLUICE_ILP_ADDR": "tcp::addr=questdb:9009;",
+            "SLUICE_ILP_ADDR": "http::addr=questdb:9000;protocol_version=2;",
             "SLUICE_S3_ENDPOINT": "http://minio:9000",
             "SLUICE_S3_BUCKET": "sluice",
             "SLUICE_S3_REGION": "us-east-1",
@@ -294,7 +298,7 @@ def k8s_docs(topo, topo_text, env):
     defaults = {
         "SLUICE_BROKERS": "redpanda.redpanda.svc.cluster.local:9092",
         "SLUICE_REGISTRY_URL": "http://redpanda.redpanda.svc.cluster.local:8081",
-        "SLUICE_ILP_ADDR": "tcp::addr=questdb.questdb.svc.cluster.local:9009;",
+        "SLUICE_ILP_ADDR": "http::addr=questdb.questdb.svc.cluster.local:9000;protocol_version=2;",
         "SLUICE_S3_ENDPOINT": "http://minio.minio.svc.cluster.local:9000",
         "SLUICE_S3_BUCKET": "sluice",
         "SLUICE_S3_REGION": "us-east-1",

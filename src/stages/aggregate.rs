@@ -281,6 +281,80 @@ impl Processor for Aggregate {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::stages::testkit::{input, telemetry, Bundled, Collect, AGG};
+
+    fn stage() -> Aggregate {
+        let yaml = "kind: aggregate\ninput: a\noutput: b\noutput_subject: s\ndead_letter: c\nwindows: [1m, 5m]\ngrace: 30s\n";
+        Aggregate::new(
+            "aggregate",
+            &serde_yaml::from_str(yaml).unwrap(),
+            AGG,
+            Box::new(Bundled),
+        )
+    }
+
+    /// Feeds (event time, value) readings of one series, one batch per slice, and returns
+    /// what closed.
+    fn run(batches: &[&[(i64, f64)]]) -> (Vec<AggregateRecord>, Collect) {
+        let mut a = stage();
+        let mut out = Collect::default();
+        let mut off = 0;
+        for batch in batches {
+            for (t, v) in *batch {
+                let b = telemetry("d", "m", *t, *v, off);
+                a.process(&input(off, *t, &b), &mut out).unwrap();
+                off += 1;
+            }
+            a.end_batch(&mut out).unwrap();
+        }
+        (out.decoded(PORT_AGGREGATES), out)
+    }
+
+    #[test]
+    fn a_window_closes_once_stream_time_passes_its_end_plus_grace() {
+        // Event time drives closing: 60s window [0, 60s) closes when stream time reaches 90s.
+        let (closed, _) = run(&[&[(0, 1.0), (30_000, 3.0), (89_999, 5.0)]]);
+        assert!(closed.is_empty(), "grace not over yet: {closed:?}");
+        let (closed, _) = run(&[&[(0, 1.0), (30_000, 3.0)], &[(90_000, 5.0)]]);
+        assert_eq!(closed.len(), 1);
+        let w = &closed[0];
+        assert_eq!(
+            (w.window_start, w.window_ms, w.count, w.min, w.max, w.mean),
+            (0, 60_000, 2, 1.0, 3.0, 2.0)
+        );
+        assert!((w.stddev - 1.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn batching_does_not_change_what_closes_or_in_which_order() {
+        let readings: Vec<(i64, f64)> = (0..80).map(|i| (i * 10_000, (i % 7) as f64)).collect();
+        let (one, _) = run(&[&readings]);
+        let (many, _) = run(&readings.chunks(3).collect::<Vec<_>>());
+        assert_eq!(one, many);
+        assert!(one.iter().any(|w| w.window_ms == 300_000));
+        let ends: Vec<i64> = one.iter().map(|w| w.window_start + w.window_ms).collect();
+        assert!(ends.windows(2).all(|p| p[0] <= p[1]), "closed in end order");
+    }
+
+    #[test]
+    fn a_record_late_for_every_window_is_a_dead_letter() {
+        let (_, out) = run(&[&[(0, 1.0), (400_000, 2.0), (10_000, 9.0)]]);
+        assert_eq!(out.dead.len(), 1);
+        assert_eq!(out.dead[0].1, "late_record");
+        // Late for the 1m window only: counted in the 5m window, not a dead letter.
+        let (closed, out) = run(&[&[(0, 1.0), (95_000, 2.0), (50_000, 4.0)], &[(400_000, 0.0)]]);
+        assert!(out.dead.is_empty());
+        let five = closed.iter().find(|w| w.window_ms == 300_000).unwrap();
+        assert_eq!(five.count, 3);
+        let first = closed
+            .iter()
+            .find(|w| w.window_ms == 60_000 && w.window_start == 0)
+            .unwrap();
+        assert_eq!(
+            first.count, 1,
+            "the late 50s reading missed the closed 1m window"
+        );
+    }
 
     #[test]
     fn welford_matches_two_pass() {

@@ -200,3 +200,61 @@ impl Processor for Detect {
         vec![&mut self.detectors, &mut self.suppression]
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stages::testkit::{input, telemetry, Bundled, Collect, ALERT, ANOMALY};
+
+    #[test]
+    fn a_spike_is_an_anomaly_and_repeats_within_suppression_are_one_alert() {
+        let yaml = "kind: detect\ninput: a\noutput: b\noutput_subject: s\nalerts: c\nalerts_subject: t\ndetector: { kind: zscore }\nthreshold: 0.5\nalert_suppression: 5m\n";
+        let spec: DetectSpec = serde_yaml::from_str(yaml).unwrap();
+        let det = DetectorSpec::from_name("zscore").unwrap();
+        let mut d = Detect::new(
+            "detect",
+            &spec,
+            det,
+            DetectSchemas {
+                anomaly: ANOMALY,
+                alert: ALERT,
+            },
+            Box::new(Bundled),
+        );
+        let mut out = Collect::default();
+        let mut rng = crate::sim::generator::Rng::new(7);
+        let t0 = 1_767_225_600_000i64;
+        for i in 0..400i64 {
+            let mut v = 20.0 + rng.normal() * 0.1;
+            if i == 300 || i == 310 || i == 390 {
+                v += 50.0;
+            }
+            let b = telemetry("d", "temperature", t0 + i * 10_000, v, i);
+            d.process(&input(i, t0 + i * 10_000, &b), &mut out).unwrap();
+        }
+        let anomalies: Vec<Anomaly> = out.decoded(PORT_ANOMALIES);
+        let alerts: Vec<Alert> = out.decoded(PORT_ALERTS);
+        for spike in [300, 310, 390] {
+            assert!(
+                anomalies
+                    .iter()
+                    .any(|a| a.event_time == t0 + spike * 10_000),
+                "spike {spike} missed: {anomalies:?}"
+            );
+        }
+        // 300 alerts; 310 is 100s later (suppressed); 390 is 900s after 300: alerts again.
+        let alerted: Vec<i64> = alerts
+            .iter()
+            .map(|a| (a.event_time - t0) / 10_000)
+            .collect();
+        assert!(
+            alerted.contains(&300) && alerted.contains(&390) && !alerted.contains(&310),
+            "{alerted:?}"
+        );
+        let second = alerts
+            .iter()
+            .find(|a| a.event_time == t0 + 3_900_000)
+            .unwrap();
+        assert!(second.suppressed_since_last >= 1);
+    }
+}

@@ -4,6 +4,8 @@ pub mod aggregate;
 pub mod archive;
 pub mod detect;
 mod schemas;
+#[cfg(test)]
+mod testkit;
 pub mod tsdb;
 pub mod validate;
 

@@ -212,6 +212,54 @@ impl Processor for Validate {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::stages::testkit::{input, telemetry, Bundled, Collect, V2};
+
+    fn stage() -> Validate {
+        let yaml = "kind: validate\ninput: a\noutput: b\ndead_letter: c\nreader_schema: x.avsc\noutput_subject: s\nranges: { temperature: [-40, 125] }\nunknown_metrics: reject\nmax_clock_skew: 15m\n";
+        Validate::new(
+            "validate",
+            serde_yaml::from_str(yaml).unwrap(),
+            V2,
+            Box::new(Bundled),
+        )
+    }
+
+    #[test]
+    fn good_records_pass_bad_ones_become_dead_letters_with_their_class() {
+        let mut v = stage();
+        let mut out = Collect::default();
+        let t0 = 1_767_225_600_000;
+        let cases: Vec<Vec<u8>> = vec![
+            telemetry("d1", "temperature", t0, 21.5, 1),
+            telemetry("d1", "temperature", t0, 21.5, 1), // retransmission: dropped
+            telemetry("d1", "temperature", t0, 900.0, 2), // out of range
+            telemetry("d1", "colour", t0, 1.0, 3),       // unknown metric
+            telemetry("d1", "temperature", t0 + 7_200_000, 20.0, 4), // clock 2h ahead: re-stamped
+            vec![7, 0, 0, 0, 2, 1],                      // wrong magic
+            telemetry("d1", "temperature", t0, 21.5, 5)[..9].to_vec(), // truncated
+        ];
+        for (i, bytes) in cases.iter().enumerate() {
+            v.process(&input(i as i64, t0, bytes), &mut out).unwrap();
+        }
+        let valid: Vec<Telemetry> = out.decoded(PORT_VALID);
+        assert_eq!(valid.len(), 2);
+        assert_eq!((valid[0].seq, valid[0].event_time), (1, t0));
+        assert_eq!(
+            (valid[1].seq, valid[1].event_time),
+            (4, t0),
+            "skewed clock replaced by the broker time"
+        );
+        let classes: Vec<_> = out.dead.iter().map(|d| (d.0, d.1)).collect();
+        assert_eq!(
+            classes,
+            [
+                (2, "out_of_range"),
+                (3, "unknown_metric"),
+                (5, "wrong_magic"),
+                (6, "truncated")
+            ]
+        );
+    }
 
     #[test]
     fn retransmissions_are_seen_and_old_ones_too() {

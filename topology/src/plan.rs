@@ -30,7 +30,7 @@ pub struct StorePlan {
 
 /// Changelogs keep every key's last value; uncommitted tails must survive long enough to be
 /// rewritten after a restart (docs/EXACTLY_ONCE.md).
-pub const CHANGELOG_MIN_COMPACTION_LAG_MS: u64 = 3_600_000;
+pub const CHANGELOG_MIN_COMPACTION_LAG_MS: u64 = 86_400_000;
 
 impl Topology {
     /// Consumer group of a stage: `<app>-<stage>`.
@@ -94,6 +94,12 @@ impl Topology {
                         ("cleanup.policy", "compact".into()),
                         (
                             "min.compaction.lag.ms",
+                            CHANGELOG_MIN_COMPACTION_LAG_MS.to_string(),
+                        ),
+                        // A tombstone must outlive the lag too, or a restore reusing an old
+                        // local store could miss a delete.
+                        (
+                            "delete.retention.ms",
                             CHANGELOG_MIN_COMPACTION_LAG_MS.to_string(),
                         ),
                     ],
