@@ -3,16 +3,27 @@
 //! protocol in docs/EXACTLY_ONCE.md). The protocol's decisions are `sluice_state`'s; this
 //! module moves the bytes.
 //!
-//! TO BE IMPLEMENTED (owner: state engineer). The runner (`runner.rs`) calls exactly this API.
+//! - `restore.rs`: the restore sequence ("Restore", steps 1-7) over a plain assigned consumer;
+//! - here: the commit path and the acked produce of markers, fences and repair records, whose
+//!   offsets become local checkpoints.
+
+mod restore;
 
 use std::path::PathBuf;
+use std::time::Duration;
 
-use rdkafka::producer::FutureProducer;
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{BaseRecord, FutureProducer, FutureRecord};
 use sluice_connectors::kafka::{ClientOptions, TrackedProducer};
-use sluice_state::RocksEnv;
+use sluice_state::changelog::TAG_HEADER;
+use sluice_state::{ChangelogRecord, Checkpoint, Marker, MarkerKind, RocksEnv, Tag, WriteBatch};
 
 use super::table::AnyTable;
 use super::RuntimeError;
+
+/// How long a commit waits for its changelog records to be acknowledged; longer than the
+/// producer's `message.timeout.ms`, so a failure is reported by the producer, not by us.
+const FLUSH_TIMEOUT: Duration = Duration::from_secs(330);
 
 /// Everything a stage's tasks share for changelog I/O.
 pub struct LogEnv {
@@ -29,6 +40,17 @@ pub struct LogEnv {
     pub rt: tokio::runtime::Handle,
     /// Random per process: makes the epochs of two racing restores differ.
     pub nonce: u16,
+}
+
+impl LogEnv {
+    /// Directory of store `store` of task `partition`.
+    pub fn store_dir(&self, partition: i32, store: &str) -> PathBuf {
+        self.state_dir
+            .join(&self.app)
+            .join(&self.stage)
+            .join(partition.to_string())
+            .join(store)
+    }
 }
 
 /// Where a restored task resumes.
@@ -51,6 +73,10 @@ pub struct RestoreProgress<'a> {
 /// One task's changelog position: its epoch and commit sequence.
 pub struct TaskLog {
     pub partition: i32,
+    /// The epoch of this task's fence; every record and marker it writes carries it.
+    epoch: u64,
+    /// Sequence number of the next commit.
+    next_seq: u64,
 }
 
 impl TaskLog {
@@ -64,10 +90,17 @@ impl TaskLog {
         tables: &mut [&mut dyn AnyTable],
         progress: &mut dyn FnMut(RestoreProgress<'_>),
     ) -> Result<(TaskLog, Resume), RuntimeError> {
-        let _ = (env, partition, tables, progress);
-        Err(RuntimeError::Internal(
-            "changelog restore is not implemented yet".into(),
-        ))
+        restore::restore(env, partition, tables, progress)
+    }
+
+    /// The epoch this task writes in (tests, logs).
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    /// The sequence number the next commit will carry.
+    pub fn next_commit_seq(&self) -> u64 {
+        self.next_seq
     }
 
     /// Steps 2-4 of a commit, after the batch's outputs were acknowledged: every table's
@@ -82,9 +115,250 @@ impl TaskLog {
         input_offset: i64,
         output_seq: u64,
     ) -> Result<(), RuntimeError> {
-        let _ = (env, producer, tables, input_offset, output_seq);
-        Err(RuntimeError::Internal(
-            "changelog commit is not implemented yet".into(),
-        ))
+        check_tables(env, tables)?;
+        let tag = Tag {
+            epoch: self.epoch,
+            commit_seq: self.next_seq,
+            input_end: input_offset,
+        };
+        let tag_bytes = tag.encode();
+        // Step 2: every store's records, then one wait for all of them.
+        let mut drained = Vec::with_capacity(tables.len());
+        for (table, (_, topic)) in tables.iter_mut().zip(&env.stores) {
+            let mut out = Vec::new();
+            table.drain_dirty(&mut out);
+            for (key, value) in &out {
+                producer.send(data_record(
+                    topic,
+                    self.partition,
+                    key,
+                    value.as_deref(),
+                    &tag_bytes,
+                ))?;
+            }
+            drained.push(out);
+        }
+        producer.flush(FLUSH_TIMEOUT)?;
+        // Step 3: the markers; their offsets are the checkpoints of step 4.
+        let markers: Vec<(&str, ChangelogRecord)> = env
+            .stores
+            .iter()
+            .zip(&drained)
+            .map(|((_, topic), out)| {
+                let marker = commit_marker(&tag, output_seq, out.len());
+                (topic.as_str(), ChangelogRecord::marker(&marker))
+            })
+            .collect();
+        let offsets = produce_acked(env, self.partition, &markers)?;
+        // Step 4: each engine's batch with its checkpoint, atomically per store.
+        for ((table, out), marker_offset) in tables.iter_mut().zip(drained).zip(offsets) {
+            let engine = table
+                .engine_mut()
+                .ok_or_else(|| RuntimeError::Internal("commit on a table with no engine".into()))?;
+            let mut batch = WriteBatch::with_capacity(out.len());
+            for (k, v) in out {
+                batch.push(k, v);
+            }
+            engine.write(
+                batch,
+                Some(&Checkpoint {
+                    marker_offset,
+                    commit_seq: tag.commit_seq,
+                    epoch: tag.epoch,
+                }),
+            )?;
+        }
+        tracing::debug!(
+            partition = self.partition,
+            commit_seq = tag.commit_seq,
+            epoch = tag.epoch,
+            input_offset,
+            output_seq,
+            "Committed changelogs."
+        );
+        self.next_seq += 1;
+        Ok(())
+    }
+}
+
+fn check_tables(env: &LogEnv, tables: &[&mut dyn AnyTable]) -> Result<(), RuntimeError> {
+    if tables.len() != env.stores.len() {
+        return Err(RuntimeError::Internal(format!(
+            "{} tables for {} changelogged stores of stage {}",
+            tables.len(),
+            env.stores.len(),
+            env.stage
+        )));
+    }
+    Ok(())
+}
+
+/// The commit marker of step 3 for a store that wrote `records` data records.
+fn commit_marker(tag: &Tag, output_seq: u64, records: usize) -> Marker {
+    Marker {
+        kind: MarkerKind::Commit,
+        commit_seq: tag.commit_seq,
+        epoch: tag.epoch,
+        input_offset: tag.input_end,
+        output_seq,
+        records: u32::try_from(records).unwrap_or(u32::MAX),
+    }
+}
+
+/// A data record of step 2: store key, value or tombstone, and the commit's tag.
+fn data_record<'a>(
+    topic: &'a str,
+    partition: i32,
+    key: &'a [u8],
+    value: Option<&'a [u8]>,
+    tag: &[u8],
+) -> BaseRecord<'a, [u8], [u8], ()> {
+    let rec =
+        BaseRecord::to(topic)
+            .partition(partition)
+            .key(key)
+            .headers(OwnedHeaders::new().insert(Header {
+                key: TAG_HEADER,
+                value: Some(tag),
+            }));
+    match value {
+        Some(v) => rec.payload(v),
+        None => rec,
+    }
+}
+
+fn record_headers(rec: &ChangelogRecord) -> OwnedHeaders {
+    OwnedHeaders::new().insert(Header {
+        key: rec.header_name,
+        value: Some(&rec.header_value[..]),
+    })
+}
+
+/// Produces `records` (topic, record) to `partition` with the marker producer and waits for
+/// every ack; returns each record's offset. Records to one partition keep their order (A1).
+pub(crate) fn produce_acked(
+    env: &LogEnv,
+    partition: i32,
+    records: &[(&str, ChangelogRecord)],
+) -> Result<Vec<i64>, RuntimeError> {
+    env.rt.block_on(async {
+        let mut pending = Vec::with_capacity(records.len());
+        for (topic, rec) in records {
+            let mut fr = FutureRecord::to(topic)
+                .partition(partition)
+                .key(&rec.key[..])
+                .headers(record_headers(rec));
+            if let Some(v) = &rec.value {
+                fr = fr.payload(&v[..]);
+            }
+            // Enqueue without waiting so all records travel together; on a full local
+            // queue, wait for what is in flight first.
+            let fut = match env.marker_producer.send_result(fr) {
+                Ok(f) => f,
+                Err((_, fr)) => {
+                    for f in pending.drain(..) {
+                        await_delivery(f, &mut Vec::new()).await?;
+                    }
+                    env.marker_producer
+                        .send_result(fr)
+                        .map_err(|(e, _)| RuntimeError::Rd(e))?
+                }
+            };
+            pending.push(fut);
+        }
+        let mut offsets = Vec::with_capacity(records.len());
+        for f in pending {
+            await_delivery(f, &mut offsets).await?;
+        }
+        Ok(offsets)
+    })
+}
+
+async fn await_delivery(
+    f: rdkafka::producer::DeliveryFuture,
+    offsets: &mut Vec<i64>,
+) -> Result<(), RuntimeError> {
+    match f.await {
+        Ok(Ok(d)) => {
+            offsets.push(d.offset);
+            Ok(())
+        }
+        Ok(Err((e, _))) => Err(RuntimeError::Rd(e)),
+        Err(_) => Err(RuntimeError::Internal(
+            "marker producer dropped a delivery".into(),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rdkafka::message::Headers;
+    use sluice_state::changelog::MARKER_KEY;
+    use sluice_state::Entry;
+
+    use super::*;
+
+    #[test]
+    fn data_records_read_back_as_tagged_entries() {
+        let tag = Tag {
+            epoch: 5 << 16,
+            commit_seq: 3,
+            input_end: 77,
+        };
+        let tag_bytes = tag.encode();
+        for value in [Some(&b"v"[..]), None] {
+            let rec = data_record("t", 2, b"k", value, &tag_bytes);
+            assert_eq!(rec.partition, Some(2));
+            let headers = rec.headers.as_ref().unwrap();
+            let entry = Entry::decode(
+                0,
+                0,
+                headers.iter().map(|h| (h.key, h.value)),
+                rec.key.unwrap(),
+                rec.payload,
+            )
+            .unwrap();
+            assert_eq!(
+                entry,
+                Entry::Data {
+                    tag,
+                    key: b"k",
+                    value
+                }
+            );
+        }
+    }
+
+    #[test]
+    fn markers_carry_the_commit_and_read_back() {
+        let tag = Tag {
+            epoch: 9,
+            commit_seq: 4,
+            input_end: 1000,
+        };
+        let m = commit_marker(&tag, 55, 12);
+        assert_eq!(
+            (
+                m.kind,
+                m.commit_seq,
+                m.epoch,
+                m.input_offset,
+                m.output_seq,
+                m.records
+            ),
+            (MarkerKind::Commit, 4, 9, 1000, 55, 12)
+        );
+        let rec = ChangelogRecord::marker(&m);
+        assert_eq!(rec.key, MARKER_KEY);
+        let headers = record_headers(&rec);
+        let entry = Entry::decode(
+            0,
+            0,
+            headers.iter().map(|h| (h.key, h.value)),
+            &rec.key,
+            rec.value.as_deref(),
+        )
+        .unwrap();
+        assert_eq!(entry, Entry::Marker(m));
     }
 }
