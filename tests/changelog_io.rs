@@ -85,6 +85,21 @@ fn fixture(stores: &[&'static str]) -> Fixture {
     Fixture { rt, env, _dir: dir }
 }
 
+/// Another process running the same stage: same topics, its own state dir and nonce.
+fn second_instance(env: &LogEnv, dir: &std::path::Path) -> LogEnv {
+    LogEnv {
+        app: env.app.clone(),
+        stage: env.stage.clone(),
+        stores: env.stores.clone(),
+        opts: env.opts.clone(),
+        state_dir: dir.to_path_buf(),
+        rocks: RocksEnv::new(&RocksConfig::default()),
+        marker_producer: producer_config(&env.opts).create().unwrap(),
+        rt: env.rt.clone(),
+        nonce: env.nonce.wrapping_add(1),
+    }
+}
+
 struct Tables {
     a: OrderedTable<Count>,
     b: CachedTable<Count>,
@@ -228,6 +243,53 @@ fn restore_commit_and_restore_again_through_the_broker() {
     assert_eq!(resume, want_resume);
     assert_eq!(t.contents(), want);
     drop(f.rt);
+}
+
+#[test]
+fn a_zombie_commit_after_the_fence_is_ignored_and_its_local_store_rebuilt() {
+    let f = fixture(&["a", "b"]);
+    let old = &f.env;
+    let dir = tempfile::tempdir().unwrap();
+    let new = second_instance(old, dir.path());
+    let mut producer = TrackedProducer::new(&old.opts).unwrap();
+
+    let (mut zt, mut zlog, _, _) = restore(old);
+    batch(&mut zt, 1, 20);
+    zlog.commit(old, &mut producer, &mut zt.all(), 10, 100)
+        .unwrap();
+    let want = zt.contents();
+    let want_resume = Resume {
+        input_offset: Some(10),
+        output_seq: 100,
+    };
+
+    // The partition moves to `new`; `old` has not noticed and commits once more.
+    let (nt, nlog, resume, _) = restore(&new);
+    assert_eq!(resume, want_resume);
+    assert!(nlog.epoch() > zlog.epoch());
+    batch(&mut zt, 2, 30);
+    zlog.commit(old, &mut producer, &mut zt.all(), 20, 200)
+        .unwrap();
+    assert_ne!(zt.contents(), want);
+    drop((nt, nlog));
+
+    // The new owner ignores the zombie's records and marker (lower epoch after its fence).
+    let (mut nt, nlog, resume, _) = restore(&new);
+    assert_eq!(resume, want_resume);
+    assert_eq!(nt.contents(), want);
+    assert_eq!(nlog.next_commit_seq(), 2);
+    drop((nt, nlog));
+
+    // The zombie's own local store holds the rolled-back commit: its checkpoint marker is
+    // in the log, but a later marker restates an older commit, so it is rebuilt from scratch.
+    drop((zt, zlog));
+    let (mut zt, _, resume, read) = restore(old);
+    assert_eq!(resume, want_resume);
+    assert_eq!(zt.contents(), want);
+    assert!(
+        read > 20,
+        "read only {read}: the local store was not rebuilt"
+    );
 }
 
 /// Restore rate through the broker: `cargo test --release --test changelog_io -- --ignored --nocapture`.
