@@ -243,6 +243,7 @@ pub(crate) fn produce_acked(
 ) -> Result<Vec<i64>, RuntimeError> {
     env.rt.block_on(async {
         let mut pending = Vec::with_capacity(records.len());
+        let mut offsets = Vec::with_capacity(records.len());
         for (topic, rec) in records {
             let mut fr = FutureRecord::to(topic)
                 .partition(partition)
@@ -257,7 +258,7 @@ pub(crate) fn produce_acked(
                 Ok(f) => f,
                 Err((_, fr)) => {
                     for f in pending.drain(..) {
-                        await_delivery(f, &mut Vec::new()).await?;
+                        await_delivery(f, &mut offsets).await?;
                     }
                     env.marker_producer
                         .send_result(fr)
@@ -266,7 +267,6 @@ pub(crate) fn produce_acked(
             };
             pending.push(fut);
         }
-        let mut offsets = Vec::with_capacity(records.len());
         for f in pending {
             await_delivery(f, &mut offsets).await?;
         }
