@@ -160,8 +160,10 @@ fn restore_commit_and_restore_again_through_the_broker() {
     let env = &f.env;
     let mut producer = TrackedProducer::new(&env.opts).unwrap();
 
-    // A new task: empty changelogs, nothing to resume from.
+    // A new task: empty changelogs, nothing to resume from (fence and base marker only).
+    let started = Instant::now();
     let (mut t, mut log, resume, _) = restore(env);
+    println!("restored an empty task in {:?}", started.elapsed());
     assert_eq!(
         resume,
         Resume {
@@ -186,7 +188,9 @@ fn restore_commit_and_restore_again_through_the_broker() {
     drop((t, log));
 
     // Restart with the local stores kept: reads only the tail after the checkpoint.
+    let started = Instant::now();
     let (mut t, log, resume, read) = restore(env);
+    println!("restored from the local stores in {:?}", started.elapsed());
     assert_eq!(resume, want_resume);
     assert_eq!(t.contents(), want);
     assert_eq!(log.next_commit_seq(), 4);

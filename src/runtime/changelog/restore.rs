@@ -52,6 +52,9 @@ pub(super) fn restore(
     let group = format!("{}-{}-restore", env.app, env.stage);
     let consumer: BaseConsumer = consumer_config(&env.opts, &group)
         .set("enable.partition.eof", "true")
+        // The broker answers a fetch at the log end after this long; a restore reads to a
+        // known end offset, so a short wait keeps small restores (new tasks) quick.
+        .set("fetch.wait.max.ms", "10")
         .create()?;
     let mut engines = Vec::with_capacity(env.stores.len());
     for (name, _) in &env.stores {
