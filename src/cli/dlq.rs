@@ -168,7 +168,7 @@ pub(crate) fn replay(
             report.skipped += 1;
             continue;
         };
-        if !classes.is_empty() && !classes.iter().any(|c| *c == class) {
+        if !classes.is_empty() && !classes.contains(&class) {
             report.skipped += 1;
             continue;
         }

@@ -10,7 +10,7 @@ mod table;
 
 pub use changelog::{LogEnv, RestoreProgress, Resume, TaskLog};
 pub use processor::{Emit, Input, ProcessError, Processor, Rejection};
-pub use runner::{run_stage, run_supervised, ProcessorFactory, StageDef};
+pub use runner::{run_stage, run_supervised, ProcessorFactory, RestoreCallback, StageDef};
 pub use table::{AnyTable, CachedTable, Codec, DecodeFn, Encode, OrderedTable};
 
 /// Errors of the runtime; each says whose problem it is.

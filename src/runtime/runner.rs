@@ -31,6 +31,9 @@ use crate::metrics::METRICS;
 pub type ProcessorFactory =
     Box<dyn Fn(i32) -> Result<Box<dyn Processor>, RuntimeError> + Send + Sync>;
 
+/// Told of restore progress: stage, partition, progress of one store.
+pub type RestoreCallback = Arc<dyn Fn(&str, i32, RestoreProgress<'_>) + Send + Sync>;
+
 /// A stage as the runtime runs it.
 pub struct StageDef {
     pub app: String,
@@ -49,7 +52,7 @@ pub struct StageDef {
     pub log: Option<LogEnv>,
     pub factory: ProcessorFactory,
     /// Called with restore progress (for a progress bar).
-    pub on_restore: Option<Arc<dyn Fn(&str, i32, RestoreProgress<'_>) + Send + Sync>>,
+    pub on_restore: Option<RestoreCallback>,
     /// Set once the first assignment is restored (readiness).
     pub ready: Arc<AtomicBool>,
 }
@@ -324,10 +327,10 @@ impl Inner {
         self.producer.flush(Duration::from_secs(300))?;
         if let Some(c) = consumer {
             if tpl.count() > 0 {
-                if let Err(e) = c.commit(&tpl, CommitMode::Sync) {
-                    // Advisory: the markers are the authority; the next commit retries.
-                    tracing::warn!(stage = %name, error = %e, "Offset commit failed; markers still hold the position.");
-                }
+                // The markers hold the position, but a failed offset commit is also how a
+                // member learns it was fenced out of the group: stop before the next commit
+                // (docs/EXACTLY_ONCE.md, step 5).
+                c.commit(&tpl, CommitMode::Sync)?;
             }
         }
         METRICS.commits.with_label_values(&[&name]).inc();

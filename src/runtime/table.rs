@@ -33,6 +33,9 @@ pub trait AnyTable: Send {
     fn detach(&mut self) -> Option<Box<dyn KvStore>>;
     /// Entries in memory.
     fn len(&self) -> usize;
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 /// A table whose entries are all in memory, ordered by key (for window closing by time).

@@ -215,6 +215,7 @@ pub fn check_outputs(
 /// Every row under `prefix` in the stack's bucket.
 fn read_archive(prefix: &str) -> Vec<Telemetry> {
     use futures::TryStreamExt;
+    use object_store::ObjectStoreExt;
     let store = s3();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -27,18 +27,23 @@ pub async fn ensure_topics(brokers: &str, topics: &[TopicToCreate]) -> Result<()
         .iter()
         .map(|t| {
             t.configs.iter().fold(
-                NewTopic::new(&t.name, t.partitions, TopicReplication::Fixed(t.replication)),
+                NewTopic::new(
+                    &t.name,
+                    t.partitions,
+                    TopicReplication::Fixed(t.replication),
+                ),
                 |n, (k, v)| n.set(k, v),
             )
         })
         .collect();
     let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
-    let results = admin.create_topics(new.iter(), &opts).await.map_err(|source| {
-        KafkaError::Unreachable {
+    let results = admin
+        .create_topics(new.iter(), &opts)
+        .await
+        .map_err(|source| KafkaError::Unreachable {
             brokers: brokers.to_string(),
             source,
-        }
-    })?;
+        })?;
     for r in results {
         match r {
             Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}

@@ -77,12 +77,13 @@ pub mod dlq {
             (STAGE, r.stage),
             (FAILED_AT, &at),
         ];
-        kv.iter().fold(OwnedHeaders::new_with_capacity(8), |h, (k, v)| {
-            h.insert(Header {
-                key: k,
-                value: Some(v.as_bytes()),
+        kv.iter()
+            .fold(OwnedHeaders::new_with_capacity(8), |h, (k, v)| {
+                h.insert(Header {
+                    key: k,
+                    value: Some(v.as_bytes()),
+                })
             })
-        })
     }
 }
 
