@@ -113,48 +113,39 @@ pub(crate) fn replay(
         },
         Duration::from_secs(10),
     )?;
+    // Where to start: the group's position, else the beginning. Where to stop: when nothing
+    // new arrives for three seconds. High watermarks would be the usual end, but the local
+    // broker (tansu 0.6.0) reports wrong ones (docs/BROKER_GAPS.md).
     let mut assign = TopicPartitionList::new();
-    let mut ends = BTreeMap::new();
-    let mut total = 0u64;
     for p in &partitions {
-        let (lo, hi) = consumer.fetch_watermarks(topic, *p, Duration::from_secs(10))?;
         let start = match committed.find_partition(topic, *p).map(|e| e.offset()) {
-            Some(Offset::Offset(o)) => o.max(lo),
-            _ => lo,
+            Some(Offset::Offset(o)) if o >= 0 => Offset::Offset(o),
+            _ => Offset::Beginning,
         };
-        if start < hi {
-            assign.add_partition_offset(topic, *p, Offset::Offset(start))?;
-            ends.insert(*p, hi);
-            total += (hi - start) as u64;
-        }
+        assign.add_partition_offset(topic, *p, start)?;
     }
     let mut report = ReplayReport::default();
-    if ends.is_empty() {
-        return Ok(report);
-    }
     consumer.assign(&assign)?;
     let bar = if show_progress {
-        ProgressBar::new(total)
+        ProgressBar::new_spinner()
     } else {
         ProgressBar::hidden()
     };
     bar.set_style(
-        ProgressStyle::with_template(
-            "{spinner} dlq replay [{bar:30}] {pos}/{len} {per_sec} eta {eta}",
-        )
-        .expect("valid template"),
+        ProgressStyle::with_template("{spinner} dlq replay: {pos} dead letters read, {per_sec}")
+            .expect("valid template"),
     );
     let mut next: BTreeMap<i32, i64> = BTreeMap::new();
-    while next.iter().filter(|(p, o)| **o >= ends[p]).count() < ends.len() {
-        let Some(m) = consumer.poll(Duration::from_millis(500)) else {
+    let mut quiet = std::time::Instant::now();
+    while quiet.elapsed() < Duration::from_secs(3) {
+        let Some(m) = consumer.poll(Duration::from_millis(200)) else {
+            bar.tick();
             continue;
         };
         let m = m?;
+        quiet = std::time::Instant::now();
         let p = m.partition();
         next.insert(p, m.offset() + 1);
-        if m.offset() >= ends[&p] {
-            continue;
-        }
         report.read += 1;
         bar.inc(1);
         let Some(h) = m.headers() else {
@@ -196,7 +187,9 @@ pub(crate) fn replay(
     for (p, o) in &next {
         commit.add_partition_offset(topic, *p, Offset::Offset(*o))?;
     }
-    consumer.commit(&commit, CommitMode::Sync)?;
+    if commit.count() > 0 {
+        consumer.commit(&commit, CommitMode::Sync)?;
+    }
     bar.finish_and_clear();
     Ok(report)
 }

@@ -169,6 +169,12 @@ impl Processor for Validate {
             out.dead_letter(input, &Rejection::new(e.class(), e.to_string()));
             return Ok(());
         }
+        // Checks come before de-duplication, so a dead letter's sequence number is not marked
+        // seen and the record can be replayed (`sluice dlq replay`) after a fix.
+        if let Some(why) = self.check(&self.record) {
+            out.dead_letter(input, &why);
+            return Ok(());
+        }
         let window = self.spec.dedup_window;
         let seen = self
             .dedup
@@ -178,10 +184,6 @@ impl Processor for Validate {
                 .duplicates_dropped
                 .with_label_values(&[&self.stage, "retransmission"])
                 .inc();
-            return Ok(());
-        }
-        if let Some(why) = self.check(&self.record) {
-            out.dead_letter(input, &why);
             return Ok(());
         }
         let skew = self.spec.max_clock_skew.as_millis() as i64;
