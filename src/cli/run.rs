@@ -71,6 +71,12 @@ pub(crate) fn run(a: Args) -> anyhow::Result<ExitCode> {
                 .join(", ")
         );
     }
+    anyhow::ensure!(
+        t.processing.guarantee != sluice_topology::Guarantee::ExactlyOnceTransactional,
+        "{}: processing.guarantee `exactly_once_transactional` is not implemented yet; use \
+         `exactly_once` (no broker transactions needed, docs/EXACTLY_ONCE.md)",
+        a.file.display()
+    );
     rt.block_on(create_topics(t))?;
     let schema_ids = rt.block_on(super::schemas::push_topology(&loaded))?;
     let shared = Arc::new(Shared {
