@@ -11,7 +11,7 @@ use sluice_schemas::records::{Aggregate as AggregateRecord, Telemetry};
 use sluice_state::StateError;
 use sluice_topology::AggregateSpec;
 
-use super::schemas::{decode_with, SchemaSource};
+use super::schemas::{decode_input, SchemaSource};
 use crate::metrics::METRICS;
 use crate::runtime::{
     AnyTable, Codec, Emit, Encode, Input, OrderedTable, ProcessError, Processor, Rejection,
@@ -220,17 +220,13 @@ impl Aggregate {
 
 impl Processor for Aggregate {
     fn process(&mut self, input: &Input<'_>, out: &mut dyn Emit) -> Result<(), ProcessError> {
-        let Some(bytes) = input.value else {
-            out.dead_letter(input, &Rejection::new("empty_value", "record has no value"));
-            return Ok(());
-        };
-        if let Err(e) = decode_with(
+        if !decode_input(
             &mut self.decoder,
             self.schemas.as_mut(),
-            bytes,
+            input,
+            out,
             &mut self.record,
         )? {
-            out.dead_letter(input, &Rejection::new(e.class(), e.to_string()));
             return Ok(());
         }
         let t = self.record.event_time;

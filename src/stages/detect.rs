@@ -8,11 +8,9 @@ use sluice_schemas::records::{Alert, Anomaly, Telemetry};
 use sluice_state::StateError;
 use sluice_topology::DetectSpec;
 
-use super::schemas::{decode_with, SchemaSource};
+use super::schemas::{decode_input, SchemaSource};
 use crate::metrics::METRICS;
-use crate::runtime::{
-    AnyTable, CachedTable, Codec, Emit, Encode, Input, ProcessError, Processor, Rejection,
-};
+use crate::runtime::{AnyTable, CachedTable, Codec, Emit, Encode, Input, ProcessError, Processor};
 
 pub const PORT_ANOMALIES: usize = 0;
 pub const PORT_ALERTS: usize = 1;
@@ -113,17 +111,13 @@ impl Detect {
 
 impl Processor for Detect {
     fn process(&mut self, input: &Input<'_>, out: &mut dyn Emit) -> Result<(), ProcessError> {
-        let Some(bytes) = input.value else {
-            out.dead_letter(input, &Rejection::new("empty_value", "record has no value"));
-            return Ok(());
-        };
-        if let Err(e) = decode_with(
+        if !decode_input(
             &mut self.decoder,
             self.schemas.as_mut(),
-            bytes,
+            input,
+            out,
             &mut self.record,
         )? {
-            out.dead_letter(input, &Rejection::new(e.class(), e.to_string()));
             return Ok(());
         }
         let r = &self.record;

@@ -72,3 +72,24 @@ pub(crate) fn decode_with<T: AvroRecord>(
         other => Ok(other),
     }
 }
+
+/// Decodes a stage's input record into `out_rec`; a record without a value or that cannot be
+/// decoded becomes a dead letter and `Ok(false)` is returned.
+pub(crate) fn decode_input<T: AvroRecord>(
+    decoder: &mut Decoder<T>,
+    schemas: &mut dyn SchemaSource,
+    input: &crate::runtime::Input<'_>,
+    out: &mut dyn crate::runtime::Emit,
+    out_rec: &mut T,
+) -> Result<bool, ProcessError> {
+    use crate::runtime::Rejection;
+    let Some(bytes) = input.value else {
+        out.dead_letter(input, &Rejection::new("empty_value", "record has no value"));
+        return Ok(false);
+    };
+    if let Err(e) = decode_with(decoder, schemas, bytes, out_rec)? {
+        out.dead_letter(input, &Rejection::new(e.class(), e.to_string()));
+        return Ok(false);
+    }
+    Ok(true)
+}

@@ -6,7 +6,7 @@ use sluice_schemas::records::Telemetry;
 use sluice_state::StateError;
 use sluice_topology::{UnknownMetrics, ValidateSpec};
 
-use super::schemas::{decode_with, SchemaSource};
+use super::schemas::{decode_input, SchemaSource};
 use crate::metrics::METRICS;
 use crate::runtime::{
     AnyTable, CachedTable, Codec, Emit, Encode, Input, ProcessError, Processor, Rejection,
@@ -156,17 +156,13 @@ impl Validate {
 
 impl Processor for Validate {
     fn process(&mut self, input: &Input<'_>, out: &mut dyn Emit) -> Result<(), ProcessError> {
-        let Some(bytes) = input.value else {
-            out.dead_letter(input, &Rejection::new("empty_value", "record has no value"));
-            return Ok(());
-        };
-        if let Err(e) = decode_with(
+        if !decode_input(
             &mut self.decoder,
             self.schemas.as_mut(),
-            bytes,
+            input,
+            out,
             &mut self.record,
         )? {
-            out.dead_letter(input, &Rejection::new(e.class(), e.to_string()));
             return Ok(());
         }
         // Checks come before de-duplication, so a dead letter's sequence number is not marked
