@@ -50,32 +50,9 @@ pub mod util {
         humantime::parse_duration(&text).map_err(serde::de::Error::custom)
     }
 
-    /// Parses `"64MiB"`, `"512KiB"`, `"1MB"` or a plain byte count.
+    /// Parses `"64MiB"`, `"512KiB"`, `"1MB"` or a plain byte count (the state crate's parser).
     pub fn parse_bytes(text: &str) -> Result<u64, String> {
-        let text = text.trim();
-        let split = text
-            .find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(text.len());
-        let (num, unit) = text.split_at(split);
-        let num: u64 = num
-            .parse()
-            .map_err(|_| format!("`{text}` is not a size like `64MiB`"))?;
-        let mult = match unit.trim() {
-            "" | "B" => 1,
-            "KB" => 1_000,
-            "KiB" => 1 << 10,
-            "MB" => 1_000_000,
-            "MiB" => 1 << 20,
-            "GB" => 1_000_000_000,
-            "GiB" => 1 << 30,
-            other => {
-                return Err(format!(
-                    "unknown size unit `{other}`; use B, KiB, MiB, GiB, KB, MB or GB"
-                ))
-            }
-        };
-        num.checked_mul(mult)
-            .ok_or_else(|| format!("`{text}` is too large"))
+        sluice_state::ByteSize::parse(text).map(|b| b.0)
     }
 
     /// Deserializes a size written for people (see [`parse_bytes`]) or a plain integer.

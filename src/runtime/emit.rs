@@ -17,17 +17,17 @@ pub(crate) struct Emitter<'a> {
     pub(crate) out_counters: &'a [IntCounter],
     pub(crate) dead_letter: Option<&'a str>,
     pub(crate) with_ids: bool,
-    pub(crate) id: String,
+    /// Reused for every `sluice.id`, so numbering a record allocates nothing.
+    pub(crate) id: &'a mut String,
     pub(crate) error: Option<KafkaError>,
 }
 
 impl Emitter<'_> {
-    fn next_id(&mut self) -> &str {
+    fn next_id(&mut self) {
         use std::fmt::Write;
         *self.seq += 1;
         self.id.clear();
         let _ = write!(self.id, "{}/{}/{}", self.stage, self.partition, *self.seq);
-        &self.id
     }
 }
 
@@ -39,10 +39,10 @@ impl Emit for Emitter<'_> {
             .payload(value)
             .timestamp(timestamp);
         if self.with_ids {
-            let id = self.next_id().to_string();
+            self.next_id();
             rec = rec.headers(OwnedHeaders::new_with_capacity(1).insert(Header {
                 key: ID_HEADER,
-                value: Some(id.as_bytes()),
+                value: Some(self.id.as_bytes()),
             }));
         }
         if let Err(e) = self.producer.send(rec) {
@@ -60,7 +60,7 @@ impl Emit for Emitter<'_> {
             tracing::warn!(stage = self.stage, class = why.class, message = %why.message, offset = input.offset, "Dropped a bad record: the stage has no dead-letter topic.");
             return;
         };
-        let id = self.next_id().to_string();
+        self.next_id();
         let reason = dlq::Reason {
             class: why.class,
             message: &why.message,
@@ -71,7 +71,7 @@ impl Emit for Emitter<'_> {
             failed_at: input.timestamp,
         };
         let mut rec = BaseRecord::to(topic)
-            .headers(dlq::headers(&reason, &id))
+            .headers(dlq::headers(&reason, self.id))
             .timestamp(input.timestamp);
         if let Some(k) = input.key {
             rec = rec.key(k);

@@ -87,6 +87,8 @@ struct Inner {
     out_counters: Vec<IntCounter>,
     in_counter: IntCounter,
     id_key: Vec<u8>,
+    /// Scratch for the `sluice.id` of each output.
+    id_buf: String,
     /// The first error inside a rebalance callback; the loop returns it.
     failed: Option<RuntimeError>,
     /// Set when the run failed: state may be mid-batch, so nothing may be committed.
@@ -263,7 +265,7 @@ impl Inner {
             out_counters: &self.out_counters,
             dead_letter: self.def.dead_letter.as_deref(),
             with_ids: self.def.guarantee != Guarantee::AtLeastOnce,
-            id: String::with_capacity(48),
+            id: &mut self.id_buf,
             error: None,
         };
         task.processor.process(&input, &mut em)?;
@@ -289,7 +291,7 @@ impl Inner {
                 out_counters: &self.out_counters,
                 dead_letter: self.def.dead_letter.as_deref(),
                 with_ids: self.def.guarantee != Guarantee::AtLeastOnce,
-                id: String::new(),
+                id: &mut self.id_buf,
                 error: None,
             };
             task.processor.end_batch(&mut em)?;
@@ -362,6 +364,7 @@ pub fn run_stage(def: StageDef, stop: &AtomicBool) -> Result<(), RuntimeError> {
         out_counters,
         in_counter,
         id_key: Vec::with_capacity(64),
+        id_buf: String::with_capacity(48),
         failed: None,
         poisoned: false,
     }));
