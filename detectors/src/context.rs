@@ -60,6 +60,27 @@ impl Context {
         }
     }
 
+    pub(crate) fn levels(&self) -> u32 {
+        self.levels
+    }
+
+    /// For state saved before this resolution existed: take `other`'s range and
+    /// generation clock, and count every context as seen in the old generation, so nothing
+    /// but a widened range is news until the next rollover; from then on this resolution
+    /// knows what it saw since the upgrade.
+    pub(crate) fn upgrade_from(&mut self, other: &Context) {
+        self.lo = other.lo;
+        self.hi = other.hi;
+        self.gen_lo = other.gen_lo;
+        self.gen_hi = other.gen_hi;
+        self.old_lo = other.old_lo;
+        self.old_hi = other.old_hi;
+        self.age = other.age;
+        self.filled = 0;
+        self.cur.iter_mut().for_each(|w| *w = 0);
+        self.old.iter_mut().for_each(|w| *w = u64::MAX);
+    }
+
     /// The band `x` falls in, given the range learned so far.
     pub(crate) fn band(&self, x: f64) -> u8 {
         let span = self.hi - self.lo;

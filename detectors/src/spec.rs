@@ -13,11 +13,12 @@ use crate::Error;
 
 /// First byte of every saved state. Bump it when any detector's layout changes; restore
 /// refuses other versions rather than misreading them. Version 2 added the ensemble's drift
-/// channel; version 1 state is still read (see [`OLDEST_READABLE_VERSION`]).
-pub const STATE_FORMAT_VERSION: u8 = 2;
+/// channel, version 3 its extra contextual resolutions (`multiscale`); versions 1 and 2 are
+/// still read (see [`OLDEST_READABLE_VERSION`]).
+pub const STATE_FORMAT_VERSION: u8 = 3;
 
-/// The oldest state format restore still reads: version 1 differs from 2 only in the
-/// ensemble, whose drift channel then starts from zero.
+/// The oldest state format restore still reads: versions 1 and 2 differ from 3 only in the
+/// ensemble, which fills in what they lack (see the ensemble's `restore`).
 pub const OLDEST_READABLE_VERSION: u8 = 1;
 
 /// A detector and its parameters, e.g. `detector: { kind: ewma, alpha: 0.05 }` in YAML.

@@ -22,8 +22,9 @@ fn yaml_picks_the_kind_and_fills_defaults() {
 #[test]
 fn the_topology_default_written_out_in_full_is_the_default() {
     let yaml = "{ kind: ensemble, level_rate: 0.01, record_decay: 0.001, warmup: 50, levels: 6, \
-                context_len: 3, novelty_weight: 0.3, sequence_decay: 0.001, rest: 100, \
-                generation: 5000, season_s: 86400, season_slots: 48, smooth_alpha: 0.18 }";
+                context_len: 3, novelty_weight: 0.4, sequence_decay: 0.001, rest: 100, \
+                generation: 5000, season_s: 86400, season_slots: 48, smooth_alpha: 0.18, \
+                multiscale: true, sequence_z: true }";
     let s: DetectorSpec = serde_yaml::from_str(yaml).unwrap();
     assert_eq!(s, DetectorSpec::default());
 }
