@@ -92,7 +92,7 @@ fn an_undeclared_topic_is_reported_with_the_closest_name() {
 #[test]
 fn every_problem_is_reported_at_once() {
     let (err, shown) = error_after(|t| {
-        t.replace("threshold: 0.47", "threshold: 1.5")
+        t.replace("threshold: 0.455", "threshold: 1.5")
             .replace("grace: 30s", "grace: thirty")
             .replace("input: telemetry.raw", "input: telemetry.rw")
     });
