@@ -44,6 +44,11 @@ pub struct Metrics {
     /// Milliseconds from an input record's timestamp to the commit that made its output
     /// visible.
     pub latency_ms: HistogramVec,
+    /// The TSDB (ILP) sink's own: rows, flushes, flush errors, `retrying` while the server
+    /// is away. One set per process, shared by every task's sink.
+    pub questdb: sluice_connectors::questdb::QuestDbMetrics,
+    /// The S3 archive sink's own, likewise (`sluice_s3_retrying` while S3 is away).
+    pub s3: sluice_connectors::s3::S3Metrics,
 }
 
 fn counter(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -176,6 +181,9 @@ impl Metrics {
                 &["stage"],
                 exponential_buckets(1.0, 2.0, 20).expect("buckets"),
             ),
+            questdb: sluice_connectors::questdb::QuestDbMetrics::register(&r)
+                .expect("unique metric"),
+            s3: sluice_connectors::s3::S3Metrics::register(&r).expect("unique metric"),
             registry: r,
         }
     }

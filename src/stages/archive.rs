@@ -3,7 +3,7 @@
 //! on the same keys; after a crash the first batch is cut exactly where the interrupted one
 //! was (its manifest says where), so no two objects ever overlap.
 
-use sluice_connectors::s3::{ArchiveBatch, S3ArchiveConfig, S3ArchiveSink, S3Metrics};
+use sluice_connectors::s3::{ArchiveBatch, S3ArchiveConfig, S3ArchiveSink};
 use sluice_schemas::codec::TelemetryDecoder;
 use sluice_schemas::records::Telemetry;
 use sluice_topology::{S3Connection, S3ParquetSinkSpec};
@@ -46,7 +46,7 @@ impl Archive {
         config.allow_http = conn.allow_http;
         config.prefix = spec.prefix.clone();
         config.target_rows_per_file = spec.rows_per_file;
-        let sink = S3ArchiveSink::new(config, S3Metrics::unregistered())
+        let sink = S3ArchiveSink::new(config, crate::metrics::METRICS.s3.clone())
             .map_err(|e| RuntimeError::Config(format!("S3 archive of stage {stage}: {e}")))?;
         Ok(Archive {
             stage: stage.to_string(),

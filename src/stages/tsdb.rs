@@ -2,7 +2,7 @@
 //! designated timestamp plus device and metric and upserted, so a replay rewrites the same
 //! rows and the sink needs no state of its own; offsets are committed after a flush.
 
-use sluice_connectors::questdb::{QuestDbConfig, QuestDbMetrics, QuestDbSink};
+use sluice_connectors::questdb::{QuestDbConfig, QuestDbSink};
 use sluice_schemas::codec::Decoder;
 use sluice_schemas::records::{Aggregate, Anomaly};
 
@@ -39,7 +39,7 @@ impl TsdbSink {
         rt: tokio::runtime::Handle,
     ) -> Result<Self, RuntimeError> {
         let config = QuestDbConfig::new(addr);
-        let sink = QuestDbSink::new(config, QuestDbMetrics::unregistered())
+        let sink = QuestDbSink::new(config, crate::metrics::METRICS.questdb.clone())
             .map_err(|e| RuntimeError::Config(format!("QuestDB sink of stage {stage}: {e}")))?;
         Ok(TsdbSink {
             stage: stage.to_string(),
