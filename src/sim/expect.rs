@@ -3,7 +3,8 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use sluice_schemas::records::{Aggregate, Telemetry};
+use sluice_detectors::{AnyDetector, DetectorSpec};
+use sluice_schemas::records::{Aggregate, Alert, Anomaly, Telemetry};
 
 use super::generator::{Kind, SimConfig, SimRecord, Simulator};
 
@@ -105,4 +106,64 @@ pub fn same_aggregate(a: &Aggregate, b: &Aggregate) -> bool {
         && a.max == b.max
         && close(a.mean, b.mean)
         && close(a.stddev, b.stddev)
+}
+
+/// The `detect` stage's settings the expected anomalies and alerts depend on.
+#[derive(Debug, Clone)]
+pub struct DetectRules {
+    pub detector: DetectorSpec,
+    pub threshold: f64,
+    pub suppression_ms: i64,
+}
+
+/// Anomalies and alerts the `detect` stage must emit for `valid` (in input order), computed
+/// here with a fresh detector per device and metric run over the whole series: the stage,
+/// whatever crashed and restored in between, must score bit for bit the same.
+#[derive(Debug, Default)]
+pub struct Detections {
+    pub anomalies: Vec<Anomaly>,
+    pub alerts: Vec<Alert>,
+}
+
+pub fn expected_detections(valid: &[Telemetry], rules: &DetectRules) -> Detections {
+    let mut detectors: HashMap<(&str, &str), AnyDetector> = HashMap::new();
+    // Suppression is per device and rule: (last alert's event time, suppressed since).
+    let mut last_alert: HashMap<&str, (i64, i64)> = HashMap::new();
+    let rule = rules.detector.name().to_string();
+    let mut out = Detections::default();
+    for t in valid {
+        let det = detectors
+            .entry((t.device_id.as_str(), t.metric.as_str()))
+            .or_insert_with(|| rules.detector.build());
+        let score = det.update(t.event_time, t.value);
+        if score < rules.threshold {
+            continue;
+        }
+        out.anomalies.push(Anomaly {
+            device_id: t.device_id.clone(),
+            metric: t.metric.clone(),
+            event_time: t.event_time,
+            value: t.value,
+            score,
+            detector: rule.clone(),
+        });
+        let s = last_alert
+            .entry(t.device_id.as_str())
+            .or_insert((i64::MIN, 0));
+        if s.0 != i64::MIN && t.event_time.saturating_sub(s.0) < rules.suppression_ms {
+            s.1 += 1;
+            continue;
+        }
+        out.alerts.push(Alert {
+            device_id: t.device_id.clone(),
+            metric: t.metric.clone(),
+            rule: rule.clone(),
+            event_time: t.event_time,
+            value: t.value,
+            score,
+            suppressed_since_last: s.1,
+        });
+        *s = (t.event_time, 0);
+    }
+    out
 }

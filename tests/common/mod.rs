@@ -120,9 +120,13 @@ impl TestTopology {
         }
         let text = edit(text);
         let dir = tempfile::tempdir().unwrap();
+        // Still overridable, so several instances of one test topology keep separate state.
         let text = text.replace(
             "${SLUICE_STATE_DIR:-../.stack/state}",
-            &dir.path().join("state").display().to_string(),
+            &format!(
+                "${{SLUICE_STATE_DIR:-{}}}",
+                dir.path().join("state").display()
+            ),
         );
         let path = dir.path().join("topology.yaml");
         std::fs::write(&path, text).unwrap();
@@ -157,9 +161,19 @@ pub struct Sluice(pub Child);
 
 impl Sluice {
     pub fn spawn(args: &[&str], log: &Path) -> Sluice {
-        let out = std::fs::File::create(log).unwrap();
+        Self::spawn_with_env(args, &[], log)
+    }
+
+    /// As [`Sluice::spawn`], with extra environment variables; the log is appended to.
+    pub fn spawn_with_env(args: &[&str], envs: &[(&str, &str)], log: &Path) -> Sluice {
+        let out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_sluice"))
             .args(args)
+            .envs(envs.iter().copied())
             .stdout(Stdio::from(out.try_clone().unwrap()))
             .stderr(Stdio::from(out))
             .spawn()
@@ -362,4 +376,39 @@ pub fn s3() -> std::sync::Arc<dyn object_store::ObjectStore> {
         .build()
         .expect("S3 client");
     std::sync::Arc::new(store)
+}
+
+/// Runs `scripts/stack ARGS` (stop, start, pause or resume a service of the local stack).
+pub fn stack(args: &[&str]) {
+    let st = Command::new(repo().join("scripts/stack"))
+        .args(args)
+        .status()
+        .expect("run scripts/stack");
+    assert!(st.success(), "scripts/stack {args:?} failed: {st}");
+}
+
+/// A counter or gauge of a running sluice, summed over its label sets, from `/metrics`.
+pub fn metric(port: u16, name: &str) -> Option<f64> {
+    use std::io::{Read as _, Write as _};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        s,
+        "GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut body = String::new();
+    s.read_to_string(&mut body).ok()?;
+    let mut total = None;
+    for line in body.lines() {
+        let Some(rest) = line.strip_prefix(name) else {
+            continue;
+        };
+        if !(rest.starts_with('{') || rest.starts_with(' ')) {
+            continue;
+        }
+        let v: f64 = rest.rsplit(' ').next()?.parse().ok()?;
+        *total.get_or_insert(0.0) += v;
+    }
+    total
 }

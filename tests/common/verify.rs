@@ -4,11 +4,12 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
 
-use sluice::sim::expect::{same_aggregate, Expected};
+use sluice::sim::expect::{expected_detections, same_aggregate, DetectRules, Expected};
 use sluice::sim::generator::AnomalyKind;
 use sluice::sim::SimConfig;
 use sluice_schemas::codec::Decoder;
-use sluice_schemas::records::{Aggregate, Anomaly, Telemetry};
+use sluice_schemas::records::{Aggregate, Alert, Anomaly, Telemetry};
+use sluice_topology::StageSpec;
 
 use super::*;
 
@@ -87,8 +88,8 @@ pub fn check_outputs(
         );
     }
 
-    // Dead letters: every bad record with its reason, nothing else.
-    let dlq = read_topic(&brokers, &topo.topic("telemetry.dlq"));
+    // Dead letters: every bad record with its reason, once after id dedup, nothing else.
+    let (dlq, _) = read_deduplicated(&brokers, &topo.topic("telemetry.dlq"));
     let mut dead: BTreeMap<(String, String), u64> = BTreeMap::new();
     for r in &dlq {
         let class = r
@@ -114,9 +115,48 @@ pub fn check_outputs(
     }
     assert_eq!(dead, exp.dead_letters, "dead letters by (device, class)");
 
-    // Anomalies: every injected spike and level shift reported within five readings.
-    let (anomaly_reads, _) = read_deduplicated(&brokers, &topo.topic("iot.anomalies"));
+    // Anomalies and alerts: exactly those a fresh detector per series computes from the
+    // valid input (score bit for bit), each once after id dedup, and every injected spike and
+    // level shift among them within five readings.
+    let rules = detect_rules(topo);
+    let det = expected_detections(&exp.valid, &rules);
+    let anomaly_key = |a: &Anomaly| (a.device_id.clone(), a.metric.clone(), a.event_time);
+    let want_anomalies: BTreeMap<_, &Anomaly> =
+        det.anomalies.iter().map(|a| (anomaly_key(a), a)).collect();
+    assert_eq!(want_anomalies.len(), det.anomalies.len());
+    let anomalies_topic = topo.topic("iot.anomalies");
+    let anomaly_reads = eventually(
+        "every expected anomaly",
+        240,
+        Duration::from_millis(500),
+        || {
+            if let Err(e) = alive() {
+                panic!("{e}");
+            }
+            let (r, _) = read_deduplicated(&brokers, &anomalies_topic);
+            (r.len() >= want_anomalies.len()).then_some(r)
+        },
+    );
     let anomalies: Vec<Anomaly> = decode_all(&anomaly_reads);
+    let mut got_anomalies = BTreeMap::new();
+    for a in &anomalies {
+        assert!(
+            got_anomalies.insert(anomaly_key(a), a).is_none(),
+            "anomaly {:?} emitted twice with different ids",
+            anomaly_key(a)
+        );
+    }
+    for (k, want) in &want_anomalies {
+        let got = got_anomalies
+            .get(k)
+            .unwrap_or_else(|| panic!("anomaly {k:?} missing (want {want:?})"));
+        assert_eq!(*got, *want, "anomaly {k:?}");
+    }
+    assert_eq!(
+        got_anomalies.len(),
+        want_anomalies.len(),
+        "unexpected extra anomalies"
+    );
     let step = cfg.step_ms;
     for inj in exp
         .injected
@@ -135,6 +175,13 @@ pub fn check_outputs(
             inj.kind, inj.device_id, inj.metric, inj.start
         );
     }
+    let (alert_reads, _) = read_deduplicated(&brokers, &topo.topic("iot.alerts"));
+    let mut alerts: Vec<Alert> = decode_all(&alert_reads);
+    let alert_key = |a: &Alert| (a.device_id.clone(), a.event_time, a.metric.clone());
+    alerts.sort_by_key(alert_key);
+    let mut want_alerts = det.alerts.clone();
+    want_alerts.sort_by_key(alert_key);
+    assert_eq!(alerts, want_alerts, "alerts after suppression");
 
     // TSDB: one sample per closed window and field, equal to the topic's values.
     let prefix = &cfg.device_prefix;
@@ -172,6 +219,45 @@ pub fn check_outputs(
             .get(key)
             .unwrap_or_else(|| panic!("TSDB has unexpected window {key:?}"));
         assert_eq!(*count, e.count as f64, "TSDB count of {key:?}");
+    }
+
+    // TSDB: one anomaly row per expected anomaly, with its score.
+    let anomaly_series = eventually(
+        "the TSDB to hold every anomaly",
+        240,
+        Duration::from_millis(500),
+        || {
+            let s = tsdb_export(&format!(
+                "{{__name__=\"anomalies_score\",device_id=~\"{prefix}.*\"}}"
+            ));
+            let n: usize = s.iter().map(|(_, v, _)| v.len()).sum();
+            (n >= want_anomalies.len()).then_some(s)
+        },
+    );
+    let mut tsdb_anomalies = HashMap::new();
+    for (labels, values, ts) in &anomaly_series {
+        for (v, t) in values.iter().zip(ts) {
+            let key = (labels["device_id"].clone(), labels["metric"].clone(), *t);
+            assert!(
+                tsdb_anomalies.insert(key.clone(), *v).is_none(),
+                "TSDB holds anomaly {key:?} twice"
+            );
+        }
+    }
+    assert_eq!(
+        tsdb_anomalies.len(),
+        want_anomalies.len(),
+        "TSDB anomaly rows"
+    );
+    for (key, score) in &tsdb_anomalies {
+        let want = want_anomalies
+            .get(key)
+            .unwrap_or_else(|| panic!("TSDB has unexpected anomaly {key:?}"));
+        assert!(
+            (score - want.score).abs() <= 1e-9,
+            "TSDB score of {key:?}: {score} vs {}",
+            want.score
+        );
     }
 
     // S3: every valid reading archived exactly once, as Parquet, with its values.
@@ -246,4 +332,19 @@ fn read_archive(prefix: &str) -> Vec<Telemetry> {
         }
         rows
     })
+}
+
+/// The detect stage's settings, read from the test's topology file.
+pub fn detect_rules(topo: &TestTopology) -> DetectRules {
+    let loaded = sluice_topology::load(&topo.path).expect("test topology loads");
+    for stage in &loaded.topology.stages {
+        if let StageSpec::Detect(d) = &stage.spec {
+            return DetectRules {
+                detector: serde_yaml::from_value(d.detector.clone()).expect("detector spec"),
+                threshold: d.threshold,
+                suppression_ms: d.alert_suppression.as_millis() as i64,
+            };
+        }
+    }
+    panic!("the test topology has no detect stage");
 }
