@@ -68,8 +68,8 @@ pub(crate) fn run(c: Command) -> anyhow::Result<ExitCode> {
     for guarantee in [Guarantee::ExactlyOnce, Guarantee::AtLeastOnce] {
         let r = one_run(&a, &stages, guarantee, &rt)?;
         println!(
-            "{guarantee:?}: produced {} in {:.1}s; raw consume ceiling {:.0} rec/s; topology {:.0} rec/s ({:.0}% of ceiling); peak RSS {} MiB",
-            r.records, r.produce_s, r.ceiling, r.topology, 100.0 * r.topology / r.ceiling, r.rss_mib
+            "{guarantee:?}: produced {} in {:.1}s; raw consume ceiling {:.0} rec/s; topology {:.0} rec/s sustained ({:.1}% of ceiling) after {:.1}s of group joins and restores; peak RSS {} MiB",
+            r.records, r.produce_s, r.ceiling, r.topology, 100.0 * r.topology / r.ceiling, r.startup_s, r.rss_mib
         );
         rows.push((guarantee, r));
     }
@@ -78,7 +78,193 @@ pub(crate) fn run(c: Command) -> anyhow::Result<ExitCode> {
         "exactly_once costs {:.1}% throughput against at_least_once",
         100.0 * (1.0 - eo.topology / alo.topology)
     );
+    if !a.no_latency {
+        let rate = (eo.topology / 2.0).max(1.0) as u64;
+        let l = latency_run(&a, &stages, rate, &rt)?;
+        println!(
+            "latency at {rate} rec/s (half the exactly_once throughput), exactly_once, {} s of input: \
+             raw -> telemetry.valid p50 {} p95 {} p99 {} max {} ms ({} records); \
+             raw -> iot.anomalies p50 {} p95 {} p99 {} max {} ms ({} anomalies)",
+            l.seconds,
+            l.valid.q(0.50),
+            l.valid.q(0.95),
+            l.valid.q(0.99),
+            l.valid.q(1.0),
+            l.valid.0.len(),
+            l.anomalies.q(0.50),
+            l.anomalies.q(0.95),
+            l.anomalies.q(0.99),
+            l.anomalies.q(1.0),
+            l.anomalies.0.len(),
+        );
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Latencies in milliseconds, sorted by [`Latencies::q`] on first use.
+#[derive(Default)]
+struct Latencies(Vec<i64>);
+
+impl Latencies {
+    fn q(&self, q: f64) -> String {
+        if self.0.is_empty() {
+            return "-".into();
+        }
+        let mut v = self.0.clone();
+        v.sort_unstable();
+        let i = ((v.len() - 1) as f64 * q).round() as usize;
+        v[i].to_string()
+    }
+}
+
+struct LatencyResult {
+    seconds: u64,
+    valid: Latencies,
+    anomalies: Latencies,
+}
+
+/// Input-to-output latency at `rate` records/s: the simulation's clock is the wall clock (a
+/// step every `series / rate` seconds, each record stamped with its step's time and sent at
+/// that time), so an output's Kafka timestamp (the event time the stages carry through) is
+/// when its input was sent, and `now - timestamp` when it is read is the latency through
+/// validate (telemetry.valid) and through validate and detect (iot.anomalies).
+fn latency_run(
+    a: &PipelineArgs,
+    stages: &[String],
+    rate: u64,
+    rt: &tokio::runtime::Runtime,
+) -> anyhow::Result<LatencyResult> {
+    use rdkafka::producer::BaseRecord;
+    use sluice_connectors::kafka::TrackedProducer;
+
+    let suffix = format!("l{:08x}", rand::random::<u32>());
+    let Prepared {
+        loaded,
+        schema_ids,
+        raw,
+        ids,
+    } = prepare(a, &suffix, Guarantee::ExactlyOnce, rt)?;
+    let t = &loaded.topology;
+    let valid = stage_output(t, "validate").context("no validate output")?;
+    let anomalies = t
+        .stages
+        .iter()
+        .find_map(|s| match &s.spec {
+            StageSpec::Detect(d) => Some(d.output.clone()),
+            _ => None,
+        })
+        .context("no detect stage")?;
+
+    let series = u64::from(a.devices) * 4;
+    let step_ms = ((series * 1000) / rate.max(1)).max(1) as i64;
+    let steps = (30_000 / step_ms).max(200) as u64; // at least 30 s, and enough to learn
+    let now_ms = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64)
+    };
+    let shared = Arc::new(Shared {
+        topology: loaded.topology.clone(),
+        loaded_path: loaded.path.clone(),
+        schema_ids,
+        rt: rt.handle().clone(),
+        instance_id: None,
+        nonce: rand::random(),
+    });
+    let stop = Arc::new(AtomicBool::new(false));
+    let (threads, ready) = spawn_stages(&shared, stages, &stop);
+    // The reader: both output topics from the start, latency on arrival.
+    let reader = client(&a.brokers)?;
+    let mut tpl = TopicPartitionList::new();
+    for topic in [&valid, &anomalies] {
+        for p in partitions(&reader, topic)? {
+            tpl.add_partition_offset(topic, p, Offset::Beginning)?;
+        }
+    }
+    reader.assign(&tpl)?;
+    // Measure from the moment every stage owns its partitions.
+    wait_ready(&ready, &threads)?;
+    let start_ms = now_ms() + 200;
+    let cfg = SimConfig {
+        devices: a.devices,
+        steps,
+        start_ms,
+        step_ms,
+        bad_prob: 0.0,
+        warmup_steps: steps / 3,
+        device_prefix: format!("{suffix}-"),
+        ..SimConfig::default()
+    };
+    let records_total = steps * series;
+    let opts = ClientOptions::new(&a.brokers);
+    let raw2 = raw.clone();
+    let producer = std::thread::spawn(move || -> anyhow::Result<()> {
+        let mut producer = TrackedProducer::new(&opts)?;
+        let mut sim = crate::sim::generator::Simulator::new(cfg);
+        let (mut batch, mut buf) = (Vec::new(), Vec::with_capacity(128));
+        let mut k = 0i64;
+        while !sim.done() {
+            let due = start_ms + k * step_ms;
+            let wait = due - now_ms();
+            if wait > 0 {
+                std::thread::sleep(Duration::from_millis(wait as u64));
+            }
+            batch.clear();
+            sim.step(&mut batch);
+            for rec in &batch {
+                crate::sim::encode(rec, ids, &mut buf);
+                producer.send(
+                    BaseRecord::to(&raw2)
+                        .key(rec.telemetry.device_id.as_bytes())
+                        .payload(&buf[..])
+                        .timestamp(rec.kafka_ts),
+                )?;
+            }
+            k += 1;
+        }
+        producer.flush(Duration::from_secs(300))?;
+        Ok(())
+    });
+    let bar = ProgressBar::new(records_total).with_style(
+        ProgressStyle::with_template("{spinner} latency run [{bar:30}] {pos}/{len} {per_sec}")
+            .expect("template"),
+    );
+    let mut result = LatencyResult {
+        seconds: (steps as i64 * step_ms / 1000) as u64,
+        valid: Latencies::default(),
+        anomalies: Latencies::default(),
+    };
+    let mut quiet = Instant::now();
+    loop {
+        let Some(m) = reader.poll(Duration::from_millis(100)) else {
+            // Done when the input is all sent and nothing new came out for 3 s.
+            if producer.is_finished() && quiet.elapsed() > Duration::from_secs(3) {
+                break;
+            }
+            continue;
+        };
+        let m = m?;
+        quiet = Instant::now();
+        let Some(ts) = m.timestamp().to_millis() else {
+            continue;
+        };
+        let lat = now_ms() - ts;
+        if m.topic() == valid {
+            result.valid.0.push(lat);
+            bar.inc(1);
+        } else {
+            result.anomalies.0.push(lat);
+        }
+    }
+    bar.finish_and_clear();
+    stop.store(true, Ordering::Relaxed);
+    producer
+        .join()
+        .map_err(|_| anyhow::anyhow!("producer panicked"))??;
+    for t in threads {
+        t.join().map_err(|_| anyhow::anyhow!("stage panicked"))??;
+    }
+    Ok(result)
 }
 
 struct RunResult {
@@ -86,6 +272,8 @@ struct RunResult {
     produce_s: f64,
     ceiling: f64,
     topology: f64,
+    /// Group joins and restores before every stage owned its partitions.
+    startup_s: f64,
     rss_mib: u64,
 }
 
@@ -96,23 +284,13 @@ fn one_run(
     rt: &tokio::runtime::Runtime,
 ) -> anyhow::Result<RunResult> {
     let suffix = format!("b{:08x}", rand::random::<u32>());
-    let text = std::fs::read_to_string(&a.topology)
-        .with_context(|| format!("reading {}", a.topology.display()))?;
-    let text = isolate(&text, &suffix, guarantee);
-    let env = |k: &str| {
-        if k == "SLUICE_BROKERS" {
-            Some(a.brokers.clone())
-        } else {
-            std::env::var(k).ok()
-        }
-    };
-    let loaded =
-        sluice_topology::load_str(&a.topology, &text, &env).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let Prepared {
+        loaded,
+        schema_ids,
+        raw,
+        ids,
+    } = prepare(a, &suffix, guarantee, rt)?;
     let t = &loaded.topology;
-    rt.block_on(create_topics(t))?;
-    let schema_ids = rt.block_on(super::schemas::push_topology(&loaded))?;
-    let raw = stage_input(t, "validate").context("no validate stage")?;
-    let ids = rt.block_on(super::simulate::register_writers(&loaded, &raw))?;
 
     let cfg = SimConfig {
         devices: a.devices,
@@ -143,17 +321,14 @@ fn one_run(
         .map(|s| METRICS.records_in.with_label_values(&[s]).get())
         .collect();
     let stop = Arc::new(AtomicBool::new(false));
-    let mut threads = Vec::new();
+    let launched = Instant::now();
+    let (threads, ready) = spawn_stages(&shared, stages, &stop);
+    // Sustained rate: from the moment every stage owns its partitions (group joins and
+    // restores are start-up, reported apart) to the last record read.
+    wait_ready(&ready, &threads)?;
+    let startup_s = launched.elapsed().as_secs_f64();
     let started = Instant::now();
-    for name in stages {
-        let (shared, stop, name) = (shared.clone(), stop.clone(), name.clone());
-        threads.push(std::thread::spawn(move || {
-            run_supervised(
-                || stage_def(&shared, &name, Arc::new(AtomicBool::new(false))),
-                &stop,
-            )
-        }));
-    }
+    let read_before_ready = METRICS.records_in.with_label_values(&[&stages[0]]).get() - base[0];
     let bar = ProgressBar::new(records).with_style(
         ProgressStyle::with_template("{spinner} {msg} [{bar:30}] {pos}/{len} {per_sec}")
             .expect("template"),
@@ -198,8 +373,88 @@ fn one_run(
         records,
         produce_s,
         ceiling,
-        topology: records as f64 / elapsed,
+        topology: records.saturating_sub(read_before_ready) as f64 / elapsed,
+        startup_s,
         rss_mib: peak_rss_mib(),
+    })
+}
+
+/// Starts each stage on its own thread (as `sluice run` does); returns their ready flags.
+fn spawn_stages(
+    shared: &Arc<Shared>,
+    stages: &[String],
+    stop: &Arc<AtomicBool>,
+) -> (
+    Vec<std::thread::JoinHandle<Result<(), crate::runtime::RuntimeError>>>,
+    Vec<Arc<AtomicBool>>,
+) {
+    let ready: Vec<Arc<AtomicBool>> = stages
+        .iter()
+        .map(|_| Arc::new(AtomicBool::new(false)))
+        .collect();
+    let threads = stages
+        .iter()
+        .zip(&ready)
+        .map(|(name, ready)| {
+            let (shared, stop, name, ready) =
+                (shared.clone(), stop.clone(), name.clone(), ready.clone());
+            std::thread::spawn(move || {
+                run_supervised(|| stage_def(&shared, &name, ready.clone()), &stop)
+            })
+        })
+        .collect();
+    (threads, ready)
+}
+
+/// Waits until every stage owns its partitions (restored), or fails if one stopped.
+fn wait_ready(
+    ready: &[Arc<AtomicBool>],
+    threads: &[std::thread::JoinHandle<Result<(), crate::runtime::RuntimeError>>],
+) -> anyhow::Result<()> {
+    while !ready.iter().all(|r| r.load(Ordering::Relaxed)) {
+        if threads.iter().any(|t| t.is_finished()) {
+            anyhow::bail!("a stage stopped before it was ready");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(())
+}
+
+/// One benchmark run's private copy of the topology, its topics and schemas in place.
+struct Prepared {
+    loaded: sluice_topology::Loaded,
+    schema_ids: std::collections::HashMap<String, u32>,
+    raw: String,
+    ids: crate::sim::WriterIds,
+}
+
+fn prepare(
+    a: &PipelineArgs,
+    suffix: &str,
+    guarantee: Guarantee,
+    rt: &tokio::runtime::Runtime,
+) -> anyhow::Result<Prepared> {
+    let text = std::fs::read_to_string(&a.topology)
+        .with_context(|| format!("reading {}", a.topology.display()))?;
+    let text = isolate(&text, suffix, guarantee);
+    let env = |k: &str| {
+        if k == "SLUICE_BROKERS" {
+            Some(a.brokers.clone())
+        } else {
+            std::env::var(k).ok()
+        }
+    };
+    let loaded =
+        sluice_topology::load_str(&a.topology, &text, &env).map_err(|e| anyhow::anyhow!("{e}"))?;
+    rt.block_on(create_topics(&loaded.topology))?;
+    let schema_ids = rt.block_on(super::schemas::push_topology(&loaded))?;
+    let raw = stage_input(&loaded.topology, "validate").context("no validate stage")?;
+    let ids = rt.block_on(super::simulate::register_writers(&loaded, &raw))?;
+    Ok(Prepared {
+        loaded,
+        schema_ids,
+        raw,
+        ids,
     })
 }
 
