@@ -379,15 +379,14 @@ fn one_run(
     })
 }
 
+type StageThread = std::thread::JoinHandle<Result<(), crate::runtime::RuntimeError>>;
+
 /// Starts each stage on its own thread (as `sluice run` does); returns their ready flags.
 fn spawn_stages(
     shared: &Arc<Shared>,
     stages: &[String],
     stop: &Arc<AtomicBool>,
-) -> (
-    Vec<std::thread::JoinHandle<Result<(), crate::runtime::RuntimeError>>>,
-    Vec<Arc<AtomicBool>>,
-) {
+) -> (Vec<StageThread>, Vec<Arc<AtomicBool>>) {
     let ready: Vec<Arc<AtomicBool>> = stages
         .iter()
         .map(|_| Arc::new(AtomicBool::new(false)))
@@ -407,10 +406,7 @@ fn spawn_stages(
 }
 
 /// Waits until every stage owns its partitions (restored), or fails if one stopped.
-fn wait_ready(
-    ready: &[Arc<AtomicBool>],
-    threads: &[std::thread::JoinHandle<Result<(), crate::runtime::RuntimeError>>],
-) -> anyhow::Result<()> {
+fn wait_ready(ready: &[Arc<AtomicBool>], threads: &[StageThread]) -> anyhow::Result<()> {
     while !ready.iter().all(|r| r.load(Ordering::Relaxed)) {
         if threads.iter().any(|t| t.is_finished()) {
             anyhow::bail!("a stage stopped before it was ready");
