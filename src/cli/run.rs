@@ -12,11 +12,11 @@ use anyhow::Context as _;
 use rdkafka::producer::FutureProducer;
 use sluice_connectors::kafka::{ensure_topics, producer_config, ClientOptions, TopicToCreate};
 use sluice_state::{RocksConfig, RocksEnv};
-use sluice_topology::{StageSpec, Topology};
+use sluice_topology::{Guarantee, StageSpec, Topology};
 
 use crate::http::{self, Health};
 use crate::metrics::METRICS;
-use crate::runtime::{run_supervised, LogEnv, Processor, RuntimeError, StageDef};
+use crate::runtime::{run_supervised, transactional_id, LogEnv, Processor, RuntimeError, StageDef};
 use crate::stages::{aggregate, archive, detect, tsdb, validate, RegistrySchemas};
 
 #[derive(Debug, clap::Args)]
@@ -71,12 +71,6 @@ pub(crate) fn run(a: Args) -> anyhow::Result<ExitCode> {
                 .join(", ")
         );
     }
-    anyhow::ensure!(
-        t.processing.guarantee != sluice_topology::Guarantee::ExactlyOnceTransactional,
-        "{}: processing.guarantee `exactly_once_transactional` is not implemented yet; use \
-         `exactly_once` (no broker transactions needed, docs/EXACTLY_ONCE.md)",
-        a.file.display()
-    );
     rt.block_on(create_topics(t))?;
     let schema_ids = rt.block_on(super::schemas::push_topology(&loaded))?;
     let shared = Arc::new(Shared {
@@ -200,6 +194,9 @@ pub(crate) async fn create_topics(t: &Topology) -> anyhow::Result<()> {
 fn client_options(shared: &Shared, stage: &str) -> ClientOptions {
     let mut opts = ClientOptions::new(&shared.topology.connections.brokers);
     opts.instance_id = shared.instance_id.as_ref().map(|i| format!("{i}-{stage}"));
+    // Inputs and changelog restores must not see records of aborted transactions.
+    opts.read_committed =
+        shared.topology.processing.guarantee == Guarantee::ExactlyOnceTransactional;
     opts
 }
 
@@ -369,6 +366,8 @@ pub(crate) fn stage_def(
         outputs,
         dead_letter,
         guarantee: t.processing.guarantee,
+        transactional_id: (t.processing.guarantee == Guarantee::ExactlyOnceTransactional)
+            .then(|| transactional_id(&t.metadata.name, name, shared.instance_id.as_deref())),
         commit_interval: t.processing.commit_interval,
         max_batch: t.processing.max_batch,
         dedup_ids,

@@ -181,6 +181,118 @@ impl TaskLog {
     }
 }
 
+/// A transactional commit of one task, written into the open transaction and waiting for
+/// it to commit before its stores take the batch (see [`TaskLog::write_in_txn`]).
+pub(crate) struct PendingCommit {
+    tag: Tag,
+    /// Each store's drained entries, in store order.
+    drained: Vec<Drained>,
+}
+
+/// One store's entries of a commit: key and new value (`None`: deleted).
+type Drained = Vec<(Vec<u8>, Option<Vec<u8>>)>;
+
+impl TaskLog {
+    /// Steps 2-3 of a commit in transactional mode: every table's dirty entries and then a
+    /// marker per store go into `producer`'s open transaction, without waiting for acks
+    /// (the transaction makes them visible together or never). The markers' offsets come
+    /// back through the producer's watched key ([`sluice_state::changelog::MARKER_KEY`]);
+    /// once the transaction committed, [`TaskLog::apply_committed`] writes the stores.
+    pub(crate) fn write_in_txn(
+        &self,
+        env: &LogEnv,
+        producer: &TrackedProducer,
+        tables: &mut [&mut dyn AnyTable],
+        input_offset: i64,
+        output_seq: u64,
+    ) -> Result<PendingCommit, RuntimeError> {
+        check_tables(env, tables)?;
+        let tag = Tag {
+            epoch: self.epoch,
+            commit_seq: self.next_seq,
+            input_end: input_offset,
+        };
+        let tag_bytes = tag.encode();
+        let mut drained = Vec::with_capacity(tables.len());
+        for (table, (_, topic)) in tables.iter_mut().zip(&env.stores) {
+            let mut out = Vec::new();
+            table.drain_dirty(&mut out);
+            for (key, value) in &out {
+                producer.send(data_record(
+                    topic,
+                    self.partition,
+                    key,
+                    value.as_deref(),
+                    &tag_bytes,
+                ))?;
+            }
+            let marker = ChangelogRecord::marker(&commit_marker(&tag, output_seq, out.len()));
+            let headers = record_headers(&marker);
+            let mut rec = BaseRecord::to(topic.as_str())
+                .partition(self.partition)
+                .key(&marker.key[..])
+                .headers(headers);
+            if let Some(v) = &marker.value {
+                rec = rec.payload(&v[..]);
+            }
+            producer.send(rec)?;
+            drained.push(out);
+        }
+        Ok(PendingCommit { tag, drained })
+    }
+
+    /// Step 4 after the transaction of `pending` committed: each engine's batch with the
+    /// checkpoint of its marker, found in `markers` (topic, partition, offset).
+    pub(crate) fn apply_committed(
+        &mut self,
+        env: &LogEnv,
+        tables: &mut [&mut dyn AnyTable],
+        pending: PendingCommit,
+        markers: &[(String, i32, i64)],
+    ) -> Result<(), RuntimeError> {
+        check_tables(env, tables)?;
+        let PendingCommit { tag, drained } = pending;
+        for ((table, out), (store, topic)) in tables.iter_mut().zip(drained).zip(&env.stores) {
+            let mut found = markers
+                .iter()
+                .filter(|(t, p, _)| t == topic && *p == self.partition);
+            let marker_offset = match (found.next(), found.next()) {
+                (Some(&(_, _, off)), None) => off,
+                _ => {
+                    return Err(RuntimeError::Internal(format!(
+                        "expected one acknowledged marker for store {store} ({topic} partition {}) in commit {}",
+                        self.partition, tag.commit_seq
+                    )))
+                }
+            };
+            let engine = table
+                .engine_mut()
+                .ok_or_else(|| RuntimeError::Internal("commit on a table with no engine".into()))?;
+            let mut batch = WriteBatch::with_capacity(out.len());
+            for (k, v) in out {
+                batch.push(k, v);
+            }
+            engine.write(
+                batch,
+                Some(&Checkpoint {
+                    marker_offset,
+                    commit_seq: tag.commit_seq,
+                    epoch: tag.epoch,
+                }),
+            )?;
+        }
+        tracing::debug!(
+            partition = self.partition,
+            commit_seq = tag.commit_seq,
+            epoch = tag.epoch,
+            input_offset = tag.input_end,
+            "Committed changelogs in a transaction."
+        );
+        self.next_seq += 1;
+        Ok(())
+    }
+}
+
 fn check_tables(env: &LogEnv, tables: &[&mut dyn AnyTable]) -> Result<(), RuntimeError> {
     if tables.len() != env.stores.len() {
         return Err(RuntimeError::Internal(format!(

@@ -10,7 +10,9 @@ mod table;
 
 pub use changelog::{LogEnv, RestoreProgress, Resume, TaskLog};
 pub use processor::{Emit, Input, ProcessError, Processor, Rejection};
-pub use runner::{run_stage, run_supervised, ProcessorFactory, RestoreCallback, StageDef};
+pub use runner::{
+    run_stage, run_supervised, transactional_id, ProcessorFactory, RestoreCallback, StageDef,
+};
 pub use table::{AnyTable, CachedTable, Codec, DecodeFn, Encode, OrderedTable};
 
 /// Errors of the runtime; each says whose problem it is.
@@ -29,4 +31,52 @@ pub enum RuntimeError {
     /// A bug in sluice.
     #[error("internal error: {0}")]
     Internal(String),
+    /// `exactly_once_transactional` on a broker that cannot run transactions: the user's
+    /// choice of guarantee for this broker. A restart cannot help.
+    #[error(
+        "the broker at {brokers} cannot run transactions: {during} failed for \
+         transactional.id `{transactional_id}`: {detail}. processing.guarantee \
+         `exactly_once_transactional` needs a broker with transactions (Kafka, Redpanda); \
+         use `exactly_once`, which needs none (docs/EXACTLY_ONCE.md, docs/BROKER_GAPS.md)"
+    )]
+    TransactionsUnsupported {
+        brokers: String,
+        transactional_id: String,
+        during: &'static str,
+        detail: String,
+    },
+    /// The broker fenced our transactional producer: a newer producer with the same
+    /// `transactional.id` exists. This run of the stage cannot write any more.
+    #[error(
+        "transactional producer `{transactional_id}` was fenced by the broker at {brokers} \
+         during {during}: {detail}. A newer producer with the same transactional.id took \
+         over: another instance runs with the same instance id (`--instance-id` / \
+         SLUICE_INSTANCE_ID), or a transaction outlived transaction.timeout.ms and the \
+         broker bumped the producer epoch. The stage stops; its open transaction is aborted"
+    )]
+    Fenced {
+        brokers: String,
+        transactional_id: String,
+        during: &'static str,
+        detail: String,
+    },
+    /// A transaction call failed (abortable or retriable): the batch is aborted and the
+    /// stage restarts from its last commit.
+    #[error("transaction of `{transactional_id}` on {brokers} failed during {during}: {detail}")]
+    Transaction {
+        brokers: String,
+        transactional_id: String,
+        during: &'static str,
+        detail: String,
+    },
+}
+
+impl RuntimeError {
+    /// True when restarting the stage in this process cannot help (`run_supervised` stops).
+    pub fn is_fatal(&self) -> bool {
+        matches!(
+            self,
+            RuntimeError::TransactionsUnsupported { .. } | RuntimeError::Fenced { .. }
+        )
+    }
 }

@@ -4,6 +4,10 @@
 //! Rebalances are handled inside the consumer's poll, on this thread: a revoked task commits
 //! and closes before the partition can be given to another instance (so it stops writing
 //! first), and an assigned task restores its stores before its first record is processed.
+//!
+//! `exactly_once_transactional` swaps the commit for the one in `txn.rs`.
+
+mod txn;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -27,6 +31,8 @@ use super::table::AnyTable;
 use super::RuntimeError;
 use crate::metrics::METRICS;
 
+pub use txn::transactional_id;
+
 /// Builds the processor of one task (input partition).
 pub type ProcessorFactory =
     Box<dyn Fn(i32) -> Result<Box<dyn Processor>, RuntimeError> + Send + Sync>;
@@ -43,6 +49,9 @@ pub struct StageDef {
     pub outputs: Vec<String>,
     pub dead_letter: Option<String>,
     pub guarantee: Guarantee,
+    /// The producer's `transactional.id` ([`transactional_id`]): `Some` exactly when
+    /// `guarantee` is `ExactlyOnceTransactional`.
+    pub transactional_id: Option<String>,
     pub commit_interval: Duration,
     pub max_batch: usize,
     /// Drop upstream records whose `sluice.id` was already applied (`ids` store first).
@@ -134,11 +143,19 @@ impl ConsumerContext for Ctx {
         }
     }
 
-    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Assign(tpl) = rebalance {
             let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
             if inner.failed.is_some() {
                 return;
+            }
+            // A restore can outlast the transaction timeout: commit what the tasks kept
+            // processed first, so no transaction stays open across it.
+            if inner.def.transactional_id.is_some() && !inner.tasks.is_empty() && !inner.poisoned {
+                if let Err(e) = inner.commit(Some(consumer)) {
+                    inner.failed = Some(e);
+                    return;
+                }
             }
             for el in tpl.elements() {
                 let Some(i) = inner.def.inputs.iter().position(|t| t == el.topic()) else {
@@ -275,11 +292,9 @@ impl Inner {
         Ok(())
     }
 
-    /// The commit path (docs/EXACTLY_ONCE.md): outputs acknowledged, then changelogs and
-    /// markers, then local stores, then (advisory) consumer offsets.
-    fn commit(&mut self, consumer: Option<&BaseConsumer<Ctx>>) -> Result<(), RuntimeError> {
-        let started = Instant::now();
-        let name = self.def.name.clone();
+    /// Every task's `end_batch` (closing windows emits) and sink flush; returns the tasks
+    /// whose sink holds their commit back.
+    fn end_batches(&mut self) -> Result<Vec<(usize, i32)>, RuntimeError> {
         let mut held = Vec::new();
         for (&(input, partition), task) in self.tasks.iter_mut() {
             let mut em = Emitter {
@@ -302,6 +317,18 @@ impl Inner {
                 held.push((input, partition));
             }
         }
+        Ok(held)
+    }
+
+    /// The commit path (docs/EXACTLY_ONCE.md): outputs acknowledged, then changelogs and
+    /// markers, then local stores, then (advisory) consumer offsets.
+    fn commit(&mut self, consumer: Option<&BaseConsumer<Ctx>>) -> Result<(), RuntimeError> {
+        if self.def.transactional_id.is_some() {
+            return self.commit_transactional(consumer);
+        }
+        let started = Instant::now();
+        let name = self.def.name.clone();
+        let held = self.end_batches()?;
         // Step 1: outputs acknowledged before any changelog record names them as done.
         // At-least-once skips this wait: outputs and changelog are flushed together below.
         if self.def.guarantee != Guarantee::AtLeastOnce {
@@ -346,7 +373,17 @@ impl Inner {
 
 /// Runs the stage until `stop` is set or an error occurs.
 pub fn run_stage(def: StageDef, stop: &AtomicBool) -> Result<(), RuntimeError> {
-    let producer = TrackedProducer::new(&def.opts)?;
+    let transactional = def.guarantee == Guarantee::ExactlyOnceTransactional;
+    let producer = match (&def.transactional_id, transactional) {
+        (None, false) => TrackedProducer::new(&def.opts)?,
+        (Some(id), true) => txn::start(&def.opts, id)?,
+        _ => {
+            return Err(RuntimeError::Internal(format!(
+                "stage {}: a transactional.id must be given exactly for exactly_once_transactional",
+                def.name
+            )))
+        }
+    };
     let out_counters = def
         .outputs
         .iter()
@@ -420,10 +457,18 @@ pub fn run_stage(def: StageDef, stop: &AtomicBool) -> Result<(), RuntimeError> {
             last_commit = Instant::now();
         }
     };
-    // Leave the group so the partitions move at once; a failed run does not commit.
-    if result.is_err() {
-        inner.lock().unwrap_or_else(|p| p.into_inner()).poisoned = true;
-    }
+    // Leave the group so the partitions move at once; a failed run does not commit, and
+    // aborts its transaction first.
+    let result = match result {
+        Ok(()) => Ok(()),
+        Err(e) => {
+            let mut g = inner.lock().unwrap_or_else(|p| p.into_inner());
+            g.poisoned = true;
+            let e = g.explain_failure(e);
+            g.abort_transaction();
+            Err(e)
+        }
+    };
     consumer.unsubscribe();
     result
 }
@@ -440,6 +485,10 @@ pub fn run_supervised(
         let name = def.name.clone();
         match run_stage(def, stop) {
             Ok(()) => return Ok(()),
+            Err(e) if e.is_fatal() => {
+                tracing::error!(stage = %name, error = %e, "Stage failed; a restart cannot help, so it stays stopped.");
+                return Err(e);
+            }
             Err(e) => {
                 METRICS.commit_failures.with_label_values(&[&name]).inc();
                 tracing::error!(stage = %name, error = %e, retry_in = ?backoff, "Stage failed; it restarts from its last commit.");

@@ -1,7 +1,14 @@
 //! Client settings shared by every stage, in one place so a reader sees what sluice asks of
 //! the broker.
 
+use std::time::Duration;
+
 use rdkafka::config::ClientConfig;
+
+/// `transaction.timeout.ms` of transactional producers (librdkafka's default, stated): how
+/// long a transaction left open by a crashed or stuck instance holds back read_committed
+/// readers before the broker aborts it. A commit must finish well within it.
+pub const TRANSACTION_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Errors talking to the broker.
 #[derive(Debug, thiserror::Error)]
@@ -86,6 +93,9 @@ pub fn consumer_config(opts: &ClientOptions, group: &str) -> ClientConfig {
 pub fn producer_config(opts: &ClientOptions) -> ClientConfig {
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", &opts.brokers)
+        // A missing topic is an error, never a silently auto-created one with the broker's
+        // default partition count (Nisshi creates 4): topics come from the topology.
+        .set("allow.auto.create.topics", "false")
         .set("acks", "all")
         .set("linger.ms", "5")
         .set("batch.num.messages", "10000")
@@ -102,5 +112,19 @@ pub fn producer_config(opts: &ClientOptions) -> ClientConfig {
     } else {
         c.set("max.in.flight.requests.per.connection", "1");
     }
+    c
+}
+
+/// A transactional producer (`processing.guarantee: exactly_once_transactional`): the
+/// settings of [`producer_config`] plus `transactional.id`. Deliveries time out with the
+/// transaction (librdkafka refuses a `message.timeout.ms` above `transaction.timeout.ms`),
+/// and transactions imply idempotence whatever `opts.idempotence` says.
+pub fn transactional_producer_config(opts: &ClientOptions, transactional_id: &str) -> ClientConfig {
+    let timeout_ms = TRANSACTION_TIMEOUT.as_millis().to_string();
+    let mut c = producer_config(opts);
+    c.set("transactional.id", transactional_id)
+        .set("transaction.timeout.ms", &timeout_ms)
+        .set("message.timeout.ms", &timeout_ms)
+        .set("enable.idempotence", "true");
     c
 }

@@ -7,6 +7,9 @@ mod headers;
 mod producer;
 
 pub use admin::{ensure_topics, TopicToCreate};
-pub use client::{consumer_config, producer_config, ClientOptions, KafkaError};
+pub use client::{
+    consumer_config, producer_config, transactional_producer_config, ClientOptions, KafkaError,
+    TRANSACTION_TIMEOUT,
+};
 pub use headers::{dlq, header_str, parse_record_id, RecordId, ID_HEADER};
 pub use producer::{DeliveryTracker, TrackedProducer};

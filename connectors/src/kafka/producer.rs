@@ -17,6 +17,11 @@ pub struct DeliveryTracker {
     delivered: AtomicU64,
     failed: AtomicU64,
     last_error: Mutex<String>,
+    /// Records with this key have their offsets kept (a transactional commit's markers,
+    /// whose offsets become local checkpoints); `None` keeps none.
+    watched_key: Option<Vec<u8>>,
+    /// (topic, partition, offset) of each delivered record with the watched key.
+    watched: Mutex<Vec<(String, i32, i64)>>,
 }
 
 impl DeliveryTracker {
@@ -38,8 +43,14 @@ impl ProducerContext for TrackingContext {
     type DeliveryOpaque = ();
     fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
         match result {
-            Ok(_) => {
+            Ok(m) => {
                 self.0.delivered.fetch_add(1, Ordering::Relaxed);
+                if let Some(key) = &self.0.watched_key {
+                    if m.key() == Some(&key[..]) {
+                        let mut w = self.0.watched.lock().unwrap_or_else(|p| p.into_inner());
+                        w.push((m.topic().to_string(), m.partition(), m.offset()));
+                    }
+                }
             }
             Err((e, m)) => {
                 self.0.failed.fetch_add(1, Ordering::Relaxed);
@@ -68,7 +79,28 @@ impl TrackedProducer {
         opts: &ClientOptions,
         config: rdkafka::ClientConfig,
     ) -> Result<Self, KafkaError> {
-        let tracker = Arc::new(DeliveryTracker::default());
+        Self::build(opts, config, None)
+    }
+
+    /// Like [`TrackedProducer::with_config`], and keeps the offset of every delivered record
+    /// whose key is `key` until [`TrackedProducer::take_watched`].
+    pub fn with_watched_key(
+        opts: &ClientOptions,
+        config: rdkafka::ClientConfig,
+        key: &[u8],
+    ) -> Result<Self, KafkaError> {
+        Self::build(opts, config, Some(key.to_vec()))
+    }
+
+    fn build(
+        opts: &ClientOptions,
+        config: rdkafka::ClientConfig,
+        watched_key: Option<Vec<u8>>,
+    ) -> Result<Self, KafkaError> {
+        let tracker = Arc::new(DeliveryTracker {
+            watched_key,
+            ..DeliveryTracker::default()
+        });
         let inner = config.create_with_context(TrackingContext(tracker.clone()))?;
         Ok(TrackedProducer {
             inner,
@@ -113,6 +145,23 @@ impl TrackedProducer {
             });
         }
         Ok(())
+    }
+
+    /// (topic, partition, offset) of the records with the watched key delivered since the
+    /// last call, in delivery order.
+    pub fn take_watched(&self) -> Vec<(String, i32, i64)> {
+        std::mem::take(
+            &mut *self
+                .tracker
+                .watched
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()),
+        )
+    }
+
+    /// The broker addresses this producer was created for (error messages).
+    pub fn brokers(&self) -> &str {
+        &self.brokers
     }
 
     pub fn tracker(&self) -> &DeliveryTracker {

@@ -4,6 +4,11 @@
 //! never commits: the group id only satisfies librdkafka. Every read ends at an offset known
 //! before it starts (the high watermark, or our fence's acked offset), so a restore never
 //! waits for records that may not come.
+//!
+//! In transactional mode the consumer reads `read_committed`: records of aborted
+//! transactions are never seen, and the end of a partition is its last stable offset. A
+//! transaction still open there (a crashed or fenced previous owner's) holds that end below
+//! our fence until it commits, aborts or times out; the read waits for it (`LSO_WAIT`).
 
 use std::time::{Duration, Instant};
 
@@ -27,6 +32,10 @@ const REPORT_EVERY: u64 = 16_384;
 /// A read that gets nothing for this long while records are known to exist gives up.
 const STALL: Duration = Duration::from_secs(60);
 const META_TIMEOUT: Duration = Duration::from_secs(30);
+/// read_committed: how long a read waits for an open transaction to end; three times the
+/// transaction timeout after which the broker aborts it.
+const LSO_WAIT: Duration =
+    Duration::from_secs(3 * sluice_connectors::kafka::TRANSACTION_TIMEOUT.as_secs());
 
 struct Reader<'e, 'p> {
     env: &'e LogEnv,
@@ -270,20 +279,49 @@ impl Reader<'_, '_> {
         tpl.add_partition_offset(topic, self.partition, Offset::Offset(at))?;
         self.consumer.assign(&tpl)?;
         let mut last_progress = Instant::now();
+        // read_committed only: where the last stable offset held the read back.
+        let mut held_at: Option<i64> = None;
         loop {
             let m = match self.consumer.poll(Duration::from_millis(200)) {
                 None => {
-                    if last_progress.elapsed() > STALL {
+                    if let Some(lso) = held_at {
+                        if last_progress.elapsed() > LSO_WAIT {
+                            return Err(RuntimeError::Internal(format!("restore of {topic} partition {}: a transaction left open by another producer keeps the last stable offset at {lso}, below {until}, for over {LSO_WAIT:?}; it ends when that producer commits or aborts, or after its transaction.timeout.ms", self.partition)));
+                        }
+                    } else if last_progress.elapsed() > STALL {
                         return Err(RuntimeError::Internal(format!("restore of {topic} partition {} got no records for {STALL:?} at offset {at} (end {until}); is the broker up?", self.partition)));
                     }
                     continue;
                 }
                 // The end of the partition now is at or past `until`: nothing left before it.
-                Some(Err(RdError::PartitionEOF(_))) => return Ok(until),
+                Some(Err(RdError::PartitionEOF(_))) if !self.env.opts.read_committed => {
+                    return Ok(until)
+                }
+                // read_committed: the end is the last stable offset. The position has passed
+                // every control record and aborted record below it.
+                Some(Err(RdError::PartitionEOF(_))) => {
+                    let pos = self.position(topic)?.unwrap_or(at).max(at);
+                    if pos >= until {
+                        return Ok(until);
+                    }
+                    if held_at.is_none() {
+                        tracing::info!(
+                            topic,
+                            partition = self.partition,
+                            last_stable = pos,
+                            until,
+                            "Waiting for an open transaction on the changelog to end."
+                        );
+                        last_progress = Instant::now();
+                    }
+                    held_at = Some(pos);
+                    continue;
+                }
                 Some(Err(e)) => return Err(e.into()),
                 Some(Ok(m)) => m,
             };
             last_progress = Instant::now();
+            held_at = None;
             let off = m.offset();
             if off < at {
                 continue;
@@ -311,6 +349,18 @@ impl Reader<'_, '_> {
                 return Ok(at);
             }
         }
+    }
+
+    /// The consumer's position in `topic` (next offset after what it delivered, control
+    /// records included), if it has one.
+    fn position(&self, topic: &str) -> Result<Option<i64>, RuntimeError> {
+        let tpl = self.consumer.position()?;
+        Ok(tpl
+            .find_partition(topic, self.partition)
+            .and_then(|e| match e.offset() {
+                Offset::Offset(o) => Some(o),
+                _ => None,
+            }))
     }
 
     fn write_ready(&mut self, i: usize) -> Result<(), RuntimeError> {
