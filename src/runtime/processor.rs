@@ -56,7 +56,10 @@ pub trait Processor: Send {
     /// Processes one record; outputs and dead letters go to `out`.
     fn process(&mut self, input: &Input<'_>, out: &mut dyn Emit) -> Result<(), ProcessError>;
 
-    /// Called after each batch, before the commit: close windows, flush sinks.
+    /// Called after each batch, before the commit. Do not emit here under exactly_once:
+    /// where a batch ends depends on the clock, so a replay would number such outputs
+    /// differently and downstream dedup would miss them (docs/EXACTLY_ONCE.md, A2). Close
+    /// windows in `process`; no stage overrides this today.
     fn end_batch(&mut self, out: &mut dyn Emit) -> Result<(), ProcessError> {
         let _ = out;
         Ok(())
