@@ -71,6 +71,12 @@ pub(crate) fn run(c: Command) -> anyhow::Result<ExitCode> {
             "{guarantee:?}: produced {} in {:.1}s; raw consume ceiling {:.0} rec/s; topology {:.0} rec/s sustained ({:.1}% of ceiling) after {:.1}s of group joins and restores; peak RSS {} MiB",
             r.records, r.produce_s, r.ceiling, r.topology, 100.0 * r.topology / r.ceiling, r.startup_s, r.rss_mib
         );
+        println!(
+            "  {guarantee:?}: {} commits over the stages, {:.2}s inside them ({:.1} ms each)",
+            r.commits,
+            r.commit_s,
+            1000.0 * r.commit_s / r.commits.max(1) as f64
+        );
         rows.push((guarantee, r));
     }
     let (eo, alo) = (&rows[0].1, &rows[1].1);
@@ -274,6 +280,9 @@ struct RunResult {
     topology: f64,
     /// Group joins and restores before every stage owned its partitions.
     startup_s: f64,
+    /// Commits of all stages, and the time spent in them (the stage's thread waits).
+    commits: u64,
+    commit_s: f64,
     rss_mib: u64,
 }
 
@@ -320,6 +329,7 @@ fn one_run(
         .iter()
         .map(|s| METRICS.records_in.with_label_values(&[s]).get())
         .collect();
+    let commits_before = commit_totals(stages);
     let stop = Arc::new(AtomicBool::new(false));
     let launched = Instant::now();
     let (threads, ready) = spawn_stages(&shared, stages, &stop);
@@ -369,17 +379,28 @@ fn one_run(
     for t in threads {
         t.join().map_err(|_| anyhow::anyhow!("stage panicked"))??;
     }
+    let commits_after = commit_totals(stages);
     Ok(RunResult {
         records,
         produce_s,
         ceiling,
         topology: records.saturating_sub(read_before_ready) as f64 / elapsed,
         startup_s,
+        commits: commits_after.0 - commits_before.0,
+        commit_s: commits_after.1 - commits_before.1,
         rss_mib: peak_rss_mib(),
     })
 }
 
 type StageThread = std::thread::JoinHandle<Result<(), crate::runtime::RuntimeError>>;
+
+/// Commits so far and seconds spent committing, over `stages`.
+fn commit_totals(stages: &[String]) -> (u64, f64) {
+    stages.iter().fold((0, 0.0), |(n, t), s| {
+        let h = METRICS.commit_seconds.with_label_values(&[s]);
+        (n + h.get_sample_count(), t + h.get_sample_sum())
+    })
+}
 
 /// Starts each stage on its own thread (as `sluice run` does); returns their ready flags.
 fn spawn_stages(

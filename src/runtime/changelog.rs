@@ -115,6 +115,26 @@ impl TaskLog {
         input_offset: i64,
         output_seq: u64,
     ) -> Result<(), RuntimeError> {
+        let staged = self.send_records(env, producer, tables, input_offset, output_seq)?;
+        // Step 2's wait: every record acknowledged before a marker may name it.
+        producer.flush(FLUSH_TIMEOUT)?;
+        let markers = staged.markers(env, self.partition);
+        let offsets = produce_acked(env, &markers)?;
+        self.finish(env, tables, staged, &offsets)
+    }
+
+    /// Step 2 of a commit without the wait: every table's dirty entries are sent to its
+    /// changelog. The caller flushes `producer` (for every task at once, so a commit of
+    /// many partitions waits once), then produces [`Staged::markers`] acknowledged (step 3)
+    /// and hands their offsets to [`TaskLog::finish`] (step 4).
+    pub fn send_records(
+        &mut self,
+        env: &LogEnv,
+        producer: &mut TrackedProducer,
+        tables: &mut [&mut dyn AnyTable],
+        input_offset: i64,
+        output_seq: u64,
+    ) -> Result<Staged, RuntimeError> {
         check_tables(env, tables)?;
         let tag = Tag {
             epoch: self.epoch,
@@ -122,7 +142,6 @@ impl TaskLog {
             input_end: input_offset,
         };
         let tag_bytes = tag.encode();
-        // Step 2: every store's records, then one wait for all of them.
         let mut drained = Vec::with_capacity(tables.len());
         for (table, (_, topic)) in tables.iter_mut().zip(&env.stores) {
             let mut out = Vec::new();
@@ -138,20 +157,34 @@ impl TaskLog {
             }
             drained.push(out);
         }
-        producer.flush(FLUSH_TIMEOUT)?;
-        // Step 3: the markers; their offsets are the checkpoints of step 4.
-        let markers: Vec<(&str, ChangelogRecord)> = env
-            .stores
-            .iter()
-            .zip(&drained)
-            .map(|((_, topic), out)| {
-                let marker = commit_marker(&tag, output_seq, out.len());
-                (topic.as_str(), ChangelogRecord::marker(&marker))
-            })
-            .collect();
-        let offsets = produce_acked(env, self.partition, &markers)?;
-        // Step 4: each engine's batch with its checkpoint, atomically per store.
-        for ((table, out), marker_offset) in tables.iter_mut().zip(drained).zip(offsets) {
+        Ok(Staged {
+            tag,
+            output_seq,
+            drained,
+        })
+    }
+
+    /// Step 4: each engine's batch with its checkpoint (the offset of its store's marker,
+    /// in store order), atomically per store.
+    pub fn finish(
+        &mut self,
+        env: &LogEnv,
+        tables: &mut [&mut dyn AnyTable],
+        staged: Staged,
+        marker_offsets: &[i64],
+    ) -> Result<(), RuntimeError> {
+        check_tables(env, tables)?;
+        if marker_offsets.len() != staged.drained.len() {
+            return Err(RuntimeError::Internal(format!(
+                "{} marker offsets for {} stores",
+                marker_offsets.len(),
+                staged.drained.len()
+            )));
+        }
+        let tag = staged.tag;
+        for ((table, out), &marker_offset) in
+            tables.iter_mut().zip(staged.drained).zip(marker_offsets)
+        {
             let engine = table
                 .engine_mut()
                 .ok_or_else(|| RuntimeError::Internal("commit on a table with no engine".into()))?;
@@ -172,14 +205,38 @@ impl TaskLog {
             partition = self.partition,
             commit_seq = tag.commit_seq,
             epoch = tag.epoch,
-            input_offset,
-            output_seq,
+            input_offset = tag.input_end,
+            output_seq = staged.output_seq,
             "Committed changelogs."
         );
         self.next_seq += 1;
         Ok(())
     }
 }
+
+/// One task's changelog records sent and not yet marked (between steps 2 and 3).
+pub struct Staged {
+    tag: Tag,
+    output_seq: u64,
+    drained: Vec<Drained>,
+}
+
+impl Staged {
+    /// The marker of each store, in store order: (topic, partition, record).
+    pub(crate) fn markers<'e>(&self, env: &'e LogEnv, partition: i32) -> Vec<MarkerRecord<'e>> {
+        env.stores
+            .iter()
+            .zip(&self.drained)
+            .map(|((_, topic), out)| {
+                let marker = commit_marker(&self.tag, self.output_seq, out.len());
+                (topic.as_str(), partition, ChangelogRecord::marker(&marker))
+            })
+            .collect()
+    }
+}
+
+/// A record for [`produce_acked`]: topic, partition, record.
+pub(crate) type MarkerRecord<'a> = (&'a str, i32, ChangelogRecord);
 
 /// A transactional commit of one task, written into the open transaction and waiting for
 /// it to commit before its stores take the batch (see [`TaskLog::write_in_txn`]).
@@ -350,15 +407,14 @@ fn record_headers(rec: &ChangelogRecord) -> OwnedHeaders {
 /// every ack; returns each record's offset. Records to one partition keep their order (A1).
 pub(crate) fn produce_acked(
     env: &LogEnv,
-    partition: i32,
-    records: &[(&str, ChangelogRecord)],
+    records: &[MarkerRecord<'_>],
 ) -> Result<Vec<i64>, RuntimeError> {
     env.rt.block_on(async {
         let mut pending = Vec::with_capacity(records.len());
         let mut offsets = Vec::with_capacity(records.len());
-        for (topic, rec) in records {
+        for (topic, partition, rec) in records {
             let mut fr = FutureRecord::to(topic)
-                .partition(partition)
+                .partition(*partition)
                 .key(&rec.key[..])
                 .headers(record_headers(rec));
             if let Some(v) = &rec.value {

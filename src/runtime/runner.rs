@@ -23,7 +23,7 @@ use sluice_connectors::kafka::{
 };
 use sluice_topology::Guarantee;
 
-use super::changelog::{LogEnv, RestoreProgress, TaskLog};
+use super::changelog::{produce_acked, LogEnv, RestoreProgress, TaskLog};
 use super::emit::Emitter;
 use super::ids::{accept, new_ids_table, IdsTable};
 use super::processor::{Input, Processor};
@@ -334,7 +334,10 @@ impl Inner {
         if self.def.guarantee != Guarantee::AtLeastOnce {
             self.producer.flush(Duration::from_secs(300))?;
         }
+        // Steps 2-4 for every task together, so a commit of many partitions waits for the
+        // broker twice (records, then markers), not twice per partition.
         let mut tpl = TopicPartitionList::new();
+        let mut staged = Vec::new();
         for (&(i, partition), task) in self.tasks.iter_mut() {
             let Some(next) = task.next_offset else {
                 continue;
@@ -349,11 +352,36 @@ impl Inner {
                     tables.push(ids);
                 }
                 tables.extend(task.processor.tables());
-                log.commit(env, &mut self.producer, &mut tables, next, seq)?;
+                staged.push((
+                    (i, partition),
+                    log.send_records(env, &mut self.producer, &mut tables, next, seq)?,
+                ));
             }
             tpl.add_partition_offset(&self.def.inputs[i], partition, Offset::Offset(next))?;
         }
+        // Step 2's wait (and, at-least-once, step 1's): everything sent is acknowledged.
         self.producer.flush(Duration::from_secs(300))?;
+        if let (Some(env), false) = (self.def.log.as_ref(), staged.is_empty()) {
+            // Step 3: every task's markers in one acknowledged batch.
+            let markers: Vec<_> = staged
+                .iter()
+                .flat_map(|((_, partition), st)| st.markers(env, *partition))
+                .collect();
+            let offsets = produce_acked(env, &markers)?;
+            // Step 4: each task's stores with their checkpoints.
+            let per_task = env.stores.len();
+            for (((i, partition), st), offs) in staged.into_iter().zip(offsets.chunks(per_task)) {
+                let task = self.tasks.get_mut(&(i, partition)).ok_or_else(|| {
+                    RuntimeError::Internal(format!("task {partition} vanished mid-commit"))
+                })?;
+                let Some(mut log) = task.log.take() else {
+                    continue;
+                };
+                let result = log.finish(env, &mut task.tables(), st, offs);
+                task.log = Some(log);
+                result?;
+            }
+        }
         if let Some(c) = consumer {
             if tpl.count() > 0 {
                 // The markers hold the position, but a failed offset commit is also how a

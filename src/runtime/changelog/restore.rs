@@ -21,7 +21,7 @@ use sluice_state::{
     ChangelogRecord, Checkpoint, Entry, KvStore, Marker, Restorer, RocksStore, StateError,
 };
 
-use super::{check_tables, produce_acked, LogEnv, RestoreProgress, Resume, TaskLog};
+use super::{check_tables, produce_acked, LogEnv, MarkerRecord, RestoreProgress, Resume, TaskLog};
 use crate::runtime::table::AnyTable;
 use crate::runtime::RuntimeError;
 
@@ -119,15 +119,18 @@ pub(super) fn restore(
     let epoch = rd.r.next_epoch(env.nonce);
     rd.r.expect_fence(epoch);
     rd.fence_epoch = epoch;
-    let fences: Vec<(&str, ChangelogRecord)> = env
+    let fences: Vec<MarkerRecord<'_>> = env
         .stores
         .iter()
-        .map(|(_, t)| (t.as_str(), ChangelogRecord::marker(&Marker::fence(epoch))))
+        .map(|(_, t)| {
+            (
+                t.as_str(),
+                partition,
+                ChangelogRecord::marker(&Marker::fence(epoch)),
+            )
+        })
         .collect();
-    for (i, off) in produce_acked(env, partition, &fences)?
-        .into_iter()
-        .enumerate()
-    {
+    for (i, off) in produce_acked(env, &fences)?.into_iter().enumerate() {
         rd.fence_at[i] = Some(off);
     }
     // Step 4: whatever landed between the end we read and our fence, fence included.
@@ -157,29 +160,33 @@ pub(super) fn restore(
     // Step 6: last records, repairs, base markers, checkpoints.
     let input = plan.input_offset.unwrap_or(-1);
     let tag = plan.repair_tag(input);
-    let mut repairs: Vec<(&str, ChangelogRecord)> = Vec::new();
+    let mut repairs: Vec<MarkerRecord<'_>> = Vec::new();
     let mut counts = Vec::with_capacity(n);
     for (i, sp) in plan.stores.iter_mut().enumerate() {
         rd.engines[i].write(std::mem::take(&mut sp.apply), None)?;
         let recs = sp.repair_records(&rd.engines[i], &tag)?;
         counts.push(recs.len() as u32);
-        repairs.extend(recs.into_iter().map(|r| (env.stores[i].1.as_str(), r)));
+        repairs.extend(
+            recs.into_iter()
+                .map(|r| (env.stores[i].1.as_str(), partition, r)),
+        );
     }
     if !repairs.is_empty() {
-        produce_acked(env, partition, &repairs)?;
+        produce_acked(env, &repairs)?;
     }
-    let bases: Vec<(&str, ChangelogRecord)> = env
+    let bases: Vec<MarkerRecord<'_>> = env
         .stores
         .iter()
         .zip(&counts)
         .map(|((_, t), &c)| {
             (
                 t.as_str(),
+                partition,
                 ChangelogRecord::marker(&plan.base_marker(input, c)),
             )
         })
         .collect();
-    let offsets = produce_acked(env, partition, &bases)?;
+    let offsets = produce_acked(env, &bases)?;
     for (engine, marker_offset) in rd.engines.iter_mut().zip(offsets) {
         let cp = Checkpoint {
             marker_offset,
