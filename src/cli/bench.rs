@@ -146,7 +146,7 @@ fn latency_run(
     let suffix = format!("l{:08x}", rand::random::<u32>());
     let Prepared {
         loaded,
-        schema_ids,
+        shared,
         raw,
         ids,
     } = prepare(a, &suffix, Guarantee::ExactlyOnce, rt)?;
@@ -169,14 +169,6 @@ fn latency_run(
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as i64)
     };
-    let shared = Arc::new(Shared {
-        topology: loaded.topology.clone(),
-        loaded_path: loaded.path.clone(),
-        schema_ids,
-        rt: rt.handle().clone(),
-        instance_id: None,
-        nonce: rand::random(),
-    });
     let stop = Arc::new(AtomicBool::new(false));
     let (threads, ready) = spawn_stages(&shared, stages, &stop);
     // The reader: both output topics from the start, latency on arrival.
@@ -295,7 +287,7 @@ fn one_run(
     let suffix = format!("b{:08x}", rand::random::<u32>());
     let Prepared {
         loaded,
-        schema_ids,
+        shared,
         raw,
         ids,
     } = prepare(a, &suffix, guarantee, rt)?;
@@ -317,14 +309,6 @@ fn one_run(
     // The ceiling: one plain consumer reading the raw topic to its end.
     let ceiling = consume_rate(&a.brokers, &raw, records)?;
 
-    let shared = Arc::new(Shared {
-        topology: loaded.topology.clone(),
-        loaded_path: loaded.path.clone(),
-        schema_ids,
-        rt: rt.handle().clone(),
-        instance_id: None,
-        nonce: rand::random(),
-    });
     let base: Vec<u64> = stages
         .iter()
         .map(|s| METRICS.records_in.with_label_values(&[s]).get())
@@ -440,7 +424,8 @@ fn wait_ready(ready: &[Arc<AtomicBool>], threads: &[StageThread]) -> anyhow::Res
 /// One benchmark run's private copy of the topology, its topics and schemas in place.
 struct Prepared {
     loaded: sluice_topology::Loaded,
-    schema_ids: std::collections::HashMap<String, u32>,
+    /// What the stages share, as `sluice run` builds it.
+    shared: Arc<Shared>,
     raw: String,
     ids: crate::sim::WriterIds,
 }
@@ -467,9 +452,17 @@ fn prepare(
     let schema_ids = rt.block_on(super::schemas::push_topology(&loaded))?;
     let raw = stage_input(&loaded.topology, "validate").context("no validate stage")?;
     let ids = rt.block_on(super::simulate::register_writers(&loaded, &raw))?;
+    let shared = Arc::new(Shared {
+        topology: loaded.topology.clone(),
+        loaded_path: loaded.path.clone(),
+        schema_ids,
+        rt: rt.handle().clone(),
+        instance_id: None,
+        nonce: rand::random(),
+    });
     Ok(Prepared {
         loaded,
-        schema_ids,
+        shared,
         raw,
         ids,
     })

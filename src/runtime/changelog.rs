@@ -128,9 +128,9 @@ impl TaskLog {
     /// many partitions waits once), then produces [`Staged::markers`] acknowledged (step 3)
     /// and hands their offsets to [`TaskLog::finish`] (step 4).
     pub fn send_records(
-        &mut self,
+        &self,
         env: &LogEnv,
-        producer: &mut TrackedProducer,
+        producer: &TrackedProducer,
         tables: &mut [&mut dyn AnyTable],
         input_offset: i64,
         output_seq: u64,
@@ -185,21 +185,7 @@ impl TaskLog {
         for ((table, out), &marker_offset) in
             tables.iter_mut().zip(staged.drained).zip(marker_offsets)
         {
-            let engine = table
-                .engine_mut()
-                .ok_or_else(|| RuntimeError::Internal("commit on a table with no engine".into()))?;
-            let mut batch = WriteBatch::with_capacity(out.len());
-            for (k, v) in out {
-                batch.push(k, v);
-            }
-            engine.write(
-                batch,
-                Some(&Checkpoint {
-                    marker_offset,
-                    commit_seq: tag.commit_seq,
-                    epoch: tag.epoch,
-                }),
-            )?;
+            write_store(&mut **table, out, &tag, marker_offset)?;
         }
         tracing::debug!(
             partition = self.partition,
@@ -240,14 +226,35 @@ pub(crate) type MarkerRecord<'a> = (&'a str, i32, ChangelogRecord);
 
 /// A transactional commit of one task, written into the open transaction and waiting for
 /// it to commit before its stores take the batch (see [`TaskLog::write_in_txn`]).
-pub(crate) struct PendingCommit {
-    tag: Tag,
-    /// Each store's drained entries, in store order.
-    drained: Vec<Drained>,
-}
+pub(crate) type PendingCommit = Staged;
 
 /// One store's entries of a commit: key and new value (`None`: deleted).
 type Drained = Vec<(Vec<u8>, Option<Vec<u8>>)>;
+
+/// Step 4 for one store: its entries and the checkpoint of its marker, atomically.
+fn write_store(
+    table: &mut dyn AnyTable,
+    out: Drained,
+    tag: &Tag,
+    marker_offset: i64,
+) -> Result<(), RuntimeError> {
+    let engine = table
+        .engine_mut()
+        .ok_or_else(|| RuntimeError::Internal("commit on a table with no engine".into()))?;
+    let mut batch = WriteBatch::with_capacity(out.len());
+    for (k, v) in out {
+        batch.push(k, v);
+    }
+    engine.write(
+        batch,
+        Some(&Checkpoint {
+            marker_offset,
+            commit_seq: tag.commit_seq,
+            epoch: tag.epoch,
+        }),
+    )?;
+    Ok(())
+}
 
 impl TaskLog {
     /// Steps 2-3 of a commit in transactional mode: every table's dirty entries and then a
@@ -263,39 +270,18 @@ impl TaskLog {
         input_offset: i64,
         output_seq: u64,
     ) -> Result<PendingCommit, RuntimeError> {
-        check_tables(env, tables)?;
-        let tag = Tag {
-            epoch: self.epoch,
-            commit_seq: self.next_seq,
-            input_end: input_offset,
-        };
-        let tag_bytes = tag.encode();
-        let mut drained = Vec::with_capacity(tables.len());
-        for (table, (_, topic)) in tables.iter_mut().zip(&env.stores) {
-            let mut out = Vec::new();
-            table.drain_dirty(&mut out);
-            for (key, value) in &out {
-                producer.send(data_record(
-                    topic,
-                    self.partition,
-                    key,
-                    value.as_deref(),
-                    &tag_bytes,
-                ))?;
-            }
-            let marker = ChangelogRecord::marker(&commit_marker(&tag, output_seq, out.len()));
-            let headers = record_headers(&marker);
-            let mut rec = BaseRecord::to(topic.as_str())
-                .partition(self.partition)
+        let staged = self.send_records(env, producer, tables, input_offset, output_seq)?;
+        for (topic, partition, marker) in staged.markers(env, self.partition) {
+            let mut rec = BaseRecord::to(topic)
+                .partition(partition)
                 .key(&marker.key[..])
-                .headers(headers);
+                .headers(record_headers(&marker));
             if let Some(v) = &marker.value {
                 rec = rec.payload(&v[..]);
             }
             producer.send(rec)?;
-            drained.push(out);
         }
-        Ok(PendingCommit { tag, drained })
+        Ok(staged)
     }
 
     /// Step 4 after the transaction of `pending` committed: each engine's batch with the
@@ -308,7 +294,7 @@ impl TaskLog {
         markers: &[(String, i32, i64)],
     ) -> Result<(), RuntimeError> {
         check_tables(env, tables)?;
-        let PendingCommit { tag, drained } = pending;
+        let Staged { tag, drained, .. } = pending;
         for ((table, out), (store, topic)) in tables.iter_mut().zip(drained).zip(&env.stores) {
             let mut found = markers
                 .iter()
@@ -322,21 +308,7 @@ impl TaskLog {
                     )))
                 }
             };
-            let engine = table
-                .engine_mut()
-                .ok_or_else(|| RuntimeError::Internal("commit on a table with no engine".into()))?;
-            let mut batch = WriteBatch::with_capacity(out.len());
-            for (k, v) in out {
-                batch.push(k, v);
-            }
-            engine.write(
-                batch,
-                Some(&Checkpoint {
-                    marker_offset,
-                    commit_seq: tag.commit_seq,
-                    epoch: tag.epoch,
-                }),
-            )?;
+            write_store(&mut **table, out, &tag, marker_offset)?;
         }
         tracing::debug!(
             partition = self.partition,

@@ -354,7 +354,7 @@ impl Inner {
                 tables.extend(task.processor.tables());
                 staged.push((
                     (i, partition),
-                    log.send_records(env, &mut self.producer, &mut tables, next, seq)?,
+                    log.send_records(env, &self.producer, &mut tables, next, seq)?,
                 ));
             }
             tpl.add_partition_offset(&self.def.inputs[i], partition, Offset::Offset(next))?;
