@@ -158,17 +158,23 @@ async fn rewriting_a_batch_overwrites_the_same_objects() {
 }
 
 #[tokio::test]
-async fn recover_cut_finds_the_batch_that_started_at_the_committed_offset() {
+async fn recover_cuts_follows_the_batches_a_crashed_run_started() {
     let mut s = sink(shared_s3().await);
     let topic = unique("raw").replace('_', "-");
     s.write(&batch(&topic, 1, 0, 49)).await.unwrap();
     s.write(&batch(&topic, 1, 50, 64)).await.unwrap();
-    // Committed 50, crashed before committing 65: the re-cut must end at 64 again.
-    assert_eq!(s.recover_cut(&topic, 1, 50).await.unwrap(), Some(64));
-    assert_eq!(s.recover_cut(&topic, 1, 0).await.unwrap(), Some(49));
-    // Nothing started at 65, nor on another partition: the caller may cut freely.
-    assert_eq!(s.recover_cut(&topic, 1, 65).await.unwrap(), None);
-    assert_eq!(s.recover_cut(&topic, 0, 50).await.unwrap(), None);
+    s.write(&batch(&topic, 1, 65, 80)).await.unwrap();
+    // Committed 50, crashed before committing 81 (one commit wrote two batches): the re-cut
+    // must end at 64 and then at 80 again.
+    assert_eq!(s.recover_cuts(&topic, 1, 50).await.unwrap(), vec![64, 80]);
+    // Never committed: the whole run is followed from the log's start.
+    assert_eq!(
+        s.recover_cuts(&topic, 1, 0).await.unwrap(),
+        vec![49, 64, 80]
+    );
+    // Nothing started at 81, nor on another partition: the caller may cut freely.
+    assert!(s.recover_cuts(&topic, 1, 81).await.unwrap().is_empty());
+    assert!(s.recover_cuts(&topic, 0, 50).await.unwrap().is_empty());
 }
 
 #[tokio::test]
@@ -203,5 +209,5 @@ async fn an_outage_keeps_the_batch_and_the_sink_resumes() {
     assert_eq!(report.rows, b.len());
     assert_eq!(metrics.retrying.get(), 0);
     assert_eq!(read_archive(&s, "telemetry").await, expected_rows(&b));
-    assert_eq!(s.recover_cut(&topic, 0, 40).await.unwrap(), Some(119));
+    assert_eq!(s.recover_cuts(&topic, 0, 40).await.unwrap(), vec![119]);
 }

@@ -75,14 +75,9 @@ pub trait Processor: Send {
         Ok(true)
     }
 
-    /// The task was restored; input resumes at `resume` (None: never committed).
-    fn on_restored(&mut self, partition: i32, resume: Option<i64>) -> Result<(), ProcessError> {
-        let _ = (partition, resume);
-        Ok(())
-    }
-
     /// The runner dropped `input` as an already-applied upstream record.
-    fn skipped(&mut self, input: &Input<'_>) {
+    fn skipped(&mut self, input: &Input<'_>) -> Result<(), ProcessError> {
         let _ = input;
+        Ok(())
     }
 }

@@ -219,7 +219,6 @@ impl Inner {
             if let Some(off) = resume.input_offset {
                 task.skip_below = off;
             }
-            task.processor.on_restored(partition, resume.input_offset)?;
             tracing::info!(stage = %self.def.name, partition, resume_offset = ?resume.input_offset, output_seq = resume.output_seq, "Restored task.");
         }
         Ok(task)
@@ -260,7 +259,7 @@ impl Inner {
                         timestamp: m.timestamp().to_millis().unwrap_or(0),
                         key: m.key(),
                         value: m.payload(),
-                    });
+                    })?;
                     return Ok(());
                 }
             }

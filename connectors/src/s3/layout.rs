@@ -26,7 +26,7 @@ pub fn object_key(
 }
 
 /// `{prefix}/_manifest/{topic}/{partition}/{first:020}`: written before a batch's data
-/// objects; its body names the batch's last offset and objects (see [`super::S3ArchiveSink::recover_cut`]).
+/// objects; its body names the batch's last offset and objects (see [`super::S3ArchiveSink::recover_cuts`]).
 pub fn manifest_key(prefix: &str, topic: &str, partition: i32, first: i64) -> String {
     format!("{}_manifest/{topic}/{partition}/{first:020}", dir(prefix))
 }

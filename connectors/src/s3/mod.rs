@@ -2,7 +2,7 @@
 //! and event-time hour, named by the batch's offset range so a rewrite overwrites.
 //!
 //! Exactly-once needs the batch boundaries to survive a crash: see
-//! [`S3ArchiveSink::recover_cut`] and `docs/CONNECTORS.md`.
+//! [`S3ArchiveSink::recover_cuts`] and `docs/CONNECTORS.md`.
 
 mod batch;
 mod config;

@@ -33,7 +33,7 @@ pub enum S3Error {
         source: object_store::Error,
     },
     /// Someone else's object sits where a manifest should be.
-    #[error("Manifest `{key}` is not one of ours: it does not start with `last_offset=N`.")]
+    #[error("Manifest `{key}` is not one of ours: it does not start with `last_offset=N` (N at least the batch's first offset).")]
     BadManifest { key: String },
 }
 
@@ -157,17 +157,35 @@ impl S3ArchiveSink {
         Ok(report)
     }
 
-    /// After a restart from committed offset `committed`: the last offset of the batch that
-    /// started at `committed` and may be partly or wholly uploaded, or `None` if there was
-    /// none. The caller must then cut its next batch at exactly that offset, so the rewrite
-    /// lands on the same keys. One GET of the batch's manifest, however old the archive.
-    pub async fn recover_cut(
+    /// After a restart that resumes input at offset `first`: the last offsets of the batches
+    /// a crashed run started from there and may have partly or wholly uploaded, in order
+    /// (empty when none). One commit may write several batches (`target_rows_per_file` cuts
+    /// inside it), so this follows their manifests from `first`, each naming where the next
+    /// one starts. The caller must cut at exactly these offsets so every rewrite lands on the
+    /// same keys; after the last it may cut freely, as nothing past it was written.
+    pub async fn recover_cuts(
         &mut self,
         topic: &str,
         partition: i32,
-        committed: i64,
+        first: i64,
+    ) -> Result<Vec<i64>, S3Error> {
+        let mut cuts = Vec::new();
+        let mut next = first;
+        while let Some(last) = self.manifest_last(topic, partition, next).await? {
+            cuts.push(last);
+            next = last + 1;
+        }
+        Ok(cuts)
+    }
+
+    /// The last offset named by the manifest of the batch that started at `first`, if any.
+    async fn manifest_last(
+        &mut self,
+        topic: &str,
+        partition: i32,
+        first: i64,
     ) -> Result<Option<i64>, S3Error> {
-        let key = manifest_key(&self.config.prefix, topic, partition, committed);
+        let key = manifest_key(&self.config.prefix, topic, partition, first);
         let path = Path::from(key.as_str());
         let store = Arc::clone(&self.store);
         let body = self
@@ -188,6 +206,9 @@ impl S3ArchiveSink {
             .and_then(|text| text.lines().next())
             .and_then(|line| line.strip_prefix("last_offset="))
             .and_then(|n| n.parse::<i64>().ok())
+            // A batch ends at or after its first offset; anything else is not ours (and
+            // following it could loop).
+            .filter(|&last| last >= first)
             .ok_or(S3Error::BadManifest { key })?;
         Ok(Some(last))
     }
