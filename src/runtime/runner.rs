@@ -328,13 +328,10 @@ impl Inner {
         let started = Instant::now();
         let name = self.def.name.clone();
         let held = self.end_batches()?;
-        // Step 1: outputs acknowledged before any changelog record names them as done.
-        // At-least-once skips this wait: outputs and changelog are flushed together below.
-        if self.def.guarantee != Guarantee::AtLeastOnce {
-            self.producer.flush(Duration::from_secs(300))?;
-        }
-        // Steps 2-4 for every task together, so a commit of many partitions waits for the
-        // broker twice (records, then markers), not twice per partition.
+        // Steps 1-4 for every task together, so a commit of many partitions waits for the
+        // broker twice (outputs and changelog records, then markers), not twice per
+        // partition. Outputs (step 1) need no wait of their own: only a marker says they
+        // are done, and it is sent after one flush acknowledged outputs and records alike.
         let mut tpl = TopicPartitionList::new();
         let mut staged = Vec::new();
         for (&(i, partition), task) in self.tasks.iter_mut() {
@@ -358,7 +355,7 @@ impl Inner {
             }
             tpl.add_partition_offset(&self.def.inputs[i], partition, Offset::Offset(next))?;
         }
-        // Step 2's wait (and, at-least-once, step 1's): everything sent is acknowledged.
+        // The wait of steps 1 and 2: every output and changelog record is acknowledged.
         self.producer.flush(Duration::from_secs(300))?;
         if let (Some(env), false) = (self.def.log.as_ref(), staged.is_empty()) {
             // Step 3: every task's markers in one acknowledged batch.
