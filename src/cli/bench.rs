@@ -111,13 +111,11 @@ pub(crate) fn run(c: Command) -> anyhow::Result<ExitCode> {
         v[v.len() / 2]
     };
     if costs.len() > 1 {
-        let mut sorted = costs.clone();
-        sorted.sort_by(f64::total_cmp);
+        let mid = median(&mut costs);
         println!(
-            "exactly_once costs {:.1}% throughput against at_least_once (median of {} rounds; each: {})",
-            median(&mut costs),
-            sorted.len(),
-            sorted
+            "exactly_once costs {mid:.1}% throughput against at_least_once (median of {} rounds; each: {})",
+            costs.len(),
+            costs
                 .iter()
                 .map(|c| format!("{c:.1}%"))
                 .collect::<Vec<_>>()

@@ -122,9 +122,14 @@ impl Archive {
             _ => self.sink.should_cut(&self.batch),
         };
         if cut {
-            let next = ArchiveBatch::new(self.topic.clone(), self.batch.partition());
-            self.ready.push(std::mem::replace(&mut self.batch, next));
+            self.cut();
         }
+    }
+
+    /// Ends the open batch; it waits in `ready` for the next flush.
+    fn cut(&mut self) {
+        let next = ArchiveBatch::new(self.topic.clone(), self.batch.partition());
+        self.ready.push(std::mem::replace(&mut self.batch, next));
     }
 
     /// True while batches of a crashed run remain to be re-cut.
@@ -178,9 +183,9 @@ impl Processor for Archive {
             // A crashed run's batch is not complete yet; commit nothing past its start.
             return Ok(false);
         }
-        if !self.batch.is_empty() || self.batch.offset_range().is_some() {
-            let next = ArchiveBatch::new(self.topic.clone(), self.batch.partition());
-            self.ready.push(std::mem::replace(&mut self.batch, next));
+        // A batch of skipped offsets only is cut too, so their range gets committed.
+        if self.batch.offset_range().is_some() {
+            self.cut();
         }
         for batch in std::mem::take(&mut self.ready) {
             let report = self
