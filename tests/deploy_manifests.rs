@@ -504,3 +504,59 @@ fn metrics_port_is_the_topology_default() {
     assert!(Path::new(&root().join("deploy/Dockerfile")).exists());
     assert!(read("deploy/Dockerfile").contains(&format!("EXPOSE {}", exp.metrics_port)));
 }
+
+/// Every `sluice_*` metric name written as a string literal in the given source trees.
+fn declared_metrics(dirs: &[&str]) -> BTreeSet<String> {
+    let mut names = BTreeSet::new();
+    let mut stack: Vec<PathBuf> = dirs.iter().map(|d| root().join(d)).collect();
+    while let Some(p) = stack.pop() {
+        if p.is_dir() {
+            stack.extend(std::fs::read_dir(&p).unwrap().map(|e| e.unwrap().path()));
+        } else if p.extension().is_some_and(|e| e == "rs") {
+            let text = std::fs::read_to_string(&p).unwrap();
+            names.extend(metric_names(&text, "\"sluice_"));
+        }
+    }
+    names
+}
+
+/// Names `sluice_[a-z_]*` that follow `prefix` (which ends with `sluice_`) in `text`.
+fn metric_names(text: &str, prefix: &str) -> Vec<String> {
+    text.match_indices(prefix)
+        .map(|(i, _)| {
+            let start = i + prefix.len() - "sluice_".len();
+            let name: String = text[start..]
+                .chars()
+                .take_while(|c| c.is_ascii_lowercase() || *c == '_' || c.is_ascii_digit())
+                .collect();
+            name
+        })
+        .collect()
+}
+
+#[test]
+fn the_dashboard_queries_only_metrics_sluice_exports() {
+    let declared = declared_metrics(&["src", "connectors/src"]);
+    assert!(declared.contains("sluice_records_in_total"), "{declared:?}");
+    let dir = root().join("deploy/grafana/dashboards");
+    let mut queried = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let text = std::fs::read_to_string(&path).unwrap();
+        for name in metric_names(&text, "sluice_") {
+            // Histogram series carry a suffix the declaration does not.
+            let base = ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|s| name.strip_suffix(s))
+                .filter(|b| declared.contains(*b))
+                .unwrap_or(&name);
+            queried += 1;
+            assert!(
+                declared.contains(base),
+                "{} queries {name}, which sluice does not export (declared: {declared:?})",
+                path.display()
+            );
+        }
+    }
+    assert!(queried > 5, "the dashboard queries sluice metrics");
+}
