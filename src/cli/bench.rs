@@ -90,6 +90,12 @@ pub(crate) fn run(c: Command) -> anyhow::Result<ExitCode> {
                 r.commit_s,
                 1000.0 * r.commit_s / r.commits.max(1) as f64
             );
+            println!(
+                "  {guarantee:?}: CPU per input record: sluice {:.2} us, broker {}",
+                r.cpu_us_ours,
+                r.cpu_us_broker
+                    .map_or("not a local process".to_string(), |b| format!("{b:.2} us"))
+            );
             pair.push((guarantee, r));
         }
         let rate = |g| {
@@ -103,6 +109,19 @@ pub(crate) fn run(c: Command) -> anyhow::Result<ExitCode> {
             "round {}: exactly_once costs {cost:.1}% throughput against at_least_once",
             round + 1
         );
+        let run = |g| pair.iter().find(|(x, _)| *x == g).map(|(_, r)| r);
+        if let (Some(e), Some(l)) = (run(Guarantee::ExactlyOnce), run(Guarantee::AtLeastOnce)) {
+            let extra =
+                |e: f64, l: f64| format!("{:+.2} us ({:+.1}%)", e - l, 100.0 * (e / l - 1.0));
+            println!(
+                "round {}: exactly_once's extra CPU per input record: sluice {}, broker {}",
+                round + 1,
+                extra(e.cpu_us_ours, l.cpu_us_ours),
+                e.cpu_us_broker
+                    .zip(l.cpu_us_broker)
+                    .map_or("unknown".to_string(), |(e, l)| extra(e, l))
+            );
+        }
         costs.push(cost);
         eo_rates.push(eo);
     }
@@ -315,6 +334,11 @@ struct RunResult {
     commits: u64,
     commit_s: f64,
     rss_mib: u64,
+    /// CPU microseconds per input record over the sustained part: this process (the
+    /// stages; the producer and the ceiling read are done by then) and the broker, when it
+    /// is a local process we can see.
+    cpu_us_ours: f64,
+    cpu_us_broker: Option<f64>,
 }
 
 fn one_run(
@@ -360,6 +384,8 @@ fn one_run(
     // restores are start-up, reported apart) to the last record read.
     wait_ready(&ready, &threads)?;
     let startup_s = launched.elapsed().as_secs_f64();
+    let broker_pid = local_broker_port(&a.brokers).and_then(listener_pid);
+    let cpu_before = CpuReading::now(broker_pid.as_deref());
     let started = Instant::now();
     let read_before_ready = METRICS.records_in.with_label_values(&[&stages[0]]).get() - base[0];
     let bar = ProgressBar::new(records).with_style(
@@ -397,17 +423,25 @@ fn one_run(
         }
     }
     let elapsed = started.elapsed().as_secs_f64();
+    let cpu_after = CpuReading::now(broker_pid.as_deref());
     bar.finish_and_clear();
     stop.store(true, Ordering::Relaxed);
     for t in threads {
         t.join().map_err(|_| anyhow::anyhow!("stage panicked"))??;
     }
     let commits_after = commit_totals(stages);
+    let sustained = records.saturating_sub(read_before_ready);
+    let per_record = |before: f64, after: f64| 1e6 * (after - before) / sustained.max(1) as f64;
     Ok(RunResult {
         records,
+        cpu_us_ours: per_record(cpu_before.ours, cpu_after.ours),
+        cpu_us_broker: cpu_before
+            .broker
+            .zip(cpu_after.broker)
+            .map(|(b, a)| per_record(b, a)),
         produce_s,
         ceiling,
-        topology: records.saturating_sub(read_before_ready) as f64 / elapsed,
+        topology: sustained as f64 / elapsed,
         startup_s,
         commits: commits_after.0 - commits_before.0,
         commit_s: commits_after.1 - commits_before.1,
@@ -593,4 +627,96 @@ pub(crate) fn peak_rss_mib() -> u64 {
                 .and_then(|k| k.parse::<u64>().ok())
         })
         .map_or(0, |kb| kb / 1024)
+}
+
+/// CPU seconds (user + system) a process has used so far, from `/proc/<pid>/stat`.
+fn cpu_seconds(pid: &str) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let mut f = rest.split_ascii_whitespace();
+    // utime and stime are fields 14 and 15 of the line: 12th and 13th after the name.
+    let utime: f64 = f.nth(11)?.parse().ok()?;
+    let stime: f64 = f.next()?.parse().ok()?;
+    Some((utime + stime) / clock_ticks())
+}
+
+/// Clock ticks per second of `/proc`'s CPU times (`getconf CLK_TCK`; 100 on Linux).
+fn clock_ticks() -> f64 {
+    static TICKS: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    *TICKS.get_or_init(|| {
+        std::process::Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|o| String::from_utf8(o.stdout).ok())
+            .and_then(|s| s.trim().parse::<f64>().ok())
+            .filter(|t| *t > 0.0)
+            .unwrap_or(100.0)
+    })
+}
+
+/// The port of the first broker address when it is on this host.
+fn local_broker_port(brokers: &str) -> Option<u16> {
+    let first = brokers.split(',').next()?.trim();
+    let (host, port) = first.rsplit_once(':')?;
+    matches!(host, "127.0.0.1" | "localhost" | "[::1]")
+        .then(|| port.parse().ok())
+        .flatten()
+}
+
+/// The local process listening on TCP `port` (the bench broker), found through
+/// `/proc/net/tcp{,6}` and the socket inodes in `/proc/*/fd`; None when it is not local
+/// or not visible to us.
+fn listener_pid(port: u16) -> Option<String> {
+    let want = format!(":{port:04X}");
+    let mut inodes = Vec::new();
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let Ok(text) = std::fs::read_to_string(table) else {
+            continue;
+        };
+        for line in text.lines().skip(1) {
+            let f: Vec<&str> = line.split_ascii_whitespace().collect();
+            // local_address, state 0A = LISTEN, inode
+            if f.len() > 9 && f[1].ends_with(&want) && f[3] == "0A" {
+                inodes.push(format!("socket:[{}]", f[9]));
+            }
+        }
+    }
+    if inodes.is_empty() {
+        return None;
+    }
+    for proc_dir in std::fs::read_dir("/proc").ok()?.flatten() {
+        let name = proc_dir.file_name().to_string_lossy().into_owned();
+        if !name.bytes().all(|b| b.is_ascii_digit()) {
+            continue;
+        }
+        let Ok(fds) = std::fs::read_dir(proc_dir.path().join("fd")) else {
+            continue;
+        };
+        for fd in fds.flatten() {
+            if let Ok(target) = std::fs::read_link(fd.path()) {
+                if inodes.iter().any(|i| target.as_os_str() == i.as_str()) {
+                    return Some(name);
+                }
+            }
+        }
+    }
+    None
+}
+
+/// CPU used by this process and by the broker between two readings.
+#[derive(Clone, Copy)]
+struct CpuReading {
+    ours: f64,
+    broker: Option<f64>,
+}
+
+impl CpuReading {
+    fn now(broker_pid: Option<&str>) -> Self {
+        CpuReading {
+            ours: cpu_seconds("self").unwrap_or(0.0),
+            broker: broker_pid.and_then(cpu_seconds),
+        }
+    }
 }
