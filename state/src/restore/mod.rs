@@ -39,6 +39,8 @@ struct Rec {
 #[derive(Debug)]
 struct Held {
     marker: Marker,
+    /// Where the marker is in the changelog.
+    offset: i64,
     records: Vec<Rec>,
     /// Already in the local engine (restore from checkpoint): cannot be rolled back.
     in_engine: bool,
@@ -52,6 +54,9 @@ struct StoreLog {
     held: Option<Held>,
     tail: Vec<Rec>,
     ready: WriteBatch,
+    /// The newest commit marker whose records are all in `ready` or the engine (a standby
+    /// writes it as the engine's checkpoint with them).
+    finalized: Option<Checkpoint>,
     fenced: bool,
     read: u64,
     total: u64,
@@ -142,6 +147,50 @@ impl Restorer {
         std::mem::take(&mut self.stores[store].ready)
     }
 
+    /// For a standby (a warm copy that never writes a fence): the records made final since
+    /// the last call and, when a commit marker was finalised meanwhile, the checkpoint that
+    /// describes the engine once they are written. A commit is final once a later commit
+    /// marker follows it; only the newest commit can still be rolled back, so a checkpoint
+    /// taken here stays valid (docs/EXACTLY_ONCE.md, "Standby replicas").
+    pub fn take_final(&mut self, store: usize) -> (WriteBatch, Option<Checkpoint>) {
+        let s = &mut self.stores[store];
+        (std::mem::take(&mut s.ready), s.finalized.take())
+    }
+
+    /// For a standby: the commit `(commit_seq, epoch)` every store holds as its newest, if
+    /// they all hold the same one. Such a commit cannot be rolled back: a later restore
+    /// finds its marker before its fence in every store, so it restores to it or later.
+    pub fn settled(&self) -> Option<(u64, u64)> {
+        let mut held = self.stores.iter().map(|s| {
+            s.held
+                .as_ref()
+                .map(|h| (h.marker.commit_seq, h.marker.epoch))
+        });
+        let first = held.next()??;
+        held.all(|h| h == Some(first)).then_some(first)
+    }
+
+    /// For a standby, once [`Restorer::settled`]: what `store`'s engine needs to be at the
+    /// settled commit (the records made final, then that commit's records, which stay held
+    /// and are handed out again when they become final) and its checkpoint.
+    pub fn take_settled(&mut self, store: usize) -> (WriteBatch, Option<Checkpoint>) {
+        let s = &mut self.stores[store];
+        let mut batch = std::mem::take(&mut s.ready);
+        let Some(h) = s.held.as_ref() else {
+            return (batch, s.finalized.take());
+        };
+        for r in &h.records {
+            batch.push(r.key.clone(), r.value.clone());
+        }
+        s.finalized = None;
+        let cp = Checkpoint {
+            marker_offset: h.offset,
+            commit_seq: h.marker.commit_seq,
+            epoch: h.marker.epoch,
+        };
+        (batch, Some(cp))
+    }
+
     pub fn ready_len(&self, store: usize) -> usize {
         self.stores[store].ready.len()
     }
@@ -169,6 +218,7 @@ impl Restorer {
             s.epoch = marker.epoch;
             s.held = Some(Held {
                 marker,
+                offset,
                 records: Vec::new(),
                 in_engine: true,
             });
@@ -200,7 +250,7 @@ impl Restorer {
                     s.epoch = m.epoch;
                     match m.kind {
                         MarkerKind::Fence => s.fenced = Some(m.epoch) == fence,
-                        MarkerKind::Commit => s.on_commit_marker(store, m)?,
+                        MarkerKind::Commit => s.on_commit_marker(store, offset, m)?,
                     }
                 }
             }
@@ -328,12 +378,17 @@ impl StoreLog {
         }
     }
 
-    fn on_commit_marker(&mut self, store: usize, m: Marker) -> Result<(), StateError> {
+    fn on_commit_marker(&mut self, store: usize, offset: i64, m: Marker) -> Result<(), StateError> {
         let c = m.commit_seq;
         if let Some(h) = self.held.take() {
             let hc = h.marker.commit_seq;
             if c >= hc {
                 self.finalize(h.records);
+                self.finalized = Some(Checkpoint {
+                    marker_offset: h.offset,
+                    commit_seq: hc,
+                    epoch: h.marker.epoch,
+                });
             } else if h.in_engine {
                 return Err(StateError::CheckpointMismatch {
                     store,
@@ -360,6 +415,7 @@ impl StoreLog {
         }
         self.held = Some(Held {
             marker: m,
+            offset,
             records: held,
             in_engine: false,
         });

@@ -6,3 +6,4 @@ mod crash_points;
 mod property;
 mod sim;
 mod sim_restore;
+mod standby;

@@ -34,20 +34,7 @@ fn run(seed: u64) {
                     continue;
                 }
             };
-        let mut crashed = false;
-        while task.input_pos < input.len() {
-            task.process(&input, 1 + rng.below(25) as usize);
-            let crash = if rng.below(3) == 0 {
-                COMMIT_CRASHES[rng.below(6) as usize]
-            } else {
-                Crash::None
-            };
-            if !task.commit(&mut broker, crash) {
-                crashed = true;
-                break;
-            }
-        }
-        if !crashed {
+        if run_until_crash(&mut task, &mut broker, &input, &mut rng, 3, |_, _| {}) {
             break task;
         }
         crashes += 1;

@@ -246,3 +246,29 @@ pub(crate) fn clean_run(input: Vec<(u8, u32)>, batch: usize) -> (Broker, Task) {
     }
     (broker, task)
 }
+
+/// Processes the rest of the input in random batches of 1-25, crashing each commit with
+/// probability 1/`crash_one_in` at a random step; `after_commit` runs after each commit that
+/// went through. Returns false when a commit crashed.
+pub(crate) fn run_until_crash(
+    task: &mut Task,
+    broker: &mut Broker,
+    input: &[(u8, u32)],
+    rng: &mut Rng,
+    crash_one_in: u64,
+    mut after_commit: impl FnMut(&Broker, &mut Rng),
+) -> bool {
+    while task.input_pos < input.len() {
+        task.process(input, 1 + rng.below(25) as usize);
+        let crash = if rng.below(crash_one_in) == 0 {
+            COMMIT_CRASHES[rng.below(6) as usize]
+        } else {
+            Crash::None
+        };
+        if !task.commit(broker, crash) {
+            return false;
+        }
+        after_commit(broker, rng);
+    }
+    true
+}

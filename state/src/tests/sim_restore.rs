@@ -7,6 +7,11 @@ use crate::{
     Restorer, StateError, WriteBatch,
 };
 
+thread_local! {
+    /// Local stores this thread's restores found not matching their changelog and wiped.
+    pub(crate) static WIPES: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
 /// Feeds `log[from..to]`; on a checkpoint mismatch wipes the engine and starts over at 0.
 fn feed(
     r: &mut Restorer,
@@ -23,6 +28,7 @@ fn feed(
         match r.feed(i, at as i64, entry) {
             Ok(()) => at += 1,
             Err(StateError::CheckpointMismatch { .. }) => {
+                WIPES.with(|w| w.set(w.get() + 1));
                 engine.wipe()?;
                 r.reset_store(i);
                 at = 0;
@@ -101,6 +107,7 @@ pub(crate) fn restore_with(
         match r.finish() {
             Ok(p) => break p,
             Err(StateError::CheckpointMismatch { store, .. }) => {
+                WIPES.with(|w| w.set(w.get() + 1));
                 engines[store].wipe()?;
                 r.reset_store(store);
                 let to = broker.changelogs[store].len();
