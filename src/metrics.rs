@@ -35,8 +35,16 @@ pub struct Metrics {
     /// Restore progress per stage and store: records applied and records to apply.
     pub restore_applied: IntGaugeVec,
     pub restore_total: IntGaugeVec,
+    /// Restores done and changelog records they read, by stage and where every store
+    /// started: `local` (a matching local checkpoint, e.g. a standby's) or `changelog`.
+    pub restores: IntCounterVec,
+    pub restore_read: IntCounterVec,
     /// Partitions owned by this instance, by stage.
     pub partitions_owned: IntGaugeVec,
+    /// Partitions this instance keeps a standby replica of, by stage, and the changelog
+    /// records the standbys wrote to their local stores.
+    pub standby_partitions: IntGaugeVec,
+    pub standby_records: IntCounterVec,
     /// Input lag per stage and partition (high watermark minus position).
     pub consumer_lag: IntGaugeVec,
     /// Rows or objects written by sinks.
@@ -156,10 +164,34 @@ impl Metrics {
                 "Changelog records the running restore reads.",
                 &["stage", "store"],
             ),
+            restores: counter(
+                &r,
+                "sluice_restores_total",
+                "Task restores, by where their stores started (local checkpoint or changelog start).",
+                &["stage", "from"],
+            ),
+            restore_read: counter(
+                &r,
+                "sluice_restore_read_records_total",
+                "Changelog records read by restores.",
+                &["stage", "from"],
+            ),
             partitions_owned: gauge(
                 &r,
                 "sluice_partitions_owned",
                 "Input partitions owned.",
+                &["stage"],
+            ),
+            standby_partitions: gauge(
+                &r,
+                "sluice_standby_partitions",
+                "Partitions kept warm as standby replicas.",
+                &["stage"],
+            ),
+            standby_records: counter(
+                &r,
+                "sluice_standby_records_total",
+                "Changelog records standby replicas wrote to their local stores.",
                 &["stage"],
             ),
             consumer_lag: gauge(

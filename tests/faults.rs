@@ -35,7 +35,12 @@ struct Scenario {
 
 impl Scenario {
     fn new(devices: u32, steps: u64) -> Scenario {
-        let topo = TestTopology::new(|t| t);
+        Scenario::with_topology(devices, steps, |t| t)
+    }
+
+    /// A scenario whose topology text is `edit`ed first.
+    fn with_topology(devices: u32, steps: u64, edit: impl Fn(String) -> String) -> Scenario {
+        let topo = TestTopology::new(edit);
         let cfg = SimConfig {
             devices,
             steps,
@@ -169,6 +174,17 @@ impl Instance {
         }
     }
 
+    /// A whole-topology instance with its own state directory (as a pod with its volume).
+    fn with_own_state(s: &Scenario, name: &str) -> Instance {
+        let state = s.topo.dir.path().join(format!("state-{name}"));
+        Instance::new(
+            s,
+            name,
+            &[],
+            &[("SLUICE_STATE_DIR", state.display().to_string())],
+        )
+    }
+
     fn start(&mut self) {
         let args: Vec<&str> = self.args.iter().map(String::as_str).collect();
         let envs: Vec<(&str, &str)> = self
@@ -243,16 +259,7 @@ fn fault_three_instances_scale_out_then_one_killed_for_good_outputs_stay_exactly
     let mut rng = seeded();
     let mut s = Scenario::new(16, 300);
     let mut instances: Vec<Instance> = (0..3)
-        .map(|n| {
-            let name = format!("i{n}");
-            let state = s.topo.dir.path().join(format!("state-{name}"));
-            Instance::new(
-                &s,
-                &name,
-                &[],
-                &[("SLUICE_STATE_DIR", state.display().to_string())],
-            )
-        })
+        .map(|n| Instance::with_own_state(&s, &format!("i{n}")))
         .collect();
     // Scale out: one instance owns everything, then two more join and take partitions (and
     // their state, restored from the changelogs) away from it.
@@ -283,6 +290,90 @@ fn fault_three_instances_scale_out_then_one_killed_for_good_outputs_stay_exactly
         .filter_map(|(_, i)| metric(i.metrics_port, "sluice_partitions_owned"))
         .sum();
     assert!(moved > 0.0, "the surviving instances own partitions");
+}
+
+/// Sum of metric `name` over the series whose labels contain `label` (e.g. `from="local"`).
+fn metric_where(port: u16, name: &str, label: &str) -> f64 {
+    metric_lines(port)
+        .iter()
+        .filter_map(|l| {
+            let rest = l.strip_prefix(name)?.strip_prefix('{')?;
+            let (labels, value) = rest.split_once("} ")?;
+            labels.contains(label).then(|| value.parse::<f64>().ok())?
+        })
+        .sum()
+}
+
+#[test]
+fn fault_standby_replica_takes_over_with_a_short_restore() {
+    let mut rng = seeded();
+    let mut s = Scenario::with_topology(16, 300, |t| {
+        t.replace(
+            "max_batch: 50000",
+            "max_batch: 50000\n  standby_replicas: 1",
+        )
+    });
+    let mut instances: Vec<Instance> = (0..2)
+        .map(|n| Instance::with_own_state(&s, &format!("s{n}")))
+        .collect();
+    for i in &mut instances {
+        i.start();
+    }
+    s.start_input(1200);
+    let total = s.total();
+    s.wait_sent(total / 4);
+    let victim = rng.random_range(0..2);
+    let survivor = 1 - victim;
+    let (vp, sp) = (
+        instances[victim].metrics_port,
+        instances[survivor].metrics_port,
+    );
+    // Both own partitions and the survivor keeps a standby of every partition the victim
+    // owns, and has applied changelog records to them.
+    let owned = eventually(
+        "the survivor to keep a standby of each of the victim's partitions",
+        1200,
+        Duration::from_millis(100),
+        || {
+            eprintln!(
+                "victim owns {:?}, survivor owns {:?}, standby {:?}, applied {:?}",
+                metric(vp, "sluice_partitions_owned"),
+                metric(sp, "sluice_partitions_owned"),
+                metric(sp, "sluice_standby_partitions"),
+                metric(sp, "sluice_standby_records_total")
+            );
+            // Task partitions of stateful stages (the TSDB sink keeps no state).
+            let owned = metric(vp, "sluice_partitions_owned")?
+                - metric_where(vp, "sluice_partitions_owned", "stage=\"tsdb\"");
+            let standby = metric(sp, "sluice_standby_partitions")?;
+            let applied = metric(sp, "sluice_standby_records_total")?;
+
+            (owned > 0.0
+                && metric(sp, "sluice_partitions_owned")? > 0.0
+                && standby == owned
+                && applied > 0.0)
+                .then_some(owned)
+        },
+    );
+    s.wait_sent(total / 2 + rng.random_range(0..total / 10));
+    let local_before = metric_where(sp, "sluice_restores_total", "from=\"local\"");
+    let cold_before = metric_where(sp, "sluice_restores_total", "from=\"changelog\"");
+    instances[victim].kill9();
+    eprintln!("instance s{victim} (owning {owned} task partitions) killed for good");
+    s.finish_input();
+    s.verify(&mut || instances[survivor].check_alive());
+    let local = metric_where(sp, "sluice_restores_total", "from=\"local\"") - local_before;
+    let cold = metric_where(sp, "sluice_restores_total", "from=\"changelog\"") - cold_before;
+    let read = metric_where(sp, "sluice_restore_read_records_total", "from=\"local\"");
+    eprintln!("takeover restores: {local} from standby checkpoints ({read} records read in all local restores), {cold} from the changelog start");
+    assert_eq!(
+        cold, 0.0,
+        "every task taken over restores from its standby, none from the changelog start"
+    );
+    assert!(
+        local >= owned,
+        "{local} restores from a local checkpoint, expected one per taken-over partition ({owned})"
+    );
 }
 
 #[test]

@@ -287,6 +287,7 @@ impl Topics {
             commit_interval: Duration::from_millis(200),
             // Several commits per phase of input.
             max_batch: 9,
+            standby_replicas: 0,
             dedup_ids: true,
             opts: opts.clone(),
             log: Some(LogEnv {

@@ -370,6 +370,7 @@ pub(crate) fn stage_def(
             .then(|| transactional_id(&t.metadata.name, name, shared.instance_id.as_deref())),
         commit_interval: t.processing.commit_interval,
         max_batch: t.processing.max_batch,
+        standby_replicas: t.processing.standby_replicas,
         dedup_ids,
         opts,
         log,

@@ -6,6 +6,7 @@ mod emit;
 mod ids;
 mod processor;
 mod runner;
+mod standby;
 mod table;
 
 pub use changelog::{LogEnv, RestoreProgress, Resume, TaskLog};

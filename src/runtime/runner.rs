@@ -27,6 +27,7 @@ use super::changelog::{produce_acked, LogEnv, RestoreProgress, TaskLog};
 use super::emit::Emitter;
 use super::ids::{accept, new_ids_table, IdsTable};
 use super::processor::{Input, Processor};
+use super::standby::{Standbys, TICK_EVERY};
 use super::table::AnyTable;
 use super::RuntimeError;
 use crate::metrics::METRICS;
@@ -54,6 +55,8 @@ pub struct StageDef {
     pub transactional_id: Option<String>,
     pub commit_interval: Duration,
     pub max_batch: usize,
+    /// Standby replicas per stateful task on other instances (`src/runtime/standby.rs`).
+    pub standby_replicas: u32,
     /// Drop upstream records whose `sluice.id` was already applied (`ids` store first).
     pub dedup_ids: bool,
     pub opts: ClientOptions,
@@ -102,6 +105,7 @@ struct Inner {
     failed: Option<RuntimeError>,
     /// Set when the run failed: state may be mid-batch, so nothing may be committed.
     poisoned: bool,
+    standbys: Standbys,
 }
 
 struct Ctx {
@@ -140,6 +144,7 @@ impl ConsumerContext for Ctx {
                 .partitions_owned
                 .with_label_values(&[&inner.def.name])
                 .set(owned);
+            inner.standbys.replace_soon();
         }
     }
 
@@ -164,6 +169,13 @@ impl ConsumerContext for Ctx {
                 if inner.tasks.contains_key(&(i, el.partition())) {
                     continue;
                 }
+                let Inner { def, standbys, .. } = &mut *inner;
+                if let Some(env) = def.log.as_ref() {
+                    if let Err(e) = standbys.release(env, el.partition()) {
+                        inner.failed = Some(e);
+                        return;
+                    }
+                }
                 match inner.open_task(el.partition()) {
                     Ok(task) => {
                         inner.tasks.insert((i, el.partition()), task);
@@ -179,12 +191,26 @@ impl ConsumerContext for Ctx {
                 .partitions_owned
                 .with_label_values(&[&inner.def.name])
                 .set(owned);
+            inner.standbys.replace_soon();
             inner.def.ready.store(true, Ordering::Relaxed);
         }
     }
 }
 
 impl Inner {
+    /// The standbys' turn. A failure there costs only warmth: it is logged and the standby
+    /// tasks are dropped, to be placed again later.
+    fn standby_turn(&mut self, consumer: &BaseConsumer<Ctx>) {
+        let Some(env) = self.def.log.as_ref() else {
+            return;
+        };
+        let owned: std::collections::BTreeSet<i32> = self.tasks.keys().map(|(_, p)| *p).collect();
+        if let Err(e) = self.standbys.tick(env, consumer, &owned) {
+            tracing::warn!(stage = %self.def.name, error = %e, "Standby replicas failed; they are placed again later.");
+            self.standbys.reset(env);
+        }
+    }
+
     fn open_task(&mut self, partition: i32) -> Result<Task, RuntimeError> {
         let processor = (self.def.factory)(partition)?;
         let mut task = Task {
@@ -415,6 +441,21 @@ pub fn run_stage(def: StageDef, stop: &AtomicBool) -> Result<(), RuntimeError> {
         .collect();
     let in_counter = METRICS.records_in.with_label_values(&[&def.name]);
     let group = format!("{}-{}", def.app, def.name);
+    // Unique per run, so standby placement finds this instance among the group's members.
+    let client_id = format!("{group}-{:08x}", rand::random::<u32>());
+    let names = std::iter::once(client_id.clone())
+        .chain(def.opts.instance_id.clone())
+        .collect();
+    let standbys = Standbys::new(
+        if def.log.is_some() {
+            def.standby_replicas
+        } else {
+            0
+        },
+        group.clone(),
+        names,
+        def.inputs.first().cloned().unwrap_or_default(),
+    );
     let inputs = def.inputs.clone();
     let (commit_interval, max_batch) = (def.commit_interval, def.max_batch);
     let name = def.name.clone();
@@ -428,6 +469,7 @@ pub fn run_stage(def: StageDef, stop: &AtomicBool) -> Result<(), RuntimeError> {
         id_buf: String::with_capacity(48),
         failed: None,
         poisoned: false,
+        standbys,
     }));
     let opts = inner
         .lock()
@@ -435,9 +477,11 @@ pub fn run_stage(def: StageDef, stop: &AtomicBool) -> Result<(), RuntimeError> {
         .def
         .opts
         .clone();
-    let consumer: BaseConsumer<Ctx> = consumer_config(&opts, &group).create_with_context(Ctx {
-        inner: inner.clone(),
-    })?;
+    let consumer: BaseConsumer<Ctx> = consumer_config(&opts, &group)
+        .set("client.id", &client_id)
+        .create_with_context(Ctx {
+            inner: inner.clone(),
+        })?;
     let topics: Vec<&str> = inputs.iter().map(String::as_str).collect();
     consumer.subscribe(&topics)?;
     tracing::info!(stage = %name, group = %group, inputs = ?inputs, "Stage started.");
@@ -445,6 +489,7 @@ pub fn run_stage(def: StageDef, stop: &AtomicBool) -> Result<(), RuntimeError> {
     let mut pending = 0usize;
     let mut last_commit = Instant::now();
     let mut last_error: Option<String> = None;
+    let mut last_standby_turn = Instant::now();
     let result = loop {
         if stop.load(Ordering::Relaxed) {
             let mut g = inner.lock().unwrap_or_else(|p| p.into_inner());
@@ -479,6 +524,10 @@ pub fn run_stage(def: StageDef, stop: &AtomicBool) -> Result<(), RuntimeError> {
             }
             pending = 0;
             last_commit = Instant::now();
+        }
+        if g.standbys.enabled() && last_standby_turn.elapsed() >= TICK_EVERY {
+            g.standby_turn(&consumer);
+            last_standby_turn = Instant::now();
         }
     };
     // Leave the group so the partitions move at once; a failed run does not commit, and

@@ -387,20 +387,30 @@ pub fn stack(args: &[&str]) {
     assert!(st.success(), "scripts/stack {args:?} failed: {st}");
 }
 
-/// A counter or gauge of a running sluice, summed over its label sets, from `/metrics`.
-pub fn metric(port: u16, name: &str) -> Option<f64> {
+/// The lines of a running sluice's `/metrics` page (empty when it does not answer).
+pub fn metric_lines(port: u16) -> Vec<String> {
     use std::io::{Read as _, Write as _};
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(
+    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return Vec::new();
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+    if write!(
         s,
         "GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
     )
-    .ok()?;
+    .is_err()
+    {
+        return Vec::new();
+    }
     let mut body = String::new();
-    s.read_to_string(&mut body).ok()?;
+    let _ = s.read_to_string(&mut body);
+    body.lines().map(str::to_string).collect()
+}
+
+/// A counter or gauge of a running sluice, summed over its label sets, from `/metrics`.
+pub fn metric(port: u16, name: &str) -> Option<f64> {
     let mut total = None;
-    for line in body.lines() {
+    for line in metric_lines(port) {
         let Some(rest) = line.strip_prefix(name) else {
             continue;
         };

@@ -92,6 +92,11 @@ pub struct Processing {
     /// Most records a task processes between commits. Default 50000.
     #[serde(default = "default_max_batch")]
     pub max_batch: usize,
+    /// Warm copies of each stateful task's stores kept on other instances of the stage (as
+    /// Kafka Streams' `num.standby.replicas`): a partition that moves restores only the
+    /// changelog's tail. Default 0.
+    #[serde(default)]
+    pub standby_replicas: u32,
 }
 
 impl Default for Processing {
@@ -100,6 +105,7 @@ impl Default for Processing {
             guarantee: Guarantee::default(),
             commit_interval: default_commit_interval(),
             max_batch: default_max_batch(),
+            standby_replicas: 0,
         }
     }
 }

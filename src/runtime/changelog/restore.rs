@@ -22,6 +22,7 @@ use sluice_state::{
 };
 
 use super::{check_tables, produce_acked, LogEnv, MarkerRecord, RestoreProgress, Resume, TaskLog};
+use crate::metrics::METRICS;
 use crate::runtime::table::AnyTable;
 use crate::runtime::RuntimeError;
 
@@ -47,6 +48,8 @@ struct Reader<'e, 'p> {
     /// Our fence's offset per store, once acked (its content is known: no need to fetch it).
     fence_at: Vec<Option<i64>>,
     fence_epoch: u64,
+    /// Per store: still continuing from a local checkpoint (no wipe so far).
+    from_local: Vec<bool>,
     progress: &'p mut dyn FnMut(RestoreProgress<'_>),
 }
 
@@ -83,6 +86,7 @@ pub(super) fn restore(
         low: vec![0; n],
         fence_at: vec![None; n],
         fence_epoch: 0,
+        from_local: vec![false; n],
         progress,
     };
     // Steps 1-2: from the checkpoint (or the start) up to the end read now.
@@ -97,6 +101,7 @@ pub(super) fn restore(
         match rd.engines[i].checkpoint()? {
             Some(cp) if cp.marker_offset >= low && cp.marker_offset <= high => {
                 rd.r.from_checkpoint(i, cp);
+                rd.from_local[i] = true;
                 start = cp.marker_offset;
             }
             Some(cp) => {
@@ -199,6 +204,19 @@ pub(super) fn restore(
         rd.report(i);
     }
     let read: u64 = (0..n).map(|i| rd.r.progress(i).read).sum();
+    let from = if rd.from_local.iter().all(|l| *l) {
+        "local"
+    } else {
+        "changelog"
+    };
+    METRICS
+        .restores
+        .with_label_values(&[&env.stage, from])
+        .inc();
+    METRICS
+        .restore_read
+        .with_label_values(&[&env.stage, from])
+        .inc_by(read);
     tracing::info!(
         stage = %env.stage,
         partition,
@@ -238,6 +256,7 @@ impl Reader<'_, '_> {
 
     /// Wipes store `i` and forgets what was fed, after a checkpoint mismatch.
     fn restart(&mut self, i: usize) -> Result<(), RuntimeError> {
+        self.from_local[i] = false;
         self.engines[i].wipe()?;
         self.r.reset_store(i);
         Ok(())
