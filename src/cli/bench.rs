@@ -96,6 +96,14 @@ pub(crate) fn run(c: Command) -> anyhow::Result<ExitCode> {
                 r.cpu_us_broker
                     .map_or("not a local process".to_string(), |b| format!("{b:.2} us"))
             );
+            println!(
+                "  {guarantee:?}: sluice's CPU per input record by thread: {}",
+                r.by_thread
+                    .iter()
+                    .map(|(n, us)| format!("{n} {us:.2} us"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
             pair.push((guarantee, r));
         }
         let rate = |g| {
@@ -339,6 +347,8 @@ struct RunResult {
     /// is a local process we can see.
     cpu_us_ours: f64,
     cpu_us_broker: Option<f64>,
+    /// The same for this process's threads, grouped by name (`sluice` = the stages' loops).
+    by_thread: Vec<(String, f64)>,
 }
 
 fn one_run(
@@ -386,6 +396,7 @@ fn one_run(
     let startup_s = launched.elapsed().as_secs_f64();
     let broker_pid = local_broker_port(&a.brokers).and_then(listener_pid);
     let cpu_before = CpuReading::now(broker_pid.as_deref());
+    let threads_before = thread_cpu();
     let started = Instant::now();
     let read_before_ready = METRICS.records_in.with_label_values(&[&stages[0]]).get() - base[0];
     let bar = ProgressBar::new(records).with_style(
@@ -424,6 +435,7 @@ fn one_run(
     }
     let elapsed = started.elapsed().as_secs_f64();
     let cpu_after = CpuReading::now(broker_pid.as_deref());
+    let threads_after = thread_cpu();
     bar.finish_and_clear();
     stop.store(true, Ordering::Relaxed);
     for t in threads {
@@ -432,7 +444,17 @@ fn one_run(
     let commits_after = commit_totals(stages);
     let sustained = records.saturating_sub(read_before_ready);
     let per_record = |before: f64, after: f64| 1e6 * (after - before) / sustained.max(1) as f64;
+    let mut by_thread: Vec<(String, f64)> = threads_after
+        .iter()
+        .map(|(name, after)| {
+            let before = threads_before.get(name).copied().unwrap_or(0.0);
+            (name.clone(), per_record(before, *after))
+        })
+        .filter(|(_, us)| *us >= 0.05)
+        .collect();
+    by_thread.sort_by(|a, b| b.1.total_cmp(&a.1));
     Ok(RunResult {
+        by_thread,
         records,
         cpu_us_ours: per_record(cpu_before.ours, cpu_after.ours),
         cpu_us_broker: cpu_before
@@ -639,6 +661,27 @@ fn cpu_seconds(pid: &str) -> Option<f64> {
     let utime: f64 = f.nth(11)?.parse().ok()?;
     let stime: f64 = f.next()?.parse().ok()?;
     Some((utime + stime) / clock_ticks())
+}
+
+/// CPU seconds of this process's threads so far, summed by thread name (`/proc/self/task`;
+/// names are cut to 15 bytes by the kernel, and trailing digits are dropped so that e.g.
+/// every `rdk:broker1..` counts as one).
+fn thread_cpu() -> std::collections::BTreeMap<String, f64> {
+    let mut out = std::collections::BTreeMap::new();
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return out;
+    };
+    for t in tasks.flatten() {
+        let id = t.file_name().to_string_lossy().into_owned();
+        let comm = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
+        let name = comm
+            .trim()
+            .trim_end_matches(|c: char| c.is_ascii_digit() || c == '-');
+        if let Some(cpu) = cpu_seconds(&format!("self/task/{id}")) {
+            *out.entry(name.to_string()).or_insert(0.0) += cpu;
+        }
+    }
+    out
 }
 
 /// Clock ticks per second of `/proc`'s CPU times (`getconf CLK_TCK`; 100 on Linux).
