@@ -12,11 +12,14 @@ mod restore;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, FutureProducer, FutureRecord};
 use sluice_connectors::kafka::{ClientOptions, TrackedProducer};
 use sluice_state::changelog::TAG_HEADER;
-use sluice_state::{ChangelogRecord, Checkpoint, Marker, MarkerKind, RocksEnv, Tag, WriteBatch};
+use sluice_state::{
+    ChangelogRecord, Checkpoint, Entry, Marker, MarkerKind, RocksEnv, RocksStore, StateError, Tag,
+    WriteBatch,
+};
 
 use super::table::AnyTable;
 use super::RuntimeError;
@@ -51,6 +54,33 @@ impl LogEnv {
             .join(partition.to_string())
             .join(store)
     }
+
+    /// Opens store `store` of task `partition` in its directory, creating it if needed.
+    pub fn open_store(&self, partition: i32, store: &str) -> Result<RocksStore, RuntimeError> {
+        let dir = self.store_dir(partition, store);
+        std::fs::create_dir_all(&dir).map_err(|e| {
+            RuntimeError::Internal(format!("cannot create state dir {}: {e}", dir.display()))
+        })?;
+        Ok(RocksStore::open(&self.rocks, &dir, store)?)
+    }
+}
+
+/// The changelog entry a consumed record of store `store` carries (data or marker).
+pub(crate) fn changelog_entry<'m>(
+    store: usize,
+    m: &'m BorrowedMessage<'_>,
+) -> Result<Entry<'m>, StateError> {
+    let hs = m
+        .headers()
+        .into_iter()
+        .flat_map(|h| h.iter().map(|h| (h.key, h.value)));
+    Entry::decode(
+        store,
+        m.offset(),
+        hs,
+        m.key().unwrap_or_default(),
+        m.payload(),
+    )
 }
 
 /// Where a restored task resumes.

@@ -2,30 +2,30 @@
 //! warm copies of store partitions this instance does not own.
 //!
 //! Placement comes from the group itself. After each rebalance, and every [`PLACE_EVERY`],
-//! the instance describes its consumer group, sorts the members by member id and, for each
-//! partition, picks the `replicas` members after its owner (wrapping). A standby task opens
-//! the local RocksDB directories the owner would use, tails each store's changelog with a
-//! plain assigned consumer, and writes what became final together with its checkpoint
-//! (`Restorer::take_final`: a commit is final once a later commit marker follows it, so the
-//! checkpoint is never rolled back). When the group later gives the partition to this
-//! instance, the standby closes first and the normal restore starts from that checkpoint,
-//! reading only the changelog's tail (docs/EXACTLY_ONCE.md, "Standby replicas").
+//! the instance describes its consumer group and ranks the members per partition by
+//! rendezvous hashing ([`rendezvous`]; no member's assignment is needed). A standby task
+//! opens the local RocksDB directories the owner would use, tails each store's changelog
+//! with a plain assigned consumer, and writes only commits no restore can roll back, with
+//! their checkpoint (`Restorer::take_final` and `take_settled`). When the group later gives
+//! the partition to this instance, the standby closes first and the normal restore starts
+//! from that checkpoint, reading only the changelog's tail (docs/EXACTLY_ONCE.md, "Standby
+//! replicas").
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
-use rdkafka::message::{Headers, Message};
+use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 use sluice_connectors::kafka::consumer_config;
 use sluice_state::{Entry, KvStore, MarkerKind, Restorer, RocksStore, StateError};
 
-use super::changelog::LogEnv;
+use super::changelog::{changelog_entry, LogEnv};
 use super::RuntimeError;
 use crate::metrics::METRICS;
 
-/// How often placement is recomputed without a rebalance (members' assignments settle
-/// after ours).
+/// How often placement is recomputed without a rebalance (other members' joins and
+/// restarts show in the group's description after ours).
 pub(crate) const PLACE_EVERY: Duration = Duration::from_secs(10);
 /// How soon placement is tried again while the group is rebalancing.
 const RETRY_PLACE: Duration = Duration::from_secs(1);
@@ -215,6 +215,7 @@ impl Standbys {
             return Ok(());
         };
         let mut wiped = false;
+        let mut applied = 0;
         for _ in 0..BUDGET {
             let m = match consumer.poll(Duration::ZERO) {
                 None => break,
@@ -235,11 +236,7 @@ impl Standbys {
             if off < task.next[i] {
                 continue;
             }
-            let headers = m.headers();
-            let hs = headers
-                .into_iter()
-                .flat_map(|h| h.iter().map(|h| (h.key, h.value)));
-            let entry = Entry::decode(i, off, hs, m.key().unwrap_or_default(), m.payload())?;
+            let entry = changelog_entry(i, &m)?;
             let commit_marker = matches!(entry, Entry::Marker(mk) if mk.kind == MarkerKind::Commit);
             match task.r.feed(i, off, entry) {
                 Ok(()) => task.next[i] = off + 1,
@@ -257,7 +254,7 @@ impl Standbys {
                 }
                 Err(e) => return Err(e.into()),
             }
-            let applied = if commit_marker && task.settle() {
+            applied += if commit_marker && task.settle() {
                 // Every store holds the same newest commit: checkpoint them all at it, so the
                 // checkpoint is the owner's last commit (the marker compaction keeps).
                 let mut n = 0;
@@ -275,11 +272,11 @@ impl Standbys {
                 }
                 n
             };
-            METRICS
-                .standby_records
-                .with_label_values(&[&env.stage])
-                .inc_by(applied as u64);
         }
+        METRICS
+            .standby_records
+            .with_label_values(&[&env.stage])
+            .inc_by(applied as u64);
         if wiped {
             self.assign(env)?;
         }
@@ -298,11 +295,7 @@ fn open(env: &LogEnv, p: i32) -> Result<StandbyTask, RuntimeError> {
         settled: None,
     };
     for (i, (name, _)) in env.stores.iter().enumerate() {
-        let dir = env.store_dir(p, name);
-        std::fs::create_dir_all(&dir).map_err(|e| {
-            RuntimeError::Internal(format!("cannot create state dir {}: {e}", dir.display()))
-        })?;
-        let mut engine = RocksStore::open(&env.rocks, &dir, name)?;
+        let mut engine = env.open_store(p, name)?;
         match engine.checkpoint()? {
             Some(cp) => {
                 task.r.from_checkpoint(i, cp);

@@ -14,14 +14,17 @@ use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError as RdError;
-use rdkafka::message::{Headers, Message};
+use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 use sluice_connectors::kafka::consumer_config;
 use sluice_state::{
     ChangelogRecord, Checkpoint, Entry, KvStore, Marker, Restorer, RocksStore, StateError,
 };
 
-use super::{check_tables, produce_acked, LogEnv, MarkerRecord, RestoreProgress, Resume, TaskLog};
+use super::{
+    changelog_entry, check_tables, produce_acked, LogEnv, MarkerRecord, RestoreProgress, Resume,
+    TaskLog,
+};
 use crate::metrics::METRICS;
 use crate::runtime::table::AnyTable;
 use crate::runtime::RuntimeError;
@@ -70,11 +73,7 @@ pub(super) fn restore(
         .create()?;
     let mut engines = Vec::with_capacity(env.stores.len());
     for (name, _) in &env.stores {
-        let dir = env.store_dir(partition, name);
-        std::fs::create_dir_all(&dir).map_err(|e| {
-            RuntimeError::Internal(format!("cannot create state dir {}: {e}", dir.display()))
-        })?;
-        engines.push(RocksStore::open(&env.rocks, &dir, name)?);
+        engines.push(env.open_store(partition, name)?);
     }
     let n = env.stores.len();
     let mut rd = Reader {
@@ -355,11 +354,7 @@ impl Reader<'_, '_> {
             if off >= until {
                 return Ok(until);
             }
-            let headers = m.headers();
-            let hs = headers
-                .into_iter()
-                .flat_map(|h| h.iter().map(|h| (h.key, h.value)));
-            let entry = Entry::decode(i, off, hs, m.key().unwrap_or_default(), m.payload())?;
+            let entry = changelog_entry(i, &m)?;
             match self.r.feed(i, off, entry) {
                 Ok(()) => at = off + 1,
                 Err(StateError::CheckpointMismatch { .. }) => return self.mismatch(i, until),
