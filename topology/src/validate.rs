@@ -29,11 +29,7 @@ pub(crate) fn check(loaded: &Loaded, api_version: &str, kind: &str, out: &mut Ve
         );
     }
     let name = &t.metadata.name;
-    if name.is_empty()
-        || !name
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
-    {
+    if !usable_name(name) {
         push(
             "metadata.name".into(),
             format!("application name `{name}` is not usable in topic and group names"),
@@ -63,6 +59,16 @@ pub(crate) fn check(loaded: &Loaded, api_version: &str, kind: &str, out: &mut Ve
     let topic_names: Vec<&str> = t.topics.keys().map(String::as_str).collect();
     for stage in &t.stages {
         let base = format!("stages.{}", stage.name);
+        if !usable_name(&stage.name) {
+            push(
+                base.clone(),
+                format!(
+                    "stage name `{}` is not usable in consumer group and changelog topic names",
+                    stage.name
+                ),
+                "use lowercase letters, digits, `-` and `_`".into(),
+            );
+        }
         let io = stage.spec.inputs().into_iter().chain(stage.spec.outputs());
         for (field, topic) in io {
             if !t.topics.contains_key(topic) {
@@ -173,4 +179,13 @@ fn check_file(
                 .into(),
         );
     }
+}
+
+/// Application and stage names end up in topic and consumer group names (and a stage's name
+/// in every `sluice.id` it writes): lowercase letters, digits, `-` and `_`, not empty.
+fn usable_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
 }

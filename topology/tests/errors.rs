@@ -90,6 +90,15 @@ fn an_undeclared_topic_is_reported_with_the_closest_name() {
 }
 
 #[test]
+fn a_stage_name_unusable_in_topic_names_is_rejected() {
+    let (err, shown) = error_after(|t| t.replace("  detect:", "  Detect Anomalies:"));
+    let p = &err.problems()[0];
+    assert_eq!(p.key, "stages.Detect Anomalies", "{shown}");
+    assert_eq!(p.line, line_of(&iot_text(), "  detect:"), "{shown}");
+    assert!(p.fix.contains("lowercase letters, digits"), "{shown}");
+}
+
+#[test]
 fn every_problem_is_reported_at_once() {
     let (err, shown) = error_after(|t| {
         t.replace("threshold: 0.455", "threshold: 1.5")
