@@ -44,7 +44,7 @@ use sluice::runtime::{
     run_supervised, transactional_id, AnyTable, CachedTable, Codec, Emit, Encode, Input, LogEnv,
     ProcessError, Processor, Rejection, RuntimeError, StageDef,
 };
-use sluice_connectors::kafka::{producer_config, ClientOptions, ID_HEADER};
+use sluice_connectors::kafka::{producer_config, ClientOptions, MessageId, ID_HEADER};
 use sluice_state::{Entry, Marker, MarkerKind, RocksConfig, RocksEnv, StateError};
 use sluice_topology::Guarantee;
 
@@ -241,6 +241,7 @@ impl Fixture {
             .create()
             .unwrap();
         for r in records {
+            // The text form sluice wrote before its ids went binary: still read and de-duplicated.
             let id = format!("up/{}/{}", r.partition, r.up_seq);
             let rec = BaseRecord::to(&self.t.input)
                 .partition(r.partition)
@@ -428,7 +429,13 @@ impl Tail {
 fn by_id(recs: &[Rec]) -> BTreeMap<String, Out> {
     let mut m: BTreeMap<String, Out> = BTreeMap::new();
     for r in recs {
-        let id = r.header(ID_HEADER).expect("every output has a sluice.id");
+        let id = r
+            .headers
+            .iter()
+            .find(|(k, _)| k == ID_HEADER)
+            .and_then(|(_, v)| MessageId::decode(v.as_deref()?).ok())
+            .expect("every output has a sluice.id")
+            .to_string();
         let out = Out {
             key: String::from_utf8(r.key.clone()).unwrap(),
             value: String::from_utf8(r.value.clone().unwrap_or_default()).unwrap(),

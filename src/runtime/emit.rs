@@ -3,7 +3,7 @@
 use prometheus::IntCounter;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::BaseRecord;
-use sluice_connectors::kafka::{dlq, KafkaError, TrackedProducer, ID_HEADER};
+use sluice_connectors::kafka::{dlq, IdWriter, KafkaError, TrackedProducer, ID_HEADER};
 
 use super::processor::{Emit, Input, Rejection};
 use crate::metrics::METRICS;
@@ -17,33 +17,33 @@ pub(crate) struct Emitter<'a> {
     pub(crate) out_counters: &'a [IntCounter],
     pub(crate) dead_letter: Option<&'a str>,
     pub(crate) with_ids: bool,
-    /// Reused for every `sluice.id`, so numbering a record allocates nothing.
-    pub(crate) id: &'a mut String,
+    /// Holds the stage's name once; numbering a record copies 12 bytes into it.
+    pub(crate) id: &'a mut IdWriter,
     pub(crate) error: Option<KafkaError>,
 }
 
 impl Emitter<'_> {
-    fn next_id(&mut self) {
-        use std::fmt::Write;
+    /// The next output's `sluice.id`.
+    fn next_id(&mut self) -> &[u8] {
         *self.seq += 1;
-        self.id.clear();
-        let _ = write!(self.id, "{}/{}/{}", self.stage, self.partition, *self.seq);
+        self.id.id(self.partition, *self.seq)
     }
 }
 
 impl Emit for Emitter<'_> {
     fn emit(&mut self, port: usize, key: &[u8], value: &[u8], timestamp: i64) {
-        let topic = &self.outputs[port];
-        let mut rec = BaseRecord::to(topic)
+        let headers = self.with_ids.then(|| {
+            OwnedHeaders::new_with_capacity(1).insert(Header {
+                key: ID_HEADER,
+                value: Some(self.next_id()),
+            })
+        });
+        let mut rec = BaseRecord::to(&self.outputs[port])
             .key(key)
             .payload(value)
             .timestamp(timestamp);
-        if self.with_ids {
-            self.next_id();
-            rec = rec.headers(OwnedHeaders::new_with_capacity(1).insert(Header {
-                key: ID_HEADER,
-                value: Some(self.id.as_bytes()),
-            }));
+        if let Some(h) = headers {
+            rec = rec.headers(h);
         }
         if let Err(e) = self.producer.send(rec) {
             self.error.get_or_insert(e);
@@ -60,7 +60,6 @@ impl Emit for Emitter<'_> {
             tracing::warn!(stage = self.stage, class = why.class, message = %why.message, offset = input.offset, "Dropped a bad record: the stage has no dead-letter topic.");
             return;
         };
-        self.next_id();
         let reason = dlq::Reason {
             class: why.class,
             message: &why.message,
@@ -70,8 +69,9 @@ impl Emit for Emitter<'_> {
             stage: self.stage,
             failed_at: input.timestamp,
         };
+        let headers = dlq::headers(&reason, self.next_id());
         let mut rec = BaseRecord::to(topic)
-            .headers(dlq::headers(&reason, self.id))
+            .headers(headers)
             .timestamp(input.timestamp);
         if let Some(k) = input.key {
             rec = rec.key(k);

@@ -1,7 +1,7 @@
 //! The `ids` store: per (producing stage, partition), the highest `sluice.id` sequence applied.
 //! A replayed upstream record carries an id at or below it and is dropped.
 
-use sluice_connectors::kafka::RecordId;
+use sluice_connectors::kafka::MessageId;
 use sluice_state::StateError;
 
 use super::table::{CachedTable, Codec, Encode};
@@ -34,7 +34,7 @@ pub(crate) fn new_ids_table() -> IdsTable {
 /// True if the record is new (and records it); false if already applied.
 pub(crate) fn accept(
     table: &mut IdsTable,
-    id: &RecordId<'_>,
+    id: &MessageId<'_>,
     key: &mut Vec<u8>,
 ) -> Result<bool, StateError> {
     key.clear();

@@ -19,7 +19,7 @@ use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Reb
 use rdkafka::message::{BorrowedMessage, Headers, Message};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use sluice_connectors::kafka::{
-    consumer_config, parse_record_id, ClientOptions, TrackedProducer, ID_HEADER,
+    consumer_config, ClientOptions, IdWriter, MessageId, TrackedProducer, ID_HEADER,
 };
 use sluice_topology::Guarantee;
 
@@ -99,8 +99,8 @@ struct Inner {
     out_counters: Vec<IntCounter>,
     in_counter: IntCounter,
     id_key: Vec<u8>,
-    /// Scratch for the `sluice.id` of each output.
-    id_buf: String,
+    /// Writes the `sluice.id` of each output (the stage name laid down once).
+    id_buf: IdWriter,
     /// The first error inside a rebalance callback; the loop returns it.
     failed: Option<RuntimeError>,
     /// Set when the run failed: state may be mid-batch, so nothing may be committed.
@@ -271,7 +271,7 @@ impl Inner {
             let id = m
                 .headers()
                 .and_then(|h| h.iter().find(|h| h.key == ID_HEADER).and_then(|h| h.value))
-                .and_then(parse_record_id);
+                .and_then(|v| MessageId::decode(v).ok());
             if let Some(id) = id {
                 if !accept(ids, &id, &mut self.id_key)? {
                     METRICS
@@ -466,7 +466,7 @@ pub fn run_stage(def: StageDef, stop: &AtomicBool) -> Result<(), RuntimeError> {
         out_counters,
         in_counter,
         id_key: Vec::with_capacity(64),
-        id_buf: String::with_capacity(48),
+        id_buf: IdWriter::new(&name),
         failed: None,
         poisoned: false,
         standbys,

@@ -1,15 +1,27 @@
-//! Downstream de-duplication by message id (`sluice.id` = `<stage>/<partition>/<seq>`).
+//! Downstream de-duplication by message id (`sluice.id`).
 //!
 //! A replayed commit regenerates the same records with the same ids (processing is
 //! deterministic), so a consumer keeps, per producing (stage, partition), the highest sequence
 //! it has accepted and drops anything at or below it. The marks live in a [`CachedStore`], so
 //! they are changelogged and restored with the rest of the consumer's state and move with it
 //! under the same commit protocol.
+//!
+//! On the wire an id is 13 bytes and the stage name: a version byte (1), the producing
+//! partition (i32, big-endian), the sequence (u64, big-endian), then the stage's UTF-8 name.
+//! Writing one is a copy of 12 bytes into a buffer made once per stage ([`IdWriter`]);
+//! reading one is a few bounds checks. Ids written as text (`<stage>/<partition>/<seq>`, before
+//! December 2026) are still read, so topics written by an older version de-duplicate alike.
 
 use crate::{CachedStore, KvStore, StateError};
 
 /// Header carrying the message id on every record a stage writes.
 pub const ID_HEADER: &str = "sluice.id";
+
+/// First byte of a binary id. Never the first byte of a text id: stage names start with a
+/// letter or digit (the topology validator's rule).
+const BINARY_V1: u8 = 1;
+/// Version, partition and sequence: the part of an id before the stage name.
+const PREFIX: usize = 1 + 4 + 8;
 
 /// A parsed `sluice.id`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -20,7 +32,29 @@ pub struct MessageId<'a> {
 }
 
 impl<'a> MessageId<'a> {
-    /// Parses `<stage>/<partition>/<seq>`; the stage name may itself contain `/`.
+    /// Reads an id in either form: binary (what sluice writes) or text (what it wrote before).
+    pub fn decode(b: &'a [u8]) -> Result<Self, StateError> {
+        if b.first() == Some(&BINARY_V1) {
+            let bad = |why: &str| StateError::decode("sluice.id header", why.to_string());
+            if b.len() <= PREFIX {
+                return Err(bad("binary id shorter than 14 bytes"));
+            }
+            let partition = i32::from_be_bytes(b[1..5].try_into().expect("4 bytes"));
+            let seq = u64::from_be_bytes(b[5..PREFIX].try_into().expect("8 bytes"));
+            let stage =
+                std::str::from_utf8(&b[PREFIX..]).map_err(|_| bad("stage name is not UTF-8"))?;
+            return Ok(MessageId {
+                stage,
+                partition,
+                seq,
+            });
+        }
+        let s = std::str::from_utf8(b)
+            .map_err(|_| StateError::decode("sluice.id header", "neither binary nor UTF-8"))?;
+        Self::parse(s)
+    }
+
+    /// Parses the text form `<stage>/<partition>/<seq>`; the stage name may itself contain `/`.
     pub fn parse(s: &'a str) -> Result<Self, StateError> {
         let bad = |why: &str| StateError::decode("sluice.id header", format!("`{s}`: {why}"));
         let (rest, seq) = s
@@ -41,16 +75,40 @@ impl<'a> MessageId<'a> {
         })
     }
 
-    pub fn parse_bytes(b: &'a [u8]) -> Result<Self, StateError> {
-        let s = std::str::from_utf8(b)
-            .map_err(|_| StateError::decode("sluice.id header", "not UTF-8"))?;
-        Self::parse(s)
+    /// The binary form, as [`IdWriter`] writes it.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut w = IdWriter::new(self.stage);
+        w.id(self.partition, self.seq).to_vec()
     }
 }
 
 impl std::fmt::Display for MessageId<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}/{}/{}", self.stage, self.partition, self.seq)
+    }
+}
+
+/// Writes the binary ids of one stage: the stage name is laid down once, each id overwrites
+/// only the partition and sequence.
+#[derive(Debug, Clone)]
+pub struct IdWriter {
+    buf: Vec<u8>,
+}
+
+impl IdWriter {
+    pub fn new(stage: &str) -> Self {
+        let mut buf = Vec::with_capacity(PREFIX + stage.len());
+        buf.push(BINARY_V1);
+        buf.extend_from_slice(&[0; PREFIX - 1]);
+        buf.extend_from_slice(stage.as_bytes());
+        IdWriter { buf }
+    }
+
+    /// The header value for record `seq` of `partition`.
+    pub fn id(&mut self, partition: i32, seq: u64) -> &[u8] {
+        self.buf[1..5].copy_from_slice(&partition.to_be_bytes());
+        self.buf[5..PREFIX].copy_from_slice(&seq.to_be_bytes());
+        &self.buf
     }
 }
 
@@ -139,7 +197,27 @@ mod tests {
         for bad in ["", "a/b", "/1/2", "a/x/2", "a/1/-2", "a/1/"] {
             assert!(MessageId::parse(bad).is_err(), "{bad}");
         }
-        assert!(MessageId::parse_bytes(&[0xff, b'/', b'1', b'/', b'2']).is_err());
+        assert!(MessageId::decode(&[0xff, b'/', b'1', b'/', b'2']).is_err());
+        assert_eq!(MessageId::decode(b"enrich/by-site/3/17").unwrap(), id);
+    }
+
+    #[test]
+    fn binary_ids_round_trip_and_short_ones_are_rejected() {
+        let mut w = IdWriter::new("validate");
+        for (p, seq) in [(0, 1), (3, 17), (i32::MAX, u64::MAX), (-1, 0)] {
+            let bytes = w.id(p, seq).to_vec();
+            assert_eq!(bytes.len(), 13 + "validate".len());
+            let id = MessageId::decode(&bytes).unwrap();
+            assert_eq!((id.stage, id.partition, id.seq), ("validate", p, seq));
+            assert_eq!(id.encode(), bytes);
+        }
+        let full = w.id(2, 9).to_vec();
+        for cut in 0..=13 {
+            assert!(MessageId::decode(&full[..cut]).is_err(), "{cut} bytes");
+        }
+        let mut not_utf8 = full.clone();
+        not_utf8.push(0xff);
+        assert!(MessageId::decode(&not_utf8).is_err());
     }
 
     #[test]

@@ -28,7 +28,7 @@ mod tests;
 
 pub use cache::{CacheConfig, CacheStats, CachedStore, MergedScan};
 pub use changelog::{changelog_topic, ChangelogRecord, Checkpoint, Entry, Marker, MarkerKind, Tag};
-pub use dedup::{HighWaterMarks, MessageId, ID_HEADER};
+pub use dedup::{HighWaterMarks, IdWriter, MessageId, ID_HEADER};
 pub use error::StateError;
 pub use mem::MemStore;
 pub use restore::{Progress, RestorePlan, Restorer, StorePlan};

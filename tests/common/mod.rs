@@ -14,6 +14,7 @@ use rdkafka::message::{Headers, Message};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use sluice::sim::expect::Rules;
 use sluice::sim::WriterIds;
+use sluice_connectors::kafka::{MessageId, ID_HEADER};
 
 pub fn rules() -> Rules {
     Rules {
@@ -254,10 +255,16 @@ pub fn read_topic(brokers: &str, topic: &str) -> Vec<Read> {
             .map(|h| {
                 h.iter()
                     .map(|h| {
-                        (
-                            h.key.to_string(),
-                            String::from_utf8_lossy(h.value.unwrap_or_default()).to_string(),
-                        )
+                        let v = h.value.unwrap_or_default();
+                        // The id is binary: shown as `<stage>/<partition>/<seq>`, never lossily.
+                        let v = if h.key == ID_HEADER {
+                            MessageId::decode(v)
+                                .unwrap_or_else(|e| panic!("{topic}: bad {ID_HEADER}: {e}"))
+                                .to_string()
+                        } else {
+                            String::from_utf8_lossy(v).to_string()
+                        };
+                        (h.key.to_string(), v)
                     })
                     .collect()
             })

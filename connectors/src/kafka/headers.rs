@@ -3,29 +3,10 @@
 
 use rdkafka::message::{Headers, OwnedHeaders};
 
-/// `<stage>/<partition>/<seq>`: which stage wrote a record, from which input partition, and
-/// its place in that partition's output sequence. Replays regenerate the same ids.
-pub const ID_HEADER: &str = "sluice.id";
-
-/// A parsed `sluice.id`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RecordId<'a> {
-    pub stage: &'a str,
-    pub partition: i32,
-    pub seq: u64,
-}
-
-/// Parses `stage/partition/seq`; None for anything else.
-pub fn parse_record_id(v: &[u8]) -> Option<RecordId<'_>> {
-    let s = std::str::from_utf8(v).ok()?;
-    let (rest, seq) = s.rsplit_once('/')?;
-    let (stage, partition) = rest.rsplit_once('/')?;
-    Some(RecordId {
-        stage,
-        partition: partition.parse().ok()?,
-        seq: seq.parse().ok()?,
-    })
-}
+/// The id every stage writes on each output (binary, see [`MessageId`]): which stage wrote
+/// a record, from which input partition, and its place in that partition's output sequence.
+/// Replays regenerate the same ids.
+pub use sluice_state::{IdWriter, MessageId, ID_HEADER};
 
 /// The value of header `name`, if present and UTF-8.
 pub fn header_str<'a, H: Headers>(headers: &'a H, name: &str) -> Option<&'a str> {
@@ -63,39 +44,26 @@ pub mod dlq {
     }
 
     /// Headers for a dead letter, plus the `sluice.id` of the stage writing it.
-    pub fn headers(r: &Reason<'_>, id: &str) -> OwnedHeaders {
+    pub fn headers(r: &Reason<'_>, id: &[u8]) -> OwnedHeaders {
         let partition = r.partition.to_string();
         let offset = r.offset.to_string();
         let at = r.failed_at.to_string();
-        let kv: [(&str, &str); 8] = [
+        let kv: [(&str, &[u8]); 8] = [
             (super::ID_HEADER, id),
-            (ERROR_CLASS, r.class),
-            (ERROR_MESSAGE, r.message),
-            (SOURCE_TOPIC, r.topic),
-            (SOURCE_PARTITION, &partition),
-            (SOURCE_OFFSET, &offset),
-            (STAGE, r.stage),
-            (FAILED_AT, &at),
+            (ERROR_CLASS, r.class.as_bytes()),
+            (ERROR_MESSAGE, r.message.as_bytes()),
+            (SOURCE_TOPIC, r.topic.as_bytes()),
+            (SOURCE_PARTITION, partition.as_bytes()),
+            (SOURCE_OFFSET, offset.as_bytes()),
+            (STAGE, r.stage.as_bytes()),
+            (FAILED_AT, at.as_bytes()),
         ];
         kv.iter()
             .fold(OwnedHeaders::new_with_capacity(8), |h, (k, v)| {
                 h.insert(Header {
                     key: k,
-                    value: Some(v.as_bytes()),
+                    value: Some(*v),
                 })
             })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn ids_round_trip_and_junk_is_rejected() {
-        let id = parse_record_id(b"agg/regate/3/42").unwrap();
-        assert_eq!((id.stage, id.partition, id.seq), ("agg/regate", 3, 42));
-        assert_eq!(parse_record_id(b"x/y"), None);
-        assert_eq!(parse_record_id(b"s/1/-2"), None);
     }
 }

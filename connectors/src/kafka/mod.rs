@@ -11,5 +11,5 @@ pub use client::{
     consumer_config, producer_config, transactional_producer_config, ClientOptions, KafkaError,
     TRANSACTION_TIMEOUT,
 };
-pub use headers::{dlq, header_str, parse_record_id, RecordId, ID_HEADER};
+pub use headers::{dlq, header_str, IdWriter, MessageId, ID_HEADER};
 pub use producer::{DeliveryTracker, TrackedProducer};
