@@ -292,16 +292,9 @@ fn fault_three_instances_scale_out_then_one_killed_for_good_outputs_stay_exactly
     assert!(moved > 0.0, "the surviving instances own partitions");
 }
 
-/// Sum of metric `name` over the series whose labels contain `label` (e.g. `from="local"`).
-fn metric_where(port: u16, name: &str, label: &str) -> f64 {
-    metric_lines(port)
-        .iter()
-        .filter_map(|l| {
-            let rest = l.strip_prefix(name)?.strip_prefix('{')?;
-            let (labels, value) = rest.split_once("} ")?;
-            labels.contains(label).then(|| value.parse::<f64>().ok())?
-        })
-        .sum()
+/// Sum of metric `name` over the series whose labels contain `label`; 0 when there is none.
+fn metric_sum(port: u16, name: &str, label: &str) -> f64 {
+    metric_where(port, name, label).unwrap_or(0.0)
 }
 
 #[test]
@@ -344,7 +337,7 @@ fn fault_standby_replica_takes_over_with_a_short_restore() {
             );
             // Task partitions of stateful stages (the TSDB sink keeps no state).
             let owned = metric(vp, "sluice_partitions_owned")?
-                - metric_where(vp, "sluice_partitions_owned", "stage=\"tsdb\"");
+                - metric_sum(vp, "sluice_partitions_owned", "stage=\"tsdb\"");
             let standby = metric(sp, "sluice_standby_partitions")?;
             let applied = metric(sp, "sluice_standby_records_total")?;
 
@@ -356,15 +349,15 @@ fn fault_standby_replica_takes_over_with_a_short_restore() {
         },
     );
     s.wait_sent(total / 2 + rng.random_range(0..total / 10));
-    let local_before = metric_where(sp, "sluice_restores_total", "from=\"local\"");
-    let cold_before = metric_where(sp, "sluice_restores_total", "from=\"changelog\"");
+    let local_before = metric_sum(sp, "sluice_restores_total", "from=\"local\"");
+    let cold_before = metric_sum(sp, "sluice_restores_total", "from=\"changelog\"");
     instances[victim].kill9();
     eprintln!("instance s{victim} (owning {owned} task partitions) killed for good");
     s.finish_input();
     s.verify(&mut || instances[survivor].check_alive());
-    let local = metric_where(sp, "sluice_restores_total", "from=\"local\"") - local_before;
-    let cold = metric_where(sp, "sluice_restores_total", "from=\"changelog\"") - cold_before;
-    let read = metric_where(sp, "sluice_restore_read_records_total", "from=\"local\"");
+    let local = metric_sum(sp, "sluice_restores_total", "from=\"local\"") - local_before;
+    let cold = metric_sum(sp, "sluice_restores_total", "from=\"changelog\"") - cold_before;
+    let read = metric_sum(sp, "sluice_restore_read_records_total", "from=\"local\"");
     eprintln!("takeover restores: {local} from standby checkpoints ({read} records read in all local restores), {cold} from the changelog start");
     assert_eq!(
         cold, 0.0,

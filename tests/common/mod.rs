@@ -416,12 +416,25 @@ pub fn metric_lines(port: u16) -> Vec<String> {
 
 /// A counter or gauge of a running sluice, summed over its label sets, from `/metrics`.
 pub fn metric(port: u16, name: &str) -> Option<f64> {
+    metric_where(port, name, "")
+}
+
+/// Like [`metric`], over the label sets that contain `label` (e.g. `from="local"`).
+pub fn metric_where(port: u16, name: &str, label: &str) -> Option<f64> {
     let mut total = None;
     for line in metric_lines(port) {
         let Some(rest) = line.strip_prefix(name) else {
             continue;
         };
-        if !(rest.starts_with('{') || rest.starts_with(' ')) {
+        let labels = match rest.strip_prefix('{') {
+            Some(r) => match r.split_once('}') {
+                Some((labels, _)) => labels,
+                None => continue,
+            },
+            None if rest.starts_with(' ') => "",
+            None => continue,
+        };
+        if !labels.contains(label) {
             continue;
         }
         let v: f64 = rest.rsplit(' ').next()?.parse().ok()?;
