@@ -215,6 +215,7 @@ impl Instance {
 }
 
 #[test]
+#[ignore = "fault test: stops shared services; scripts/test runs it alone"]
 fn fault_kill9_stage_instances_twelve_times_outputs_stay_exactly_once() {
     let mut rng = seeded();
     let mut s = Scenario::new(16, 300);
@@ -255,6 +256,7 @@ fn fault_kill9_stage_instances_twelve_times_outputs_stay_exactly_once() {
 }
 
 #[test]
+#[ignore = "fault test: stops shared services; scripts/test runs it alone"]
 fn fault_three_instances_scale_out_then_one_killed_for_good_outputs_stay_exactly_once() {
     let mut rng = seeded();
     let mut s = Scenario::new(16, 300);
@@ -298,6 +300,7 @@ fn metric_sum(port: u16, name: &str, label: &str) -> f64 {
 }
 
 #[test]
+#[ignore = "fault test: stops shared services; scripts/test runs it alone"]
 fn fault_standby_replica_takes_over_with_a_short_restore() {
     let mut rng = seeded();
     let mut s = Scenario::with_topology(16, 300, |t| {
@@ -370,6 +373,7 @@ fn fault_standby_replica_takes_over_with_a_short_restore() {
 }
 
 #[test]
+#[ignore = "fault test: stops shared services; scripts/test runs it alone"]
 fn fault_broker_restarted_mid_run_loses_and_duplicates_nothing() {
     let mut rng = seeded();
     let mut s = Scenario::new(16, 240);
@@ -385,6 +389,7 @@ fn fault_broker_restarted_mid_run_loses_and_duplicates_nothing() {
 }
 
 #[test]
+#[ignore = "fault test: stops shared services; scripts/test runs it alone"]
 fn fault_s3_and_tsdb_unavailable_mid_run_each_row_and_object_lands_once() {
     let mut rng = seeded();
     let mut s = Scenario::new(16, 240);
