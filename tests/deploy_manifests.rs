@@ -284,15 +284,83 @@ fn compose_creates_every_topic_and_both_questdb_tables() {
             .any(|v| v.starts_with("./deploy/topics:")),
         "the topics one-shot mounts deploy/topics"
     );
+    let script = read("deploy/topics/create-topics.sh");
     check_topics(
         "deploy/topics/create-topics.sh",
         &exp,
-        &created_topics(&read("deploy/topics/create-topics.sh")),
+        &created_topics(&script),
     );
-    let aggregates = read("deploy/questdb/010-aggregates.sql");
-    assert!(aggregates.contains(r#"DEDUP UPSERT KEYS(ts, device_id, metric, "window")"#));
-    let anomalies = read("deploy/questdb/020-anomalies.sql");
-    assert!(anomalies.contains("DEDUP UPSERT KEYS(ts, device_id, metric, detector)"));
+    check_durability("deploy/topics/create-topics.sh", &script);
+    // One Redpanda in compose: one copy of each topic, and the stages agree.
+    let services = compose["services"].as_mapping().unwrap();
+    for (name, svc) in services {
+        let env = &svc["environment"];
+        if env.get("SLUICE_BROKERS").is_some() {
+            for var in ["SLUICE_REPLICATION", "SLUICE_MIN_INSYNC_REPLICAS"] {
+                assert_eq!(
+                    env.get(var).map(str_of).as_deref(),
+                    Some("1"),
+                    "compose {name:?}: {var} must be 1 for the single Redpanda; {REGENERATE}"
+                );
+            }
+        }
+    }
+
+    // The QuestDB tables come from `sluice tsdb init` (DDL beside the sink's encoder), run
+    // once QuestDB answers and before the tsdb stage starts.
+    let (init_name, init) = services
+        .iter()
+        .find(|(_, s)| strings(&s["command"]).starts_with(&["tsdb".into(), "init".into()]))
+        .expect("a compose one-shot runs `sluice tsdb init`");
+    let cmd = strings(&init["command"]);
+    assert!(cmd.contains(&"--wait".to_string()), "{cmd:?}");
+    let topology = &cmd[2];
+    assert!(
+        strings(&init["volumes"])
+            .iter()
+            .any(|v| v.split(':').nth(1) == Some(topology.as_str())),
+        "compose {init_name:?} does not mount {topology}"
+    );
+    let ilp = str_of(&init["environment"]["SLUICE_ILP_ADDR"]);
+    assert!(
+        ilp.starts_with("http::"),
+        "tsdb init derives QuestDB's HTTP URL from an http:: ILP address, got {ilp}"
+    );
+    assert!(init["depends_on"].get("questdb").is_some());
+    for stage in exp.stages.keys() {
+        let kind = str_of(&exp.doc["stages"][stage.as_str()]["kind"]);
+        if kind != "questdb_sink" {
+            continue;
+        }
+        let svc = services
+            .values()
+            .find(|s| stage_arg(&strings(&s["command"])) == Some(stage.as_str()))
+            .unwrap();
+        assert_eq!(
+            svc["depends_on"][init_name]["condition"].as_str(),
+            Some("service_completed_successfully"),
+            "the {stage} stage must wait for {init_name:?}; {REGENERATE}"
+        );
+    }
+}
+
+/// A topic script sets the replication and `min.insync.replicas` the topology's
+/// `topic_defaults` read, from the same environment variables.
+fn check_durability(what: &str, script: &str) {
+    for needle in [
+        r#"REPLICAS="${SLUICE_REPLICATION:-3}""#,
+        r#"MIN_INSYNC="${SLUICE_MIN_INSYNC_REPLICAS:-2}""#,
+        r#"-r "$REPLICAS""#,
+        r#"-c min.insync.replicas="$MIN_INSYNC""#,
+    ] {
+        assert!(
+            script.contains(needle),
+            "{what} lacks {needle}; {REGENERATE}"
+        );
+    }
+    let topology = read("topology/iot.yaml");
+    assert!(topology.contains("${SLUICE_REPLICATION:-3}"));
+    assert!(topology.contains("${SLUICE_MIN_INSYNC_REPLICAS:-2}"));
 }
 
 /// Every document in every file under k8s/.
@@ -448,10 +516,7 @@ fn k8s_runs_every_stage_as_a_statefulset_with_state_probes_and_static_membership
 fn k8s_job_creates_every_topic_and_the_configmap_holds_the_topology() {
     let exp = expect();
     let docs = k8s_docs();
-    let job = of_kind(&docs, "Job")
-        .into_iter()
-        .next()
-        .expect("k8s: a Job creates the topics");
+    let job = named(&docs, "Job", "sluice-create-topics");
     let volume = job["spec"]["template"]["spec"]["volumes"][0]["configMap"]["name"]
         .as_str()
         .expect("script volume");
@@ -463,6 +528,27 @@ fn k8s_job_creates_every_topic_and_the_configmap_holds_the_topology() {
         .map(str_of)
         .collect::<String>();
     check_topics("the k8s topic Job", &exp, &created_topics(&script));
+    check_durability("the k8s topic Job", &script);
+    // Production defaults in the cluster: the Job and the stages read them from the
+    // connections ConfigMap.
+    let connections = named(&docs, "ConfigMap", "sluice-connections");
+    assert_eq!(
+        connections["data"]["SLUICE_REPLICATION"].as_str(),
+        Some("3")
+    );
+    assert_eq!(
+        connections["data"]["SLUICE_MIN_INSYNC_REPLICAS"].as_str(),
+        Some("2")
+    );
+    let job_env: Vec<String> = job["spec"]["template"]["spec"]["containers"][0]["env"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|e| str_of(&e["name"]))
+        .collect();
+    for var in ["SLUICE_REPLICATION", "SLUICE_MIN_INSYNC_REPLICAS"] {
+        assert!(job_env.contains(&var.to_string()), "topic Job lacks {var}");
+    }
     // The topology ConfigMap carries the same file (compared parsed, so formatting is free).
     let shipped = of_kind(&docs, "ConfigMap")
         .into_iter()
@@ -559,4 +645,58 @@ fn the_dashboard_queries_only_metrics_sluice_exports() {
         }
     }
     assert!(queried > 5, "the dashboard queries sluice metrics");
+}
+
+#[test]
+fn k8s_job_creates_the_questdb_tables_with_tsdb_init() {
+    let docs = k8s_docs();
+    let job = of_kind(&docs, "Job")
+        .into_iter()
+        .find(|j| {
+            strings(&j["spec"]["template"]["spec"]["containers"][0]["args"])
+                .starts_with(&["tsdb".into(), "init".into()])
+        })
+        .unwrap_or_else(|| panic!("k8s: no Job runs `sluice tsdb init`; {REGENERATE}"));
+    let pod = &job["spec"]["template"]["spec"];
+    let c = &pod["containers"][0];
+    assert_eq!(c["image"].as_str(), Some("sluice:latest"));
+    let args = strings(&c["args"]);
+    assert!(args.contains(&"--wait".to_string()), "{args:?}");
+    // The topology it reads is the ConfigMap's, mounted where the args say.
+    let topology = &args[2];
+    let volume = pod["volumes"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|v| v["configMap"]["name"].as_str() == Some("sluice-topology"))
+        .expect("the Job mounts the topology ConfigMap");
+    let mounted = c["volumeMounts"].as_sequence().unwrap().iter().any(|m| {
+        m["name"] == volume["name"] && topology.starts_with(m["mountPath"].as_str().unwrap_or("?"))
+    });
+    assert!(mounted, "the tsdb init Job does not mount {topology}");
+    let ilp = c["env"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"].as_str() == Some("SLUICE_ILP_ADDR"))
+        .expect("the Job sets SLUICE_ILP_ADDR");
+    let key = ilp["valueFrom"]["configMapKeyRef"]["key"].as_str().unwrap();
+    let value = named(&docs, "ConfigMap", "sluice-connections")["data"][key]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        value.starts_with("http::"),
+        "QuestDB's HTTP URL comes from {value}"
+    );
+    // kustomize applies what its list names: every file under k8s/.
+    let listed = strings(&yaml("k8s/kustomization.yaml")["resources"]);
+    for (file, _) in &docs {
+        if file != "kustomization.yaml" {
+            assert!(
+                listed.contains(file),
+                "k8s/kustomization.yaml does not list {file}"
+            );
+        }
+    }
 }

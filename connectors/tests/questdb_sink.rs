@@ -1,7 +1,8 @@
 //! The QuestDB sink against a real ILP server (VictoriaMetrics: it maps ILP
-//! `table,tags field=..` to series `table_field{tags}` and, started with
-//! `-dedup.minScrapeInterval=1ms`, keeps one sample per series and timestamp, which stands in
-//! for QuestDB's `DEDUP UPSERT KEYS`).
+//! `table,tags field=..` to series `table_field{tags}`). It runs without server-side dedup, so
+//! every row written shows up as a sample: a row written twice is two samples, and a test that
+//! compares samples sees it (QuestDB's `DEDUP UPSERT KEYS`, which would hide it, is created
+//! by `sluice tsdb init` and checked in `tests/setup_commands.rs`).
 //!
 //! Values are chosen with at most 12 significant digits: VictoriaMetrics stores samples
 //! rounded to 12 (QuestDB keeps the full f64; the ILP text is checked bit-exact in the unit
@@ -168,10 +169,11 @@ async fn rows_read_back_exactly() {
 }
 
 #[tokio::test]
-async fn the_same_batch_twice_leaves_one_sample_per_series_and_timestamp() {
-    let (addr, url) = shared_tsdb().await;
+async fn the_same_batch_twice_shows_two_samples_per_row() {
+    // A private server, so the outcome does not depend on how the shared one was started.
+    let vm = PrivateVm::start().await;
     let run = unique("qdb");
-    let (mut sink, agg_t, an_t) = sink_for(addr, &run);
+    let (mut sink, agg_t, an_t) = sink_for(vm.ilp_http_conf(), &run);
     let (aggs, ans) = (aggregates(&run, 30), anomalies(&run, 10));
     for _ in 0..2 {
         for a in &aggs {
@@ -182,9 +184,17 @@ async fn the_same_batch_twice_leaves_one_sample_per_series_and_timestamp() {
         }
         assert_eq!(sink.flush().await.unwrap(), 40);
     }
-    let want = expected(&agg_t, &an_t, &aggs, &ans);
-    let got = read_until(&Tsdb { url }, &agg_t, &an_t, &want).await;
-    assert_eq!(got, want, "a replayed batch must not add samples");
+    // The TSDB keeps what it is sent: a repeated row is visible, which is what lets the
+    // pipeline tests catch one.
+    let want: BTreeMap<_, Vec<f64>> = expected(&agg_t, &an_t, &aggs, &ans)
+        .into_iter()
+        .map(|(k, v)| (k, [v.clone(), v].concat()))
+        .collect();
+    let tsdb = Tsdb {
+        url: vm.query_url(),
+    };
+    let got = read_until(&tsdb, &agg_t, &an_t, &want).await;
+    assert_eq!(got, want, "each row written twice must show as two samples");
 }
 
 #[tokio::test]

@@ -544,12 +544,13 @@ fn prepare(
     let text = std::fs::read_to_string(&a.topology)
         .with_context(|| format!("reading {}", a.topology.display()))?;
     let text = isolate(&text, suffix, guarantee);
-    let env = |k: &str| {
-        if k == "SLUICE_BROKERS" {
-            Some(a.brokers.clone())
-        } else {
-            std::env::var(k).ok()
+    let env = |k: &str| match k {
+        "SLUICE_BROKERS" => Some(a.brokers.clone()),
+        // The bench brokers are single local ones: one copy of each topic unless told otherwise.
+        "SLUICE_REPLICATION" | "SLUICE_MIN_INSYNC_REPLICAS" => {
+            Some(std::env::var(k).unwrap_or_else(|_| "1".into()))
         }
+        _ => std::env::var(k).ok(),
     };
     let loaded =
         sluice_topology::load_str(&a.topology, &text, &env).map_err(|e| anyhow::anyhow!("{e}"))?;

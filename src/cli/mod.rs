@@ -8,6 +8,7 @@ mod run;
 mod schemas;
 mod simulate;
 mod topics;
+mod tsdb;
 mod validate;
 
 use std::process::ExitCode;
@@ -44,6 +45,9 @@ pub enum Command {
     /// Create the topics a topology needs (its own and its changelogs).
     #[command(subcommand)]
     Topics(topics::Command),
+    /// Create the QuestDB tables the topology writes, with their dedup keys.
+    #[command(subcommand)]
+    Tsdb(tsdb::Command),
     /// Run anomaly detectors over the NAB corpus and score them.
     Nab(nab::Args),
     /// Measure throughput and latency.
@@ -74,6 +78,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Schemas(c) => schemas::run(c),
         Command::Dlq(c) => dlq::run(c),
         Command::Topics(c) => topics::run(c),
+        Command::Tsdb(c) => tsdb::run(c),
         Command::Nab(a) => nab::run(a),
         Command::Bench(c) => bench::run(c),
     }

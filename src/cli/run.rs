@@ -165,30 +165,50 @@ pub(crate) fn run(a: Args) -> anyhow::Result<ExitCode> {
     })
 }
 
-/// Creates the topology's topics and changelogs if missing.
-pub(crate) async fn create_topics(t: &Topology) -> anyhow::Result<()> {
-    let topics: Vec<TopicToCreate> = t
-        .topic_plans()
-        .into_iter()
+/// Creates the topology's missing topics (`topic_plans()`: partitions, replication,
+/// `min.insync.replicas` and the other configs); returns each plan with what was done.
+pub(crate) async fn create_topics(
+    t: &Topology,
+) -> anyhow::Result<
+    Vec<(
+        sluice_topology::TopicPlan,
+        sluice_connectors::kafka::TopicOutcome,
+    )>,
+> {
+    let plans = t.topic_plans();
+    let topics: Vec<TopicToCreate> = plans
+        .iter()
         .map(|p| TopicToCreate {
-            name: p.name,
+            name: p.name.clone(),
             partitions: p.partitions,
             replication: p.replication,
             configs: p
-                .configs
+                .all_configs()
                 .into_iter()
                 .map(|(k, v)| (k.to_string(), v))
                 .collect(),
         })
         .collect();
-    ensure_topics(&t.connections.brokers, &topics)
+    let outcomes = ensure_topics(&t.connections.brokers, &topics)
         .await
         .with_context(|| {
             format!(
                 "creating the topology's topics on the broker at {}",
                 t.connections.brokers
             )
-        })
+        })?;
+    for (p, o) in plans.iter().zip(&outcomes) {
+        if *o == sluice_connectors::kafka::TopicOutcome::Created {
+            tracing::info!(
+                topic = %p.name,
+                partitions = p.partitions,
+                replication = p.replication,
+                min_insync_replicas = p.min_insync_replicas,
+                "Created topic."
+            );
+        }
+    }
+    Ok(plans.into_iter().zip(outcomes).collect())
 }
 
 fn client_options(shared: &Shared, stage: &str) -> ClientOptions {

@@ -3,9 +3,13 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use sluice_connectors::kafka::TopicOutcome;
+use sluice_topology::TopicPlan;
+
 #[derive(Debug, clap::Subcommand)]
 pub enum Command {
-    /// Create every topic and changelog the topology needs (existing ones are kept).
+    /// Create every topic and changelog the topology needs (existing ones are kept), and
+    /// print what was set on each: partitions, replication, min.insync.replicas, configs.
     Create {
         /// The topology file.
         file: PathBuf,
@@ -18,9 +22,59 @@ pub(crate) fn run(c: Command) -> anyhow::Result<ExitCode> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    rt.block_on(super::run::create_topics(&loaded.topology))?;
-    for p in loaded.topology.topic_plans() {
-        println!("{} ({} partitions)", p.name, p.partitions);
+    let done = rt.block_on(super::run::create_topics(&loaded.topology))?;
+    let created = done
+        .iter()
+        .filter(|(_, o)| *o == TopicOutcome::Created)
+        .count();
+    println!(
+        "{} topics on {}: {created} created, {} already existed",
+        done.len(),
+        loaded.topology.connections.brokers,
+        done.len() - created
+    );
+    for (plan, outcome) in &done {
+        println!("{}", describe(plan, *outcome));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// One line per topic. An existing topic keeps what it was created with, which sluice does
+/// not read back (some brokers answer DescribeConfigs only partly, docs/BROKER_GAPS.md), so
+/// its line says what the topology asks for instead of claiming it was set.
+fn describe(p: &TopicPlan, outcome: TopicOutcome) -> String {
+    let settings = std::iter::once(format!("partitions={}", p.partitions))
+        .chain(std::iter::once(format!("replication={}", p.replication)))
+        .chain(p.all_configs().iter().map(|(k, v)| format!("{k}={v}")))
+        .collect::<Vec<_>>()
+        .join(" ");
+    match outcome {
+        TopicOutcome::Created => format!("{}: created: {settings}", p.name),
+        TopicOutcome::AlreadyExisted => format!(
+            "{}: already existed, left as it is; the topology asks for {settings}",
+            p.name
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_line_names_every_setting_and_what_was_done() {
+        let p = TopicPlan {
+            name: "app-s-ids-changelog".into(),
+            partitions: 4,
+            replication: 3,
+            min_insync_replicas: 2,
+            configs: vec![("cleanup.policy", "compact".into())],
+        };
+        assert_eq!(
+            describe(&p, TopicOutcome::Created),
+            "app-s-ids-changelog: created: partitions=4 replication=3 min.insync.replicas=2 cleanup.policy=compact"
+        );
+        assert!(describe(&p, TopicOutcome::AlreadyExisted)
+            .starts_with("app-s-ids-changelog: already existed, left as it is; the topology asks for partitions=4 replication=3 min.insync.replicas=2"));
+    }
 }

@@ -108,6 +108,13 @@ impl TestTopology {
             .replace(
                 "${SLUICE_METRICS_LISTEN:-127.0.0.1:9464}",
                 &format!("127.0.0.1:{metrics_port}"),
+            )
+            // The local stack has one broker; `scripts/stack env` says so too, this keeps a
+            // test right without it.
+            .replace("${SLUICE_REPLICATION:-3}", "${SLUICE_REPLICATION:-1}")
+            .replace(
+                "${SLUICE_MIN_INSYNC_REPLICAS:-2}",
+                "${SLUICE_MIN_INSYNC_REPLICAS:-1}",
             );
         for topic in [
             "telemetry.raw",

@@ -13,10 +13,12 @@ mod validate;
 pub use error::{Problem, TopologyError};
 pub use load::{load, load_str, resolve_state_dir, Loaded};
 pub use model::{
-    Connections, Guarantee, Metadata, Metrics, Processing, S3Connection, Stage, TopicSpec,
-    Topology, API_VERSION,
+    Connections, Guarantee, Metadata, Metrics, Processing, S3Connection, Stage, TopicDefaults,
+    TopicSpec, Topology, API_VERSION,
 };
-pub use plan::{StagePlan, StorePlan, TopicPlan, CHANGELOG_MIN_COMPACTION_LAG_MS};
+pub use plan::{
+    StagePlan, StorePlan, TopicPlan, CHANGELOG_MIN_COMPACTION_LAG_MS, MIN_INSYNC_REPLICAS,
+};
 pub use stage::{
     AggregateSpec, DetectSpec, QuestdbSinkSpec, S3ParquetSinkSpec, StageSpec, UnknownMetrics,
     ValidateSpec, STAGE_KINDS,

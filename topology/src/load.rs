@@ -98,6 +98,7 @@ pub fn load_str(
         connections: file.connections,
         state_dir: file.state_dir,
         metrics: file.metrics,
+        topic_defaults: file.topic_defaults,
         topics: file.topics,
         stages,
     };

@@ -32,6 +32,9 @@ pub(crate) struct TopologyFile {
     /// Prometheus metrics and health endpoints.
     #[serde(default)]
     pub metrics: Metrics,
+    /// Replication and `min.insync.replicas` of every topic the topology creates.
+    #[serde(default)]
+    pub topic_defaults: TopicDefaults,
     /// Every topic the topology reads or writes, by name.
     pub topics: BTreeMap<String, TopicSpec>,
     /// Kept as raw YAML here: each stage is parsed on its own so errors keep their lines.
@@ -46,6 +49,7 @@ pub struct Topology {
     pub connections: Connections,
     pub state_dir: PathBuf,
     pub metrics: Metrics,
+    pub topic_defaults: TopicDefaults,
     pub topics: BTreeMap<String, TopicSpec>,
     pub stages: Vec<Stage>,
 }
@@ -162,14 +166,42 @@ impl Default for Metrics {
     }
 }
 
+/// How durable the topics the topology creates are: declared topics that do not say
+/// otherwise, and every changelog. An acknowledged write (`acks=all`) survives the loss of
+/// `replication - min_insync_replicas` brokers; docs/OPERATIONS.md says what exactly-once needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TopicDefaults {
+    /// Replication factor. Default 3 (a single-broker test stack sets 1).
+    #[serde(default = "default_replication")]
+    pub replication: i32,
+    /// The topic config `min.insync.replicas`: how many replicas must have a write before
+    /// an `acks=all` producer is told it succeeded. At least 1, at most `replication`.
+    /// Default 2 (a single-broker test stack sets 1).
+    #[serde(default = "default_min_insync_replicas")]
+    pub min_insync_replicas: i32,
+}
+
+impl Default for TopicDefaults {
+    fn default() -> Self {
+        TopicDefaults {
+            replication: default_replication(),
+            min_insync_replicas: default_min_insync_replicas(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TopicSpec {
     /// Partition count; stages reading this topic run one task per partition.
     pub partitions: i32,
-    /// Replication factor. Default 1.
-    #[serde(default = "default_replication")]
-    pub replication: i32,
+    /// Replication factor. Default `topic_defaults.replication`.
+    #[serde(default)]
+    pub replication: Option<i32>,
+    /// `min.insync.replicas` of this topic. Default `topic_defaults.min_insync_replicas`.
+    #[serde(default)]
+    pub min_insync_replicas: Option<i32>,
     /// Registry subject for record values, if the topic carries Avro.
     #[serde(default)]
     pub subject: Option<String>,
@@ -193,8 +225,12 @@ fn default_region() -> String {
 fn default_metrics_listen() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 9464))
 }
+/// Kafka's usual production setting: one broker may be down while writes continue.
 fn default_replication() -> i32 {
-    1
+    3
+}
+fn default_min_insync_replicas() -> i32 {
+    2
 }
 
 /// `30s`, `5m`, `1h 30m`: durations written for people.

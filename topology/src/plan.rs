@@ -9,8 +9,23 @@ pub struct TopicPlan {
     pub name: String,
     pub partitions: i32,
     pub replication: i32,
+    /// The topic config `min.insync.replicas` (in [`TopicPlan::all_configs`], not `configs`).
+    pub min_insync_replicas: i32,
+    /// Topic configs other than `min.insync.replicas`.
     pub configs: Vec<(&'static str, String)>,
 }
+
+impl TopicPlan {
+    /// Every topic config to set at creation: `min.insync.replicas`, then `configs`.
+    pub fn all_configs(&self) -> Vec<(&'static str, String)> {
+        let mut all = vec![(MIN_INSYNC_REPLICAS, self.min_insync_replicas.to_string())];
+        all.extend(self.configs.iter().cloned());
+        all
+    }
+}
+
+/// The topic config that, with `acks=all`, decides how many copies an acknowledged write has.
+pub const MIN_INSYNC_REPLICAS: &str = "min.insync.replicas";
 
 /// One stage as it runs: its group, its stores and their changelogs.
 #[derive(Debug, Clone)]
@@ -72,15 +87,19 @@ impl Topology {
             .collect()
     }
 
-    /// Every topic the topology needs: declared ones and changelogs.
+    /// Every topic the topology needs: declared ones and changelogs. Declared topics take
+    /// their replication and `min.insync.replicas` from their own entry, else from
+    /// `topic_defaults`; changelogs from `topic_defaults`.
     pub fn topic_plans(&self) -> Vec<TopicPlan> {
+        let d = self.topic_defaults;
         let mut out: Vec<TopicPlan> = self
             .topics
             .iter()
             .map(|(name, t)| TopicPlan {
                 name: name.clone(),
                 partitions: t.partitions,
-                replication: t.replication,
+                replication: t.replication.unwrap_or(d.replication),
+                min_insync_replicas: t.min_insync_replicas.unwrap_or(d.min_insync_replicas),
                 configs: vec![],
             })
             .collect();
@@ -89,7 +108,8 @@ impl Topology {
                 out.push(TopicPlan {
                     name: store.changelog.clone(),
                     partitions: plan.partitions,
-                    replication: 1,
+                    replication: d.replication,
+                    min_insync_replicas: d.min_insync_replicas,
                     configs: vec![
                         ("cleanup.policy", "compact".into()),
                         (
@@ -112,5 +132,82 @@ impl Topology {
     /// The stage called `name`.
     pub fn stage(&self, name: &str) -> Option<&StageSpec> {
         self.stages.iter().find(|s| s.name == name).map(|s| &s.spec)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::load::load_str;
+
+    const FILE: &str = r#"
+apiVersion: sluice/v1
+kind: Topology
+metadata: { name: app }
+connections: { brokers: "127.0.0.1:9092", registry: "http://127.0.0.1:8081" }
+TOPIC_DEFAULTS
+topics:
+  raw:   { partitions: 2 }
+  valid: { partitions: 2, replication: 5, min_insync_replicas: 3 }
+  dlq:   { partitions: 1, min_insync_replicas: 1 }
+stages:
+  agg:
+    kind: aggregate
+    input: raw
+    output: valid
+    output_subject: valid-value
+    dead_letter: dlq
+"#;
+
+    fn plans(defaults: &str) -> Vec<TopicPlan> {
+        let text = FILE.replace("TOPIC_DEFAULTS", defaults);
+        let loaded =
+            load_str(Path::new("t.yaml"), &text, &|_| None).unwrap_or_else(|e| panic!("{e}"));
+        loaded.topology.topic_plans()
+    }
+
+    fn durability(plans: &[TopicPlan], name: &str) -> (i32, i32) {
+        let p = plans
+            .iter()
+            .find(|p| p.name == name)
+            .unwrap_or_else(|| panic!("no plan for {name}"));
+        (p.replication, p.min_insync_replicas)
+    }
+
+    #[test]
+    fn topics_and_changelogs_carry_the_defaults_unless_a_topic_overrides_them() {
+        let plans = plans("topic_defaults: { replication: 4, min_insync_replicas: 3 }");
+        assert_eq!(durability(&plans, "raw"), (4, 3));
+        assert_eq!(durability(&plans, "valid"), (5, 3));
+        assert_eq!(durability(&plans, "dlq"), (4, 1));
+        for store in ["ids", "windows"] {
+            assert_eq!(
+                durability(&plans, &format!("app-agg-{store}-changelog")),
+                (4, 3)
+            );
+        }
+    }
+
+    #[test]
+    fn without_topic_defaults_topics_get_production_durability() {
+        let plans = plans("");
+        assert_eq!(durability(&plans, "raw"), (3, 2));
+        assert_eq!(durability(&plans, "app-agg-windows-changelog"), (3, 2));
+    }
+
+    #[test]
+    fn min_insync_replicas_is_a_topic_config_of_every_topic() {
+        for p in plans("topic_defaults: { replication: 1, min_insync_replicas: 1 }") {
+            let all = p.all_configs();
+            assert_eq!(
+                all[0],
+                (MIN_INSYNC_REPLICAS, p.min_insync_replicas.to_string()),
+                "{}",
+                p.name
+            );
+            assert_eq!(&all[1..], &p.configs[..], "{}", p.name);
+        }
     }
 }

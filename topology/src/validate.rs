@@ -43,6 +43,7 @@ pub(crate) fn check(loaded: &Loaded, api_version: &str, kind: &str, out: &mut Ve
             "use at least 1 (the default is 50000)".into(),
         );
     }
+    check_durability(t, &mut push);
     for (topic, spec) in &t.topics {
         if spec.partitions < 1 {
             push(
@@ -161,6 +162,52 @@ pub(crate) fn check(loaded: &Loaded, api_version: &str, kind: &str, out: &mut Ve
                 }
             }
         }
+    }
+}
+
+/// `1 <= min_insync_replicas <= replication`, for the defaults and for every topic that
+/// overrides either; each problem is reported at the key that was written.
+fn check_durability(t: &crate::model::Topology, push: &mut impl FnMut(String, String, String)) {
+    let d = t.topic_defaults;
+    let mut one = |base: &str, r: i32, m: i32, r_written: bool, m_written: bool| {
+        if r < 1 && r_written {
+            push(
+                format!("{base}.replication"),
+                format!("replication factor {r}"),
+                "use 1 or more: 3 in production, 1 on a single-broker test stack".into(),
+            );
+        } else if r >= 1 && !(1..=r).contains(&m) && (r_written || m_written) {
+            let key = if m_written {
+                "min_insync_replicas"
+            } else {
+                "replication"
+            };
+            push(
+                format!("{base}.{key}"),
+                format!("min_insync_replicas {m} with replication {r}"),
+                format!(
+                    "min_insync_replicas must be between 1 and the replication factor ({r}); \
+                     with replication 3, min_insync_replicas 2 keeps acknowledged writes on two \
+                     brokers and still accepts writes with one broker down"
+                ),
+            );
+        }
+    };
+    one(
+        "topic_defaults",
+        d.replication,
+        d.min_insync_replicas,
+        true,
+        true,
+    );
+    for (topic, spec) in &t.topics {
+        one(
+            &format!("topics.{topic}"),
+            spec.replication.unwrap_or(d.replication),
+            spec.min_insync_replicas.unwrap_or(d.min_insync_replicas),
+            spec.replication.is_some(),
+            spec.min_insync_replicas.is_some(),
+        );
     }
 }
 

@@ -143,3 +143,67 @@ fn an_unset_variable_without_default_is_named() {
     let err = load_str(&iot_path(), &text, &no_env).unwrap_err();
     assert!(err.to_string().contains("SLUICE_NO_SUCH"), "{err}");
 }
+
+#[test]
+fn min_insync_replicas_above_the_replication_factor_is_rejected() {
+    let (err, shown) = error_after(|t| {
+        t.replace(
+            "${SLUICE_MIN_INSYNC_REPLICAS:-2}",
+            "${SLUICE_MIN_INSYNC_REPLICAS:-4}",
+        )
+    });
+    let p = &err.problems()[0];
+    assert_eq!(p.key, "topic_defaults.min_insync_replicas", "{shown}");
+    assert_eq!(
+        p.line,
+        line_of(
+            &iot_text(),
+            "min_insync_replicas: ${SLUICE_MIN_INSYNC_REPLICAS"
+        ),
+        "{shown}"
+    );
+    assert!(
+        p.message
+            .contains("min_insync_replicas 4 with replication 3"),
+        "{shown}"
+    );
+    assert!(
+        p.fix.contains("between 1 and the replication factor (3)"),
+        "{shown}"
+    );
+    assert!(shown.contains(&format!("iot.yaml:{}:", p.line)), "{shown}");
+}
+
+#[test]
+fn a_topic_overriding_min_insync_replicas_is_checked_against_its_own_replication() {
+    let (err, shown) = error_after(|t| {
+        t.replace(
+            "telemetry.dlq:   { partitions: 1 }",
+            "telemetry.dlq:   { partitions: 1, replication: 1, min_insync_replicas: 0 }",
+        )
+    });
+    assert_eq!(err.problems().len(), 1, "{shown}");
+    let p = &err.problems()[0];
+    assert_eq!(p.key, "topics.telemetry.dlq.min_insync_replicas", "{shown}");
+    assert_eq!(p.line, line_of(&iot_text(), "telemetry.dlq:"), "{shown}");
+    assert!(
+        p.message
+            .contains("min_insync_replicas 0 with replication 1"),
+        "{shown}"
+    );
+}
+
+#[test]
+fn the_reference_topology_takes_durability_from_the_environment() {
+    let env = |k: &str| match k {
+        "SLUICE_REPLICATION" | "SLUICE_MIN_INSYNC_REPLICAS" => Some("1".to_string()),
+        _ => None,
+    };
+    let local = load_str(&iot_path(), &iot_text(), &env).unwrap_or_else(|e| panic!("{e}"));
+    let production = load_str(&iot_path(), &iot_text(), &no_env).unwrap_or_else(|e| panic!("{e}"));
+    for (loaded, want) in [(local, (1, 1)), (production, (3, 2))] {
+        for p in loaded.topology.topic_plans() {
+            assert_eq!((p.replication, p.min_insync_replicas), want, "{}", p.name);
+        }
+    }
+}

@@ -18,8 +18,22 @@ pub struct TopicToCreate {
     pub configs: Vec<(String, String)>,
 }
 
-/// Creates the topics that are missing; existing ones are left as they are.
-pub async fn ensure_topics(brokers: &str, topics: &[TopicToCreate]) -> Result<(), KafkaError> {
+/// What [`ensure_topics`] did with one topic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TopicOutcome {
+    /// Created with the requested partitions, replication and configs.
+    Created,
+    /// It was there already and was left as it is (its settings are whatever it was first
+    /// created with).
+    AlreadyExisted,
+}
+
+/// Creates the topics that are missing; existing ones are left as they are. Returns what
+/// happened to each, in the order of `topics`.
+pub async fn ensure_topics(
+    brokers: &str,
+    topics: &[TopicToCreate],
+) -> Result<Vec<TopicOutcome>, KafkaError> {
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .create()?;
@@ -44,9 +58,15 @@ pub async fn ensure_topics(brokers: &str, topics: &[TopicToCreate]) -> Result<()
             brokers: brokers.to_string(),
             source,
         })?;
+    let mut outcomes = std::collections::HashMap::new();
     for r in results {
         match r {
-            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Ok(topic) => {
+                outcomes.insert(topic, TopicOutcome::Created);
+            }
+            Err((topic, RDKafkaErrorCode::TopicAlreadyExists)) => {
+                outcomes.insert(topic, TopicOutcome::AlreadyExisted);
+            }
             Err((topic, code)) => {
                 return Err(KafkaError::CreateTopic {
                     topic,
@@ -56,5 +76,17 @@ pub async fn ensure_topics(brokers: &str, topics: &[TopicToCreate]) -> Result<()
             }
         }
     }
-    Ok(())
+    topics
+        .iter()
+        .map(|t| {
+            outcomes
+                .get(&t.name)
+                .copied()
+                .ok_or_else(|| KafkaError::CreateTopic {
+                    topic: t.name.clone(),
+                    brokers: brokers.to_string(),
+                    reason: "the broker's answer did not mention the topic".into(),
+                })
+        })
+        .collect()
 }

@@ -128,3 +128,29 @@ pub fn transactional_producer_config(opts: &ClientOptions, transactional_id: &st
         .set("enable.idempotence", "true");
     c
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Assumption A1 of docs/EXACTLY_ONCE.md: every producer sluice builds (outputs,
+    /// changelogs, markers, simulate, dlq replay, bench) comes from these two functions.
+    #[test]
+    fn every_producer_waits_for_all_in_sync_replicas() {
+        let mut opts = ClientOptions::new("127.0.0.1:9092");
+        opts.idempotence = true;
+        let plain = producer_config(&opts);
+        let txn = transactional_producer_config(&opts, "t");
+        for c in [&plain, &txn] {
+            assert_eq!(c.get("acks"), Some("all"));
+            assert_eq!(c.get("enable.idempotence"), Some("true"));
+        }
+        opts.idempotence = false;
+        let plain = producer_config(&opts);
+        assert_eq!(plain.get("acks"), Some("all"));
+        assert_eq!(
+            plain.get("max.in.flight.requests.per.connection"),
+            Some("1")
+        );
+    }
+}

@@ -6,7 +6,7 @@ mod client;
 mod headers;
 mod producer;
 
-pub use admin::{ensure_topics, TopicToCreate};
+pub use admin::{ensure_topics, TopicOutcome, TopicToCreate};
 pub use client::{
     consumer_config, producer_config, transactional_producer_config, ClientOptions, KafkaError,
     TRANSACTION_TIMEOUT,

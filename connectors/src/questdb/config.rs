@@ -102,6 +102,15 @@ impl QuestDbConfig {
         }
     }
 
+    /// QuestDB's HTTP base URL (`http://host:port`, where it serves `/exec` as well as ILP)
+    /// when `addr` is an `http::` or `https::` string; `None` for TCP, whose port is not the
+    /// HTTP one.
+    pub fn http_url(&self) -> Option<String> {
+        let scheme = self.addr.split_once("::")?.0;
+        let addr = conf_value(&self.addr, "addr")?;
+        matches!(scheme, "http" | "https").then(|| format!("{scheme}://{addr}"))
+    }
+
     /// The address part of `addr`, for logs.
     pub fn display_addr(&self) -> &str {
         conf_value(&self.addr, "addr").unwrap_or(&self.addr)
@@ -151,6 +160,9 @@ mod tests {
         assert_eq!(c.flush_bytes, 4 << 20);
         assert!(c.validate().is_ok());
         assert_eq!(c.display_addr(), "127.0.0.1:9009");
+        assert_eq!(c.http_url(), None, "a TCP address is not the HTTP port");
+        let c = QuestDbConfig::new("https::addr=db.example:9000;protocol_version=2;");
+        assert_eq!(c.http_url().as_deref(), Some("https://db.example:9000"));
         let err = serde_json::from_str::<QuestDbConfig>(r#"{"addr":"x","tabel":"y"}"#).unwrap_err();
         assert!(err.to_string().contains("unknown field"), "{err}");
     }

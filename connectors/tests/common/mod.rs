@@ -217,7 +217,6 @@ impl PrivateVm {
         let child = Command::new("victoria-metrics")
             .arg(format!("-storageDataPath={}", self.dir.path().display()))
             .arg("-retentionPeriod=100y")
-            .arg("-dedup.minScrapeInterval=1ms")
             .arg(format!("-httpListenAddr=127.0.0.1:{}", self.http_port))
             .arg(format!("-influxListenAddr=127.0.0.1:{}", self.influx_port))
             .stdout(Stdio::null())
