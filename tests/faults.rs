@@ -110,8 +110,9 @@ impl Scenario {
     }
 
     /// Reads every output back and compares it with the expectation; `alive` fails fast.
-    fn verify(&self, alive: &mut dyn FnMut() -> Result<(), String>) {
-        verify::check_outputs(&self.topo, &self.cfg, &self.exp, alive);
+    /// Returns what a plain consumer saw more than once.
+    fn verify(&self, alive: &mut dyn FnMut() -> Result<(), String>) -> verify::Outputs {
+        verify::check_outputs(&self.topo, &self.cfg, &self.exp, alive)
     }
 }
 
@@ -235,11 +236,17 @@ fn fault_kill9_stage_instances_twelve_times_outputs_stay_exactly_once() {
     victims.extend((0..2).map(|_| rng.random_range(0..STAGES.len())));
     victims.shuffle(&mut rng);
     let mut killed = Vec::new();
+    let mut kills = Vec::new();
     for (at, victim) in points.into_iter().zip(victims) {
         s.wait_sent(at);
         for i in &mut instances {
             i.check_alive().unwrap_or_else(|e| panic!("{e}"));
         }
+        kills.push(verify::Disruption::now(
+            &s.topo,
+            &format!("kill -9 of {} at {at} records", instances[victim].name),
+            &[STAGES[victim]],
+        ));
         instances[victim].kill9();
         instances[victim].start();
         killed.push((at, instances[victim].name.clone()));
@@ -247,12 +254,13 @@ fn fault_kill9_stage_instances_twelve_times_outputs_stay_exactly_once() {
     eprintln!("kill -9 at (records sent, instance): {killed:?}");
     assert_eq!(killed.len(), 12);
     s.finish_input();
-    s.verify(&mut || {
+    let out = s.verify(&mut || {
         for i in &mut instances {
             i.check_alive()?;
         }
         Ok(())
     });
+    verify::check_crash_repeats(&s.topo, &out, &kills);
 }
 
 #[test]
@@ -274,10 +282,11 @@ fn fault_three_instances_scale_out_then_one_killed_for_good_outputs_stay_exactly
     // Then one is lost for good: the others take its partitions once its session expires.
     s.wait_sent(total / 2 + rng.random_range(0..total / 10));
     let victim = rng.random_range(0..3);
+    let kill = verify::Disruption::now(&s.topo, &format!("kill -9 of i{victim}"), &[]);
     instances[victim].kill9();
     eprintln!("instance i{victim} killed for good");
     s.finish_input();
-    s.verify(&mut || {
+    let out = s.verify(&mut || {
         for (n, i) in instances.iter_mut().enumerate() {
             if n != victim {
                 i.check_alive()?;
@@ -285,6 +294,7 @@ fn fault_three_instances_scale_out_then_one_killed_for_good_outputs_stay_exactly
         }
         Ok(())
     });
+    verify::check_crash_repeats(&s.topo, &out, &[kill]);
     let moved: f64 = instances
         .iter()
         .enumerate()
@@ -354,10 +364,12 @@ fn fault_standby_replica_takes_over_with_a_short_restore() {
     s.wait_sent(total / 2 + rng.random_range(0..total / 10));
     let local_before = metric_sum(sp, "sluice_restores_total", "from=\"local\"");
     let cold_before = metric_sum(sp, "sluice_restores_total", "from=\"changelog\"");
+    let kill = verify::Disruption::now(&s.topo, &format!("kill -9 of s{victim}"), &[]);
     instances[victim].kill9();
     eprintln!("instance s{victim} (owning {owned} task partitions) killed for good");
     s.finish_input();
-    s.verify(&mut || instances[survivor].check_alive());
+    let out = s.verify(&mut || instances[survivor].check_alive());
+    verify::check_crash_repeats(&s.topo, &out, &[kill]);
     let local = metric_sum(sp, "sluice_restores_total", "from=\"local\"") - local_before;
     let cold = metric_sum(sp, "sluice_restores_total", "from=\"changelog\"") - cold_before;
     let read = metric_sum(sp, "sluice_restore_read_records_total", "from=\"local\"");

@@ -2,6 +2,7 @@
 //! topology on fresh topics, a `sluice run` child process, and readers for what landed.
 #![allow(dead_code, unreachable_pub)]
 
+pub mod fleet;
 pub mod verify;
 
 use std::collections::BTreeMap;
@@ -206,6 +207,21 @@ impl Sluice {
         let _ = self.0.wait();
     }
 
+    /// Sends `sig` (a name `kill` knows: TERM, STOP, CONT, ...) to the process.
+    pub fn signal(&self, sig: &str) {
+        let st = Command::new("kill")
+            .args([&format!("-{sig}"), &self.0.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(st.success(), "kill -{sig} {} failed: {st}", self.0.id());
+    }
+
+    /// SIGTERM, as Kubernetes and systemd stop a process; waits for it to exit.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        self.signal("TERM");
+        self.0.wait().expect("wait for sluice")
+    }
+
     pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
         self.0.try_wait().ok().flatten()
     }
@@ -214,6 +230,10 @@ impl Sluice {
 impl Drop for Sluice {
     fn drop(&mut self) {
         if self.exited().is_none() {
+            // A stopped (SIGSTOP) process would never see the interrupt.
+            let _ = Command::new("kill")
+                .args(["-CONT", &self.0.id().to_string()])
+                .status();
             self.interrupt();
         }
     }
@@ -227,6 +247,8 @@ pub struct Read {
     pub key: Option<Vec<u8>>,
     pub value: Option<Vec<u8>>,
     pub headers: BTreeMap<String, String>,
+    /// Every header as it was on the wire, in order (to compare copies byte for byte).
+    pub raw_headers: Vec<(String, Option<Vec<u8>>)>,
 }
 
 /// Every record in `topic`, read from the start until nothing new arrives for two seconds.
@@ -257,6 +279,14 @@ pub fn read_topic(brokers: &str, topic: &str) -> Vec<Read> {
         };
         let m = m.unwrap();
         quiet = std::time::Instant::now();
+        let raw_headers = m
+            .headers()
+            .map(|h| {
+                h.iter()
+                    .map(|h| (h.key.to_string(), h.value.map(<[u8]>::to_vec)))
+                    .collect()
+            })
+            .unwrap_or_default();
         let headers = m
             .headers()
             .map(|h| {
@@ -282,6 +312,7 @@ pub fn read_topic(brokers: &str, topic: &str) -> Vec<Read> {
             key: m.key().map(<[u8]>::to_vec),
             value: m.payload().map(<[u8]>::to_vec),
             headers,
+            raw_headers,
         });
     }
     out
@@ -448,4 +479,68 @@ pub fn metric_where(port: u16, name: &str, label: &str) -> Option<f64> {
         *total.get_or_insert(0.0) += v;
     }
     total
+}
+
+/// The high watermark (end offset) of every partition of `topic`, by partition.
+pub fn end_offsets(brokers: &str, topic: &str) -> BTreeMap<i32, i64> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .unwrap();
+    let md = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .unwrap_or_else(|e| panic!("metadata of {topic}: {e}"));
+    md.topics()[0]
+        .partitions()
+        .iter()
+        .map(|p| {
+            let (_, high) = consumer
+                .fetch_watermarks(topic, p.id(), Duration::from_secs(10))
+                .unwrap_or_else(|e| panic!("watermarks of {topic}/{}: {e}", p.id()));
+            (p.id(), high)
+        })
+        .collect()
+}
+
+/// The offsets `group` committed on `topic`'s partitions (absent: nothing committed), read
+/// without joining the group.
+pub fn committed_offsets(brokers: &str, group: &str, topic: &str) -> BTreeMap<i32, i64> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let md = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .unwrap_or_else(|e| panic!("metadata of {topic}: {e}"));
+    let mut tpl = TopicPartitionList::new();
+    for p in md.topics()[0].partitions() {
+        tpl.add_partition(topic, p.id());
+    }
+    let Ok(got) = consumer.committed_offsets(tpl, Duration::from_secs(10)) else {
+        return BTreeMap::new();
+    };
+    got.elements()
+        .iter()
+        .filter_map(|e| match e.offset() {
+            Offset::Offset(o) => Some((e.partition(), o)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The HTTP status of `GET path` on a running sluice's metrics listener (None: no answer).
+pub fn http_status(port: u16, path: &str) -> Option<u16> {
+    use std::io::{Read as _, Write as _};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut head = String::new();
+    s.read_to_string(&mut head).ok()?;
+    head.split_whitespace().nth(1)?.parse().ok()
 }

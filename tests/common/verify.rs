@@ -1,17 +1,310 @@
 //! Reads every output of a test topology back from where it landed and compares it with
-//! what the simulated input determines.
+//! what the simulated input determines, and counts what a plain consumer (one that does not
+//! drop repeated `sluice.id`s) sees more than once: repeated topic records, duplicate TSDB
+//! samples, duplicate Parquet rows.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::time::Duration;
 
 use sluice::sim::expect::{expected_detections, same_aggregate, DetectRules, Expected};
 use sluice::sim::generator::AnomalyKind;
 use sluice::sim::SimConfig;
+use sluice_connectors::kafka::{MessageId, ID_HEADER};
+use sluice_connectors::s3::ArchivedRow;
 use sluice_schemas::codec::Decoder;
-use sluice_schemas::records::{Aggregate, Alert, Anomaly, Telemetry};
+use sluice_schemas::records::{Aggregate, Alert, Anomaly};
 use sluice_topology::StageSpec;
 
 use super::*;
+
+/// The reference topology's output topics (names before the test's prefix).
+pub const OUTPUT_TOPICS: [&str; 5] = [
+    "telemetry.valid",
+    "telemetry.dlq",
+    "iot.aggregates",
+    "iot.anomalies",
+    "iot.alerts",
+];
+
+/// Which task wrote a record: its `sluice.id`'s stage and partition.
+pub type Writer = (String, i32);
+
+/// A record a plain consumer read again: a later copy of an earlier record's `sluice.id`,
+/// checked to be byte-identical to the first (partition, key, value, headers).
+#[derive(Debug, Clone)]
+pub struct Repeat {
+    /// The topology's topic name (`iot.alerts`), without the test's prefix.
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    /// Where the first copy is.
+    pub first_offset: i64,
+    pub writer: Writer,
+    pub seq: u64,
+}
+
+/// What a plain consumer of every output sees beyond one copy of each record.
+#[derive(Debug, Default, Clone)]
+pub struct Outputs {
+    /// Records in each output topic, repeats included.
+    pub records: BTreeMap<String, usize>,
+    /// Every repeated copy, in the order read (offset order within a partition).
+    pub repeats: Vec<Repeat>,
+    /// Every distinct output sequence number, by writer, with where it was written
+    /// (topic, partition).
+    pub ids: BTreeMap<Writer, BTreeMap<u64, (String, i32)>>,
+    /// TSDB samples beyond the first of their series and timestamp (all with its value).
+    pub tsdb_duplicates: BTreeMap<(String, i64), usize>,
+    /// Archived Parquet rows beyond the first of their input partition and offset; the
+    /// check fails before this is anything but zero.
+    pub parquet_duplicates: usize,
+}
+
+impl Outputs {
+    /// Repeated records per output topic (every topic listed, zeros too).
+    pub fn repeats_by_topic(&self) -> BTreeMap<String, usize> {
+        let mut by: BTreeMap<String, usize> = self.records.keys().map(|t| (t.clone(), 0)).collect();
+        for r in &self.repeats {
+            *by.entry(r.topic.clone()).or_default() += 1;
+        }
+        by
+    }
+
+    pub fn tsdb_duplicate_samples(&self) -> usize {
+        self.tsdb_duplicates.values().sum()
+    }
+
+    /// One line a person can read: records and repeats per topic, TSDB and Parquet.
+    pub fn summary(&self) -> String {
+        let by = self.repeats_by_topic();
+        let topics: Vec<String> = self
+            .records
+            .iter()
+            .map(|(t, n)| format!("{t}={}/{n}", by[t]))
+            .collect();
+        format!(
+            "repeats/records per topic: {}; duplicate TSDB samples: {}; duplicate Parquet rows: {}",
+            topics.join(" "),
+            self.tsdb_duplicate_samples(),
+            self.parquet_duplicates
+        )
+    }
+
+    /// Nothing seen twice anywhere: no repeated record on any output topic, no duplicate
+    /// TSDB sample, no duplicate Parquet row.
+    pub fn assert_no_repeats(&self) {
+        let first: Vec<&Repeat> = self.repeats.iter().take(5).collect();
+        assert!(
+            self.repeats.is_empty(),
+            "a plain consumer sees {} repeated records ({}); first: {first:?}",
+            self.repeats.len(),
+            self.summary()
+        );
+        let dups: Vec<_> = self.tsdb_duplicates.iter().take(5).collect();
+        assert!(
+            self.tsdb_duplicates.is_empty(),
+            "the TSDB holds {} duplicate samples; first (series, ms): {dups:?}",
+            self.tsdb_duplicate_samples()
+        );
+        assert_eq!(self.parquet_duplicates, 0, "duplicate Parquet rows");
+    }
+
+    /// The repeats whose copy landed at or after `ends` (offsets taken earlier by
+    /// [`output_ends`]): written after that moment.
+    pub fn repeats_after<'a>(&'a self, ends: &Ends) -> Vec<&'a Repeat> {
+        self.repeats
+            .iter()
+            .filter(|r| r.offset >= ends[&(r.topic.clone(), r.partition)])
+            .collect()
+    }
+}
+
+/// The end offset of every partition of every output topic, by (topology topic name,
+/// partition): what was written before a moment.
+pub type Ends = BTreeMap<(String, i32), i64>;
+
+pub fn output_ends(topo: &TestTopology) -> Ends {
+    let brokers = env("SLUICE_BROKERS");
+    let mut ends = Ends::new();
+    for t in OUTPUT_TOPICS {
+        for (p, end) in end_offsets(&brokers, &topo.topic(t)) {
+            ends.insert((t.to_string(), p), end);
+        }
+    }
+    ends
+}
+
+/// Something that can make a plain consumer see records again (a kill -9, a paused
+/// instance): the stages whose tasks it interrupted and the output ends just before.
+#[derive(Debug, Clone)]
+pub struct Disruption {
+    pub what: String,
+    /// Writer stages it may make repeat; empty: every stage.
+    pub stages: Vec<String>,
+    pub ends: Ends,
+}
+
+impl Disruption {
+    /// Takes the output ends now; call it just before the disruption.
+    pub fn now(topo: &TestTopology, what: &str, stages: &[&str]) -> Disruption {
+        Disruption {
+            what: what.to_string(),
+            stages: stages.iter().map(|s| s.to_string()).collect(),
+            ends: output_ends(topo),
+        }
+    }
+
+    fn covers(&self, stage: &str) -> bool {
+        self.stages.is_empty() || self.stages.iter().any(|s| s == stage)
+    }
+}
+
+/// Checks the repeats against the documented bound for a crash: a plain consumer may see
+/// again, as identical copies, what the interrupted tasks wrote since their last completed
+/// commit. Every repeat is attributed to the last disruption (in `ds`, in the order they
+/// happened) of its writer's stage before the copy landed; none may come without one. Per
+/// disruption and writer task, the repeats are one replay from one commit point: in each
+/// output partition, the task's repeated records are one contiguous run of its records
+/// there (a kill -9 loses what the producer had not sent yet, so each partition holds a
+/// prefix of the interrupted run), and every partition's run starts after the same point of
+/// the task's output sequence (no older commit replayed, no second replay). Returns the
+/// repeats per disruption.
+pub fn repeats_per_disruption(out: &Outputs, ds: &[Disruption]) -> Vec<usize> {
+    let mut per: Vec<BTreeMap<Writer, Vec<&Repeat>>> = vec![BTreeMap::new(); ds.len()];
+    let mut counts = vec![0; ds.len()];
+    for r in &out.repeats {
+        let key = (r.topic.clone(), r.partition);
+        let Some(i) = ds
+            .iter()
+            .rposition(|d| d.covers(&r.writer.0) && r.offset >= d.ends[&key])
+        else {
+            panic!("a plain consumer sees {r:?} repeated with no crash or pause of its stage before it landed");
+        };
+        counts[i] += 1;
+        per[i].entry(r.writer.clone()).or_default().push(r);
+    }
+    for (d, writers) in ds.iter().zip(&per) {
+        for (w, reps) in writers {
+            let written = &out.ids[w];
+            let mut by_place: BTreeMap<(String, i32), BTreeSet<u64>> = BTreeMap::new();
+            for r in reps {
+                by_place
+                    .entry((r.topic.clone(), r.partition))
+                    .or_default()
+                    .insert(r.seq);
+            }
+            // Per output partition: (first repeated, last repeated, repeats, the task's
+            // record there just before the run).
+            let mut runs = Vec::new();
+            for (place, seqs) in &by_place {
+                let (lo, hi) = (*seqs.first().unwrap(), *seqs.last().unwrap());
+                let here = |(_, at): &(&u64, &(String, i32))| *at == place;
+                let gaps: Vec<u64> = written
+                    .range(lo..=hi)
+                    .filter(here)
+                    .map(|(s, _)| *s)
+                    .filter(|s| !seqs.contains(s))
+                    .take(10)
+                    .collect();
+                assert!(
+                    gaps.is_empty(),
+                    "after {}, task {w:?} repeated {} of its records in {place:?} ({lo}..={hi}), not one contiguous run: not {gaps:?}",
+                    d.what,
+                    seqs.len()
+                );
+                let before = written.range(..lo).rev().find(here).map(|(s, _)| *s);
+                runs.push((place, lo, hi, seqs.len(), before));
+            }
+            let start = runs.iter().map(|r| r.1).min().unwrap();
+            let latest_before = runs.iter().filter_map(|r| r.4).max();
+            assert!(
+                latest_before.is_none_or(|b| b < start),
+                "after {}, task {w:?} repeated records from more than one point of its output: {start} is repeated but {latest_before:?} is not; runs (partition, first, last, repeats, record before): {runs:?}",
+                d.what
+            );
+        }
+    }
+    counts
+}
+
+/// Every record of output topic `name` as a plain consumer reads it; every repeated
+/// `sluice.id` is checked to be a byte-identical copy of its first occurrence. Returns the
+/// records with one copy of each id, and adds the repeats and ids to `out`.
+fn read_plain(brokers: &str, topo: &TestTopology, name: &str, out: &mut Outputs) -> Vec<Read> {
+    let all = read_topic(brokers, &topo.topic(name));
+    out.records.insert(name.to_string(), all.len());
+    let mut first: HashMap<Vec<u8>, usize> = HashMap::new();
+    let mut unique = Vec::with_capacity(all.len());
+    for (i, r) in all.iter().enumerate() {
+        let raw = r
+            .raw_headers
+            .iter()
+            .find(|(k, _)| k == ID_HEADER)
+            .and_then(|(_, v)| v.clone())
+            .unwrap_or_else(|| panic!("{name}: a record without {ID_HEADER}: {r:?}"));
+        let id = MessageId::decode(&raw).unwrap();
+        let writer = (id.stage.to_string(), id.partition);
+        let seq = id.seq;
+        match first.get(&raw) {
+            None => {
+                first.insert(raw.clone(), i);
+                out.ids
+                    .entry(writer)
+                    .or_default()
+                    .insert(seq, (name.to_string(), r.partition));
+                unique.push(r.clone());
+            }
+            Some(&j) => {
+                let f = &all[j];
+                assert!(
+                    f.partition == r.partition
+                        && f.key == r.key
+                        && f.value == r.value
+                        && f.raw_headers == r.raw_headers,
+                    "{name}: id {id} repeated with different content: first {f:?}, then {r:?}"
+                );
+                out.repeats.push(Repeat {
+                    topic: name.to_string(),
+                    partition: r.partition,
+                    offset: r.offset,
+                    first_offset: f.offset,
+                    writer,
+                    seq,
+                });
+            }
+        }
+    }
+    unique
+}
+
+/// TSDB samples of this test's devices beyond the first per (series, timestamp), checking
+/// that every duplicate carries the first one's value.
+pub fn tsdb_duplicates(cfg: &SimConfig) -> BTreeMap<(String, i64), usize> {
+    let prefix = &cfg.device_prefix;
+    let series = tsdb_export(&format!(
+        "{{__name__=~\"(aggregates|anomalies)_.*\",device_id=~\"{prefix}.*\"}}"
+    ));
+    let mut dups = BTreeMap::new();
+    for (labels, values, ts) in &series {
+        let name = format!("{labels:?}");
+        let mut seen: HashMap<i64, f64> = HashMap::new();
+        for (v, t) in values.iter().zip(ts) {
+            match seen.get(t) {
+                None => {
+                    seen.insert(*t, *v);
+                }
+                Some(first) => {
+                    assert!(
+                        first.to_bits() == v.to_bits() || (first.is_nan() && v.is_nan()),
+                        "TSDB series {name} at {t}: duplicate samples {first} and {v} differ"
+                    );
+                    *dups.entry((name.clone(), *t)).or_default() += 1;
+                }
+            }
+        }
+    }
+    dups
+}
 
 fn decode_all<T: sluice_schemas::codec::AvroRecord + Clone>(reads: &[Read]) -> Vec<T> {
     let client = sluice_schemas::client::RegistryClient::new(&env("SLUICE_REGISTRY_URL"));
@@ -36,19 +329,22 @@ fn decode_all<T: sluice_schemas::codec::AvroRecord + Clone>(reads: &[Read]) -> V
         .collect()
 }
 
-/// Every check of the reference topology's outputs. `alive` is asked while waiting, so a
-/// pipeline that died fails fast with its log.
+/// Every check of the reference topology's outputs, each read back as a plain consumer
+/// would and compared after dropping repeated ids; returns what that consumer saw more than
+/// once (the caller decides what may repeat). `alive` is asked while waiting, so a pipeline
+/// that died fails fast with its log.
 pub fn check_outputs(
     topo: &TestTopology,
     cfg: &SimConfig,
     exp: &Expected,
     alive: &mut dyn FnMut() -> Result<(), String>,
-) {
+) -> Outputs {
     let brokers = env("SLUICE_BROKERS");
+    let mut out = Outputs::default();
     // Aggregates: every expected window exactly once (after id dedup), with its values.
     let aggregates_topic = topo.topic("iot.aggregates");
     let want = exp.aggregates.len();
-    let (reads, dups) = eventually(
+    eventually(
         "every window aggregate",
         1200,
         Duration::from_millis(500),
@@ -56,16 +352,13 @@ pub fn check_outputs(
             if let Err(e) = alive() {
                 panic!("{e}");
             }
-            let (r, d) = read_deduplicated(&brokers, &aggregates_topic);
-            (r.len() >= want).then_some((r, d))
+            let (r, _) = read_deduplicated(&brokers, &aggregates_topic);
+            (r.len() >= want).then_some(())
         },
     );
+    let reads = read_plain(&brokers, topo, "iot.aggregates", &mut out);
     let got: Vec<Aggregate> = decode_all(&reads);
-    assert_eq!(
-        got.len(),
-        want,
-        "unexpected extra aggregates ({dups} duplicate ids were dropped)"
-    );
+    assert_eq!(got.len(), want, "unexpected extra aggregates");
     let mut seen = HashSet::new();
     for a in &got {
         let key = (
@@ -89,7 +382,7 @@ pub fn check_outputs(
     }
 
     // Dead letters: every bad record with its reason, once after id dedup, nothing else.
-    let (dlq, _) = read_deduplicated(&brokers, &topo.topic("telemetry.dlq"));
+    let dlq = read_plain(&brokers, topo, "telemetry.dlq", &mut out);
     let mut dead: BTreeMap<(String, String), u64> = BTreeMap::new();
     for r in &dlq {
         let class = r
@@ -125,7 +418,7 @@ pub fn check_outputs(
         det.anomalies.iter().map(|a| (anomaly_key(a), a)).collect();
     assert_eq!(want_anomalies.len(), det.anomalies.len());
     let anomalies_topic = topo.topic("iot.anomalies");
-    let anomaly_reads = eventually(
+    eventually(
         "every expected anomaly",
         240,
         Duration::from_millis(500),
@@ -134,9 +427,10 @@ pub fn check_outputs(
                 panic!("{e}");
             }
             let (r, _) = read_deduplicated(&brokers, &anomalies_topic);
-            (r.len() >= want_anomalies.len()).then_some(r)
+            (r.len() >= want_anomalies.len()).then_some(())
         },
     );
+    let anomaly_reads = read_plain(&brokers, topo, "iot.anomalies", &mut out);
     let anomalies: Vec<Anomaly> = decode_all(&anomaly_reads);
     let mut got_anomalies = BTreeMap::new();
     for a in &anomalies {
@@ -175,7 +469,7 @@ pub fn check_outputs(
             inj.kind, inj.device_id, inj.metric, inj.start
         );
     }
-    let (alert_reads, _) = read_deduplicated(&brokers, &topo.topic("iot.alerts"));
+    let alert_reads = read_plain(&brokers, topo, "iot.alerts", &mut out);
     let mut alerts: Vec<Alert> = decode_all(&alert_reads);
     let alert_key = |a: &Alert| (a.device_id.clone(), a.event_time, a.metric.clone());
     alerts.sort_by_key(alert_key);
@@ -193,10 +487,15 @@ pub fn check_outputs(
             let s = tsdb_export(&format!(
                 "{{__name__=\"aggregates_count\",device_id=~\"{prefix}.*\"}}"
             ));
-            let n: usize = s.iter().map(|(_, v, _)| v.len()).sum();
+            // Distinct timestamps: a duplicate sample must not pass for a missing one.
+            let n: usize = s
+                .iter()
+                .map(|(_, _, t)| t.iter().collect::<HashSet<_>>().len())
+                .sum();
             (n >= want).then_some(s)
         },
     );
+    // Duplicate samples (same series and timestamp) are counted below, over every field.
     let mut tsdb_counts = HashMap::new();
     for (labels, values, ts) in &series {
         for (v, t) in values.iter().zip(ts) {
@@ -206,10 +505,7 @@ pub fn check_outputs(
                 300_000
             };
             let key = (labels["device_id"].clone(), labels["metric"].clone(), w, *t);
-            assert!(
-                tsdb_counts.insert(key.clone(), *v).is_none(),
-                "TSDB holds {key:?} twice"
-            );
+            tsdb_counts.insert(key, *v);
         }
     }
     assert_eq!(tsdb_counts.len(), want, "TSDB aggregate rows");
@@ -230,7 +526,10 @@ pub fn check_outputs(
             let s = tsdb_export(&format!(
                 "{{__name__=\"anomalies_score\",device_id=~\"{prefix}.*\"}}"
             ));
-            let n: usize = s.iter().map(|(_, v, _)| v.len()).sum();
+            let n: usize = s
+                .iter()
+                .map(|(_, _, t)| t.iter().collect::<HashSet<_>>().len())
+                .sum();
             (n >= want_anomalies.len()).then_some(s)
         },
     );
@@ -238,10 +537,7 @@ pub fn check_outputs(
     for (labels, values, ts) in &anomaly_series {
         for (v, t) in values.iter().zip(ts) {
             let key = (labels["device_id"].clone(), labels["metric"].clone(), *t);
-            assert!(
-                tsdb_anomalies.insert(key.clone(), *v).is_none(),
-                "TSDB holds anomaly {key:?} twice"
-            );
+            tsdb_anomalies.insert(key, *v);
         }
     }
     assert_eq!(
@@ -260,8 +556,10 @@ pub fn check_outputs(
         );
     }
 
+    out.tsdb_duplicates = tsdb_duplicates(cfg);
+
     // S3: every valid reading archived exactly once, as Parquet, with its values.
-    let want_rows: HashMap<(String, i64), &Telemetry> = exp
+    let want_rows: HashMap<(String, i64), &sluice_schemas::records::Telemetry> = exp
         .valid
         .iter()
         .map(|t| ((t.device_id.clone(), t.seq), t))
@@ -274,6 +572,16 @@ pub fn check_outputs(
             let rows = read_archive(&topo.archive_prefix());
             (rows.len() >= want_rows.len()).then_some(rows)
         },
+    );
+    // The archive never overlaps objects: no input record (partition, offset) twice.
+    let mut positions = HashSet::new();
+    out.parquet_duplicates = rows
+        .iter()
+        .filter(|r| !positions.insert((r.kafka_partition, r.kafka_offset)))
+        .count();
+    assert_eq!(
+        out.parquet_duplicates, 0,
+        "Parquet rows archived twice (same telemetry.valid partition and offset)"
     );
     let mut archived = HashSet::new();
     for r in &rows {
@@ -290,16 +598,18 @@ pub fn check_outputs(
     }
     assert_eq!(archived.len(), want_rows.len());
     // The raw topic's valid records went to telemetry.valid too, each once.
-    let (valid_reads, _) = read_deduplicated(&brokers, &topo.topic("telemetry.valid"));
+    let valid_reads = read_plain(&brokers, topo, "telemetry.valid", &mut out);
     assert_eq!(
         valid_reads.len(),
         exp.valid.len(),
         "telemetry.valid records"
     );
+    eprintln!("plain consumer: {}", out.summary());
+    out
 }
 
 /// Every row under `prefix` in the stack's bucket.
-fn read_archive(prefix: &str) -> Vec<Telemetry> {
+fn read_archive(prefix: &str) -> Vec<ArchivedRow> {
     use futures::TryStreamExt;
     use object_store::ObjectStoreExt;
     let store = s3();
@@ -319,16 +629,7 @@ fn read_archive(prefix: &str) -> Vec<Telemetry> {
                 continue;
             }
             let bytes = store.get(&o.location).await.unwrap().bytes().await.unwrap();
-            for r in sluice_connectors::s3::decode_parquet(bytes).expect("valid parquet") {
-                rows.push(Telemetry {
-                    device_id: r.device_id,
-                    metric: r.metric,
-                    event_time: r.event_time,
-                    value: r.value,
-                    seq: r.seq,
-                    quality: r.quality,
-                });
-            }
+            rows.extend(sluice_connectors::s3::decode_parquet(bytes).expect("valid parquet"));
         }
         rows
     })
@@ -347,4 +648,47 @@ pub fn detect_rules(topo: &TestTopology) -> DetectRules {
         }
     }
     panic!("the test topology has no detect stage");
+}
+
+/// The kill -9 (or pause) tests' check of what a plain consumer sees: every repeat an
+/// identical copy (checked when read), attributed to a disruption of its stage, one
+/// contiguous run per interrupted task ([`repeats_per_disruption`]), and for the validate
+/// stage, which writes one record per input record, at most `processing.max_batch` repeats
+/// per task and disruption. Prints the repeats per disruption (mean, max) against the bound.
+pub fn check_crash_repeats(topo: &TestTopology, out: &Outputs, ds: &[Disruption]) -> Vec<usize> {
+    let loaded = sluice_topology::load(&topo.path).expect("test topology loads");
+    let processing = &loaded.topology.processing;
+    let counts = repeats_per_disruption(out, ds);
+    let mut per_task: BTreeMap<(usize, Writer), usize> = BTreeMap::new();
+    for r in &out.repeats {
+        let key = (r.topic.clone(), r.partition);
+        if let Some(i) = ds
+            .iter()
+            .rposition(|d| d.covers(&r.writer.0) && r.offset >= d.ends[&key])
+        {
+            *per_task.entry((i, r.writer.clone())).or_default() += 1;
+        }
+    }
+    for ((i, w), n) in &per_task {
+        if w.0 == "validate" {
+            assert!(
+                *n <= processing.max_batch,
+                "after {}, validate task {w:?} was seen to repeat {n} records, more than one commit's input (max_batch {})",
+                ds[*i].what,
+                processing.max_batch
+            );
+        }
+    }
+    let largest = per_task.values().copied().max().unwrap_or(0);
+    let mean = counts.iter().sum::<usize>() as f64 / counts.len().max(1) as f64;
+    eprintln!("repeats per disruption: {counts:?}");
+    eprintln!(
+        "FIGURE kill9_repeats_per_kill mean={mean:.1} max={} largest_per_task={largest} disruptions={} tsdb_duplicate_samples={} bound=\"one commit per interrupted task: max_batch {} input records or commit_interval {:?} of input\"",
+        counts.iter().max().copied().unwrap_or(0),
+        counts.len(),
+        out.tsdb_duplicate_samples(),
+        processing.max_batch,
+        processing.commit_interval,
+    );
+    counts
 }
