@@ -16,11 +16,15 @@ pub struct Health {
     pub stages_total: AtomicUsize,
     pub stages_ready: AtomicUsize,
     pub failed: AtomicBool,
+    /// Set first thing on SIGTERM/SIGINT, so the orchestrator stops routing to us before the
+    /// stages stop.
+    pub stopping: AtomicBool,
 }
 
 impl Health {
     pub fn ready(&self) -> bool {
         !self.failed.load(Ordering::Relaxed)
+            && !self.stopping.load(Ordering::Relaxed)
             && self.stages_ready.load(Ordering::Relaxed)
                 >= self.stages_total.load(Ordering::Relaxed)
     }
@@ -54,6 +58,8 @@ pub async fn serve(addr: SocketAddr, health: Arc<Health>) -> anyhow::Result<()> 
                 async move {
                     if h.ready() {
                         (StatusCode::OK, "ready\n")
+                    } else if h.stopping.load(Ordering::Relaxed) {
+                        (StatusCode::SERVICE_UNAVAILABLE, "stopping\n")
                     } else {
                         (StatusCode::SERVICE_UNAVAILABLE, "restoring\n")
                     }

@@ -309,6 +309,7 @@ impl Topics {
             }),
             on_restore: None,
             ready: Arc::new(AtomicBool::new(false)),
+            leave_group: false,
         }
     }
 }

@@ -565,6 +565,7 @@ fn prepare(
         rt: rt.handle().clone(),
         instance_id: None,
         nonce: rand::random(),
+        leave_group: false,
     });
     Ok(Prepared {
         loaded,

@@ -40,6 +40,18 @@ pub struct Args {
     /// instances on one machine).
     #[arg(long)]
     pub metrics_listen: Option<std::net::SocketAddr>,
+    /// On SIGTERM/SIGINT, how long the stages get to finish their batch, flush their sinks
+    /// and commit before the process exits anyway (what was not committed is processed
+    /// again at the next start). Keep it below the orchestrator's grace period (Kubernetes:
+    /// `terminationGracePeriodSeconds`, 60 s in k8s/).
+    #[arg(long, default_value = "30s")]
+    pub shutdown_timeout: humantime::Duration,
+    /// Leave the consumer groups on shutdown even with `--instance-id` (scale-in: the
+    /// instance is not coming back, so its partitions move at once instead of after the
+    /// session timeout). Without it a static member stays, so a restart within the session
+    /// timeout gets its partitions back without a rebalance.
+    #[arg(long)]
+    pub leave_group: bool,
 }
 
 /// What every stage of this process shares.
@@ -50,6 +62,8 @@ pub(crate) struct Shared {
     pub(crate) rt: tokio::runtime::Handle,
     pub(crate) instance_id: Option<String>,
     pub(crate) nonce: u16,
+    /// Leave the groups on a clean stop even as a static member (`--leave-group`).
+    pub(crate) leave_group: bool,
 }
 
 pub(crate) fn run(a: Args) -> anyhow::Result<ExitCode> {
@@ -80,6 +94,7 @@ pub(crate) fn run(a: Args) -> anyhow::Result<ExitCode> {
         rt: rt.handle().clone(),
         instance_id: a.instance_id.clone(),
         nonce: rand::random(),
+        leave_group: a.leave_group,
     });
     let names: Vec<String> = if a.stages.is_empty() {
         t.stages.iter().map(|s| s.name.clone()).collect()
@@ -98,11 +113,7 @@ pub(crate) fn run(a: Args) -> anyhow::Result<ExitCode> {
     });
 
     let stop = Arc::new(AtomicBool::new(false));
-    let s2 = stop.clone();
-    rt.spawn(async move {
-        let _ = tokio::signal::ctrl_c().await;
-        s2.store(true, Ordering::Relaxed);
-    });
+    listen_for_signals(&rt, stop.clone(), health.clone())?;
 
     let mut threads = Vec::new();
     let mut ready_flags = Vec::new();
@@ -125,6 +136,8 @@ pub(crate) fn run(a: Args) -> anyhow::Result<ExitCode> {
     }
     let started = Instant::now();
     let deadline = a.duration.map(|d| started + Duration::from(d));
+    let shutdown_timeout = Duration::from(a.shutdown_timeout);
+    let mut stopping_since: Option<Instant> = None;
     let mut summary = Summary::default();
     while !threads.iter().all(|t| t.is_finished()) {
         std::thread::sleep(Duration::from_millis(200));
@@ -133,8 +146,29 @@ pub(crate) fn run(a: Args) -> anyhow::Result<ExitCode> {
             .filter(|r| r.load(Ordering::Relaxed))
             .count();
         health.stages_ready.store(ready, Ordering::Relaxed);
-        if deadline.is_some_and(|d| Instant::now() >= d) {
+        if deadline.is_some_and(|d| Instant::now() >= d) && !stop.load(Ordering::Relaxed) {
+            tracing::info!("Run duration reached; stopping.");
+            health.stopping.store(true, Ordering::Relaxed);
             stop.store(true, Ordering::Relaxed);
+            crate::runtime::shutdown::request();
+        }
+        if stop.load(Ordering::Relaxed) {
+            let since = *stopping_since.get_or_insert_with(Instant::now);
+            if since.elapsed() >= shutdown_timeout {
+                let unfinished: Vec<&str> = threads
+                    .iter()
+                    .zip(&names)
+                    .filter(|(t, _)| !t.is_finished())
+                    .map(|(_, n)| n.as_str())
+                    .collect();
+                tracing::error!(stages = ?unfinished, timeout = %a.shutdown_timeout, "Shutdown timed out: these stages did not finish their final commit. What they processed since their last commit is not committed and is processed again at the next start; nothing is lost.");
+                eprintln!(
+                    "sluice: shutdown timed out after {}; not committed: stages {}",
+                    a.shutdown_timeout,
+                    unfinished.join(", ")
+                );
+                return Ok(ExitCode::FAILURE);
+            }
         }
         if !a.quiet && summary.due() {
             eprintln!("{}", summary.line(started));
@@ -154,6 +188,13 @@ pub(crate) fn run(a: Args) -> anyhow::Result<ExitCode> {
             }
         }
     }
+    if stop.load(Ordering::Relaxed) {
+        if failed {
+            tracing::warn!("Shutdown finished; the stages above did not commit their last batch, which is processed again at the next start.");
+        } else {
+            tracing::info!(stages = ?names, "Shutdown complete: every stage committed what it processed.");
+        }
+    }
     if !a.quiet {
         eprintln!("{}", summary.line(started));
         print_destinations(&shared.topology);
@@ -163,6 +204,39 @@ pub(crate) fn run(a: Args) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// SIGTERM (Kubernetes, systemd) and SIGINT (Ctrl-C): the first makes `/readyz` unready and
+/// asks every stage to finish its batch, commit and stop; a second exits at once. As PID 1 in
+/// a container a signal without a handler is ignored, so both are handled here explicitly.
+fn listen_for_signals(
+    rt: &tokio::runtime::Runtime,
+    stop: Arc<AtomicBool>,
+    health: Arc<Health>,
+) -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let _guard = rt.enter();
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    rt.spawn(async move {
+        let mut received = 0;
+        loop {
+            let name = tokio::select! {
+                _ = term.recv() => "SIGTERM",
+                _ = int.recv() => "SIGINT",
+            };
+            received += 1;
+            if received > 1 {
+                tracing::warn!(signal = name, "Second signal: exiting at once. What the stages processed since their last commit is processed again at the next start.");
+                std::process::exit(130);
+            }
+            tracing::info!(signal = name, "Shutting down: stages finish their batch, flush their sinks and commit. Send the signal again to exit at once.");
+            health.stopping.store(true, Ordering::Relaxed);
+            stop.store(true, Ordering::Relaxed);
+            crate::runtime::shutdown::request();
+        }
+    });
+    Ok(())
 }
 
 /// Creates the topology's missing topics (`topic_plans()`: partitions, replication,
@@ -397,6 +471,7 @@ pub(crate) fn stage_def(
         factory,
         on_restore: None,
         ready,
+        leave_group: shared.leave_group,
     })
 }
 

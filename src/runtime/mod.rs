@@ -4,8 +4,10 @@
 mod changelog;
 mod emit;
 mod ids;
+mod pause;
 mod processor;
 mod runner;
+pub mod shutdown;
 mod standby;
 mod table;
 
@@ -32,6 +34,15 @@ pub enum RuntimeError {
     /// A bug in sluice.
     #[error("internal error: {0}")]
     Internal(String),
+    /// A shutdown was requested while the work (a restore, a sink flush) was under way; it
+    /// was left unfinished and uncommitted, to be done again at the next start.
+    #[error("interrupted by shutdown")]
+    Interrupted,
+    /// This instance may no longer own its partitions (its group session expired, or the
+    /// process was paused long enough for that): the open batch was dropped unwritten, and a
+    /// restart rejoins the group and restores from the last commit.
+    #[error("stage {stage} may have lost its group membership ({reason}); it rejoins and restores from its last commit")]
+    MembershipLost { stage: String, reason: String },
     /// `exactly_once_transactional` on a broker that cannot run transactions: the user's
     /// choice of guarantee for this broker. A restart cannot help.
     #[error(

@@ -49,6 +49,10 @@ pub enum ProcessError {
     Sink { sink: String, message: String },
     #[error("state: {0}")]
     State(#[from] sluice_state::StateError),
+    /// A shutdown came while the sink was still writing (e.g. waiting for a service that is
+    /// down): the batch stays uncommitted and is written again at the next start.
+    #[error("sink {sink} was still retrying 10 s after the stop was requested (its service is down); its batch is not committed")]
+    Interrupted { sink: String },
 }
 
 /// A stage's logic. Its state lives in tables the runner restores and commits.

@@ -26,6 +26,7 @@ use sluice_topology::Guarantee;
 use super::changelog::{produce_acked, LogEnv, RestoreProgress, TaskLog};
 use super::emit::Emitter;
 use super::ids::{accept, new_ids_table, IdsTable};
+use super::pause;
 use super::processor::{Input, Processor};
 use super::standby::{Standbys, TICK_EVERY};
 use super::table::AnyTable;
@@ -67,6 +68,11 @@ pub struct StageDef {
     pub on_restore: Option<RestoreCallback>,
     /// Set once the first assignment is restored (readiness).
     pub ready: Arc<AtomicBool>,
+    /// On a clean stop, leave the consumer group even as a static member (scale-in: the
+    /// instance is not coming back, so its partitions should move at once). A static member
+    /// otherwise stays in the group so a restart within the session timeout gets its
+    /// partitions back without a rebalance; a dynamic member always leaves.
+    pub leave_group: bool,
 }
 
 struct Task {
@@ -106,6 +112,8 @@ struct Inner {
     /// Set when the run failed: state may be mid-batch, so nothing may be committed.
     poisoned: bool,
     standbys: Standbys,
+    /// When this run of the stage last knew it was not paused (see `pause`).
+    pause_mark: pause::Mark,
 }
 
 struct Ctx {
@@ -118,8 +126,23 @@ impl ConsumerContext for Ctx {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Revoke(tpl) = rebalance {
             let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+            if inner.failed.is_none() && !inner.poisoned {
+                // A lost assignment (our session expired, e.g. the process was paused) or a
+                // pause long enough to have lost it: another instance may already own these
+                // partitions, so nothing of the open batch may be written.
+                let why = if consumer.assignment_lost() {
+                    Some("the group expired this member's session".to_string())
+                } else {
+                    pause::since(inner.pause_mark)
+                        .map(|d| format!("the process was paused for {d:?}"))
+                };
+                if let Some(why) = why {
+                    let e = inner.membership_lost(why);
+                    inner.failed = Some(e);
+                }
+            }
             if inner.failed.is_some() || inner.poisoned {
-                inner.tasks.clear();
+                inner.drop_tasks();
                 return;
             }
             // Commit everything owned, then drop the revoked tasks: after this returns another
@@ -180,6 +203,12 @@ impl ConsumerContext for Ctx {
                     Ok(task) => {
                         inner.tasks.insert((i, el.partition()), task);
                     }
+                    Err(RuntimeError::Interrupted) => {
+                        // Stopping: the task is not opened and nothing is committed for it;
+                        // the next start restores it again (a restore is safe to cut short).
+                        tracing::info!(stage = %inner.def.name, partition = el.partition(), "Shutdown interrupted the restore of this partition; it restores again at the next start.");
+                        continue;
+                    }
                     Err(e) => {
                         inner.failed = Some(e);
                         return;
@@ -198,6 +227,56 @@ impl ConsumerContext for Ctx {
 }
 
 impl Inner {
+    /// The error that ends this run of the stage when it may have become a zombie: the
+    /// uncommitted batch is dropped, queued outputs are purged, and `run_supervised` rejoins
+    /// the group and restores from the last commit.
+    fn membership_lost(&mut self, why: String) -> RuntimeError {
+        self.poisoned = true;
+        self.producer.purge_unsent();
+        tracing::warn!(stage = %self.def.name, reason = %why, tasks = self.tasks.len(), "Membership may be lost: dropping the uncommitted batch without writing it, then rejoining.");
+        RuntimeError::MembershipLost {
+            stage: self.def.name.clone(),
+            reason: why,
+        }
+    }
+
+    /// Fails if the process was paused since the stage last looked: checked before anything
+    /// of a batch leaves the process.
+    fn check_not_paused(&mut self) -> Result<(), RuntimeError> {
+        match pause::since(self.pause_mark) {
+            Some(d) => Err(self.membership_lost(format!("the process was paused for {d:?}"))),
+            None => Ok(()),
+        }
+    }
+
+    /// Closes every task without committing: their engines hold committed data only (a
+    /// commit writes them at step 4), so flushing the engines is safe.
+    fn drop_tasks(&mut self) {
+        for (_, mut task) in self.tasks.drain() {
+            for t in task.tables() {
+                if let Some(e) = t.detach() {
+                    let _ = e.flush();
+                }
+            }
+        }
+        METRICS
+            .partitions_owned
+            .with_label_values(&[&self.def.name])
+            .set(0);
+    }
+
+    /// `partition:next offset` of every task that processed something, for logs.
+    fn positions(&self) -> String {
+        let mut v: Vec<(i32, i64)> = self
+            .tasks
+            .iter()
+            .filter_map(|(&(_, p), t)| t.next_offset.map(|o| (p, o)))
+            .collect();
+        v.sort_unstable();
+        let parts: Vec<String> = v.iter().map(|(p, o)| format!("{p}:{o}")).collect();
+        format!("[{}]", parts.join(" "))
+    }
+
     /// The standbys' turn. A failure there costs only warmth: it is logged and the standby
     /// tasks are dropped, to be placed again later.
     fn standby_turn(&mut self, consumer: &BaseConsumer<Ctx>) {
@@ -338,6 +417,9 @@ impl Inner {
             if let Some(e) = em.error {
                 return Err(e.into());
             }
+            if pause::since(self.pause_mark).is_some() {
+                break;
+            }
             if !task.processor.flush_external()? {
                 held.push((input, partition));
             }
@@ -353,7 +435,9 @@ impl Inner {
         }
         let started = Instant::now();
         let name = self.def.name.clone();
+        self.check_not_paused()?;
         let held = self.end_batches()?;
+        self.check_not_paused()?;
         // Steps 1-4 for every task together, so a commit of many partitions waits for the
         // broker twice (outputs and changelog records, then markers), not twice per
         // partition. Outputs (step 1) need no wait of their own: only a marker says they
@@ -383,6 +467,8 @@ impl Inner {
         }
         // The wait of steps 1 and 2: every output and changelog record is acknowledged.
         self.producer.flush(Duration::from_secs(300))?;
+        // A pause inside the steps above may have made us a zombie: no marker then.
+        self.check_not_paused()?;
         if let (Some(env), false) = (self.def.log.as_ref(), staged.is_empty()) {
             // Step 3: every task's markers in one acknowledged batch.
             let markers: Vec<_> = staged
@@ -458,6 +544,7 @@ pub fn run_stage(def: StageDef, stop: &AtomicBool) -> Result<(), RuntimeError> {
     );
     let inputs = def.inputs.clone();
     let (commit_interval, max_batch) = (def.commit_interval, def.max_batch);
+    let leave_group = def.leave_group;
     let name = def.name.clone();
     let inner = Arc::new(Mutex::new(Inner {
         def,
@@ -470,6 +557,7 @@ pub fn run_stage(def: StageDef, stop: &AtomicBool) -> Result<(), RuntimeError> {
         failed: None,
         poisoned: false,
         standbys,
+        pause_mark: pause::mark(),
     }));
     let opts = inner
         .lock()
@@ -492,8 +580,15 @@ pub fn run_stage(def: StageDef, stop: &AtomicBool) -> Result<(), RuntimeError> {
     let mut last_standby_turn = Instant::now();
     let result = loop {
         if stop.load(Ordering::Relaxed) {
+            // Stop fetching; what was processed is committed (outputs, sinks, changelogs,
+            // markers, offsets), then the tasks close.
             let mut g = inner.lock().unwrap_or_else(|p| p.into_inner());
-            break g.commit(Some(&consumer));
+            let committed = g.commit(Some(&consumer));
+            if committed.is_ok() {
+                tracing::info!(stage = %name, committed = %g.positions(), "Final commit done.");
+                g.drop_tasks();
+            }
+            break committed;
         }
         let polled = consumer.poll(Duration::from_millis(50));
         let mut g = inner.lock().unwrap_or_else(|p| p.into_inner());
@@ -511,6 +606,9 @@ pub fn run_stage(def: StageDef, stop: &AtomicBool) -> Result<(), RuntimeError> {
             }
             Some(Ok(m)) => {
                 last_error = None;
+                if let Err(e) = g.check_not_paused() {
+                    break Err(e);
+                }
                 if let Err(e) = g.process(&m) {
                     break Err(e);
                 }
@@ -530,8 +628,7 @@ pub fn run_stage(def: StageDef, stop: &AtomicBool) -> Result<(), RuntimeError> {
             last_standby_turn = Instant::now();
         }
     };
-    // Leave the group so the partitions move at once; a failed run does not commit, and
-    // aborts its transaction first.
+    // A failed run does not commit, and aborts its transaction first.
     let result = match result {
         Ok(()) => Ok(()),
         Err(e) => {
@@ -539,10 +636,22 @@ pub fn run_stage(def: StageDef, stop: &AtomicBool) -> Result<(), RuntimeError> {
             g.poisoned = true;
             let e = g.explain_failure(e);
             g.abort_transaction();
+            g.drop_tasks();
             Err(e)
         }
     };
-    consumer.unsubscribe();
+    // A dynamic member leaves the group so its partitions move at once. A static member
+    // stays (closing sends no LeaveGroup, KIP-345): restarted within the session timeout with
+    // the same instance id (the process after a SIGTERM, or `run_supervised` at once after a
+    // failure), it gets its partitions back with no rebalance for anyone. It leaves with
+    // `leave_group` (scale-in) or when it stops for good on a fatal error.
+    let is_static = opts.instance_id.is_some();
+    let fatal = result.as_ref().is_err_and(RuntimeError::is_fatal);
+    let leave = !is_static || fatal || (leave_group && result.is_ok());
+    if leave {
+        consumer.unsubscribe();
+    }
+    tracing::info!(stage = %name, left_group = leave, "Stage stopped.");
     result
 }
 
@@ -558,6 +667,10 @@ pub fn run_supervised(
         let name = def.name.clone();
         match run_stage(def, stop) {
             Ok(()) => return Ok(()),
+            Err(e) if stop.load(Ordering::Relaxed) => {
+                tracing::warn!(stage = %name, error = %e, "Stopping, but the final commit failed: what was processed since the stage's last commit is not committed and is processed again at the next start; nothing is lost.");
+                return Err(e);
+            }
             Err(e) if e.is_fatal() => {
                 tracing::error!(stage = %name, error = %e, "Stage failed; a restart cannot help, so it stays stopped.");
                 return Err(e);

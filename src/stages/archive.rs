@@ -12,7 +12,9 @@ use sluice_topology::{S3Connection, S3ParquetSinkSpec};
 
 use super::schemas::{decode_with, SchemaSource};
 use crate::metrics::METRICS;
-use crate::runtime::{AnyTable, Emit, Input, ProcessError, Processor, Rejection, RuntimeError};
+use crate::runtime::{
+    shutdown, AnyTable, Emit, Input, ProcessError, Processor, Rejection, RuntimeError,
+};
 
 /// One task (input partition) of an archive sink.
 pub struct Archive {
@@ -188,9 +190,11 @@ impl Processor for Archive {
             self.cut();
         }
         for batch in std::mem::take(&mut self.ready) {
-            let report = self
-                .rt
-                .block_on(self.sink.write(&batch))
+            let rt = self.rt.clone();
+            let report = shutdown::block_on_unless_stopped(&rt, self.sink.write(&batch))
+                .ok_or_else(|| ProcessError::Interrupted {
+                    sink: format!("{} (S3 archive)", self.stage),
+                })?
                 .map_err(|e| self.sink_error(e))?;
             METRICS
                 .sink_rows

@@ -8,7 +8,9 @@ use sluice_schemas::records::{Aggregate, Anomaly};
 
 use super::schemas::{decode_with, SchemaSource};
 use crate::metrics::METRICS;
-use crate::runtime::{AnyTable, Emit, Input, ProcessError, Processor, Rejection, RuntimeError};
+use crate::runtime::{
+    shutdown, AnyTable, Emit, Input, ProcessError, Processor, Rejection, RuntimeError,
+};
 
 /// What an input topic carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,6 +54,22 @@ impl TsdbSink {
             agg: Aggregate::default(),
             an: Anomaly::default(),
         })
+    }
+
+    /// Writes the buffered rows, retrying while the server is unreachable, unless a
+    /// shutdown comes first.
+    fn flush(&mut self) -> Result<(), ProcessError> {
+        let rt = self.rt.clone();
+        match shutdown::block_on_unless_stopped(&rt, self.sink.flush()) {
+            Some(r) => r.map(|_| ()).map_err(|e| self.sink_error(e)),
+            None => Err(ProcessError::Interrupted {
+                sink: format!(
+                    "{} (ILP at {})",
+                    self.stage,
+                    self.sink.config().display_addr()
+                ),
+            }),
+        }
     }
 
     fn sink_error(&self, e: impl std::fmt::Display) -> ProcessError {
@@ -120,17 +138,13 @@ impl Processor for TsdbSink {
             .with_label_values(&[&self.stage, "questdb"])
             .inc();
         if self.sink.should_flush() {
-            self.rt
-                .block_on(self.sink.flush())
-                .map_err(|e| self.sink_error(e))?;
+            self.flush()?;
         }
         Ok(())
     }
 
     fn flush_external(&mut self) -> Result<bool, ProcessError> {
-        self.rt
-            .block_on(self.sink.flush())
-            .map_err(|e| self.sink_error(e))?;
+        self.flush()?;
         Ok(true)
     }
 

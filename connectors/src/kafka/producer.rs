@@ -6,7 +6,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rdkafka::error::{KafkaError as RdError, RDKafkaErrorCode};
-use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::producer::{
+    BaseRecord, DeliveryResult, Producer, ProducerContext, PurgeConfig, ThreadedProducer,
+};
 use rdkafka::{ClientContext, Message};
 
 use super::client::{producer_config, ClientOptions, KafkaError};
@@ -123,6 +125,13 @@ impl TrackedProducer {
                 Err((e, _)) => return Err(e.into()),
             }
         }
+    }
+
+    /// Drops every record still queued in this process (not yet sent to the broker); they
+    /// count as failed deliveries. For an instance that may have lost its partitions: what
+    /// it has not sent yet, it must not send.
+    pub fn purge_unsent(&self) {
+        self.inner.purge(PurgeConfig::default().queue());
     }
 
     /// Waits until every queued record is acknowledged or failed; Err if any failed.

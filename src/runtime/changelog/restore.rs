@@ -56,6 +56,19 @@ struct Reader<'e, 'p> {
     progress: &'p mut dyn FnMut(RestoreProgress<'_>),
 }
 
+/// Fault injection for tests only (docs/OPERATIONS.md, "Fault injection"): with
+/// `SLUICE_FAULT_RESTORE_DELAY_MS=N` every record a restore reads takes N ms longer, so a test
+/// can stop a process in the middle of a restore. Unset in production.
+fn fault_delay() -> Option<Duration> {
+    static DELAY: std::sync::OnceLock<Option<Duration>> = std::sync::OnceLock::new();
+    *DELAY.get_or_init(|| {
+        std::env::var("SLUICE_FAULT_RESTORE_DELAY_MS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .map(Duration::from_millis)
+    })
+}
+
 pub(super) fn restore(
     env: &LogEnv,
     partition: i32,
@@ -307,6 +320,12 @@ impl Reader<'_, '_> {
         // read_committed only: where the last stable offset held the read back.
         let mut held_at: Option<i64> = None;
         loop {
+            if crate::runtime::shutdown::requested() {
+                return Err(RuntimeError::Interrupted);
+            }
+            if let Some(d) = fault_delay() {
+                std::thread::sleep(d);
+            }
             let m = match self.consumer.poll(Duration::from_millis(200)) {
                 None => {
                     if let Some(lso) = held_at {
