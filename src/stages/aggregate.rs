@@ -11,6 +11,7 @@ use sluice_schemas::records::{Aggregate as AggregateRecord, Telemetry};
 use sluice_state::StateError;
 use sluice_topology::AggregateSpec;
 
+use super::natural_key;
 use super::schemas::{decode_input, SchemaSource};
 use crate::metrics::METRICS;
 use crate::runtime::{
@@ -140,6 +141,7 @@ pub struct Aggregate {
     record: Telemetry,
     key: Vec<u8>,
     buf: Vec<u8>,
+    out_key: Vec<u8>,
     out_rec: AggregateRecord,
 }
 
@@ -167,6 +169,7 @@ impl Aggregate {
             record: Telemetry::default(),
             key: Vec::with_capacity(64),
             buf: Vec::with_capacity(128),
+            out_key: Vec::with_capacity(64),
             out_rec: AggregateRecord::default(),
         }
     }
@@ -189,6 +192,7 @@ impl Aggregate {
         bound.extend_from_slice(&(((st - self.grace_ms + 1) as u64) ^ (1 << 63)).to_be_bytes());
         let (stage, labels, windows) = (&self.stage, &self.window_labels, &self.windows_ms);
         let (rec, buf, schema_id) = (&mut self.out_rec, &mut self.buf, self.output_schema_id);
+        let key = &mut self.out_key;
         self.table.pop_below(&bound, |k, slot| {
             let (Some((end, len, device, metric)), Slot::Window(acc)) = (parse_window_key(k), slot)
             else {
@@ -207,7 +211,9 @@ impl Aggregate {
             rec.stddev = acc.stddev();
             buf.clear();
             rec.encode_wire(schema_id, buf);
-            out.emit(PORT_AGGREGATES, device.as_bytes(), buf, end);
+            key.clear();
+            natural_key(key, &(device, metric, len, rec.window_start));
+            out.emit(PORT_AGGREGATES, key, buf, end);
             if let Some(i) = windows.iter().position(|w| *w == len) {
                 METRICS
                     .windows_closed

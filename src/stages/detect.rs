@@ -8,6 +8,7 @@ use sluice_schemas::records::{Alert, Anomaly, Telemetry};
 use sluice_state::StateError;
 use sluice_topology::DetectSpec;
 
+use super::natural_key;
 use super::schemas::{decode_input, SchemaSource};
 use crate::metrics::METRICS;
 use crate::runtime::{AnyTable, CachedTable, Codec, Emit, Encode, Input, ProcessError, Processor};
@@ -144,12 +145,12 @@ impl Processor for Detect {
         };
         self.buf.clear();
         anomaly.encode_wire(self.ids.anomaly, &mut self.buf);
-        out.emit(
-            PORT_ANOMALIES,
-            r.device_id.as_bytes(),
-            &self.buf,
-            r.event_time,
+        self.key.clear();
+        natural_key(
+            &mut self.key,
+            &(&r.device_id, &r.metric, &anomaly.detector, r.event_time),
         );
+        out.emit(PORT_ANOMALIES, &self.key, &self.buf, r.event_time);
 
         // Suppression is per device and rule (the detector), across the device's metrics.
         self.key.clear();
@@ -186,7 +187,17 @@ impl Processor for Detect {
         METRICS.alerts.with_label_values(&[&self.stage]).inc();
         self.buf.clear();
         alert.encode_wire(self.ids.alert, &mut self.buf);
-        out.emit(PORT_ALERTS, r.device_id.as_bytes(), &self.buf, r.event_time);
+        self.key.clear();
+        natural_key(
+            &mut self.key,
+            &(
+                &alert.device_id,
+                &alert.metric,
+                &alert.rule,
+                alert.event_time,
+            ),
+        );
+        out.emit(PORT_ALERTS, &self.key, &self.buf, r.event_time);
         Ok(())
     }
 
