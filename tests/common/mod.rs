@@ -251,13 +251,15 @@ pub struct Read {
     pub raw_headers: Vec<(String, Option<Vec<u8>>)>,
 }
 
-/// Every record in `topic`, read from the start until nothing new arrives for two seconds.
-/// Not by high watermarks: tansu 0.6.0's in-memory engine reports wrong ones (docs/BROKER_GAPS.md).
+/// Every record in `topic`, read from the start up to the high watermarks each partition had
+/// when the read began (Nisshi's watermarks are exact, docs/BROKER_GAPS.md). Reading "until
+/// quiet" instead cut reads short on a loaded machine, where one fetch can take seconds.
 pub fn read_topic(brokers: &str, topic: &str) -> Vec<Read> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("group.id", unique("reader-"))
         .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "true")
         .set("fetch.wait.max.ms", "50")
         .create()
         .unwrap();
@@ -266,19 +268,50 @@ pub fn read_topic(brokers: &str, topic: &str) -> Vec<Read> {
         .unwrap();
     let parts: Vec<i32> = md.topics()[0].partitions().iter().map(|p| p.id()).collect();
     let mut tpl = TopicPartitionList::new();
+    // Per partition: the offset to reach, and the next offset read so far.
+    let mut todo: BTreeMap<i32, (i64, i64)> = BTreeMap::new();
     for p in parts {
+        let (low, high) = consumer
+            .fetch_watermarks(topic, p, Duration::from_secs(30))
+            .unwrap_or_else(|e| panic!("watermarks of {topic} partition {p} at {brokers}: {e}"));
+        if high > low {
+            todo.insert(p, (high, low));
+        }
         tpl.add_partition_offset(topic, p, Offset::Beginning)
             .unwrap();
     }
     consumer.assign(&tpl).unwrap();
     let mut out = Vec::new();
-    let mut quiet = std::time::Instant::now();
-    while quiet.elapsed() < Duration::from_secs(2) {
+    let mut progress = std::time::Instant::now();
+    while todo.values().any(|(high, next)| next < high) {
+        assert!(
+            progress.elapsed() < Duration::from_secs(120),
+            "reading {topic} from {brokers}: no record for 120 s with {todo:?} (partition: (end, next)) left"
+        );
         let Some(m) = consumer.poll(Duration::from_millis(100)) else {
             continue;
         };
-        let m = m.unwrap();
-        quiet = std::time::Instant::now();
+        let m = match m {
+            Err(rdkafka::error::KafkaError::PartitionEOF(p)) => {
+                // The end was reached: offsets past the last record (none here) are done too.
+                if let Some((high, next)) = todo.get_mut(&p) {
+                    *next = (*next).max(*high);
+                }
+                continue;
+            }
+            other => other.unwrap(),
+        };
+        progress = std::time::Instant::now();
+        if let Some((_, next)) = todo.get_mut(&m.partition()) {
+            *next = (*next).max(m.offset() + 1);
+        }
+        if todo
+            .get(&m.partition())
+            .is_some_and(|(high, _)| m.offset() >= *high)
+        {
+            // Written after the read began: not part of this snapshot.
+            continue;
+        }
         let raw_headers = m
             .headers()
             .map(|h| {
