@@ -346,7 +346,7 @@ pub fn check_outputs(
     let want = exp.aggregates.len();
     eventually(
         "every window aggregate",
-        1200,
+        240,
         Duration::from_millis(500),
         || {
             if let Err(e) = alive() {
