@@ -74,7 +74,7 @@ fn owned(i: &Instance) -> f64 {
 #[test]
 #[ignore = "fault test: runs alone in scripts/test's serial phase"]
 fn fault_rolling_restart_with_sigterm_repeats_nothing() {
-    let mut s = Scenario::new(16, 1000, |t| t);
+    let mut s = Scenario::new(16, 600, |t| t);
     let names = ["i0", "i1", "i2"];
     let mut instances = start_all(&s, &names, true);
     s.start_input(RATE);

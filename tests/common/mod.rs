@@ -128,7 +128,12 @@ impl TestTopology {
             text = text.replace(topic, &format!("{suffix}.{topic}"));
         }
         let text = edit(text);
-        let dir = tempfile::tempdir().unwrap();
+        let mut dir = tempfile::tempdir().unwrap();
+        // SLUICE_TEST_KEEP_DIR=1 keeps each test's topology, state and logs for a post-mortem.
+        if std::env::var_os("SLUICE_TEST_KEEP_DIR").is_some() {
+            dir.disable_cleanup(true);
+            eprintln!("keeping {}", dir.path().display());
+        }
         // Still overridable, so several instances of one test topology keep separate state.
         let text = text.replace(
             "${SLUICE_STATE_DIR:-../.stack/state}",
@@ -386,6 +391,25 @@ pub fn eventually<T>(
         std::thread::sleep(every);
     }
     panic!("gave up waiting for {what}");
+}
+
+/// Like [`eventually`], but `check` says what is still missing (`Err`), and the last such
+/// answer is the failure message.
+pub fn eventually_or<T>(
+    what: &str,
+    tries: u32,
+    every: Duration,
+    mut check: impl FnMut() -> Result<T, String>,
+) -> T {
+    let mut last = String::new();
+    for _ in 0..tries {
+        match check() {
+            Ok(v) => return v,
+            Err(e) => last = e,
+        }
+        std::thread::sleep(every);
+    }
+    panic!("gave up waiting for {what}: {last}");
 }
 
 /// VictoriaMetrics series matching `selector`, as (labels, values, timestamps).

@@ -344,7 +344,7 @@ pub fn check_outputs(
     // Aggregates: every expected window exactly once (after id dedup), with its values.
     let aggregates_topic = topo.topic("iot.aggregates");
     let want = exp.aggregates.len();
-    eventually(
+    eventually_or(
         "every window aggregate",
         240,
         Duration::from_millis(500),
@@ -353,7 +353,24 @@ pub fn check_outputs(
                 panic!("{e}");
             }
             let (r, _) = read_deduplicated(&brokers, &aggregates_topic);
-            (r.len() >= want).then_some(())
+            if r.len() >= want {
+                return Ok(());
+            }
+            let got: HashSet<_> = decode_all::<Aggregate>(&r)
+                .into_iter()
+                .map(|a| (a.device_id, a.metric, a.window_ms, a.window_start))
+                .collect();
+            let missing: Vec<_> = exp
+                .aggregates
+                .keys()
+                .filter(|k| !got.contains(*k))
+                .collect();
+            Err(format!(
+                "{} of {want} windows read, {} missing (first: {:?})",
+                r.len(),
+                missing.len(),
+                &missing[..missing.len().min(8)]
+            ))
         },
     );
     let reads = read_plain(&brokers, topo, "iot.aggregates", &mut out);
