@@ -46,6 +46,10 @@ pub struct MetricProfile {
     pub daily_amplitude: f64,
     /// A value certainly outside the validate stage's range for this metric.
     pub out_of_range: f64,
+    /// The range `topology/iot.yaml` accepts: genuine readings (an injected drift that runs
+    /// for hundreds of steps included) saturate there, as a real sensor would, so only the
+    /// bad records of kind `OutOfRange` fall outside it.
+    pub range: [f64; 2],
 }
 
 /// The metrics of the reference topology, in the ranges `topology/iot.yaml` accepts.
@@ -57,6 +61,7 @@ pub const METRICS: &[MetricProfile] = &[
         noise: 0.3,
         daily_amplitude: 2.0,
         out_of_range: 900.0,
+        range: [-40.0, 125.0],
     },
     MetricProfile {
         name: "humidity",
@@ -65,6 +70,7 @@ pub const METRICS: &[MetricProfile] = &[
         noise: 0.8,
         daily_amplitude: 5.0,
         out_of_range: 250.0,
+        range: [0.0, 100.0],
     },
     MetricProfile {
         name: "pressure",
@@ -73,6 +79,7 @@ pub const METRICS: &[MetricProfile] = &[
         noise: 0.5,
         daily_amplitude: 1.5,
         out_of_range: 20.0,
+        range: [300.0, 1100.0],
     },
     MetricProfile {
         name: "vibration",
@@ -81,6 +88,7 @@ pub const METRICS: &[MetricProfile] = &[
         noise: 0.2,
         daily_amplitude: 0.5,
         out_of_range: 500.0,
+        range: [0.0, 50.0],
     },
 ];
 
@@ -343,7 +351,7 @@ impl Simulator {
                     device_id: device_id(&self.cfg.device_prefix, d),
                     metric: p.name.to_string(),
                     event_time: t,
-                    value: round_for(writer, value),
+                    value: round_for(writer, value.clamp(p.range[0], p.range[1])),
                     seq: self.next_seq(d),
                     quality: if writer == Writer::V1 {
                         100
@@ -445,6 +453,15 @@ fn round_for(writer: Writer, v: f64) -> f64 {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn metric_ranges_are_those_of_the_reference_topology() {
+        let yaml = include_str!("../../topology/iot.yaml");
+        for p in METRICS {
+            let line = format!("{}: [{}, {}]", p.name, p.range[0], p.range[1]);
+            assert!(yaml.contains(&line), "topology/iot.yaml has no `{line}`");
+        }
+    }
+
     use super::*;
 
     fn all(cfg: SimConfig) -> (Vec<SimRecord>, Vec<InjectedAnomaly>) {
