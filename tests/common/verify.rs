@@ -433,7 +433,19 @@ pub fn check_outputs(
     let anomaly_key = |a: &Anomaly| (a.device_id.clone(), a.metric.clone(), a.event_time);
     let want_anomalies: BTreeMap<_, &Anomaly> =
         det.anomalies.iter().map(|a| (anomaly_key(a), a)).collect();
-    assert_eq!(want_anomalies.len(), det.anomalies.len());
+    if want_anomalies.len() != det.anomalies.len() {
+        let mut seen = HashSet::new();
+        let clashes: Vec<&Anomaly> = det
+            .anomalies
+            .iter()
+            .filter(|a| !seen.insert(anomaly_key(a)))
+            .take(5)
+            .collect();
+        panic!(
+            "the input determines {} anomalies with the same natural key (device, metric, event time) as another, which a keyed topic or the TSDB cannot tell apart; e.g. {clashes:?}",
+            det.anomalies.len() - want_anomalies.len()
+        );
+    }
     let anomalies_topic = topo.topic("iot.anomalies");
     eventually(
         "every expected anomaly",
