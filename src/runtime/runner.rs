@@ -469,14 +469,29 @@ impl Inner {
         self.producer.flush(Duration::from_secs(300))?;
         // A pause inside the steps above may have made us a zombie: no marker then.
         self.check_not_paused()?;
-        if let (Some(env), false) = (self.def.log.as_ref(), staged.is_empty()) {
-            // Step 3: every task's markers in one acknowledged batch.
-            let markers: Vec<_> = staged
-                .iter()
-                .flat_map(|((_, partition), st)| st.markers(env, *partition))
-                .collect();
-            let offsets = produce_acked(env, &markers)?;
-            // Step 4: each task's stores with their checkpoints.
+        // Step 3: every task's markers in one acknowledged batch.
+        let marker_offsets = match (self.def.log.as_ref(), staged.is_empty()) {
+            (Some(env), false) => {
+                let markers: Vec<_> = staged
+                    .iter()
+                    .flat_map(|((_, partition), st)| st.markers(env, *partition))
+                    .collect();
+                Some(produce_acked(env, &markers)?)
+            }
+            _ => None,
+        };
+        // Step 5 before step 4. The markers hold the position, but a failed offset commit is
+        // how a member learns it was fenced out of the group (docs/EXACTLY_ONCE.md, A5). A
+        // zombie must learn it before its local stores take a checkpoint: its markers come
+        // after the new owner's fence, so a restore ignores them, but a local checkpoint on
+        // one would make the next restore here skip the new owner's commits before it.
+        if let Some(c) = consumer {
+            if tpl.count() > 0 {
+                c.commit(&tpl, CommitMode::Sync)?;
+            }
+        }
+        // Step 4: each task's stores with their checkpoints.
+        if let (Some(env), Some(offsets)) = (self.def.log.as_ref(), marker_offsets) {
             let per_task = env.stores.len();
             for (((i, partition), st), offs) in staged.into_iter().zip(offsets.chunks(per_task)) {
                 let task = self.tasks.get_mut(&(i, partition)).ok_or_else(|| {
@@ -488,14 +503,6 @@ impl Inner {
                 let result = log.finish(env, &mut task.tables(), st, offs);
                 task.log = Some(log);
                 result?;
-            }
-        }
-        if let Some(c) = consumer {
-            if tpl.count() > 0 {
-                // The markers hold the position, but a failed offset commit is also how a
-                // member learns it was fenced out of the group: stop before the next commit
-                // (docs/EXACTLY_ONCE.md, step 5).
-                c.commit(&tpl, CommitMode::Sync)?;
             }
         }
         METRICS.commits.with_label_values(&[&name]).inc();
