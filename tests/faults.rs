@@ -260,7 +260,7 @@ fn fault_kill9_stage_instances_twelve_times_outputs_stay_exactly_once() {
         }
         Ok(())
     });
-    verify::check_crash_repeats(&s.topo, &out, &kills);
+    verify::check_crash_repeats(&s.topo, &out, &kills, "kill9_repeats_per_kill");
 }
 
 #[test]
@@ -294,7 +294,7 @@ fn fault_three_instances_scale_out_then_one_killed_for_good_outputs_stay_exactly
         }
         Ok(())
     });
-    verify::check_crash_repeats(&s.topo, &out, &[kill]);
+    verify::check_crash_repeats(&s.topo, &out, &[kill], "kill9_repeats_per_kill");
     let moved: f64 = instances
         .iter()
         .enumerate()
@@ -369,7 +369,7 @@ fn fault_standby_replica_takes_over_with_a_short_restore() {
     eprintln!("instance s{victim} (owning {owned} task partitions) killed for good");
     s.finish_input();
     let out = s.verify(&mut || instances[survivor].check_alive());
-    verify::check_crash_repeats(&s.topo, &out, &[kill]);
+    verify::check_crash_repeats(&s.topo, &out, &[kill], "kill9_repeats_per_kill");
     let local = metric_sum(sp, "sluice_restores_total", "from=\"local\"") - local_before;
     let cold = metric_sum(sp, "sluice_restores_total", "from=\"changelog\"") - cold_before;
     let read = metric_sum(sp, "sluice_restore_read_records_total", "from=\"local\"");

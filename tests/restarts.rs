@@ -305,7 +305,7 @@ fn zombie(static_members: bool) {
     );
     // Before it was paused, its uncommitted writes are those of a crash: identical copies,
     // one contiguous run per task.
-    verify::check_crash_repeats(&s.topo, &out, &[stop]);
+    verify::check_crash_repeats(&s.topo, &out, &[stop], "sigstop_repeats_per_pause");
 }
 
 #[test]
@@ -367,7 +367,7 @@ fn fault_restart_after_kill9_is_back_within_seconds() {
     let ended = Instant::now();
     let with_kills = wait_finished(&s, &mut instances, ended);
     let out = verify::check_outputs(&s.topo, &s.cfg, &s.exp, &mut || alive(&mut instances));
-    verify::check_crash_repeats(&s.topo, &out, &kills);
+    verify::check_crash_repeats(&s.topo, &out, &kills, "kill9_repeats_per_kill");
     let (median, max) = median_max(&back);
     eprintln!(
         "FIGURE restart_after_kill9_ms median={median} max={max} kills={} session_timeout_ms={}",

@@ -683,8 +683,14 @@ pub fn detect_rules(topo: &TestTopology) -> DetectRules {
 /// identical copy (checked when read), attributed to a disruption of its stage, one
 /// contiguous run per interrupted task ([`repeats_per_disruption`]), and for the validate
 /// stage, which writes one record per input record, at most `processing.max_batch` repeats
-/// per task and disruption. Prints the repeats per disruption (mean, max) against the bound.
-pub fn check_crash_repeats(topo: &TestTopology, out: &Outputs, ds: &[Disruption]) -> Vec<usize> {
+/// per task and disruption. Prints the repeats per disruption (mean, max) against the bound
+/// on a line `FIGURE <figure>`.
+pub fn check_crash_repeats(
+    topo: &TestTopology,
+    out: &Outputs,
+    ds: &[Disruption],
+    figure: &str,
+) -> Vec<usize> {
     let loaded = sluice_topology::load(&topo.path).expect("test topology loads");
     let processing = &loaded.topology.processing;
     let counts = repeats_per_disruption(out, ds);
@@ -712,7 +718,7 @@ pub fn check_crash_repeats(topo: &TestTopology, out: &Outputs, ds: &[Disruption]
     let mean = counts.iter().sum::<usize>() as f64 / counts.len().max(1) as f64;
     eprintln!("repeats per disruption: {counts:?}");
     eprintln!(
-        "FIGURE kill9_repeats_per_kill mean={mean:.1} max={} largest_per_task={largest} disruptions={} tsdb_duplicate_samples={} bound=\"one commit per interrupted task: max_batch {} input records or commit_interval {:?} of input\"",
+        "FIGURE {figure} mean={mean:.1} max={} largest_per_task={largest} disruptions={} tsdb_duplicate_samples={} bound=\"one commit per interrupted task: max_batch {} input records or commit_interval {:?} of input\"",
         counts.iter().max().copied().unwrap_or(0),
         counts.len(),
         out.tsdb_duplicate_samples(),
