@@ -294,6 +294,19 @@ pub fn read_topic(brokers: &str, topic: &str) -> Vec<Read> {
             "reading {topic} from {brokers}: no record for 120 s with {todo:?} (partition: (end, next)) left"
         );
         let Some(m) = consumer.poll(Duration::from_millis(100)) else {
+            // Nothing came: a partition whose position already reached its end is done,
+            // whether or not its end-of-partition event was seen.
+            if let Ok(pos) = consumer.position() {
+                for e in pos.elements() {
+                    if let (Offset::Offset(at), Some((high, next))) =
+                        (e.offset(), todo.get_mut(&e.partition()))
+                    {
+                        if at >= *high {
+                            *next = (*next).max(*high);
+                        }
+                    }
+                }
+            }
             continue;
         };
         let m = match m {
