@@ -101,6 +101,7 @@ impl Standbys {
             }
             drop(task);
             tracing::info!(stage = %env.stage, partition = p, "Standby promoted: the restore starts from its checkpoint.");
+            self.show(env);
             self.assign(env)?;
         }
         Ok(())
@@ -111,10 +112,7 @@ impl Standbys {
         self.tasks.clear();
         self.consumer = None;
         self.place_at = Some(Instant::now() + PLACE_EVERY);
-        METRICS
-            .standby_partitions
-            .with_label_values(&[&env.stage])
-            .set(0);
+        self.show(env);
     }
 
     /// Asks for a new placement at the next turn (after a rebalance).
@@ -181,11 +179,17 @@ impl Standbys {
             self.tasks.insert(p, open(env, p)?);
         }
         tracing::info!(stage = %env.stage, partitions = ?want, "Standby replicas placed.");
+        self.show(env);
+        self.assign(env)
+    }
+
+    /// Sets `sluice_standby_partitions` to the tasks held now. Every change of `tasks` calls
+    /// it: a promotion that left the gauge behind read as a standby that was not there.
+    fn show(&self, env: &LogEnv) {
         METRICS
             .standby_partitions
             .with_label_values(&[&env.stage])
             .set(self.tasks.len() as i64);
-        self.assign(env)
     }
 
     /// Points the changelog consumer at every standby store's next offset.
