@@ -21,7 +21,7 @@ use sluice_state::{
     WriteBatch,
 };
 
-use super::table::AnyTable;
+use sluice_state::table::AnyTable;
 use super::RuntimeError;
 
 /// How long a commit waits for its changelog records to be acknowledged; longer than the

@@ -4,7 +4,7 @@
 use sluice_connectors::kafka::MessageId;
 use sluice_state::StateError;
 
-use super::table::{CachedTable, Codec, Encode};
+use sluice_state::table::{CachedTable, Codec, Encode};
 
 /// High-water mark of one upstream (stage, partition).
 pub(crate) struct Hwm(pub(crate) u64);

@@ -9,14 +9,13 @@ mod processor;
 mod runner;
 pub mod shutdown;
 mod standby;
-mod table;
 
 pub use changelog::{LogEnv, RestoreProgress, Resume, TaskLog};
 pub use processor::{Emit, Input, ProcessError, Processor, Rejection};
 pub use runner::{
     run_stage, run_supervised, transactional_id, ProcessorFactory, RestoreCallback, StageDef,
 };
-pub use table::{AnyTable, CachedTable, Codec, DecodeFn, Encode, OrderedTable};
+pub use sluice_state::table::{AnyTable, CachedTable, Codec, DecodeFn, Encode, OrderedTable};
 
 /// Errors of the runtime; each says whose problem it is.
 #[derive(Debug, thiserror::Error)]

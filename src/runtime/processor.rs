@@ -70,7 +70,7 @@ pub trait Processor: Send {
     }
 
     /// Tables, in the order of the stage's stores (`StageSpec::stores`).
-    fn tables(&mut self) -> Vec<&mut dyn super::table::AnyTable>;
+    fn tables(&mut self) -> Vec<&mut dyn sluice_state::table::AnyTable>;
 
     /// Writes that leave sluice (TSDB rows, S3 objects) must be durable and idempotent
     /// before the commit's marker; sinks do that here. `Ok(false)` holds this task's commit

@@ -29,7 +29,7 @@ use super::ids::{accept, new_ids_table, IdsTable};
 use super::pause;
 use super::processor::{Input, Processor};
 use super::standby::{Standbys, TICK_EVERY};
-use super::table::AnyTable;
+use sluice_state::table::AnyTable;
 use super::RuntimeError;
 use crate::metrics::METRICS;
 

@@ -9,6 +9,7 @@
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
     /// RocksDB failed; retrying rarely helps (disk full, corruption, permissions).
+    #[cfg(feature = "rocksdb")]
     #[error("RocksDB error in store `{store}`: {source}")]
     Rocks {
         store: String,

@@ -7,6 +7,7 @@
 //! - [`changelog`]: record tags, commit markers, fences, checkpoints and topic names.
 //! - [`Restorer`]: rebuilds a task's stores from their changelogs and decides where input and
 //!   output numbering resume.
+//! - [`table`]: typed write-back tables over an engine, what operators keep their state in.
 //! - [`HighWaterMarks`]: downstream de-duplication by `sluice.id`.
 //!
 //! The protocol tying these together is in docs/EXACTLY_ONCE.md.
@@ -14,16 +15,18 @@
 mod cache;
 pub mod changelog;
 mod codec;
-#[cfg(test)]
+#[cfg(all(test, feature = "rocksdb"))]
 mod conformance;
 mod dedup;
 mod error;
 mod mem;
 mod restore;
+#[cfg(feature = "rocksdb")]
 mod rocks;
 mod size;
 mod store;
-#[cfg(test)]
+pub mod table;
+#[cfg(all(test, feature = "rocksdb"))]
 mod tests;
 
 pub use cache::{CacheConfig, CacheStats, CachedStore, MergedScan};
@@ -32,6 +35,7 @@ pub use dedup::{HighWaterMarks, IdWriter, MessageId, ID_HEADER};
 pub use error::StateError;
 pub use mem::MemStore;
 pub use restore::{Progress, RestorePlan, Restorer, StorePlan};
+#[cfg(feature = "rocksdb")]
 pub use rocks::{RocksConfig, RocksEnv, RocksStore};
 pub use size::ByteSize;
 pub use store::{KeyRange, KvPair, KvStore, ScanIter, WriteBatch};

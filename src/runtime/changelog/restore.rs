@@ -26,7 +26,7 @@ use super::{
     TaskLog,
 };
 use crate::metrics::METRICS;
-use crate::runtime::table::AnyTable;
+use sluice_state::table::AnyTable;
 use crate::runtime::RuntimeError;
 
 /// Final records are written to RocksDB in batches of this many.

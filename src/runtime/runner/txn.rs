@@ -18,7 +18,7 @@ use sluice_state::changelog::MARKER_KEY;
 
 use super::{Ctx, Inner};
 use crate::metrics::METRICS;
-use crate::runtime::table::AnyTable;
+use sluice_state::table::AnyTable;
 use crate::runtime::RuntimeError;
 
 /// How long a transaction call (init, flush, offsets, commit, abort) may block: past the

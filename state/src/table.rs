@@ -6,7 +6,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use sluice_state::{KeyRange, KvStore, StateError};
+use crate::{KeyRange, KvStore, StateError};
 
 /// A value a table can keep: bytes in the changelog and the engine, typed in memory.
 pub trait Encode: Send {
