@@ -490,11 +490,10 @@ impl Sketch {
 /// A hasher that passes a precomputed 64-bit hash through (the value was already hashed
 /// with [`codec::hash_value`]).
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
-pub struct PassThrough;
+pub(crate) struct PassThrough;
 
-#[doc(hidden)]
 #[derive(Debug, Default)]
-pub struct PassThroughHasher(u64);
+pub(crate) struct PassThroughHasher(u64);
 
 impl Hasher for PassThroughHasher {
     fn finish(&self) -> u64 {

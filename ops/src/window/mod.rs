@@ -112,9 +112,7 @@ mod serial;
 mod spec;
 mod state;
 
-pub use agg::{
-    Acc, AggFn, Distinct, Input, InputKind, Moments, PassThrough, Sketch, Stamp, Stamped, SumState,
-};
+pub use agg::{Acc, AggFn, Distinct, Input, InputKind, Moments, Sketch, Stamp, Stamped, SumState};
 pub use assign::{hopping, sliding_left, sliding_right, tumbling, Window};
 pub use spec::{
     compile_aggs, Agg, AggLong, AggSpec, Aggregates, Emit, HumanDuration, WindowKind, WindowSpec,

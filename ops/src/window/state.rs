@@ -283,7 +283,8 @@ impl WindowResult {
 /// What happened to a record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Added {
-    /// Counted in this many windows.
+    /// Counted in this many windows. Can be 0 for a sliding window record whose own windows
+    /// have closed but whose right window (the records after it) is still open.
     Counted(usize),
     /// Too late for every window it belongs to: dead-letter it with this reason.
     Late(Late),
@@ -540,7 +541,9 @@ impl WindowOp {
         &self.aggs
     }
 
-    /// Stream time of the task, `None` before the first record.
+    /// Stream time of the task, `None` before the first record. After an `attach`, this
+    /// and the counts below are current once [`reload`](Self::reload) (or any `&mut` call)
+    /// ran.
     pub fn stream_time(&self) -> Option<i64> {
         (self.table.meta.stream_time != i64::MIN).then_some(self.table.meta.stream_time)
     }
