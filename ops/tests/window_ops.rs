@@ -657,3 +657,25 @@ fn spec_problems_are_keyed_relative_to_the_operator() {
     assert_eq!(keys, ["window.advance", "aggregate.total.fn"]);
     assert_eq!(WindowOp::store_names(), ["windows"]);
 }
+
+#[test]
+fn state_from_another_aggregate_list_is_refused() {
+    let mut w = count_sum("kind: tumbling\nsize: 1m\n");
+    let mut out = Vec::new();
+    add(&mut w, "k", 1, 1.0, &mut out);
+    let mut store = MemStore::new();
+    commit(&mut w, &mut store);
+    let mut other = op("kind: tumbling\nsize: 1m\n", "n: count\nhi: max(v)\n");
+    for t in other.tables() {
+        t.attach(Box::new(store.clone())).unwrap();
+    }
+    let err = other.reload().unwrap_err().to_string();
+    assert!(err.contains("aggregate list changed"), "{err}");
+    // The same list restores, with its stream time.
+    let mut same = count_sum("kind: tumbling\nsize: 1m\n");
+    for t in same.tables() {
+        t.attach(Box::new(store.clone())).unwrap();
+    }
+    same.reload().unwrap();
+    assert_eq!((same.stream_time(), same.open_windows()), (Some(1), 1));
+}

@@ -49,7 +49,8 @@ use super::codec::{self, Put, Reader};
 pub enum Input<'a> {
     /// NULL (or the field is absent): ignored by every aggregation but `count` of rows.
     Null,
-    /// A number, already converted by the caller (numeric aggregations).
+    /// A number, already converted by the caller (numeric aggregations). `min`, `max`,
+    /// `first`, `last` and `count_distinct` see it as a `double`: give them the `Value`.
     Num(f64),
     /// A value as decoded from the record.
     Val(&'a Value),
@@ -629,7 +630,10 @@ impl Distinct {
             n += 1;
             sum += v;
         }
-        if n != shape.sparse.count || (n > 0 && sum != u64::from(shape.sparse.last)) {
+        if n != shape.sparse.count
+            || n > fresh.counts.1
+            || (n > 0 && sum != u64::from(shape.sparse.last))
+        {
             return Err(err("sparse list does not match its header".into()));
         }
         let _ = &shape.tmpset;

@@ -447,7 +447,8 @@ impl AggSpec {
             ));
             return Err(p);
         }
-        let func = match AggFn::parse(&self.func) {
+        let lower = self.func.to_ascii_lowercase();
+        let func = match AggFn::parse(&lower) {
             Some(f) => {
                 if self.q.is_some() {
                     p.push(Problem::new(
@@ -458,7 +459,7 @@ impl AggSpec {
                 }
                 Some(f)
             }
-            None if self.func == "quantile" => match self.q {
+            None if lower == "quantile" => match self.q {
                 Some(q) if (0.0..=1.0).contains(&q) => Some(AggFn::Quantile(q)),
                 Some(q) => {
                     p.push(Problem::new(
@@ -751,6 +752,10 @@ mod tests {
         assert!(by_key("f.field").message.contains("needs a field"));
         assert!(by_key("g").message.contains("parenthesis"));
         assert!(by_key("h").message.contains("not a field"));
+        assert_eq!(
+            AggSpec::compact("x", "SUM(v)").compile().unwrap().func,
+            AggFn::Sum
+        );
         let dup = compile_aggs(&[
             AggSpec::compact("x", "count"),
             AggSpec::compact("x", "sum(y)"),
