@@ -11,7 +11,9 @@
 //!
 //! Records are `apache_avro::types::Value::Record`s decoded with the topic's schema.
 
+pub mod codec;
 pub mod expr;
+pub mod op;
 pub mod problem;
 pub mod types;
 pub mod window;

@@ -1,0 +1,290 @@
+//! Operators: one module per kind (its spec, its check against the record type flowing in,
+//! its build and the state stores it declares), registered in [`KINDS`].
+//!
+//! A stage's `operators:` list is checked front to back: each operator sees the
+//! [`StreamType`] the previous one produces, so a field renamed by `select` is known by its
+//! new name downstream, and every problem of the whole list is reported at once.
+
+use apache_avro::types::Value;
+use sluice_state::table::AnyTable;
+use sluice_state::StateError;
+
+use crate::types::RecordType;
+use crate::Problem;
+
+pub mod filter;
+pub mod key_by;
+pub mod select;
+pub mod window;
+
+/// Every operator kind, by the key that names it in a topology (`- filter: ...`).
+pub const KINDS: &[&dyn Kind] = &[
+    &filter::Filter,
+    &select::Select,
+    &key_by::KeyBy,
+    &window::Window,
+];
+
+/// The names of every operator kind, for messages.
+pub fn kind_names() -> Vec<&'static str> {
+    KINDS.iter().map(|k| k.name()).collect()
+}
+
+/// The kind registered under `name`.
+pub fn kind(name: &str) -> Option<&'static dyn Kind> {
+    KINDS.iter().copied().find(|k| k.name() == name)
+}
+
+/// One record between operators: the decoded value, the key it will be written with and its
+/// timestamp (ms; the input record's, or what a window or a re-stamp set).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Record {
+    pub key: Option<Vec<u8>>,
+    pub value: Value,
+    pub timestamp: i64,
+}
+
+/// How the records between two operators are keyed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyShape {
+    /// As read from the input topic: bytes sluice does not interpret.
+    Input,
+    /// Set by `key_by` (or a window's `by`) from these field paths.
+    Fields(Vec<String>),
+}
+
+/// The shape of the records flowing between two operators.
+#[derive(Debug, Clone)]
+pub struct StreamType {
+    pub value: RecordType,
+    pub key: KeyShape,
+}
+
+/// Why an operator could not process a record.
+#[derive(Debug, thiserror::Error)]
+pub enum OpError {
+    /// The record's fault: it goes to the dead-letter topic with this reason and processing
+    /// goes on.
+    #[error("{message}")]
+    Reject { class: &'static str, message: String },
+    /// Not the record's fault: the task rewinds to its last commit and retries.
+    #[error("state: {0}")]
+    State(#[from] StateError),
+}
+
+impl OpError {
+    pub fn reject(class: &'static str, message: impl Into<String>) -> Self {
+        OpError::Reject {
+            class,
+            message: message.into(),
+        }
+    }
+}
+
+/// Why a record goes to the dead-letter topic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    /// Stable, for the `sluice.dlq.error_class` header (e.g. `filter_error`, `late_record`).
+    pub class: &'static str,
+    pub message: String,
+}
+
+/// A kind of operator: parses and checks its spec.
+pub trait Kind: Sync {
+    /// The key naming it in a topology, e.g. `filter`.
+    fn name(&self) -> &'static str;
+    /// One line for `sluice validate --help`-style listings and docs/TOPOLOGY.md.
+    fn summary(&self) -> &'static str;
+    /// Checks `spec` against the records flowing in. Problems carry key paths relative to
+    /// the operator's value (empty for the value as a whole).
+    fn plan(
+        &self,
+        spec: &serde_yaml::Value,
+        input: &StreamType,
+    ) -> Result<Box<dyn Planned>, Vec<Problem>>;
+}
+
+/// A checked operator: what it produces, what it stores, and how to build one per task.
+pub trait Planned: Send + Sync + std::fmt::Debug {
+    /// The records it hands on.
+    fn output(&self) -> &StreamType;
+    /// Names of the state stores it keeps (each changelogged), unique within the operator.
+    fn stores(&self) -> Vec<String> {
+        Vec::new()
+    }
+    /// A fresh operator for one task (one input partition).
+    fn build(&self) -> Box<dyn Operator>;
+}
+
+/// A running operator of one task. Deterministic given its restored state and its input: no
+/// wall clock, no randomness (docs/EXACTLY_ONCE.md).
+pub trait Operator: Send {
+    /// Processes one record, appending what it hands on to `out` (none, one or several).
+    fn process(&mut self, rec: Record, out: &mut Vec<Record>) -> Result<(), OpError>;
+    /// Its tables, in the order of [`Planned::stores`].
+    fn tables(&mut self) -> Vec<&mut dyn AnyTable> {
+        Vec::new()
+    }
+}
+
+/// A serde_yaml error as a problem: unknown keys get a did-you-mean over `allowed`.
+pub(crate) fn yaml_problem(e: &serde_yaml::Error, allowed: &str) -> Problem {
+    let msg = e.to_string();
+    let msg = match msg.rfind(" at line ") {
+        Some(i) => msg[..i].to_string(),
+        None => msg,
+    };
+    match between(&msg, "unknown field `", "`") {
+        Some(field) => {
+            let names: Vec<&str> = allowed.split(", ").collect();
+            let fix = match crate::problem::suggest(field, names.iter().copied()) {
+                Some(s) => format!("did you mean `{s}`? (allowed: {allowed})"),
+                None => format!("remove it; allowed: {allowed}"),
+            };
+            Problem::new(field, format!("unknown key `{field}`"), fix)
+        }
+        None => Problem::new("", msg, format!("allowed keys: {allowed}")),
+    }
+}
+
+pub(crate) fn between<'a>(s: &'a str, start: &str, end: &str) -> Option<&'a str> {
+    let i = s.find(start)? + start.len();
+    let j = s[i..].find(end)?;
+    Some(&s[i..i + j])
+}
+
+/// A checked list of operators.
+#[derive(Debug)]
+pub struct Chain {
+    pub ops: Vec<(String, Box<dyn Planned>)>,
+    pub output: StreamType,
+}
+
+impl Chain {
+    /// Checks `operators` (a YAML list of one-key mappings, `- filter: ...`) against the
+    /// input type. Problem keys are `[i]` or `[i].<key>`, relative to the list.
+    pub fn plan(operators: &[serde_yaml::Value], input: StreamType) -> Result<Chain, Vec<Problem>> {
+        let mut problems = Vec::new();
+        let mut ops = Vec::new();
+        let mut cur = input;
+        for (i, item) in operators.iter().enumerate() {
+            let at = format!("[{i}]");
+            let Some((name, spec)) = item
+                .as_mapping()
+                .filter(|m| m.len() == 1)
+                .and_then(|m| m.iter().next())
+                .and_then(|(k, v)| Some((k.as_str()?, v)))
+            else {
+                problems.push(Problem::new(
+                    at,
+                    "an operator is a mapping with one key, its kind",
+                    format!(
+                        "write e.g. `- filter: \"temperature > 30\"`; kinds: {}",
+                        kind_names().join(", ")
+                    ),
+                ));
+                continue;
+            };
+            let Some(kind) = kind(name) else {
+                let fix = match crate::problem::suggest(name, kind_names()) {
+                    Some(s) => format!("did you mean `{s}`?"),
+                    None => format!("use one of {}", kind_names().join(", ")),
+                };
+                problems.push(Problem::new(
+                    format!("{at}.{name}"),
+                    format!("unknown operator `{name}`"),
+                    fix,
+                ));
+                continue;
+            };
+            match kind.plan(spec, &cur) {
+                Ok(p) => {
+                    cur = p.output().clone();
+                    ops.push((name.to_string(), p));
+                }
+                // Later operators would only repeat the confusion: stop at the first one
+                // that cannot say what it produces.
+                Err(ps) => {
+                    let base = format!("{at}.{name}");
+                    problems.extend(ps.into_iter().map(|p| p.under(&base)));
+                    break;
+                }
+            }
+        }
+        if problems.is_empty() {
+            Ok(Chain { ops, output: cur })
+        } else {
+            Err(problems)
+        }
+    }
+
+    /// Store names of every operator, prefixed with the operator's position so two windows
+    /// of one stage keep apart: `<i>-<kind>-<store>`.
+    pub fn stores(&self) -> Vec<String> {
+        self.ops
+            .iter()
+            .enumerate()
+            .flat_map(|(i, (name, p))| {
+                p.stores()
+                    .into_iter()
+                    .map(move |s| format!("{i}-{name}-{s}"))
+            })
+            .collect()
+    }
+
+    /// The operators of one task.
+    pub fn build(&self) -> Running {
+        Running {
+            ops: self.ops.iter().map(|(_, p)| p.build()).collect(),
+            bufs: (0..=self.ops.len()).map(|_| Vec::new()).collect(),
+        }
+    }
+}
+
+/// A chain's operators for one task.
+pub struct Running {
+    ops: Vec<Box<dyn Operator>>,
+    /// One buffer per hop, reused record after record.
+    bufs: Vec<Vec<Record>>,
+}
+
+impl Running {
+    /// Runs `rec` through every operator; what comes out of the last one is appended to
+    /// `out`, in order. A record an operator rejects stops there and its reason is appended
+    /// to `rejected` (the caller dead-letters the input record with it); what the operators
+    /// handed on before (e.g. windows the late record's stream time closed) still flows.
+    pub fn process(
+        &mut self,
+        rec: Record,
+        out: &mut Vec<Record>,
+        rejected: &mut Vec<Rejection>,
+    ) -> Result<(), StateError> {
+        if self.ops.is_empty() {
+            out.push(rec);
+            return Ok(());
+        }
+        self.bufs[0].clear();
+        self.bufs[0].push(rec);
+        for i in 0..self.ops.len() {
+            let (head, tail) = self.bufs.split_at_mut(i + 1);
+            let (input, next) = (&mut head[i], &mut tail[0]);
+            next.clear();
+            for r in input.drain(..) {
+                match self.ops[i].process(r, next) {
+                    Ok(()) => {}
+                    Err(OpError::Reject { class, message }) => {
+                        rejected.push(Rejection { class, message })
+                    }
+                    Err(OpError::State(e)) => return Err(e),
+                }
+            }
+        }
+        out.append(&mut self.bufs[self.ops.len()]);
+        Ok(())
+    }
+
+    /// Every operator's tables, in the order of [`Chain::stores`].
+    pub fn tables(&mut self) -> Vec<&mut dyn AnyTable> {
+        self.ops.iter_mut().flat_map(|o| o.tables()).collect()
+    }
+}

@@ -1,0 +1,156 @@
+//! `select`: the output record's fields, each a SQL expression over the input record.
+//! Computes, renames, flattens and drops: a field not listed is dropped.
+//!
+//! ```yaml
+//! - select:
+//!     device_id: device_id            # kept
+//!     kw: round(power_w / 1000.0, 3)  # computed
+//!     lat: location.lat               # flattened from a nested (optional) record
+//! ```
+//!
+//! The output field's type is the expression's; it is nullable when the expression can be
+//! NULL. An expression that fails on a record sends the record to the dead-letter topic.
+
+use std::sync::Arc;
+
+use apache_avro::types::Value;
+
+use super::{Kind, OpError, Operator, Planned, Record, StreamType};
+use crate::expr::Expr;
+use crate::types::{record_schema, RecordType};
+use crate::Problem;
+
+pub struct Select;
+
+impl Kind for Select {
+    fn name(&self) -> &'static str {
+        "select"
+    }
+
+    fn summary(&self) -> &'static str {
+        "the output record's fields, each a SQL expression: compute, rename, flatten, drop"
+    }
+
+    fn plan(
+        &self,
+        spec: &serde_yaml::Value,
+        input: &StreamType,
+    ) -> Result<Box<dyn Planned>, Vec<Problem>> {
+        let Some(map) = spec.as_mapping().filter(|m| !m.is_empty()) else {
+            return Err(vec![Problem::new(
+                "",
+                "select lists the output fields as `name: expression`",
+                "write e.g. `- select: { device_id: device_id, kw: power_w / 1000.0 }`",
+            )]);
+        };
+        let mut problems = Vec::new();
+        let mut fields = Vec::new();
+        for (k, v) in map {
+            let Some(name) = k.as_str() else {
+                problems.push(Problem::new("", "field names are strings", "quote it"));
+                continue;
+            };
+            if !valid_name(name) {
+                problems.push(Problem::new(
+                    name,
+                    format!("`{name}` is not a valid Avro field name"),
+                    "use letters, digits and `_`, not starting with a digit",
+                ));
+                continue;
+            }
+            let src = match v {
+                serde_yaml::Value::String(s) => s.clone(),
+                serde_yaml::Value::Number(n) => n.to_string(),
+                serde_yaml::Value::Bool(b) => b.to_string(),
+                _ => {
+                    problems.push(Problem::new(
+                        name,
+                        "the value is a SQL expression, as a string",
+                        "write e.g. `kw: power_w / 1000.0`",
+                    ));
+                    continue;
+                }
+            };
+            match Expr::compile(&src, &input.value) {
+                Ok(e) => fields.push((name.to_string(), e)),
+                Err(ps) => problems.extend(ps.into_iter().map(|p| p.under(name))),
+            }
+        }
+        if !problems.is_empty() {
+            return Err(problems);
+        }
+        let typed: Vec<_> = fields
+            .iter()
+            .map(|(n, e)| (n.clone(), e.ty().clone()))
+            .collect();
+        let name = format!("{}_select", input.value.name);
+        let schema = record_schema(&name, &typed).map_err(|p| vec![p])?;
+        let value = RecordType::from_schema(&schema).map_err(|p| vec![p])?;
+        Ok(Box::new(SelectPlan {
+            fields: Arc::new(fields),
+            output: StreamType {
+                value,
+                key: input.key.clone(),
+            },
+        }))
+    }
+}
+
+/// Avro's name rule: `[A-Za-z_][A-Za-z0-9_]*`.
+pub(crate) fn valid_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+#[derive(Debug)]
+struct SelectPlan {
+    fields: Arc<Vec<(String, Expr)>>,
+    output: StreamType,
+}
+
+impl Planned for SelectPlan {
+    fn output(&self) -> &StreamType {
+        &self.output
+    }
+
+    fn build(&self) -> Box<dyn Operator> {
+        Box::new(SelectOp {
+            fields: self.fields.clone(),
+        })
+    }
+}
+
+struct SelectOp {
+    fields: Arc<Vec<(String, Expr)>>,
+}
+
+impl Operator for SelectOp {
+    fn process(&mut self, rec: Record, out: &mut Vec<Record>) -> Result<(), OpError> {
+        let mut values = Vec::with_capacity(self.fields.len());
+        for (name, e) in self.fields.iter() {
+            let v = e
+                .eval(&rec.value)
+                .map_err(|err| OpError::reject(err.class(), err.to_string()))?;
+            values.push((name.clone(), nullable(e.ty().nullable, v)));
+        }
+        out.push(Record {
+            key: rec.key,
+            value: Value::Record(values),
+            timestamp: rec.timestamp,
+        });
+        Ok(())
+    }
+}
+
+/// A value of a `["null", T]` field is written as the union's branch.
+pub(crate) fn nullable(is_nullable: bool, v: Value) -> Value {
+    match (is_nullable, v) {
+        (false, v) => v,
+        (true, Value::Null) => Value::Union(0, Box::new(Value::Null)),
+        (true, v @ Value::Union(..)) => v,
+        (true, v) => Value::Union(1, Box::new(v)),
+    }
+}
