@@ -267,6 +267,59 @@ fn cast_target(dt: &DataType) -> Option<CastTo> {
     })
 }
 
+/// A comparison node, specialised when one side is a literal (and further when the other is
+/// a plain numeric field).
+fn cmp_node(op: CmpOp, l: Node, r: Node) -> Node {
+    match (l, r) {
+        (l, Node::Lit(lit)) if !lit.is_null() => cmp_lit(op, l, lit),
+        (Node::Lit(lit), r) if !lit.is_null() => cmp_lit(op.flip(), r, lit),
+        (l, r) => Node::Cmp {
+            op,
+            l: Box::new(l),
+            r: Box::new(r),
+        },
+    }
+}
+
+fn cmp_lit(op: CmpOp, e: Node, lit: Scalar<'static>) -> Node {
+    /// Within this, integers are exact as doubles.
+    const EXACT: i64 = 1 << 53;
+    let plain = |path: &FieldPath| {
+        matches!(
+            path.ty().ty,
+            Type::Int | Type::Long | Type::Float | Type::Double
+        )
+    };
+    match (e, lit) {
+        (Node::Field { path, .. }, Scalar::Float(rhs)) if plain(&path) => {
+            Node::FieldCmpF64 { path, op, rhs }
+        }
+        (
+            Node::Field {
+                path,
+                read: Read::Int,
+            },
+            Scalar::Int(rhs),
+        ) if plain(&path) => Node::FieldCmpI64 { path, op, rhs },
+        (
+            Node::Field {
+                path,
+                read: Read::Float,
+            },
+            Scalar::Int(rhs),
+        ) if plain(&path) && (-EXACT..=EXACT).contains(&rhs) => Node::FieldCmpF64 {
+            path,
+            op,
+            rhs: rhs as f64,
+        },
+        (e, lit) => Node::CmpLit {
+            op,
+            e: Box::new(e),
+            lit,
+        },
+    }
+}
+
 pub(crate) struct Compiler<'r> {
     input: &'r RecordType,
     pub(crate) problems: Vec<Problem>,
@@ -971,11 +1024,7 @@ impl<'r> Compiler<'r> {
             return None;
         }
         let nullable = l.nullable || r.nullable;
-        let node = Node::Cmp {
-            op,
-            l: Box::new(l.node),
-            r: Box::new(r.node),
-        };
+        let node = cmp_node(op, l.node, r.node);
         self.done(Typed::new(node, Kind::Bool, nullable, e.to_string()))
     }
 

@@ -96,12 +96,18 @@
 //!
 //! # Cost
 //!
-//! Field names are resolved to positions, literals typed and LIKE patterns compiled once;
-//! evaluation walks a tree of enum nodes over values borrowed from the record and allocates
-//! only for strings it builds (`||`, `lower`, casts to text, uuids read as text).
-//! `temperature > 30 AND humidity < 80` takes about 10 ns per record; see
-//! `bench_eval_bool` in `ops/tests/expr_eval.rs` (`cargo test -p sluice-ops --release --
-//! --ignored --nocapture`).
+//! Field names are resolved to positions, literals typed, LIKE patterns compiled and
+//! constant parts computed once; evaluation walks a tree of enum nodes over values borrowed
+//! from the record and allocates only for strings it builds (`||`, `lower`, casts to text,
+//! uuids read as text). Conditions evaluate without building intermediate values, and a
+//! comparison of a numeric field with a literal is a single node.
+//!
+//! Measured in release on the shared 2-core development machine (under load), 1M
+//! `eval_bool` calls over 64 different records: `temperature > 30 AND humidity < 80` about
+//! 13 ns per record (the same test hand-written against positions: about 1.3 ns), and
+//! `temperature > 30` about 6 ns. Reproduce with
+//! `cargo test -p sluice-ops --release --test expr_eval -- --ignored --nocapture`
+//! (`bench_eval_bool`).
 
 mod compile;
 mod like;
@@ -361,6 +367,9 @@ impl Expr {
 
     #[inline]
     fn eval_bool_here(&self, rec: &Value) -> Result<Option<bool>, EvalError> {
+        if matches!(self.ty.ty, Type::Boolean | Type::Null) {
+            return self.root.truth(rec).map_err(|e| *e);
+        }
         match self.root.eval(rec) {
             Ok(Scalar::Bool(b)) => Ok(Some(b)),
             Ok(Scalar::Null) => Ok(None),

@@ -93,6 +93,18 @@ pub(crate) enum CmpOp {
 }
 
 impl CmpOp {
+    /// The operator with its operands swapped (`1 < x` is `x > 1`).
+    pub(crate) fn flip(self) -> CmpOp {
+        match self {
+            CmpOp::Lt => CmpOp::Gt,
+            CmpOp::Le => CmpOp::Ge,
+            CmpOp::Gt => CmpOp::Lt,
+            CmpOp::Ge => CmpOp::Le,
+            same => same,
+        }
+    }
+
+    #[inline]
     fn test(self, o: Ordering) -> bool {
         match self {
             CmpOp::Eq => o == Ordering::Equal,
@@ -205,6 +217,25 @@ pub(crate) enum Node {
         l: Box<Node>,
         r: Box<Node>,
     },
+    /// A comparison with a non-NULL literal.
+    CmpLit {
+        op: CmpOp,
+        e: Box<Node>,
+        lit: Scalar<'static>,
+    },
+    /// `field <op> number` for an int, long, float or double field: the most common
+    /// condition, without the generic machinery.
+    FieldCmpF64 {
+        path: FieldPath,
+        op: CmpOp,
+        rhs: f64,
+    },
+    /// `field <op> integer` for an int or long field.
+    FieldCmpI64 {
+        path: FieldPath,
+        op: CmpOp,
+        rhs: i64,
+    },
     /// `IS [NOT] DISTINCT FROM`: comparison where NULL equals NULL.
     Distinct {
         l: Box<Node>,
@@ -299,6 +330,11 @@ pub(crate) enum Node {
 type Res<'a> = Result<Scalar<'a>, Box<EvalError>>;
 
 impl Scalar<'_> {
+    #[inline]
+    pub(crate) fn is_null(&self) -> bool {
+        matches!(self, Scalar::Null)
+    }
+
     pub(crate) fn into_owned(self) -> Scalar<'static> {
         match self {
             Scalar::Null => Scalar::Null,
@@ -428,10 +464,13 @@ fn cmp_i64_f64(x: i64, y: f64) -> Ordering {
     }
 }
 
+#[cold]
 fn err(e: EvalError) -> Box<EvalError> {
     Box::new(e)
 }
 
+#[cold]
+#[inline(never)]
 fn mismatch(what: &str, found: &Value) -> Box<EvalError> {
     err(EvalError::SchemaMismatch {
         expr: Arc::from(what),
@@ -439,6 +478,8 @@ fn mismatch(what: &str, found: &Value) -> Box<EvalError> {
     })
 }
 
+#[cold]
+#[inline(never)]
 fn internal(what: &str) -> Box<EvalError> {
     err(EvalError::SchemaMismatch {
         expr: Arc::from(what),
@@ -746,6 +787,8 @@ impl Node {
     pub(crate) fn children(&self) -> Vec<&Node> {
         match self {
             Node::Lit(_)
+            | Node::FieldCmpF64 { .. }
+            | Node::FieldCmpI64 { .. }
             | Node::Field { .. }
             | Node::MapGet { .. }
             | Node::ArrayGet { .. }
@@ -756,6 +799,7 @@ impl Node {
             | Node::IsNull { e, .. }
             | Node::IsBool { e, .. }
             | Node::Like { e, .. }
+            | Node::CmpLit { e, .. }
             | Node::Cast { e, .. }
             | Node::Math { e, .. }
             | Node::Str { e, .. } => vec![e],
@@ -804,7 +848,84 @@ impl Node {
     }
 
     /// Evaluates against one record.
+    ///
+    /// The common nodes are handled here, in a small function (a small stack frame per
+    /// level); the others in [`Node::eval_other`].
+    #[inline]
     pub(crate) fn eval<'a>(&'a self, rec: &'a Value) -> Res<'a> {
+        match self {
+            Node::Lit(s) => Ok(s.reborrow()),
+            Node::Field { path, read: r } => match path.get(rec) {
+                None => Ok(Scalar::Null),
+                Some(v) => read(v, *r).ok_or_else(|| mismatch(path.path(), v)),
+            },
+            Node::FieldCmpF64 { .. } | Node::FieldCmpI64 { .. } | Node::And(_) | Node::Or(_) => {
+                Ok(match self.truth(rec)? {
+                    Some(b) => Scalar::Bool(b),
+                    None => Scalar::Null,
+                })
+            }
+            _ => self.eval_other(rec),
+        }
+    }
+
+    /// Evaluates a boolean node: `Some(b)`, or `None` for NULL. Conditions are evaluated
+    /// here without building [`Scalar`]s (results fit in registers).
+    #[inline]
+    pub(crate) fn truth(&self, rec: &Value) -> Result<Option<bool>, Box<EvalError>> {
+        match self {
+            Node::FieldCmpF64 { path, op, rhs } => Ok(match path.get(rec) {
+                None => None,
+                Some(v) => Some(op.test(match v {
+                    Value::Double(d) => cmp_f64(*d, *rhs),
+                    Value::Float(f) => cmp_f64(f64::from(*f), *rhs),
+                    Value::Long(l) => cmp_i64_f64(*l, *rhs),
+                    Value::Int(i) => cmp_i64_f64(i64::from(*i), *rhs),
+                    v => return Err(mismatch(path.path(), v)),
+                })),
+            }),
+            Node::FieldCmpI64 { path, op, rhs } => Ok(match path.get(rec) {
+                None => None,
+                Some(v) => Some(op.test(match v {
+                    Value::Long(l) => l.cmp(rhs),
+                    Value::Int(i) => i64::from(*i).cmp(rhs),
+                    v => return Err(mismatch(path.path(), v)),
+                })),
+            }),
+            Node::And(items) => {
+                let mut null = false;
+                for item in items {
+                    match item.truth(rec)? {
+                        Some(false) => return Ok(Some(false)),
+                        Some(true) => {}
+                        None => null = true,
+                    }
+                }
+                Ok(if null { None } else { Some(true) })
+            }
+            Node::Or(items) => {
+                let mut null = false;
+                for item in items {
+                    match item.truth(rec)? {
+                        Some(true) => return Ok(Some(true)),
+                        Some(false) => {}
+                        None => null = true,
+                    }
+                }
+                Ok(if null { None } else { Some(false) })
+            }
+            Node::Not(e) => Ok(e.truth(rec)?.map(|b| !b)),
+            other => match other.eval(rec)? {
+                Scalar::Bool(b) => Ok(Some(b)),
+                Scalar::Null => Ok(None),
+                _ => Err(internal("condition")),
+            },
+        }
+    }
+
+    /// [`Node::eval`] of the other nodes.
+    #[inline(never)]
+    fn eval_other<'a>(&'a self, rec: &'a Value) -> Res<'a> {
         match self {
             Node::Lit(s) => Ok(s.reborrow()),
             Node::Field { path, read: r } => match path.get(rec) {
@@ -847,21 +968,35 @@ impl Node {
                 Scalar::Null => Scalar::Null,
                 _ => return Err(internal(what)),
             }),
-            Node::Not(e) => Ok(match truth(&e.eval(rec)?, "NOT")? {
-                Some(b) => Scalar::Bool(!b),
+            Node::FieldCmpF64 { .. }
+            | Node::FieldCmpI64 { .. }
+            | Node::And(_)
+            | Node::Or(_)
+            | Node::Not(_) => Ok(match self.truth(rec)? {
+                Some(b) => Scalar::Bool(b),
                 None => Scalar::Null,
             }),
             Node::Arith { op, l, r, what } => arith(*op, l.eval(rec)?, r.eval(rec)?, what),
             Node::Cmp { op, l, r } => {
                 let a = l.eval(rec)?;
-                if a == Scalar::Null {
+                if a.is_null() {
                     return Ok(Scalar::Null);
                 }
                 let b = r.eval(rec)?;
-                if b == Scalar::Null {
+                if b.is_null() {
                     return Ok(Scalar::Null);
                 }
                 match compare(&a, &b) {
+                    Some(o) => Ok(Scalar::Bool(op.test(o))),
+                    None => Err(internal("comparison")),
+                }
+            }
+            Node::CmpLit { op, e, lit } => {
+                let a = e.eval(rec)?;
+                if a.is_null() {
+                    return Ok(Scalar::Null);
+                }
+                match compare(&a, lit) {
                     Some(o) => Ok(Scalar::Bool(op.test(o))),
                     None => Err(internal("comparison")),
                 }
@@ -875,52 +1010,20 @@ impl Node {
                 };
                 Ok(Scalar::Bool(same == *negated))
             }
-            Node::And(items) => {
-                let mut null = false;
-                for item in items {
-                    match truth(&item.eval(rec)?, "AND")? {
-                        Some(false) => return Ok(Scalar::Bool(false)),
-                        Some(true) => {}
-                        None => null = true,
-                    }
-                }
-                Ok(if null {
-                    Scalar::Null
-                } else {
-                    Scalar::Bool(true)
-                })
-            }
-            Node::Or(items) => {
-                let mut null = false;
-                for item in items {
-                    match truth(&item.eval(rec)?, "OR")? {
-                        Some(true) => return Ok(Scalar::Bool(true)),
-                        Some(false) => {}
-                        None => null = true,
-                    }
-                }
-                Ok(if null {
-                    Scalar::Null
-                } else {
-                    Scalar::Bool(false)
-                })
-            }
-            Node::IsNull { e, negated } => {
-                Ok(Scalar::Bool((e.eval(rec)? == Scalar::Null) != *negated))
-            }
+            Node::IsNull { e, negated } => Ok(Scalar::Bool((e.eval(rec)?.is_null()) != *negated)),
             Node::IsBool { e, value, negated } => {
                 let t = truth(&e.eval(rec)?, "IS TRUE")?;
                 Ok(Scalar::Bool((t == Some(*value)) != *negated))
             }
             Node::Between { e, lo, hi, negated } => {
                 let v = e.eval(rec)?;
-                if v == Scalar::Null {
+                if v.is_null() {
                     return Ok(Scalar::Null);
                 }
                 let side =
                     |bound: &'a Node, want: Ordering| -> Result<Option<bool>, Box<EvalError>> {
                         let b = bound.eval(rec)?;
-                        if b == Scalar::Null {
+                        if b.is_null() {
                             return Ok(None);
                         }
                         Ok(Some(
@@ -940,13 +1043,13 @@ impl Node {
             }
             Node::In { e, list, negated } => {
                 let v = e.eval(rec)?;
-                if v == Scalar::Null {
+                if v.is_null() {
                     return Ok(Scalar::Null);
                 }
                 let mut null = false;
                 for item in list {
                     let x = item.eval(rec)?;
-                    if x == Scalar::Null {
+                    if x.is_null() {
                         null = true;
                     } else if compare(&v, &x) == Some(Ordering::Equal) {
                         return Ok(Scalar::Bool(!*negated));
@@ -975,10 +1078,10 @@ impl Node {
                 match operand {
                     Some(op) => {
                         let v = op.eval(rec)?;
-                        if v != Scalar::Null {
+                        if !v.is_null() {
                             for (w, then) in whens {
                                 let x = w.eval(rec)?;
-                                if x != Scalar::Null && compare(&v, &x) == Some(Ordering::Equal) {
+                                if !x.is_null() && compare(&v, &x) == Some(Ordering::Equal) {
                                     return then.eval(rec);
                                 }
                             }
@@ -1010,7 +1113,7 @@ impl Node {
                 let mut out = String::new();
                 for p in parts {
                     let v = p.eval(rec)?;
-                    if v == Scalar::Null {
+                    if v.is_null() {
                         if *skip_nulls {
                             continue;
                         }
@@ -1023,7 +1126,7 @@ impl Node {
             Node::Coalesce(items) => {
                 for item in items {
                     let v = item.eval(rec)?;
-                    if v != Scalar::Null {
+                    if !v.is_null() {
                         return Ok(v);
                     }
                 }
@@ -1031,11 +1134,11 @@ impl Node {
             }
             Node::NullIf(a, b) => {
                 let x = a.eval(rec)?;
-                if x == Scalar::Null {
+                if x.is_null() {
                     return Ok(Scalar::Null);
                 }
                 let y = b.eval(rec)?;
-                if y != Scalar::Null && compare(&x, &y) == Some(Ordering::Equal) {
+                if !y.is_null() && compare(&x, &y) == Some(Ordering::Equal) {
                     return Ok(Scalar::Null);
                 }
                 Ok(x)
@@ -1044,7 +1147,7 @@ impl Node {
                 let mut best: Option<Scalar<'a>> = None;
                 for a in args {
                     let v = a.eval(rec)?;
-                    if v == Scalar::Null {
+                    if v.is_null() {
                         return Ok(Scalar::Null);
                     }
                     best = Some(match best {
@@ -1087,7 +1190,7 @@ impl Node {
             Node::Power { base, exp, what } => {
                 let (b, e) = (base.eval(rec)?, exp.eval(rec)?);
                 let (Some(b), Some(e)) = (b.as_f64(), e.as_f64()) else {
-                    if b == Scalar::Null || e == Scalar::Null {
+                    if b.is_null() || e.is_null() {
                         return Ok(Scalar::Null);
                     }
                     return Err(internal(what));
