@@ -444,7 +444,8 @@ pub(crate) fn name_list<'a>(names: impl Iterator<Item = &'a str>) -> String {
 
 /// The candidate closest to `name`, if it is close enough to be a likely typo: the same name
 /// in another case, or a Damerau-Levenshtein distance of at most a third of the name (at
-/// least 1), or a Jaro-Winkler similarity of 0.9 or more.
+/// least 1), or one a prefix of the other (3 characters at least: `temp` for
+/// `temperature`), or a Jaro-Winkler similarity of 0.9 or more.
 pub fn did_you_mean<'a>(
     name: &str,
     candidates: impl IntoIterator<Item = &'a str>,
@@ -461,6 +462,10 @@ pub fn did_you_mean<'a>(
             let jw = strsim::jaro_winkler(&lower, &cl);
             if dist <= max_dist {
                 1.0 + jw / 2.0
+            } else if lower.chars().count() >= 3
+                && (cl.starts_with(&lower) || lower.starts_with(&cl))
+            {
+                0.95 + jw / 100.0
             } else if jw >= 0.9 {
                 jw
             } else {
@@ -1220,6 +1225,15 @@ mod tests {
             Some("temperature")
         );
         assert_eq!(did_you_mean("xyz", ["device_id", "temperature"]), None);
+        assert_eq!(
+            did_you_mean("temp", ["device_id", "temperature"]),
+            Some("temperature")
+        );
+        assert_eq!(
+            did_you_mean("device", ["device_id", "temperature"]),
+            Some("device_id")
+        );
+        assert_eq!(did_you_mean("id", ["device_id", "ts"]), None);
     }
 
     #[test]
