@@ -161,6 +161,12 @@ fn enums_are_checked_against_their_symbols() {
     assert_eq!(p.fix, "did you mean 'WARN'? symbols: OK, WARN, ALARM");
     let p = problem("CASE status WHEN 'CRIT' THEN 1 ELSE 0 END");
     assert_eq!(p.fix, "symbols: OK, WARN, ALARM");
+    let p = problem("status = ALARM");
+    assert_eq!(p.message, "no field `ALARM` in io.acme.Reading");
+    assert_eq!(
+        p.fix,
+        "`ALARM` is a symbol of io.acme.Status: write it in single quotes, 'ALARM'"
+    );
     let p = problem("status > 'OK'");
     assert!(
         p.message

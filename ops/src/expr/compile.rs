@@ -172,6 +172,15 @@ fn scalar_of(ty: &Type, path: &str) -> Result<(Kind, Read), String> {
     })
 }
 
+/// The name of an enum of `record` (nested records included) that has `symbol`.
+fn enum_with_symbol(record: &RecordType, symbol: &str) -> Option<String> {
+    record.fields.iter().find_map(|f| match &f.ty.ty {
+        Type::Enum { name, symbols } if symbols.iter().any(|s| s == symbol) => Some(name.clone()),
+        Type::Record(r) => enum_with_symbol(r, symbol),
+        _ => None,
+    })
+}
+
 fn enum_info(ty: &Type) -> Option<Arc<(String, Vec<String>)>> {
     match ty {
         Type::Enum { name, symbols } => Some(Arc::new((name.clone(), symbols.clone()))),
@@ -540,7 +549,12 @@ impl<'r> Compiler<'r> {
         match self.input.resolve_parts(&names) {
             Ok(path) => self.field_value(path, e.to_string()),
             Err(mut p) => {
-                if ids.len() == 1 && ids[0].quote_style == Some('"') {
+                if let ([id], Some(en)) = (ids, enum_with_symbol(self.input, &ids[0].value)) {
+                    p.fix = format!(
+                        "`{0}` is a symbol of {en}: write it in single quotes, '{0}'",
+                        id.value
+                    );
+                } else if ids.len() == 1 && ids[0].quote_style == Some('"') {
                     p.fix.push_str(&format!(
                         "; note that \"{}\" in double quotes is a field name: write a string in single quotes, '{}'",
                         ids[0].value, ids[0].value
