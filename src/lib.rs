@@ -9,3 +9,4 @@ pub mod metrics;
 pub mod runtime;
 pub mod sim;
 pub mod stages;
+pub mod testdriver;

@@ -2,8 +2,8 @@
 //! rather than once per record. Schemas live as long as the process (`leak`): a topology
 //! has a handful and a stage sees a few writer schemas, each leaked once.
 
-use apache_avro::types::Value;
 use apache_avro::reader::datum::GenericDatumReader;
+use apache_avro::types::Value;
 use apache_avro::writer::datum::GenericDatumWriter;
 use apache_avro::{AvroResult, Schema};
 
@@ -61,7 +61,11 @@ pub fn encode_once(schema: &Schema, value: &Value) -> AvroResult<Vec<u8>> {
 }
 
 /// One-off decoding (tests, tools).
-pub fn decode_once(writer: &Schema, reader: Option<&Schema>, mut bytes: &[u8]) -> AvroResult<Value> {
+pub fn decode_once(
+    writer: &Schema,
+    reader: Option<&Schema>,
+    mut bytes: &[u8],
+) -> AvroResult<Value> {
     GenericDatumReader::builder(writer)
         .maybe_reader_schema(reader)
         .build()?

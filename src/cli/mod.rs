@@ -7,6 +7,7 @@ mod registry;
 mod run;
 mod schemas;
 mod simulate;
+mod test;
 mod topics;
 mod tsdb;
 mod validate;
@@ -50,6 +51,8 @@ pub enum Command {
     Tsdb(tsdb::Command),
     /// Run anomaly detectors over the NAB corpus and score them.
     Nab(nab::Args),
+    /// Run a topology's pipeline stages in-process over test cases, without a broker.
+    Test(test::Args),
     /// Measure throughput and latency.
     #[command(subcommand)]
     Bench(bench::Command),
@@ -80,6 +83,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Topics(c) => topics::run(c),
         Command::Tsdb(c) => tsdb::run(c),
         Command::Nab(a) => nab::run(a),
+        Command::Test(a) => test::run(a),
         Command::Bench(c) => bench::run(c),
     }
 }

@@ -17,7 +17,7 @@ use sluice_topology::{Guarantee, StageSpec, Topology};
 use crate::http::{self, Health};
 use crate::metrics::METRICS;
 use crate::runtime::{run_supervised, transactional_id, LogEnv, Processor, RuntimeError, StageDef};
-use crate::stages::{aggregate, archive, detect, tsdb, validate, RegistrySchemas};
+use crate::stages::{aggregate, archive, detect, pipeline, tsdb, validate, RegistrySchemas};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -405,6 +405,24 @@ pub(crate) fn stage_def(
                 }),
             )
         }
+        StageSpec::Pipeline(p) => {
+            let plan = p.plan.clone().ok_or_else(|| {
+                RuntimeError::Config(format!("stage {name} was not checked against its schema"))
+            })?;
+            let id = schema_id(shared, &plan.output_subject)?;
+            (
+                vec![p.input.clone()],
+                vec![p.output.clone()],
+                p.dead_letter.clone(),
+                true,
+                Box::new(move |_| {
+                    Ok(
+                        Box::new(pipeline::Pipeline::new(plan.clone(), id, schemas())?)
+                            as Box<dyn Processor>,
+                    )
+                }),
+            )
+        }
         StageSpec::S3ParquetSink(s) => {
             let conn = t
                 .connections
@@ -431,10 +449,13 @@ pub(crate) fn stage_def(
             )
         }
     };
-    let stores: Vec<(&'static str, String)> = spec
+    let stores: Vec<(String, String)> = spec
         .stores()
-        .iter()
-        .map(|s| (*s, t.changelog_topic(name, s)))
+        .into_iter()
+        .map(|s| {
+            let topic = t.changelog_topic(name, &s);
+            (s, topic)
+        })
         .collect();
     let log = if stores.is_empty() {
         None
@@ -566,6 +587,16 @@ fn print_destinations(t: &Topology) {
                     .as_deref()
                     .or(t.connections.ilp.as_deref())
                     .unwrap_or("?")
+            ),
+            StageSpec::Pipeline(p) => eprintln!(
+                "  {}: {} operators -> topic {}{}",
+                s.name,
+                p.operators.len(),
+                p.output,
+                p.dead_letter
+                    .as_deref()
+                    .map(|d| format!(", dead letters -> topic {d}"))
+                    .unwrap_or_default()
             ),
             StageSpec::S3ParquetSink(p) => {
                 if let Some(c) = &t.connections.s3 {

@@ -93,5 +93,22 @@ pub(crate) async fn push_topology(
         })?;
         ids.insert(subject.clone(), id);
     }
+    // Pipeline outputs: the schema sluice derived from the operators.
+    for stage in &t.stages {
+        let sluice_topology::StageSpec::Pipeline(p) = &stage.spec else {
+            continue;
+        };
+        let plan = p.plan();
+        // The full form (the canonical form would drop logical types).
+        let text = serde_json::to_string(&plan.output_schema)?;
+        let subject = &plan.output_subject;
+        let id = client.register(subject, &text).await.with_context(|| {
+            format!(
+                "registering the output schema of stage {} under {subject} with the schema registry at {}",
+                stage.name, t.connections.registry
+            )
+        })?;
+        ids.insert(subject.clone(), id);
+    }
     Ok(ids)
 }

@@ -21,8 +21,8 @@ use sluice_state::{
     WriteBatch,
 };
 
-use sluice_state::table::AnyTable;
 use super::RuntimeError;
+use sluice_state::table::AnyTable;
 
 /// How long a commit waits for its changelog records to be acknowledged; longer than the
 /// producer's `message.timeout.ms`, so a failure is reported by the producer, not by us.
@@ -33,7 +33,7 @@ pub struct LogEnv {
     pub app: String,
     pub stage: String,
     /// Store names and their changelog topics, in the order of the stage's tables.
-    pub stores: Vec<(&'static str, String)>,
+    pub stores: Vec<(String, String)>,
     pub opts: ClientOptions,
     /// Stores live in `<state_dir>/<app>/<stage>/<partition>/<store>`.
     pub state_dir: PathBuf,

@@ -49,6 +49,9 @@ pub enum ProcessError {
     Sink { sink: String, message: String },
     #[error("state: {0}")]
     State(#[from] sluice_state::StateError),
+    /// A schema the stage was planned with cannot be used (a bug or a damaged registry).
+    #[error("schema: {message}")]
+    Schema { message: String },
     /// A shutdown came while the sink was still writing (e.g. waiting for a service that is
     /// down): the batch stays uncommitted and is written again at the next start.
     #[error("sink {sink} was still retrying 10 s after the stop was requested (its service is down); its batch is not committed")]

@@ -29,9 +29,9 @@ use super::ids::{accept, new_ids_table, IdsTable};
 use super::pause;
 use super::processor::{Input, Processor};
 use super::standby::{Standbys, TICK_EVERY};
-use sluice_state::table::AnyTable;
 use super::RuntimeError;
 use crate::metrics::METRICS;
+use sluice_state::table::AnyTable;
 
 pub use txn::transactional_id;
 

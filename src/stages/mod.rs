@@ -3,6 +3,7 @@
 pub mod aggregate;
 pub mod archive;
 pub mod detect;
+pub mod pipeline;
 mod schemas;
 #[cfg(test)]
 mod testkit;

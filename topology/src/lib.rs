@@ -6,6 +6,7 @@ mod interp;
 mod lines;
 mod load;
 mod model;
+mod pipeline;
 mod plan;
 mod stage;
 mod validate;
@@ -16,10 +17,11 @@ pub use model::{
     Connections, Guarantee, Metadata, Metrics, Processing, S3Connection, Stage, TopicDefaults,
     TopicSpec, Topology, API_VERSION,
 };
+pub use pipeline::PipelinePlan;
 pub use plan::{
     StagePlan, StorePlan, TopicPlan, CHANGELOG_MIN_COMPACTION_LAG_MS, MIN_INSYNC_REPLICAS,
 };
 pub use stage::{
-    AggregateSpec, DetectSpec, QuestdbSinkSpec, S3ParquetSinkSpec, StageSpec, UnknownMetrics,
-    ValidateSpec, STAGE_KINDS,
+    AggregateSpec, DetectSpec, PipelineSpec, QuestdbSinkSpec, S3ParquetSinkSpec, StageSpec,
+    UnknownMetrics, ValidateSpec, STAGE_KINDS,
 };

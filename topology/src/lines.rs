@@ -15,23 +15,50 @@ impl LineIndex {
     pub(crate) fn new(text: &str) -> Self {
         let mut keys = HashMap::new();
         let mut values = HashMap::new();
+        // (indent, path segment); a sequence item's segment is `[n]`.
         let mut stack: Vec<(usize, String)> = Vec::new();
+        // Items seen so far under each sequence's dotted path.
+        let mut items: HashMap<String, usize> = HashMap::new();
         for (n, raw) in text.lines().enumerate() {
             let line = strip_comment(raw);
             let trimmed = line.trim_start();
-            if trimmed.is_empty() || trimmed.starts_with('-') {
+            if trimmed.is_empty() {
                 continue;
             }
-            let indent = line.len() - trimmed.len();
-            let Some((key, rest)) = split_key(trimmed) else {
+            let mut indent = line.len() - trimmed.len();
+            let mut entry = trimmed;
+            if let Some(rest) = trimmed
+                .strip_prefix('-')
+                .filter(|r| r.is_empty() || r.starts_with(' '))
+            {
+                // A block sequence item, under the nearest key indented less (or equally:
+                // `key:` followed by `- item` at the key's own indent).
+                while stack
+                    .last()
+                    .is_some_and(|(i, seg)| *i > indent || (*i == indent && seg.starts_with('[')))
+                {
+                    stack.pop();
+                }
+                let parent = dotted(&stack);
+                let slot = items.entry(parent.clone()).or_insert(0);
+                let seg = format!("[{slot}]");
+                *slot += 1;
+                keys.insert(join(&parent, &seg), (n + 1, indent + 1));
+                stack.push((indent, seg));
+                let item = rest.trim_start();
+                if item.is_empty() {
+                    continue;
+                }
+                indent += trimmed.len() - item.len();
+                entry = item;
+            }
+            let Some((key, rest)) = split_key(entry) else {
                 continue;
             };
             while stack.last().is_some_and(|(i, _)| *i >= indent) {
                 stack.pop();
             }
-            let mut path: Vec<&str> = stack.iter().map(|(_, k)| k.as_str()).collect();
-            path.push(key);
-            let dotted = path.join(".");
+            let dotted = join(&dotted(&stack), key);
             keys.insert(dotted.clone(), (n + 1, indent + 1));
             let scalar = rest.trim().trim_matches(['"', '\'']);
             if !scalar.is_empty() && !scalar.starts_with(['{', '[']) {
@@ -74,11 +101,29 @@ impl LineIndex {
             if let Some(pos) = self.keys.get(p) {
                 return *pos;
             }
-            match p.rfind('.') {
+            // Up one level: `a.b[2].c` -> `a.b[2]` -> `a.b` -> `a`.
+            match p.rfind(['.', '[']) {
                 Some(i) => p = &p[..i],
                 None => return (0, 0),
             }
         }
+    }
+}
+
+/// The dotted path of a stack of segments; items (`[n]`) attach without a dot.
+fn dotted(stack: &[(usize, String)]) -> String {
+    stack
+        .iter()
+        .fold(String::new(), |acc, (_, seg)| join(&acc, seg))
+}
+
+fn join(parent: &str, seg: &str) -> String {
+    if parent.is_empty() {
+        seg.to_string()
+    } else if seg.starts_with('[') {
+        format!("{parent}{seg}")
+    } else {
+        format!("{parent}.{seg}")
     }
 }
 
@@ -161,5 +206,19 @@ mod tests {
         assert_eq!(idx.find("topics.t1.partitions").0, 6);
         assert_eq!(idx.find("a.c.missing"), (3, 3));
         assert_eq!(idx.find("nothing"), (0, 0));
+    }
+
+    #[test]
+    fn finds_sequence_items_and_their_keys() {
+        let text = "stages:\n  s:\n    operators:\n      - filter: \"a > 1\"\n      - select:\n          x: a\n          y: b\n      -\n        window: {kind: tumbling}\n    output: o\n  t:\n    by:\n    - a\n    - b\n";
+        let idx = LineIndex::new(text);
+        assert_eq!(idx.find("stages.s.operators[0]"), (4, 7));
+        assert_eq!(idx.find("stages.s.operators[0].filter"), (4, 9));
+        assert_eq!(idx.find("stages.s.operators[1].select.y"), (7, 11));
+        assert_eq!(idx.find("stages.s.operators[2].window.kind").0, 9);
+        assert_eq!(idx.find("stages.s.operators[1].select.y.nested"), (7, 11));
+        assert_eq!(idx.find("stages.s.operators[1].missing"), (5, 7));
+        assert_eq!(idx.find("stages.s.output"), (10, 5));
+        assert_eq!(idx.find("stages.t.by[1]"), (14, 5));
     }
 }

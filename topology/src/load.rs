@@ -92,7 +92,7 @@ pub fn load_str(
             Err(p) => problems.push(p),
         }
     }
-    let topology = Topology {
+    let mut topology = Topology {
         metadata: file.metadata,
         processing: file.processing,
         connections: file.connections,
@@ -102,6 +102,7 @@ pub fn load_str(
         topics: file.topics,
         stages,
     };
+    crate::pipeline::plan_all(&mut topology, path, &index, &mut problems);
     let loaded = Loaded {
         path: path.to_path_buf(),
         topology,
@@ -143,6 +144,7 @@ fn parse_stage(
             "s3_parquet_sink" => {
                 StageSpec::S3ParquetSink(typed(s, &key, line_off, col_off, index)?)
             }
+            "pipeline" => StageSpec::Pipeline(typed(s, &key, line_off, col_off, index)?),
             other => {
                 let (l, c) = index.find(&format!("{key}.kind"));
                 let fix = match closest(other, STAGE_KINDS.iter().copied()) {

@@ -39,7 +39,7 @@ pub struct StagePlan {
 
 #[derive(Debug, Clone)]
 pub struct StorePlan {
-    pub name: &'static str,
+    pub name: String,
     pub changelog: String,
 }
 
@@ -76,10 +76,10 @@ impl Topology {
                     stores: s
                         .spec
                         .stores()
-                        .iter()
+                        .into_iter()
                         .map(|store| StorePlan {
+                            changelog: self.changelog_topic(&s.name, &store),
                             name: store,
-                            changelog: self.changelog_topic(&s.name, store),
                         })
                         .collect(),
                 }

@@ -7,6 +7,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::model::{human_duration, human_durations};
+pub use crate::pipeline::PipelineSpec;
 
 /// Every stage kind, by its `kind:` name.
 pub const STAGE_KINDS: &[&str] = &[
@@ -15,6 +16,7 @@ pub const STAGE_KINDS: &[&str] = &[
     "detect",
     "questdb_sink",
     "s3_parquet_sink",
+    "pipeline",
 ];
 
 /// A stage's settings; which struct depends on `kind`.
@@ -25,6 +27,7 @@ pub enum StageSpec {
     Detect(DetectSpec),
     QuestdbSink(QuestdbSinkSpec),
     S3ParquetSink(S3ParquetSinkSpec),
+    Pipeline(PipelineSpec),
 }
 
 impl StageSpec {
@@ -35,6 +38,7 @@ impl StageSpec {
             StageSpec::Detect(_) => "detect",
             StageSpec::QuestdbSink(_) => "questdb_sink",
             StageSpec::S3ParquetSink(_) => "s3_parquet_sink",
+            StageSpec::Pipeline(_) => "pipeline",
         }
     }
 
@@ -46,6 +50,7 @@ impl StageSpec {
             StageSpec::Detect(s) => vec![("input", &s.input)],
             StageSpec::QuestdbSink(s) => s.inputs.iter().map(|t| ("inputs", t.as_str())).collect(),
             StageSpec::S3ParquetSink(s) => vec![("input", &s.input)],
+            StageSpec::Pipeline(s) => vec![("input", &s.input)],
         }
     }
 
@@ -58,19 +63,37 @@ impl StageSpec {
             }
             StageSpec::Detect(s) => vec![("output", &s.output), ("alerts", &s.alerts)],
             StageSpec::QuestdbSink(_) | StageSpec::S3ParquetSink(_) => vec![],
+            StageSpec::Pipeline(s) => {
+                let mut v = vec![("output", s.output.as_str())];
+                if let Some(d) = &s.dead_letter {
+                    v.push(("dead_letter", d.as_str()));
+                }
+                v
+            }
         }
     }
 
     /// The state stores the stage keeps, each changelogged to its own topic.
-    pub fn stores(&self) -> &'static [&'static str] {
-        match self {
+    pub fn stores(&self) -> Vec<String> {
+        let fixed: &[&str] = match self {
             StageSpec::Validate(_) => &["dedup"],
             StageSpec::Aggregate(_) => &["ids", "windows"],
             StageSpec::Detect(_) => &["ids", "detectors", "suppression"],
             // Rows are upserted by key, so a replay rewrites the same rows: no state needed.
             StageSpec::QuestdbSink(_) => &[],
             StageSpec::S3ParquetSink(_) => &["ids"],
-        }
+            // `ids` first (the runner's upstream high-water marks; with it every pipeline
+            // commits markers, so its outputs are numbered exactly once even when no
+            // operator keeps state), then the operators' stores.
+            StageSpec::Pipeline(p) => {
+                let mut v = vec!["ids".to_string()];
+                if let Some(plan) = &p.plan {
+                    v.extend(plan.chain.stores());
+                }
+                return v;
+            }
+        };
+        fixed.iter().map(|s| s.to_string()).collect()
     }
 }
 

@@ -145,6 +145,8 @@ pub(crate) fn check(loaded: &Loaded, api_version: &str, kind: &str, out: &mut Ve
                     );
                 }
             }
+            // Checked against its input schema when loading (`pipeline::plan_all`).
+            StageSpec::Pipeline(_) => {}
             StageSpec::S3ParquetSink(s) => {
                 if t.connections.s3.is_none() {
                     push(

@@ -42,10 +42,7 @@ impl Kind for Filter {
         if !matches!(expr.ty().ty, Type::Boolean) {
             return Err(vec![Problem::new(
                 "",
-                format!(
-                    "the condition `{src}` is a {}, not a boolean",
-                    expr.ty().ty
-                ),
+                format!("the condition `{src}` is a {}, not a boolean", expr.ty().ty),
                 "compare it, e.g. `x > 0` or `x IS NOT NULL`",
             )]);
         }
@@ -53,6 +50,10 @@ impl Kind for Filter {
             expr: Arc::new(expr),
             output: input.clone(),
         }))
+    }
+
+    fn output_despite_errors(&self, input: &StreamType) -> Option<StreamType> {
+        Some(input.clone())
     }
 }
 

@@ -55,10 +55,9 @@ impl Kind for KeyBy {
 pub(crate) fn field_list(spec: &serde_yaml::Value) -> Option<Vec<String>> {
     match spec {
         serde_yaml::Value::String(s) => Some(vec![s.clone()]),
-        serde_yaml::Value::Sequence(seq) if !seq.is_empty() => seq
-            .iter()
-            .map(|v| v.as_str().map(str::to_string))
-            .collect(),
+        serde_yaml::Value::Sequence(seq) if !seq.is_empty() => {
+            seq.iter().map(|v| v.as_str().map(str::to_string)).collect()
+        }
         _ => None,
     }
 }
@@ -137,7 +136,9 @@ pub(crate) fn write_json(v: &Value, out: &mut Vec<u8>) {
     use std::io::Write;
     // Writing into a Vec cannot fail.
     let _ = match v {
-        Value::String(s) | Value::Enum(_, s) => serde_json::to_writer(&mut *out, s).map_err(std::io::Error::from),
+        Value::String(s) | Value::Enum(_, s) => {
+            serde_json::to_writer(&mut *out, s).map_err(std::io::Error::from)
+        }
         Value::Boolean(b) => write!(out, "{b}"),
         Value::Int(n) | Value::Date(n) | Value::TimeMillis(n) => write!(out, "{n}"),
         Value::Long(n)
@@ -153,7 +154,9 @@ pub(crate) fn write_json(v: &Value, out: &mut Vec<u8>) {
             write_json(inner, out);
             Ok(())
         }
-        other => serde_json::to_writer(&mut *out, &format!("{other:?}")).map_err(std::io::Error::from),
+        other => {
+            serde_json::to_writer(&mut *out, &format!("{other:?}")).map_err(std::io::Error::from)
+        }
     };
 }
 

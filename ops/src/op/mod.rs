@@ -66,7 +66,10 @@ pub enum OpError {
     /// The record's fault: it goes to the dead-letter topic with this reason and processing
     /// goes on.
     #[error("{message}")]
-    Reject { class: &'static str, message: String },
+    Reject {
+        class: &'static str,
+        message: String,
+    },
     /// Not the record's fault: the task rewinds to its last commit and retries.
     #[error("state: {0}")]
     State(#[from] StateError),
@@ -102,6 +105,12 @@ pub trait Kind: Sync {
         spec: &serde_yaml::Value,
         input: &StreamType,
     ) -> Result<Box<dyn Planned>, Vec<Problem>>;
+    /// What flows out when the spec has problems, if that does not depend on the spec, so
+    /// the operators after it are still checked.
+    fn output_despite_errors(&self, input: &StreamType) -> Option<StreamType> {
+        let _ = input;
+        None
+    }
 }
 
 /// A checked operator: what it produces, what it stores, and how to build one per task.
@@ -127,24 +136,45 @@ pub trait Operator: Send {
     }
 }
 
-/// A serde_yaml error as a problem: unknown keys get a did-you-mean over `allowed`.
-pub(crate) fn yaml_problem(e: &serde_yaml::Error, allowed: &str) -> Problem {
+/// A serde_yaml error as a problem: unknown keys get a did-you-mean over `allowed`, an
+/// unknown value (`kind: hoping`) one over the values serde lists, at the key holding it in
+/// `spec`.
+pub(crate) fn yaml_problem(e: &serde_yaml::Error, allowed: &str, spec: &serde_yaml::Mapping) -> Problem {
     let msg = e.to_string();
     let msg = match msg.rfind(" at line ") {
         Some(i) => msg[..i].to_string(),
         None => msg,
     };
-    match between(&msg, "unknown field `", "`") {
-        Some(field) => {
-            let names: Vec<&str> = allowed.split(", ").collect();
-            let fix = match crate::problem::suggest(field, names.iter().copied()) {
-                Some(s) => format!("did you mean `{s}`? (allowed: {allowed})"),
-                None => format!("remove it; allowed: {allowed}"),
-            };
-            Problem::new(field, format!("unknown key `{field}`"), fix)
-        }
-        None => Problem::new("", msg, format!("allowed keys: {allowed}")),
+    if let Some(field) = between(&msg, "unknown field `", "`") {
+        let names: Vec<&str> = allowed.split(", ").collect();
+        let fix = match crate::problem::suggest(field, names.iter().copied()) {
+            Some(s) => format!("did you mean `{s}`? (allowed: {allowed})"),
+            None => format!("remove it; allowed: {allowed}"),
+        };
+        return Problem::new(field, format!("unknown key `{field}`"), fix);
     }
+    if let Some(value) = between(&msg, "unknown variant `", "`") {
+        let expected: Vec<&str> = msg
+            .find("expected")
+            .map(|i| msg[i..].split('`').skip(1).step_by(2).collect())
+            .unwrap_or_default();
+        let key = spec
+            .iter()
+            .find(|(_, v)| v.as_str() == Some(value))
+            .and_then(|(k, _)| k.as_str())
+            .unwrap_or("");
+        let fix = match crate::problem::suggest(value, expected.iter().copied()) {
+            Some(s) => format!("did you mean `{s}`?"),
+            None => format!("use one of {}", expected.join(", ")),
+        };
+        return Problem::new(key, format!("unknown value `{value}`"), fix);
+    }
+    let key = msg
+        .split_once(": ")
+        .filter(|(k, _)| !k.contains(' '))
+        .map(|(k, _)| k.to_string())
+        .unwrap_or_default();
+    Problem::new(key, msg, format!("allowed keys: {allowed}"))
 }
 
 pub(crate) fn between<'a>(s: &'a str, start: &str, end: &str) -> Option<&'a str> {
@@ -202,12 +232,16 @@ impl Chain {
                     cur = p.output().clone();
                     ops.push((name.to_string(), p));
                 }
-                // Later operators would only repeat the confusion: stop at the first one
-                // that cannot say what it produces.
                 Err(ps) => {
                     let base = format!("{at}.{name}");
                     problems.extend(ps.into_iter().map(|p| p.under(&base)));
-                    break;
+                    // Go on checking the rest when this kind's output does not depend on its
+                    // spec (a filter's is its input); otherwise the rest would only repeat
+                    // the confusion.
+                    match kind.output_despite_errors(&cur) {
+                        Some(next) => cur = next,
+                        None => break,
+                    }
                 }
             }
         }

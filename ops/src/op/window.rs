@@ -33,8 +33,8 @@ use super::{KeyShape, Kind, OpError, Operator, Planned, Record, StreamType};
 use crate::codec::{Decoder, Encoder};
 use crate::types::{self, FieldPath, RecordType};
 use crate::window::{
-    compile_aggs, Added, Agg, Aggregates, Emit, Input, InputKind, ResultKind, WindowKind,
-    WindowOp, WindowResult, WindowSpec,
+    compile_aggs, Added, Agg, Aggregates, Emit, Input, InputKind, ResultKind, WindowKind, WindowOp,
+    WindowResult, WindowSpec,
 };
 use crate::Problem;
 
@@ -70,10 +70,16 @@ impl Kind for Window {
             rest.remove(*k);
         }
         let mut problems = Vec::new();
-        let window: Option<WindowSpec> = match serde_yaml::from_value(serde_yaml::Value::Mapping(rest)) {
+        let window: Option<WindowSpec> = match serde_yaml::from_value(serde_yaml::Value::Mapping(
+            rest,
+        )) {
             Ok(w) => Some(w),
             Err(e) => {
-                let p = super::yaml_problem(&e, "kind, size, advance, gap, grace, emit, idle_timeout, timestamp, by, aggregate");
+                let p = super::yaml_problem(
+                    &e,
+                    "kind, size, advance, gap, grace, emit, idle_timeout, timestamp, by, aggregate",
+                    map,
+                );
                 problems.push(p);
                 None
             }
@@ -133,7 +139,11 @@ impl Kind for Window {
         match by_names {
             Ok(names) => {
                 for (i, n) in names.iter().enumerate() {
-                    let at = if names.len() > 1 { format!("by[{i}]") } else { "by".to_string() };
+                    let at = if names.len() > 1 {
+                        format!("by[{i}]")
+                    } else {
+                        "by".to_string()
+                    };
                     match input.value.resolve(n) {
                         Ok(p) if p.ty().ty.is_scalar() => by.push(p),
                         Ok(p) => problems.push(Problem::new(
@@ -159,7 +169,9 @@ impl Kind for Window {
             }
             Some(v) => match serde_yaml::from_value::<Aggregates>(v.clone()) {
                 Err(e) => {
-                    problems.push(super::yaml_problem(&e, "name: fn(field)").under("aggregate"));
+                    let empty = serde_yaml::Mapping::new();
+                    let spec = v.as_mapping().unwrap_or(&empty);
+                    problems.push(super::yaml_problem(&e, "name: fn(field)", spec).under("aggregate"));
                     Vec::new()
                 }
                 Ok(a) => match compile_aggs(&a.0) {
@@ -231,7 +243,9 @@ impl Kind for Window {
             if !names.insert(name.clone()) {
                 return Err(vec![Problem::new(
                     format!("aggregate.{name}"),
-                    format!("`{name}` is already an output field (a grouping field or a window bound)"),
+                    format!(
+                        "`{name}` is already an output field (a grouping field or a window bound)"
+                    ),
                     "give the aggregation another name",
                 )]);
             }
@@ -295,7 +309,10 @@ impl Planned for WindowPlan {
     }
 
     fn stores(&self) -> Vec<String> {
-        WindowOp::store_names().iter().map(|s| s.to_string()).collect()
+        WindowOp::store_names()
+            .iter()
+            .map(|s| s.to_string())
+            .collect()
     }
 
     fn build(&self) -> Box<dyn Operator> {
@@ -303,7 +320,8 @@ impl Planned for WindowPlan {
         Box::new(WindowTask {
             op: WindowOp::from_parts(&s.window, s.aggs.clone()),
             group_enc: Encoder::new(s.group_schema).expect("the group schema resolves: it parsed"),
-            group_dec: Decoder::new(s.group_schema, None).expect("the group schema resolves: it parsed"),
+            group_dec: Decoder::new(s.group_schema, None)
+                .expect("the group schema resolves: it parsed"),
             shared: s.clone(),
             results: Vec::new(),
             key: Vec::new(),
@@ -326,10 +344,9 @@ impl WindowTask {
             if r.kind == ResultKind::Retract {
                 continue; // sessions with `emit: update` are refused by the check
             }
-            let group = self
-                .group_dec
-                .decode(&mut &r.key[..])
-                .map_err(|e| OpError::reject("window_state", format!("group key does not decode: {e}")))?;
+            let group = self.group_dec.decode(&mut &r.key[..]).map_err(|e| {
+                OpError::reject("window_state", format!("group key does not decode: {e}"))
+            })?;
             let Value::Record(group) = group else {
                 return Err(OpError::reject("window_state", "group key is not a record"));
             };
@@ -375,24 +392,28 @@ impl Operator for WindowTask {
                 }
             },
         };
-        let group: Vec<(String, Value)> = s
-            .by
-            .iter()
-            .map(|p| {
-                let v = p.get(&rec.value).cloned().unwrap_or(Value::Null);
-                let name = p.path().rsplit('.').next().unwrap_or(p.path()).to_string();
-                (name, nullable(p.ty().nullable, v))
-            })
-            .collect();
+        let group: Vec<(String, Value)> =
+            s.by.iter()
+                .map(|p| {
+                    let v = p.get(&rec.value).cloned().unwrap_or(Value::Null);
+                    let name = p.path().rsplit('.').next().unwrap_or(p.path()).to_string();
+                    (name, nullable(p.ty().nullable, v))
+                })
+                .collect();
         self.key.clear();
         self.group_enc
             .encode(&Value::Record(group), &mut self.key)
-            .map_err(|e| OpError::reject("window_group", format!("grouping fields do not encode: {e}")))?;
+            .map_err(|e| {
+                OpError::reject(
+                    "window_group",
+                    format!("grouping fields do not encode: {e}"),
+                )
+            })?;
         let nums: Vec<Option<f64>> = s
             .inputs
             .iter()
             .map(|(p, numeric)| match (p, numeric) {
-                (Some(p), true) => p.get(&rec.value).and_then(types::as_f64),
+                (Some(p), true) => p.get_f64(&rec.value),
                 _ => None,
             })
             .collect();

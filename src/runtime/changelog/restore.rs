@@ -26,8 +26,8 @@ use super::{
     TaskLog,
 };
 use crate::metrics::METRICS;
-use sluice_state::table::AnyTable;
 use crate::runtime::RuntimeError;
+use sluice_state::table::AnyTable;
 
 /// Final records are written to RocksDB in batches of this many.
 const WRITE_EVERY: usize = 4096;
@@ -260,7 +260,7 @@ impl Reader<'_, '_> {
     fn report(&mut self, i: usize) {
         let p = self.r.progress(i);
         (self.progress)(RestoreProgress {
-            store: self.env.stores[i].0,
+            store: &self.env.stores[i].0,
             read: p.read,
             total: p.total,
         });

@@ -18,8 +18,8 @@ use sluice_state::changelog::MARKER_KEY;
 
 use super::{Ctx, Inner};
 use crate::metrics::METRICS;
-use sluice_state::table::AnyTable;
 use crate::runtime::RuntimeError;
+use sluice_state::table::AnyTable;
 
 /// How long a transaction call (init, flush, offsets, commit, abort) may block: past the
 /// transaction timeout, so the broker's verdict arrives before ours.

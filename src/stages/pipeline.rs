@@ -1,0 +1,169 @@
+//! `kind: pipeline`: the stage that runs a checked chain of operators (`sluice-ops`) over any
+//! Avro stream. This module only moves bytes: it decodes each input record with its writer
+//! schema (from the registry, by the id in its header) into the input topic's schema, hands
+//! it to the chain, and encodes what comes out with the derived output schema. `sluice run`
+//! and `sluice test` both run it.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use apache_avro::Schema;
+use sluice_ops::codec::{leak, Decoder, Encoder};
+use sluice_ops::op::{Record, Rejection as OpRejection, Running};
+use sluice_schemas::wire;
+use sluice_topology::PipelinePlan;
+
+use super::schemas::SchemaSource;
+use crate::runtime::{AnyTable, Emit, Input, ProcessError, Processor, Rejection};
+
+/// The one output port: the stage's `output` topic.
+pub const PORT_OUTPUT: usize = 0;
+
+/// One task of a pipeline stage.
+pub struct Pipeline {
+    plan: Arc<PipelinePlan>,
+    running: Running,
+    output_schema_id: u32,
+    schemas: Box<dyn SchemaSource>,
+    /// Decoders by writer schema id (into the input schema), made once; None: the registry
+    /// does not know the id.
+    decoders: HashMap<u32, Option<Decoder>>,
+    encoder: Encoder,
+    out: Vec<Record>,
+    rejected: Vec<OpRejection>,
+    buf: Vec<u8>,
+}
+
+impl Pipeline {
+    pub fn new(
+        plan: Arc<PipelinePlan>,
+        output_schema_id: u32,
+        schemas: Box<dyn SchemaSource>,
+    ) -> Result<Self, ProcessError> {
+        let encoder = Encoder::new(plan.output_schema).map_err(|e| ProcessError::Schema {
+            message: format!("the derived output schema does not resolve: {e}"),
+        })?;
+        Ok(Pipeline {
+            running: plan.chain.build(),
+            plan,
+            output_schema_id,
+            schemas,
+            decoders: HashMap::new(),
+            encoder,
+            out: Vec::new(),
+            rejected: Vec::new(),
+            buf: Vec::with_capacity(256),
+        })
+    }
+
+    /// The decoder for writer schema `id`, made on first sight. A schema the registry does
+    /// not have is asked for again next time (it may be registered after a fix).
+    fn decoder(&mut self, id: u32) -> Result<Result<&Decoder, Rejection>, ProcessError> {
+        if !matches!(self.decoders.get(&id), Some(Some(_))) {
+            let made = match self.schemas.fetch(id)? {
+                Some(json) => {
+                    let made = Schema::parse_str(&json).and_then(|writer| {
+                        Decoder::new(leak(writer), Some(self.plan.input_schema))
+                    });
+                    match made {
+                        Ok(d) => Some(d),
+                        Err(e) => {
+                            return Ok(Err(Rejection::new(
+                                "invalid_writer_schema",
+                                format!("writer schema {id} from the registry cannot be read into the input schema: {e}"),
+                            )))
+                        }
+                    }
+                }
+                None => None,
+            };
+            self.decoders.insert(id, made);
+        }
+        Ok(match self.decoders.get(&id) {
+            Some(Some(d)) => Ok(d),
+            _ => Err(Rejection::new(
+                "unknown_schema_id",
+                format!("schema id {id} is not in the registry"),
+            )),
+        })
+    }
+
+    /// Decodes one input record into the input topic's schema.
+    fn decode(
+        &mut self,
+        bytes: &[u8],
+    ) -> Result<Result<apache_avro::types::Value, Rejection>, ProcessError> {
+        let (id, mut body) = match wire::parse(bytes) {
+            Ok(x) => x,
+            Err(e) => return Ok(Err(Rejection::new(e.class(), e.to_string()))),
+        };
+        let decoder = match self.decoder(id)? {
+            Ok(d) => d,
+            Err(r) => return Ok(Err(r)),
+        };
+        Ok(decoder.decode(&mut body).map_err(|e| {
+            Rejection::new(
+                "invalid_body",
+                format!(
+                    "record does not decode with writer schema {id} into the input schema: {e}"
+                ),
+            )
+        }))
+    }
+}
+
+impl Processor for Pipeline {
+    fn process(&mut self, input: &Input<'_>, out: &mut dyn Emit) -> Result<(), ProcessError> {
+        let Some(bytes) = input.value else {
+            out.dead_letter(input, &Rejection::new("empty_value", "record has no value"));
+            return Ok(());
+        };
+        let value = match self.decode(bytes)? {
+            Ok(v) => v,
+            Err(r) => {
+                out.dead_letter(input, &r);
+                return Ok(());
+            }
+        };
+        let rec = Record {
+            key: input.key.map(<[u8]>::to_vec),
+            value,
+            timestamp: input.timestamp,
+        };
+        self.running
+            .process(rec, &mut self.out, &mut self.rejected)?;
+        for r in self.rejected.drain(..) {
+            out.dead_letter(input, &Rejection::new(r.class, r.message));
+        }
+        for r in self.out.drain(..) {
+            self.buf.clear();
+            wire::write_header(self.output_schema_id, &mut self.buf);
+            match self.encoder.encode(&r.value, &mut self.buf) {
+                Ok(()) => {}
+                Err(e) => {
+                    // The chain produced a value its own derived schema rejects: our bug,
+                    // but the record is kept, with the reason.
+                    out.dead_letter(
+                        input,
+                        &Rejection::new(
+                            "encode_error",
+                            format!("output does not fit the derived schema: {e}"),
+                        ),
+                    );
+                    continue;
+                }
+            }
+            out.emit(
+                PORT_OUTPUT,
+                r.key.as_deref().unwrap_or_default(),
+                &self.buf,
+                r.timestamp,
+            );
+        }
+        Ok(())
+    }
+
+    fn tables(&mut self) -> Vec<&mut dyn AnyTable> {
+        self.running.tables()
+    }
+}

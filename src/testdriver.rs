@@ -1,0 +1,564 @@
+//! Runs a topology's pipeline stages in-process, without a broker, the way Kafka Streams'
+//! TopologyTestDriver does: `sluice test` and the example tests use it. Each stage runs the
+//! same `Processor` as under `sluice run` (decode, operators, encode), with the schemas of
+//! the topology's `.avsc` files and the derived output schemas in a registry of its own.
+//! Every topic is one partition here; records flow through the stages in the order they are
+//! produced, so a record written to a topic another stage reads is processed next.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+
+use apache_avro::types::Value;
+use apache_avro::Schema;
+use sluice_topology::{Loaded, StageSpec};
+
+use crate::runtime::{Emit, Input, ProcessError, Processor, Rejection};
+use crate::stages::pipeline::{Pipeline, PORT_OUTPUT};
+use crate::stages::SchemaSource;
+
+/// A record as the driver keeps it: on a topic, in wire format.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TopicRecord {
+    pub key: Option<Vec<u8>>,
+    pub value: Vec<u8>,
+    pub timestamp: i64,
+    /// For dead letters: the reason's class and message.
+    pub dead: Option<(String, String)>,
+}
+
+/// Why the driver could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum DriverError {
+    #[error("topic `{0}` is not declared in the topology")]
+    UnknownTopic(String),
+    #[error("topic `{0}` has no schema: give it `schema:` (an .avsc file) to write records to it")]
+    NoSchema(String),
+    #[error("cannot read schema {path}: {message}")]
+    Schema { path: String, message: String },
+    #[error("record for `{topic}` does not fit its schema: {message}")]
+    BadRecord { topic: String, message: String },
+    #[error("stage {stage}: {source}")]
+    Process {
+        stage: String,
+        #[source]
+        source: ProcessError,
+    },
+}
+
+/// Schemas by id, shared by every stage of one driver.
+#[derive(Default)]
+struct Registry {
+    by_id: Vec<String>,
+}
+
+impl Registry {
+    fn add(&mut self, json: String) -> u32 {
+        if let Some(i) = self.by_id.iter().position(|s| *s == json) {
+            return i as u32 + 1;
+        }
+        self.by_id.push(json);
+        self.by_id.len() as u32
+    }
+}
+
+#[derive(Clone)]
+struct Local(Arc<Mutex<Registry>>);
+
+impl SchemaSource for Local {
+    fn fetch(&mut self, id: u32) -> Result<Option<String>, ProcessError> {
+        let r = self.0.lock().expect("registry lock");
+        Ok(r.by_id.get((id as usize).wrapping_sub(1)).cloned())
+    }
+}
+
+struct StageTask {
+    name: String,
+    input: String,
+    output: String,
+    dead_letter: Option<String>,
+    processor: Pipeline,
+    store_names: Vec<String>,
+}
+
+/// The topology, ready to take records.
+pub struct Driver {
+    registry: Arc<Mutex<Registry>>,
+    /// Writer schema and its id per topic with a schema (inputs from files, outputs derived).
+    topic_schemas: HashMap<String, (Schema, u32)>,
+    stages: Vec<StageTask>,
+    /// Everything written to each topic, in order.
+    pub topics: BTreeMap<String, Vec<TopicRecord>>,
+}
+
+impl Driver {
+    /// A driver for every pipeline stage of `loaded`; other kinds are listed in the error.
+    pub fn new(loaded: &Loaded) -> Result<Driver, DriverError> {
+        let registry = Arc::new(Mutex::new(Registry::default()));
+        let mut topic_schemas = HashMap::new();
+        let t = &loaded.topology;
+        for (name, spec) in &t.topics {
+            if let Some(p) = &spec.schema {
+                let path = loaded.resolve(p);
+                let text = std::fs::read_to_string(&path).map_err(|e| DriverError::Schema {
+                    path: path.display().to_string(),
+                    message: e.to_string(),
+                })?;
+                let schema = Schema::parse_str(&text).map_err(|e| DriverError::Schema {
+                    path: path.display().to_string(),
+                    message: e.to_string(),
+                })?;
+                let id = registry
+                    .lock()
+                    .expect("registry lock")
+                    .add(schema_json(&schema));
+                topic_schemas.insert(name.clone(), (schema, id));
+            }
+        }
+        let mut stages = Vec::new();
+        for stage in &t.stages {
+            let StageSpec::Pipeline(p) = &stage.spec else {
+                continue;
+            };
+            let plan = p.plan.clone().expect("pipelines are planned when loading");
+            let schema = plan.output_schema.clone();
+            let id = registry
+                .lock()
+                .expect("registry lock")
+                .add(schema_json(&schema));
+            // The derived schema is what the output topic carries.
+            topic_schemas.insert(p.output.clone(), (schema, id));
+            let processor =
+                Pipeline::new(plan, id, Box::new(Local(registry.clone()))).map_err(|source| {
+                    DriverError::Process {
+                        stage: stage.name.clone(),
+                        source,
+                    }
+                })?;
+            stages.push(StageTask {
+                name: stage.name.clone(),
+                input: p.input.clone(),
+                output: p.output.clone(),
+                dead_letter: p.dead_letter.clone(),
+                processor,
+                store_names: stage.spec.stores(),
+            });
+        }
+        Ok(Driver {
+            registry,
+            topic_schemas,
+            stages,
+            topics: BTreeMap::new(),
+        })
+    }
+
+    /// Names of the stages that run (every pipeline stage).
+    pub fn stage_names(&self) -> Vec<&str> {
+        self.stages.iter().map(|s| s.name.as_str()).collect()
+    }
+
+    /// Writes a record given as JSON to `topic` (encoded with the topic's schema) and runs
+    /// every stage it reaches.
+    pub fn send(
+        &mut self,
+        topic: &str,
+        key: Option<Vec<u8>>,
+        value: &serde_json::Value,
+        timestamp: i64,
+    ) -> Result<(), DriverError> {
+        let (schema, id) = self
+            .topic_schemas
+            .get(topic)
+            .ok_or_else(|| DriverError::NoSchema(topic.to_string()))?;
+        let avro = json_to_avro(value, schema).map_err(|message| DriverError::BadRecord {
+            topic: topic.to_string(),
+            message,
+        })?;
+        let body =
+            sluice_ops::codec::encode_once(schema, &avro).map_err(|e| DriverError::BadRecord {
+                topic: topic.to_string(),
+                message: e.to_string(),
+            })?;
+        let mut bytes = Vec::with_capacity(body.len() + 5);
+        sluice_schemas::wire::write_header(*id, &mut bytes);
+        bytes.extend_from_slice(&body);
+        self.send_raw(topic, key, bytes, timestamp)
+    }
+
+    /// Writes raw bytes (e.g. a record that is not Avro) to `topic` and runs the stages.
+    pub fn send_raw(
+        &mut self,
+        topic: &str,
+        key: Option<Vec<u8>>,
+        value: Vec<u8>,
+        timestamp: i64,
+    ) -> Result<(), DriverError> {
+        let mut queue = VecDeque::new();
+        queue.push_back((
+            topic.to_string(),
+            TopicRecord {
+                key,
+                value,
+                timestamp,
+                dead: None,
+            },
+        ));
+        while let Some((topic, rec)) = queue.pop_front() {
+            let list = self.topics.entry(topic.clone()).or_default();
+            let offset = list.len() as i64;
+            list.push(rec.clone());
+            for s in self.stages.iter_mut().filter(|s| s.input == topic) {
+                let input = Input {
+                    topic: &topic,
+                    partition: 0,
+                    offset,
+                    timestamp: rec.timestamp,
+                    key: rec.key.as_deref(),
+                    value: Some(&rec.value),
+                };
+                let mut emit = Collect {
+                    output: &s.output,
+                    dead_letter: s.dead_letter.as_deref(),
+                    out: Vec::new(),
+                };
+                s.processor
+                    .process(&input, &mut emit)
+                    .map_err(|source| DriverError::Process {
+                        stage: s.name.clone(),
+                        source,
+                    })?;
+                queue.extend(emit.out);
+            }
+        }
+        Ok(())
+    }
+
+    /// The records written to `topic`, decoded to JSON (`key`, `value`, `timestamp`; dead
+    /// letters also `class` and `message`, and their value undecoded as `raw` bytes length).
+    pub fn read(&self, topic: &str) -> Vec<serde_json::Value> {
+        let Some(records) = self.topics.get(topic) else {
+            return Vec::new();
+        };
+        let reg = self.registry.lock().expect("registry lock");
+        records
+            .iter()
+            .map(|r| {
+                let mut o = serde_json::Map::new();
+                if let Some(k) = &r.key {
+                    o.insert(
+                        "key".into(),
+                        serde_json::Value::String(String::from_utf8_lossy(k).into_owned()),
+                    );
+                }
+                o.insert("timestamp".into(), r.timestamp.into());
+                if let Some((class, message)) = &r.dead {
+                    o.insert("class".into(), class.clone().into());
+                    o.insert("message".into(), message.clone().into());
+                }
+                o.insert("value".into(), decode_json(&reg, &r.value));
+                serde_json::Value::Object(o)
+            })
+            .collect()
+    }
+
+    /// Entries held per store of `stage` after the records so far (what a commit would write
+    /// to the changelogs, counted from the tables in memory).
+    pub fn store_sizes(&mut self, stage: &str) -> Option<BTreeMap<String, usize>> {
+        let s = self.stages.iter_mut().find(|s| s.name == stage)?;
+        // `ids` is the runner's, not the processor's; the processor's tables follow it.
+        let names = s.store_names.iter().skip(1);
+        Some(
+            names
+                .zip(s.processor.tables())
+                .map(|(n, t)| (n.clone(), t.len()))
+                .collect(),
+        )
+    }
+}
+
+fn schema_json(s: &Schema) -> String {
+    serde_json::to_string(s).expect("a parsed schema serialises")
+}
+
+/// A wire-format record as JSON, decoded with its writer schema; what cannot be decoded is
+/// shown as a string saying so.
+fn decode_json(reg: &Registry, bytes: &[u8]) -> serde_json::Value {
+    let Ok((id, body)) = sluice_schemas::wire::parse(bytes) else {
+        return format!("<{} bytes, not Avro>", bytes.len()).into();
+    };
+    let Some(schema) = reg
+        .by_id
+        .get((id as usize).wrapping_sub(1))
+        .and_then(|j| Schema::parse_str(j).ok())
+    else {
+        return format!("<schema id {id} unknown>").into();
+    };
+    match sluice_ops::codec::decode_once(&schema, None, body) {
+        Ok(v) => avro_to_json(v),
+        Err(e) => format!("<undecodable: {e}>").into(),
+    }
+}
+
+/// An Avro value as plain JSON: unions as their value, enums as their symbol, logical times
+/// as numbers, decimals as strings of their unscaled bytes' value.
+pub fn avro_to_json(v: Value) -> serde_json::Value {
+    use serde_json::Value as J;
+    match v {
+        Value::Null => J::Null,
+        Value::Boolean(b) => J::Bool(b),
+        Value::Int(n) | Value::Date(n) | Value::TimeMillis(n) => n.into(),
+        Value::Long(n)
+        | Value::TimeMicros(n)
+        | Value::TimestampMillis(n)
+        | Value::TimestampMicros(n)
+        | Value::TimestampNanos(n)
+        | Value::LocalTimestampMillis(n)
+        | Value::LocalTimestampMicros(n)
+        | Value::LocalTimestampNanos(n) => n.into(),
+        Value::Float(x) => serde_json::Number::from_f64(f64::from(x)).map_or(J::Null, J::Number),
+        Value::Double(x) => serde_json::Number::from_f64(x).map_or(J::Null, J::Number),
+        Value::String(s) | Value::Enum(_, s) => J::String(s),
+        Value::Uuid(u) => J::String(u.to_string()),
+        Value::Union(_, inner) => avro_to_json(*inner),
+        Value::Array(items) => J::Array(items.into_iter().map(avro_to_json).collect()),
+        Value::Map(m) => J::Object(m.into_iter().map(|(k, v)| (k, avro_to_json(v))).collect()),
+        Value::Record(fields) => J::Object(
+            fields
+                .into_iter()
+                .map(|(k, v)| (k, avro_to_json(v)))
+                .collect(),
+        ),
+        Value::Bytes(b) | Value::Fixed(_, b) => J::Array(b.into_iter().map(J::from).collect()),
+        other => J::String(format!("{other:?}")),
+    }
+}
+
+/// JSON as an Avro value of `schema`, the way a data engineer writes records by hand:
+/// objects for records (missing fields take their defaults), strings for enums, `null` or the
+/// value itself for optional fields, numbers or RFC 3339 strings for timestamps.
+pub fn json_to_avro(v: &serde_json::Value, schema: &Schema) -> Result<Value, String> {
+    let rs = apache_avro::schema::ResolvedSchema::try_from(schema).map_err(|e| e.to_string())?;
+    to_avro(v, schema, rs.get_names(), "")
+}
+
+type Names<'a> = std::collections::HashMap<apache_avro::schema::Name, &'a Schema>;
+
+fn to_avro(
+    v: &serde_json::Value,
+    schema: &Schema,
+    names: &Names<'_>,
+    at: &str,
+) -> Result<Value, String> {
+    use serde_json::Value as J;
+    let here = if at.is_empty() { "the record" } else { at };
+    let wrong = |want: &str| Err(format!("{here}: expected {want}, got {v}"));
+    let int = |v: &J| v.as_i64();
+    let time = |v: &J, scale: i64| -> Option<i64> {
+        match v {
+            J::String(s) => humantime::parse_rfc3339_weak(s)
+                .ok()
+                .map(|t| millis(t) * scale),
+            _ => v.as_i64(),
+        }
+    };
+    Ok(match schema {
+        Schema::Ref { name } => match names.get(name) {
+            Some(s) => return to_avro(v, s, names, at),
+            None => return Err(format!("{here}: unknown named type {name}")),
+        },
+        Schema::Null => match v {
+            J::Null => Value::Null,
+            _ => return wrong("null"),
+        },
+        Schema::Boolean => match v.as_bool() {
+            Some(b) => Value::Boolean(b),
+            None => return wrong("a boolean"),
+        },
+        Schema::Int => match int(v).and_then(|n| i32::try_from(n).ok()) {
+            Some(n) => Value::Int(n),
+            None => return wrong("an int"),
+        },
+        Schema::Long => match int(v) {
+            Some(n) => Value::Long(n),
+            None => return wrong("a long"),
+        },
+        Schema::Float => match v.as_f64() {
+            Some(x) => Value::Float(x as f32),
+            None => return wrong("a number"),
+        },
+        Schema::Double => match v.as_f64() {
+            Some(x) => Value::Double(x),
+            None => return wrong("a number"),
+        },
+        Schema::String => match v.as_str() {
+            Some(s) => Value::String(s.to_string()),
+            None => return wrong("a string"),
+        },
+        Schema::Uuid(_) => match v.as_str().and_then(|s| s.parse().ok()) {
+            Some(u) => Value::Uuid(u),
+            None => return wrong("a UUID string"),
+        },
+        Schema::Bytes => match v.as_str() {
+            Some(s) => Value::Bytes(s.as_bytes().to_vec()),
+            None => return wrong("a string of bytes"),
+        },
+        Schema::Date => match int(v).and_then(|n| i32::try_from(n).ok()) {
+            Some(n) => Value::Date(n),
+            None => return wrong("days since the epoch"),
+        },
+        Schema::TimestampMillis => match time(v, 1) {
+            Some(t) => Value::TimestampMillis(t),
+            None => return wrong("ms since the epoch or an RFC 3339 time"),
+        },
+        Schema::TimestampMicros => match time(v, 1000) {
+            Some(t) => Value::TimestampMicros(t),
+            None => return wrong("µs since the epoch or an RFC 3339 time"),
+        },
+        Schema::LocalTimestampMillis => match time(v, 1) {
+            Some(t) => Value::LocalTimestampMillis(t),
+            None => return wrong("ms since the epoch or an RFC 3339 time"),
+        },
+        Schema::Enum(e) => match v
+            .as_str()
+            .and_then(|s| e.symbols.iter().position(|x| x == s))
+        {
+            Some(i) => Value::Enum(i as u32, e.symbols[i].clone()),
+            None => return wrong(&format!("one of {}", e.symbols.join(", "))),
+        },
+        Schema::Array(a) => match v {
+            J::Array(items) => Value::Array(
+                items
+                    .iter()
+                    .enumerate()
+                    .map(|(i, x)| to_avro(x, &a.items, names, &format!("{at}[{i}]")))
+                    .collect::<Result<_, _>>()?,
+            ),
+            _ => return wrong("an array"),
+        },
+        Schema::Map(m) => match v {
+            J::Object(o) => Value::Map(
+                o.iter()
+                    .map(|(k, x)| {
+                        Ok((
+                            k.clone(),
+                            to_avro(x, &m.types, names, &format!("{at}.{k}"))?,
+                        ))
+                    })
+                    .collect::<Result<_, String>>()?,
+            ),
+            _ => return wrong("an object"),
+        },
+        Schema::Union(u) => {
+            let variants = u.variants();
+            if v.is_null() {
+                match variants.iter().position(|s| matches!(s, Schema::Null)) {
+                    Some(i) => Value::Union(i as u32, Box::new(Value::Null)),
+                    None => return wrong("a value (the field is not optional)"),
+                }
+            } else {
+                let mut last = String::new();
+                let mut found = None;
+                for (i, s) in variants
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, s)| !matches!(s, Schema::Null))
+                {
+                    match to_avro(v, s, names, at) {
+                        Ok(x) => {
+                            found = Some(Value::Union(i as u32, Box::new(x)));
+                            break;
+                        }
+                        Err(e) => last = e,
+                    }
+                }
+                match found {
+                    Some(x) => x,
+                    None => return Err(last),
+                }
+            }
+        }
+        Schema::Record(r) => {
+            let J::Object(o) = v else {
+                return wrong("an object");
+            };
+            for k in o.keys() {
+                if !r.lookup.contains_key(k) {
+                    return Err(format!(
+                        "{here}: {} has no field `{k}` (fields: {})",
+                        r.name,
+                        r.fields
+                            .iter()
+                            .map(|f| f.name.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ));
+                }
+            }
+            let mut fields = Vec::with_capacity(r.fields.len());
+            for f in &r.fields {
+                let path = if at.is_empty() {
+                    f.name.clone()
+                } else {
+                    format!("{at}.{}", f.name)
+                };
+                let x = match (o.get(&f.name), &f.default) {
+                    (Some(x), _) => to_avro(x, &f.schema, names, &path)?,
+                    (None, Some(d)) => to_avro(d, &f.schema, names, &path)?,
+                    (None, None) => {
+                        return Err(format!("{path}: missing, and the field has no default"))
+                    }
+                };
+                fields.push((f.name.clone(), x));
+            }
+            Value::Record(fields)
+        }
+        other => {
+            return Err(format!(
+                "{here}: the type {other:?} is not supported in test cases yet"
+            ))
+        }
+    })
+}
+
+fn millis(t: std::time::SystemTime) -> i64 {
+    match t.duration_since(std::time::UNIX_EPOCH) {
+        Ok(d) => d.as_millis() as i64,
+        Err(e) => -(e.duration().as_millis() as i64),
+    }
+}
+
+/// Collects a stage's outputs as topic records.
+struct Collect<'a> {
+    output: &'a str,
+    dead_letter: Option<&'a str>,
+    out: Vec<(String, TopicRecord)>,
+}
+
+impl Emit for Collect<'_> {
+    fn emit(&mut self, port: usize, key: &[u8], value: &[u8], timestamp: i64) {
+        debug_assert_eq!(port, PORT_OUTPUT);
+        self.out.push((
+            self.output.to_string(),
+            TopicRecord {
+                key: (!key.is_empty()).then(|| key.to_vec()),
+                value: value.to_vec(),
+                timestamp,
+                dead: None,
+            },
+        ));
+    }
+
+    fn dead_letter(&mut self, input: &Input<'_>, why: &Rejection) {
+        let Some(topic) = self.dead_letter else {
+            return;
+        };
+        self.out.push((
+            topic.to_string(),
+            TopicRecord {
+                key: input.key.map(<[u8]>::to_vec),
+                value: input.value.unwrap_or_default().to_vec(),
+                timestamp: input.timestamp,
+                dead: Some((why.class.to_string(), why.message.clone())),
+            },
+        ));
+    }
+}
