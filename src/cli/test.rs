@@ -16,6 +16,7 @@
 //!         - value: { device_id: d1, temperature: 31.5 }
 //!       dlq:
 //!         - class: expression_division_by_zero   # dead letters: class, and message if given
+//!     # numbers match within 1e-9 relative; "~1800" within 1% (quantiles, distinct counts)
 //!     state:                      # optional: entries per store of a stage after the input
 //!       mystage: { 0-window-windows: 2 }
 //! ```
@@ -277,6 +278,15 @@ fn json_diff(at: &str, want: &serde_json::Value, got: &serde_json::Value, out: &
         (J::Array(w), J::Array(g)) if w.len() == g.len() => {
             for (i, (wv, gv)) in w.iter().zip(g).enumerate() {
                 json_diff(&format!("{at}[{i}]"), wv, gv, out);
+            }
+        }
+        // "~1800": within 1% (approximate results: quantiles, distinct counts).
+        (J::String(w), J::Number(g)) if w.starts_with('~') => {
+            let g = g.as_f64().unwrap_or(f64::NAN);
+            match w[1..].trim().parse::<f64>() {
+                Ok(w) if (w - g).abs() <= 0.01 * w.abs().max(g.abs()) => {}
+                Ok(w) => out.push(format!("{at}: expected {w} within 1%, got {g}")),
+                Err(_) => out.push(format!("{at}: `{w}` is not `~<number>`")),
             }
         }
         (J::Number(w), J::Number(g)) => {
