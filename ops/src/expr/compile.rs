@@ -1727,6 +1727,12 @@ fn a_or_an_name(name: &str) -> String {
     }
 }
 
+/// Every function an expression may call, with how to write it (docs/TOPOLOGY.md is
+/// checked against this list).
+pub(crate) fn signatures() -> impl Iterator<Item = (&'static str, &'static str)> {
+    FUNCTIONS.iter().map(|f| (f.0, f.3))
+}
+
 /// The supported function names, for messages.
 pub(crate) fn function_names() -> String {
     name_list(FUNCTIONS.iter().map(|f| f.0))

@@ -127,6 +127,11 @@ use crate::Problem;
 use compile::{Compiler, Typed};
 use node::{Kind, Node, Scalar};
 
+/// Every function an expression may call: (name, how to write it).
+pub fn functions() -> impl Iterator<Item = (&'static str, &'static str)> {
+    compile::signatures()
+}
+
 /// Expressions longer than this are refused (a bound on the parser's work and on the depth
 /// of the trees it builds).
 pub const MAX_SOURCE_LEN: usize = 16 * 1024;

@@ -86,6 +86,15 @@ impl Kind for Window {
         };
         if let Some(w) = &window {
             problems.extend(w.check());
+            if w.idle_timeout.is_some() {
+                // The operator can record and replay idle ticks (crate::window), but the
+                // stage runner does not drive them yet: refuse rather than ignore it.
+                problems.push(Problem::new(
+                    "idle_timeout",
+                    "idle_timeout is not driven by the stage runner yet, so it would have no effect",
+                    "leave it out: a quiet partition's windows close when its next record arrives",
+                ));
+            }
             if w.kind == WindowKind::Session && w.emit == Emit::Update {
                 problems.push(Problem::new(
                     "emit",

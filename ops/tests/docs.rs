@@ -1,0 +1,98 @@
+//! docs/TOPOLOGY.md cannot drift from the code: every operator kind, window option,
+//! aggregation and expression function the code accepts is documented there.
+
+use sluice_ops::op::KINDS;
+use sluice_ops::window::{AggFn, WindowSpec};
+
+fn doc() -> String {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/TOPOLOGY.md");
+    std::fs::read_to_string(path).expect("docs/TOPOLOGY.md exists")
+}
+
+/// The text of the section under `heading` (up to the next heading of its level or above).
+fn section(doc: &str, heading: &str) -> String {
+    let start = doc
+        .find(heading)
+        .unwrap_or_else(|| panic!("docs/TOPOLOGY.md has no `{heading}`"));
+    let level = heading.chars().take_while(|c| *c == '#').count();
+    let rest = &doc[start + heading.len()..];
+    let end = rest
+        .lines()
+        .scan(0usize, |off, l| {
+            let here = *off;
+            *off += l.len() + 1;
+            Some((here, l))
+        })
+        .find(|(_, l)| {
+            let hashes = l.chars().take_while(|c| *c == '#').count();
+            hashes > 0 && hashes <= level && l.chars().nth(hashes) == Some(' ')
+        })
+        .map_or(rest.len(), |(off, _)| off);
+    rest[..end].to_string()
+}
+
+/// The keys a `deny_unknown_fields` struct accepts, as serde lists them.
+fn keys_of<T: serde::de::DeserializeOwned>() -> Vec<String> {
+    let err = match serde_yaml::from_str::<T>("__no_such_key__: 1") {
+        Ok(_) => panic!("an unknown key must be refused"),
+        Err(e) => e.to_string(),
+    };
+    let i = err.find("expected").expect("serde lists the expected keys");
+    err[i..]
+        .split('`')
+        .skip(1)
+        .step_by(2)
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn every_operator_kind_has_a_section() {
+    let doc = doc();
+    for k in KINDS {
+        let heading = format!("### `{}`", k.name());
+        assert!(doc.contains(&heading), "docs/TOPOLOGY.md lacks `{heading}`");
+    }
+}
+
+#[test]
+fn every_window_option_is_documented() {
+    let text = section(&doc(), "### `window`");
+    let mut keys = keys_of::<WindowSpec>();
+    assert!(keys.contains(&"grace".to_string()), "{keys:?}");
+    keys.extend(["timestamp", "by", "aggregate"].map(String::from));
+    for key in keys {
+        assert!(
+            text.contains(&format!("| `{key}` |")),
+            "the window section of docs/TOPOLOGY.md has no row for `{key}`"
+        );
+    }
+}
+
+#[test]
+fn every_aggregation_is_documented() {
+    let text = section(&doc(), "### `window`");
+    for name in AggFn::NAMES {
+        assert!(
+            text.contains(&format!("`{name}(")) || text.contains(&format!("`{name}`")),
+            "the window section of docs/TOPOLOGY.md does not mention the aggregation `{name}`"
+        );
+    }
+}
+
+#[test]
+fn every_expression_function_is_documented() {
+    let text = section(&doc(), "## Expressions");
+    let mut n = 0;
+    for (name, _) in sluice_ops::expr::functions() {
+        n += 1;
+        assert!(
+            text.contains(&format!("`{name}(")),
+            "the expressions section of docs/TOPOLOGY.md does not mention `{name}(`"
+        );
+    }
+    assert!(n > 10, "the function list is read from the code");
+    for varargs in ["coalesce", "least", "greatest", "concat"] {
+        assert!(text.contains(&format!("`{varargs}(")), "{varargs}");
+    }
+}
