@@ -199,7 +199,7 @@ struct Topics {
     output: String,
     dlq: String,
     /// (store, changelog topic), in the order of the task's tables: `ids`, then `counts`.
-    stores: Vec<(&'static str, String)>,
+    stores: Vec<(String, String)>,
 }
 
 struct Fixture {
@@ -221,7 +221,7 @@ impl Fixture {
             dlq: format!("{app}.dlq"),
             stores: ["ids", "counts"]
                 .into_iter()
-                .map(|s| (s, sluice_state::changelog_topic(app, STAGE, s)))
+                .map(|s| (s.to_string(), sluice_state::changelog_topic(app, STAGE, s)))
                 .collect(),
         };
         for topic in [&t.input, &t.output, &t.dlq]
