@@ -12,6 +12,7 @@ use sluice_state::StateError;
 use crate::types::RecordType;
 use crate::Problem;
 
+pub mod dedup;
 pub mod filter;
 pub mod key_by;
 pub mod select;
@@ -23,6 +24,7 @@ pub const KINDS: &[&dyn Kind] = &[
     &select::Select,
     &key_by::KeyBy,
     &window::Window,
+    &dedup::Dedup,
 ];
 
 /// The names of every operator kind, for messages.
