@@ -82,6 +82,17 @@ pub trait Processor: Send {
         Ok(true)
     }
 
+    /// The task has had no input for `idle_for` of wall clock (since its last record or its
+    /// last tick). A processor with idle closing (a window's `idle_timeout`) emits what a
+    /// tick committed earlier closes, and may record a new tick in its state, which takes
+    /// effect only after the next commit: a replay then applies it at the same place in the
+    /// output sequence (docs/EXACTLY_ONCE.md, "Idle ticks"). Returns whether it recorded a
+    /// tick (the runner restarts the task's idle clock and commits soon).
+    fn idle(&mut self, idle_for: std::time::Duration, out: &mut dyn Emit) -> Result<bool, ProcessError> {
+        let _ = (idle_for, out);
+        Ok(false)
+    }
+
     /// The runner dropped `input` as an already-applied upstream record.
     fn skipped(&mut self, input: &Input<'_>) -> Result<(), ProcessError> {
         let _ = input;

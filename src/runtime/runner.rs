@@ -35,6 +35,9 @@ use sluice_state::table::AnyTable;
 
 pub use txn::transactional_id;
 
+/// How often idle tasks are offered an idle tick (`Processor::idle`).
+const IDLE_CHECK_EVERY: Duration = Duration::from_secs(1);
+
 /// Builds the processor of one task (input partition).
 pub type ProcessorFactory =
     Box<dyn Fn(i32) -> Result<Box<dyn Processor>, RuntimeError> + Send + Sync>;
@@ -84,6 +87,8 @@ struct Task {
     /// Next offset to read, once something was processed.
     next_offset: Option<i64>,
     output_seq: u64,
+    /// Wall clock of the task's last input record or idle tick (idle closing).
+    idle_since: Instant,
 }
 
 impl Task {
@@ -299,6 +304,7 @@ impl Inner {
             skip_below: -1,
             next_offset: None,
             output_seq: 0,
+            idle_since: Instant::now(),
         };
         if let Some(env) = &self.def.log {
             let stage = self.def.name.clone();
@@ -343,6 +349,7 @@ impl Inner {
         }
         self.in_counter.inc();
         task.next_offset = Some(offset + 1);
+        task.idle_since = Instant::now();
         if let (Some(ids), true) = (
             task.ids.as_mut(),
             self.def.guarantee != Guarantee::AtLeastOnce,
@@ -394,6 +401,38 @@ impl Inner {
             return Err(e.into());
         }
         Ok(())
+    }
+
+    /// Hands every task its idle time (`Processor::idle`); returns how many tasks recorded
+    /// a tick or emitted, so the loop commits them soon.
+    fn idle_tasks(&mut self) -> Result<usize, RuntimeError> {
+        let mut changed = 0;
+        for (&(_, partition), task) in self.tasks.iter_mut() {
+            let before = task.output_seq;
+            let mut em = Emitter {
+                producer: &self.producer,
+                stage: &self.def.name,
+                partition,
+                seq: &mut task.output_seq,
+                outputs: &self.def.outputs,
+                out_counters: &self.out_counters,
+                dead_letter: self.def.dead_letter.as_deref(),
+                with_ids: self.def.guarantee != Guarantee::AtLeastOnce,
+                id: &mut self.id_buf,
+                error: None,
+            };
+            let ticked = task.processor.idle(task.idle_since.elapsed(), &mut em)?;
+            if let Some(e) = em.error {
+                return Err(e.into());
+            }
+            if ticked {
+                task.idle_since = Instant::now();
+            }
+            if ticked || task.output_seq != before {
+                changed += 1;
+            }
+        }
+        Ok(changed)
     }
 
     /// Every task's `end_batch` (closing windows emits) and sink flush; returns the tasks
@@ -585,6 +624,10 @@ pub fn run_stage(def: StageDef, stop: &AtomicBool) -> Result<(), RuntimeError> {
     let mut last_commit = Instant::now();
     let mut last_error: Option<String> = None;
     let mut last_standby_turn = Instant::now();
+    let mut last_idle_check = Instant::now();
+    // Idle ticks emit between batches, outside any transaction: not under Kafka
+    // transactions (docs/TOPOLOGY.md says `idle_timeout` needs `exactly_once`).
+    let idle_checks = !transactional;
     let result = loop {
         if stop.load(Ordering::Relaxed) {
             // Stop fetching; what was processed is committed (outputs, sinks, changelogs,
@@ -620,6 +663,13 @@ pub fn run_stage(def: StageDef, stop: &AtomicBool) -> Result<(), RuntimeError> {
                     break Err(e);
                 }
                 pending += 1;
+            }
+        }
+        if idle_checks && last_idle_check.elapsed() >= IDLE_CHECK_EVERY {
+            last_idle_check = Instant::now();
+            match g.idle_tasks() {
+                Ok(n) => pending += n,
+                Err(e) => break Err(e),
             }
         }
         if pending > 0 && (pending >= max_batch || last_commit.elapsed() >= commit_interval) {

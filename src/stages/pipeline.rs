@@ -135,6 +135,31 @@ impl Processor for Pipeline {
         for r in self.rejected.drain(..) {
             out.dead_letter(input, &Rejection::new(r.class, r.message));
         }
+        self.emit_outputs(out, Some(input));
+        Ok(())
+    }
+
+    fn tables(&mut self) -> Vec<&mut dyn AnyTable> {
+        self.running.tables()
+    }
+
+    fn idle(&mut self, idle_for: std::time::Duration, out: &mut dyn Emit) -> Result<bool, ProcessError> {
+        let ms = i64::try_from(idle_for.as_millis()).unwrap_or(i64::MAX);
+        let ticked = self.running.idle(ms, &mut self.out, &mut self.rejected)?;
+        for r in self.rejected.drain(..) {
+            // No input record to dead-letter: results of closing windows are not rejected
+            // by any operator sluice has; should one be, it is logged, never silent.
+            tracing::warn!(class = r.class, message = %r.message, "A result of an idle advance was rejected by a later operator and dropped.");
+        }
+        self.emit_outputs(out, None);
+        Ok(ticked)
+    }
+}
+
+impl Pipeline {
+    /// Encodes and emits what the chain handed on; an output that does not fit the derived
+    /// schema (our bug) becomes a dead letter of `input` when there is one.
+    fn emit_outputs(&mut self, out: &mut dyn Emit, input: Option<&Input<'_>>) {
         for r in self.out.drain(..) {
             self.buf.clear();
             wire::write_header(self.output_schema_id, &mut self.buf);
@@ -143,13 +168,14 @@ impl Processor for Pipeline {
                 Err(e) => {
                     // The chain produced a value its own derived schema rejects: our bug,
                     // but the record is kept, with the reason.
-                    out.dead_letter(
-                        input,
-                        &Rejection::new(
-                            "encode_error",
-                            format!("output does not fit the derived schema: {e}"),
-                        ),
+                    let why = Rejection::new(
+                        "encode_error",
+                        format!("output does not fit the derived schema: {e}"),
                     );
+                    match input {
+                        Some(input) => out.dead_letter(input, &why),
+                        None => tracing::error!(message = %why.message, "Dropped a result of an idle advance that does not fit the derived schema."),
+                    }
                     continue;
                 }
             }
@@ -160,10 +186,5 @@ impl Processor for Pipeline {
                 r.timestamp,
             );
         }
-        Ok(())
-    }
-
-    fn tables(&mut self) -> Vec<&mut dyn AnyTable> {
-        self.running.tables()
     }
 }

@@ -136,6 +136,15 @@ pub trait Operator: Send {
     fn tables(&mut self) -> Vec<&mut dyn AnyTable> {
         Vec::new()
     }
+    /// The task has had no input for `idle_for_ms` of wall clock (since its last record or
+    /// its last recorded tick). An operator that closes things by stream time (a window with
+    /// `idle_timeout`) first hands on what a tick committed earlier closes, then may record
+    /// a new tick in its state, to take effect after the next commit (so a replay repeats
+    /// it). Returns whether it recorded one (the runtime restarts its idle clock).
+    fn idle(&mut self, idle_for_ms: i64, out: &mut Vec<Record>) -> Result<bool, StateError> {
+        let _ = (idle_for_ms, out);
+        Ok(false)
+    }
 }
 
 /// A serde_yaml error as a problem: unknown keys get a did-you-mean over `allowed`, an
@@ -316,6 +325,52 @@ impl Running {
             }
         }
         out.append(&mut self.bufs[self.ops.len()]);
+        Ok(())
+    }
+
+    /// The task has been idle for `idle_for_ms` (see [`Operator::idle`]): what operators
+    /// hand on runs through the rest of the chain into `out`. Returns whether a tick was
+    /// recorded.
+    pub fn idle(
+        &mut self,
+        idle_for_ms: i64,
+        out: &mut Vec<Record>,
+        rejected: &mut Vec<Rejection>,
+    ) -> Result<bool, StateError> {
+        let mut ticked = false;
+        for i in 0..self.ops.len() {
+            let mut produced = Vec::new();
+            ticked |= self.ops[i].idle(idle_for_ms, &mut produced)?;
+            self.run_from(i + 1, produced, out, rejected)?;
+        }
+        Ok(ticked)
+    }
+
+    /// Runs `records` through the operators from `first` on, appending the results to `out`.
+    fn run_from(
+        &mut self,
+        first: usize,
+        mut records: Vec<Record>,
+        out: &mut Vec<Record>,
+        rejected: &mut Vec<Rejection>,
+    ) -> Result<(), StateError> {
+        for op in self.ops[first..].iter_mut() {
+            if records.is_empty() {
+                return Ok(());
+            }
+            let mut next = Vec::new();
+            for r in records.drain(..) {
+                match op.process(r, &mut next) {
+                    Ok(()) => {}
+                    Err(OpError::Reject { class, message }) => {
+                        rejected.push(Rejection { class, message })
+                    }
+                    Err(OpError::State(e)) => return Err(e),
+                }
+            }
+            records = next;
+        }
+        out.append(&mut records);
         Ok(())
     }
 

@@ -26,6 +26,7 @@ use std::sync::Arc;
 use apache_avro::types::Value;
 use apache_avro::Schema;
 use sluice_state::table::AnyTable;
+use sluice_state::StateError;
 
 use super::key_by::{field_list, write_json};
 use super::select::nullable;
@@ -86,15 +87,7 @@ impl Kind for Window {
         };
         if let Some(w) = &window {
             problems.extend(w.check());
-            if w.idle_timeout.is_some() {
-                // The operator can record and replay idle ticks (crate::window), but the
-                // stage runner does not drive them yet: refuse rather than ignore it.
-                problems.push(Problem::new(
-                    "idle_timeout",
-                    "idle_timeout is not driven by the stage runner yet, so it would have no effect",
-                    "leave it out: a quiet partition's windows close when its next record arrives",
-                ));
-            }
+
             if w.kind == WindowKind::Session && w.emit == Emit::Update {
                 problems.push(Problem::new(
                     "emit",
@@ -107,7 +100,13 @@ impl Kind for Window {
         let timestamp = match own("timestamp") {
             None => None,
             Some(v) => match v.as_str().map(|f| input.value.resolve(f)) {
-                Some(Ok(p)) if p.ty().ty.is_timestamp_like() => Some(p),
+                // Timestamps, dates, or a long of milliseconds since the epoch.
+                Some(Ok(p))
+                    if p.ty().ty.is_timestamp_like()
+                        || matches!(p.ty().ty, crate::types::Type::Long) =>
+                {
+                    Some(p)
+                }
                 Some(Ok(p)) => {
                     problems.push(Problem::new(
                         "timestamp",
@@ -449,5 +448,18 @@ impl Operator for WindowTask {
 
     fn tables(&mut self) -> Vec<&mut dyn AnyTable> {
         self.op.tables()
+    }
+
+    fn idle(&mut self, idle_for_ms: i64, out: &mut Vec<Record>) -> Result<bool, StateError> {
+        // A tick recorded earlier and committed since: apply it (closes windows).
+        self.op.idle_advance(&mut self.results)?;
+        self.emit(out).map_err(|e| match e {
+            OpError::State(e) => e,
+            OpError::Reject { message, .. } => StateError::Usage(message),
+        })?;
+        match self.op.idle_tick(idle_for_ms)? {
+            Some(tick) => self.op.record_tick(tick),
+            None => Ok(false),
+        }
     }
 }
