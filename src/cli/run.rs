@@ -23,7 +23,8 @@ use crate::stages::{aggregate, archive, detect, pipeline, tsdb, validate, Regist
 pub struct Args {
     /// The topology file.
     pub file: PathBuf,
-    /// Run only this stage; repeat for several. Default: every stage.
+    /// Run only this stage (with the parts sluice adds to it after a repartition); repeat
+    /// for several. Default: every stage.
     #[arg(long = "stage")]
     pub stages: Vec<String>,
     /// Static group membership id, stable across restarts of this instance
@@ -96,10 +97,24 @@ pub(crate) fn run(a: Args) -> anyhow::Result<ExitCode> {
         nonce: rand::random(),
         leave_group: a.leave_group,
     });
+    // A stage named on the command line runs with the parts sluice added to it (the
+    // operators after a repartition).
     let names: Vec<String> = if a.stages.is_empty() {
         t.stages.iter().map(|s| s.name.clone()).collect()
     } else {
-        a.stages.clone()
+        let mut names = Vec::new();
+        for want in &a.stages {
+            names.extend(
+                t.stages
+                    .iter()
+                    .filter(|s| &s.name == want || s.part_of.as_ref() == Some(want))
+                    .map(|s| s.name.clone()),
+            );
+            if !t.stages.iter().any(|s| &s.name == want) {
+                names.push(want.clone()); // reported as unknown where stages are built
+            }
+        }
+        names
     };
 
     let health = Arc::new(Health::default());
@@ -412,7 +427,7 @@ pub(crate) fn stage_def(
             let id = schema_id(shared, &plan.output_subject)?;
             (
                 vec![p.input.clone()],
-                vec![p.output.clone()],
+                vec![p.writes().to_string()],
                 p.dead_letter.clone(),
                 true,
                 Box::new(move |_| {
@@ -592,7 +607,7 @@ fn print_destinations(t: &Topology) {
                 "  {}: {} operators -> topic {}{}",
                 s.name,
                 p.operators.len(),
-                p.output,
+                p.writes(),
                 p.dead_letter
                     .as_deref()
                     .map(|d| format!(", dead letters -> topic {d}"))

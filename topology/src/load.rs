@@ -87,6 +87,7 @@ pub fn load_str(
         match parse_stage(&text, &index, name, value) {
             Ok(spec) => stages.push(Stage {
                 name: name.to_string(),
+                part_of: None,
                 spec,
             }),
             Err(p) => problems.push(p),

@@ -59,6 +59,9 @@ pub struct Topology {
 pub struct Stage {
     pub name: String,
     pub spec: StageSpec,
+    /// For a stage sluice added (the part of a pipeline after a repartition): the stage in
+    /// the file it belongs to. `sluice run --stage NAME` runs NAME and its parts.
+    pub part_of: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

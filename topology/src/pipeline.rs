@@ -11,7 +11,7 @@ use sluice_ops::types::RecordType;
 
 use crate::error::Problem;
 use crate::lines::LineIndex;
-use crate::model::Topology;
+use crate::model::{Stage, TopicSpec, Topology};
 use crate::stage::StageSpec;
 
 /// `kind: pipeline`: reads `input`, runs `operators` in order, writes `output`.
@@ -35,9 +35,14 @@ pub struct PipelineSpec {
     /// counted in `sluice_dead_letters_total`.
     #[serde(default)]
     pub dead_letter: Option<String>,
-    /// Filled by the check: the operators compiled against the input schema.
+    /// Filled by the check: the operators compiled against the input schema (up to the
+    /// first repartition, when there is one).
     #[serde(skip)]
     pub plan: Option<Arc<PipelinePlan>>,
+    /// Filled by the check: the topic this stage writes, `output` or, when its operators are
+    /// cut at a `key_by`, the repartition topic the next part reads.
+    #[serde(skip)]
+    pub output_topic: Option<String>,
 }
 
 /// A checked pipeline: its operators and the schemas at both ends.
@@ -53,6 +58,12 @@ pub struct PipelinePlan {
 }
 
 impl PipelineSpec {
+    /// The topic this stage writes: `output`, or the repartition topic when its operators
+    /// are cut at a `key_by`.
+    pub fn writes(&self) -> &str {
+        self.output_topic.as_deref().unwrap_or(&self.output)
+    }
+
     /// The checked plan; `sluice_topology::load` fills it for every pipeline stage.
     pub fn plan(&self) -> &PipelinePlan {
         self.plan
@@ -66,6 +77,8 @@ impl PipelineSpec {
 pub(crate) fn plan_all(t: &mut Topology, path: &Path, index: &LineIndex, out: &mut Vec<Problem>) {
     let topics = t.topics.clone();
     let app = t.metadata.name.clone();
+    let mut new_topics = Vec::new();
+    let mut new_stages = Vec::new();
     for stage in &mut t.stages {
         let StageSpec::Pipeline(spec) = &mut stage.spec else {
             continue;
@@ -130,33 +143,139 @@ pub(crate) fn plan_all(t: &mut Topology, path: &Path, index: &LineIndex, out: &m
                 continue;
             }
         };
-        let name = format!("{}_{}", avro_name(&stage.name), "output");
-        let fields: Vec<_> = chain
-            .output
-            .value
-            .fields
-            .iter()
-            .map(|f| (f.name.clone(), f.ty.clone()))
-            .collect();
-        let full_name = format!("sluice.{}.{name}", avro_name(&app));
-        let output_schema = match sluice_ops::types::record_schema(&full_name, &fields) {
-            Ok(s) => s,
-            Err(p) => {
-                push(format!("{base}.output"), p.message, p.fix);
-                continue;
+        // Cut at every key_by a stateful operator follows: each cut is a repartition topic
+        // and a further stage (consumer group) reading it.
+        let input_partitions = topic.partitions;
+        let mut parts = Vec::new();
+        let mut chain = chain;
+        while let Some(k) = chain.repartition_after() {
+            let (first, rest) = chain.split_after(k);
+            parts.push(first);
+            chain = rest;
+        }
+        parts.push(chain);
+        let n = parts.len();
+        let mut input_schema = sluice_ops::codec::leak(input_schema);
+        let mut input_topic = spec.input.clone();
+        for (i, part) in parts.into_iter().enumerate() {
+            let last = i + 1 == n;
+            let name = if i == 0 {
+                stage.name.clone()
+            } else {
+                sub_stage_name(&stage.name, i)
+            };
+            let output = if last {
+                spec.output.clone()
+            } else {
+                repartition_topic(&app, &stage.name, i + 1)
+            };
+            let what = if last { "output" } else { "repartition" };
+            let full_name = format!(
+                "sluice.{}.{}_{what}{}",
+                avro_name(&app),
+                avro_name(&stage.name),
+                if i > 0 && !last {
+                    format!("_{i}")
+                } else {
+                    String::new()
+                }
+            );
+            let fields: Vec<_> = part
+                .output
+                .value
+                .fields
+                .iter()
+                .map(|f| (f.name.clone(), f.ty.clone()))
+                .collect();
+            let output_schema = match sluice_ops::types::record_schema(&full_name, &fields) {
+                Ok(s) => sluice_ops::codec::leak(s),
+                Err(p) => {
+                    push(format!("{base}.output"), p.message, p.fix);
+                    break;
+                }
+            };
+            let output_subject = topics
+                .get(&output)
+                .and_then(|t| t.subject.clone())
+                .unwrap_or_else(|| format!("{output}-value"));
+            if !last {
+                new_topics.push((
+                    output.clone(),
+                    TopicSpec {
+                        partitions: input_partitions,
+                        replication: None,
+                        min_insync_replicas: None,
+                        subject: Some(output_subject.clone()),
+                        schema: None,
+                    },
+                ));
             }
-        };
-        let output_subject = topics
-            .get(&spec.output)
-            .and_then(|t| t.subject.clone())
-            .unwrap_or_else(|| format!("{}-value", spec.output));
-        // Decoders and encoders borrow their schemas for the life of the process.
-        spec.plan = Some(Arc::new(PipelinePlan {
-            chain,
-            input_schema: sluice_ops::codec::leak(input_schema),
-            output_schema: sluice_ops::codec::leak(output_schema),
-            output_subject,
-        }));
+            // Decoders and encoders borrow their schemas for the life of the process.
+            let plan = Some(Arc::new(PipelinePlan {
+                chain: part,
+                input_schema,
+                output_schema,
+                output_subject,
+            }));
+            if i == 0 {
+                spec.plan = plan;
+                spec.output_topic = Some(output.clone());
+            } else {
+                let first_op = spec.operators.len() - plan_len(&plan);
+                new_stages.push((
+                    stage.name.clone(),
+                    Stage {
+                        name,
+                        part_of: Some(stage.name.clone()),
+                        spec: StageSpec::Pipeline(PipelineSpec {
+                            kind: spec.kind.clone(),
+                            input: input_topic.clone(),
+                            operators: spec.operators[first_op..].to_vec(),
+                            output: output.clone(),
+                            output_topic: Some(output.clone()),
+                            dead_letter: spec.dead_letter.clone(),
+                            plan,
+                        }),
+                    },
+                ));
+            }
+            input_topic = output;
+            input_schema = output_schema;
+        }
+    }
+    for (name, spec) in new_topics {
+        t.topics.insert(name, spec);
+    }
+    // Each sub-stage right after the stage (or sub-stage) it continues.
+    for (origin, sub) in new_stages {
+        let at = t
+            .stages
+            .iter()
+            .rposition(|s| s.name == origin || s.part_of.as_deref() == Some(&origin))
+            .map_or(t.stages.len(), |i| i + 1);
+        t.stages.insert(at, sub);
+    }
+}
+
+fn plan_len(plan: &Option<Arc<PipelinePlan>>) -> usize {
+    plan.as_ref().map_or(0, |p| p.chain.ops.len())
+}
+
+/// The stage that runs a pipeline's operators after its `i`-th repartition.
+pub(crate) fn sub_stage_name(stage: &str, i: usize) -> String {
+    if i == 1 {
+        format!("{stage}-rekeyed")
+    } else {
+        format!("{stage}-rekeyed-{i}")
+    }
+}
+
+/// The internal topic of a pipeline's `i`-th repartition (from 1).
+pub(crate) fn repartition_topic(app: &str, stage: &str, i: usize) -> String {
+    if i == 1 {
+        format!("{app}-{stage}-repartition")
+    } else {
+        format!("{app}-{stage}-repartition-{i}")
     }
 }
 

@@ -64,7 +64,7 @@ impl StageSpec {
             StageSpec::Detect(s) => vec![("output", &s.output), ("alerts", &s.alerts)],
             StageSpec::QuestdbSink(_) | StageSpec::S3ParquetSink(_) => vec![],
             StageSpec::Pipeline(s) => {
-                let mut v = vec![("output", s.output.as_str())];
+                let mut v = vec![("output", s.writes())];
                 if let Some(d) = &s.dead_letter {
                     v.push(("dead_letter", d.as_str()));
                 }

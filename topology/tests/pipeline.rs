@@ -44,9 +44,22 @@ fn problems_after(edits: &[(&str, &str)]) -> (String, Vec<(usize, String, String
 fn the_energy_example_is_valid_and_its_stores_are_planned() {
     let loaded = load(&energy_path()).unwrap_or_else(|e| panic!("{e}"));
     let t = &loaded.topology;
-    let StageSpec::Pipeline(p) = t.stage("site_energy").unwrap() else {
+    // key_by [site] before a window cuts site_energy in two: the part after the cut is a
+    // stage of its own reading a repartition topic.
+    let names: Vec<&str> = t.stages.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(
+        names,
+        ["site_energy", "site_energy-rekeyed", "demand", "demand-rekeyed"]
+    );
+    let StageSpec::Pipeline(first) = t.stage("site_energy").unwrap() else {
         panic!("site_energy is a pipeline");
     };
+    assert_eq!(first.writes(), "energy-site_energy-repartition");
+    let StageSpec::Pipeline(p) = t.stage("site_energy-rekeyed").unwrap() else {
+        panic!("site_energy-rekeyed is a pipeline");
+    };
+    assert_eq!(p.input, "energy-site_energy-repartition");
+    assert_eq!(p.writes(), "energy.site_kwh");
     let plan = p.plan();
     let fields: Vec<&str> = plan
         .chain
@@ -61,13 +74,21 @@ fn the_energy_example_is_valid_and_its_stores_are_planned() {
         ["site", "window_start", "window_end", "energy_kwh", "meters", "readings"]
     );
     assert_eq!(plan.output_subject, "energy.site_kwh-value");
+    // The repartition topic is planned like the input: same partitions.
+    let topics = t.topic_plans();
+    let repartition = topics
+        .iter()
+        .find(|p| p.name == "energy-site_energy-repartition")
+        .expect("the repartition topic is created");
+    assert_eq!(repartition.partitions, 4);
     // The runner's `ids`, then the window's store, named after its position and kind.
-    let topics: Vec<String> = t.topic_plans().into_iter().map(|p| p.name).collect();
+    let names: Vec<&str> = topics.iter().map(|p| p.name.as_str()).collect();
     assert!(
-        topics.contains(&"energy-site_energy-2-window-windows-changelog".to_string()),
-        "{topics:?}"
+        names.contains(&"energy-site_energy-rekeyed-3-window-windows-changelog"),
+        "{names:?}"
     );
-    assert!(topics.contains(&"energy-site_energy-ids-changelog".to_string()));
+    assert!(names.contains(&"energy-site_energy-ids-changelog"));
+    assert!(names.contains(&"energy-site_energy-rekeyed-ids-changelog"));
 }
 
 #[test]
@@ -84,9 +105,9 @@ fn a_misspelt_field_names_the_operator_line_and_suggests_the_field() {
 #[test]
 fn every_problem_of_every_stage_is_reported_at_once() {
     let (text, problems) = problems_after(&[
-        ("power_w >= 0", "pwer_w >= 0"),     // site_energy's filter
-        ("sum(kwh)", "sum(meter_id)"),       // a sum over a string, after the broken filter
-        ("kind: hopping", "kind: hoping"),   // demand's window kind
+        ("power_w >= 0", "pwer_w >= 0"),   // site_energy's filter
+        ("sum(kwh)", "sum(meter_id)"),     // a sum over a string, after the broken filter
+        ("kind: hopping", "kind: hoping"), // demand's window kind
         ("peak_w: max(power_w)", "peak_w: maxx(power_w)"),
     ]);
     let keys: Vec<&str> = problems.iter().map(|p| p.1.as_str()).collect();
@@ -94,9 +115,9 @@ fn every_problem_of_every_stage_is_reported_at_once() {
         keys,
         [
             "stages.site_energy.operators[0].filter",
-            "stages.site_energy.operators[2].window.aggregate.energy_kwh",
-            "stages.demand.operators[1].window.kind",
-            "stages.demand.operators[1].window.aggregate.peak_w.fn",
+            "stages.site_energy.operators[3].window.aggregate.energy_kwh",
+            "stages.demand.operators[2].window.kind",
+            "stages.demand.operators[2].window.aggregate.peak_w.fn",
         ],
         "{problems:#?}"
     );
@@ -113,7 +134,10 @@ fn every_problem_of_every_stage_is_reported_at_once() {
 fn an_aggregate_function_typo_and_a_non_boolean_filter_are_explained() {
     let (_, problems) = problems_after(&[
         ("peak_w: max(power_w)", "peak_w: maxx(power_w)"),
-        ("- filter: \"site IS NOT NULL\"", "- filter: \"power_w * 2\""),
+        (
+            "- filter: \"site IS NOT NULL\"",
+            "- filter: \"power_w * 2\"",
+        ),
     ]);
     let filter = problems
         .iter()
@@ -122,7 +146,9 @@ fn an_aggregate_function_typo_and_a_non_boolean_filter_are_explained() {
     assert!(filter.2.contains("not a boolean"), "{}", filter.2);
     let agg = problems
         .iter()
-        .find(|p| p.1.starts_with("stages.demand.operators[1].window.aggregate"))
+        .find(|p| {
+            p.1.starts_with("stages.demand.operators[2].window.aggregate")
+        })
         .unwrap_or_else(|| panic!("{problems:#?}"));
     assert!(agg.3.contains("max"), "{}", agg.3);
 }
@@ -130,15 +156,25 @@ fn an_aggregate_function_typo_and_a_non_boolean_filter_are_explained() {
 #[test]
 fn an_unknown_operator_and_an_unparsable_expression_are_named() {
     let (text, problems) = problems_after(&[
-        ("- filter: \"site IS NOT NULL\"", "- filtr: \"site IS NOT NULL\""),
-        ("kwh: power_w * interval_s / 3600000.0", "kwh: power_w * / 3600000.0"),
+        (
+            "- filter: \"site IS NOT NULL\"",
+            "- filtr: \"site IS NOT NULL\"",
+        ),
+        (
+            "kwh: power_w * interval_s / 3600000.0",
+            "kwh: power_w * / 3600000.0",
+        ),
     ]);
     let unknown = problems
         .iter()
         .find(|p| p.1 == "stages.demand.operators[0].filtr")
         .unwrap_or_else(|| panic!("{problems:#?}"));
     assert_eq!(unknown.0, line_of(&text, "filtr:"));
-    assert!(unknown.3.contains("did you mean `filter`?"), "{}", unknown.3);
+    assert!(
+        unknown.3.contains("did you mean `filter`?"),
+        "{}",
+        unknown.3
+    );
     let parse = problems
         .iter()
         .find(|p| p.1 == "stages.site_energy.operators[1].select.kwh")

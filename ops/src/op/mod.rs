@@ -199,6 +199,9 @@ pub(crate) fn between<'a>(s: &'a str, start: &str, end: &str) -> Option<&'a str>
 pub struct Chain {
     pub ops: Vec<(String, Box<dyn Planned>)>,
     pub output: StreamType,
+    /// Position of the first operator in the stage's list (a chain split at a `key_by`
+    /// keeps its operators' positions, hence their store names).
+    pub first: usize,
 }
 
 impl Chain {
@@ -257,7 +260,11 @@ impl Chain {
             }
         }
         if problems.is_empty() {
-            Ok(Chain { ops, output: cur })
+            Ok(Chain {
+                ops,
+                output: cur,
+                first: 0,
+            })
         } else {
             Err(problems)
         }
@@ -270,11 +277,42 @@ impl Chain {
             .iter()
             .enumerate()
             .flat_map(|(i, (name, p))| {
+                let i = i + self.first;
                 p.stores()
                     .into_iter()
                     .map(move |s| format!("{i}-{name}-{s}"))
             })
             .collect()
+    }
+
+    /// Where the chain must be cut for a repartition: after the first `key_by` that a
+    /// stateful operator follows. State is per input partition, so records re-keyed inside a
+    /// stage must first be written to a topic partitioned by the new key and read back by a
+    /// second consumer group (Kafka Streams' repartition topics) before anything groups them.
+    pub fn repartition_after(&self) -> Option<usize> {
+        let k = self.ops.iter().position(|(name, _)| name == "key_by")?;
+        self.ops[k + 1..]
+            .iter()
+            .any(|(_, p)| !p.stores().is_empty())
+            .then_some(k)
+    }
+
+    /// Splits after operator `k`: the first part ends with it (its output is what the
+    /// repartition topic carries), the second starts with the operator after it.
+    pub fn split_after(mut self, k: usize) -> (Chain, Chain) {
+        let tail = self.ops.split_off(k + 1);
+        let mid = self.ops[k].1.output().clone();
+        let second = Chain {
+            ops: tail,
+            output: self.output,
+            first: self.first + k + 1,
+        };
+        let first = Chain {
+            ops: self.ops,
+            output: mid,
+            first: self.first,
+        };
+        (first, second)
     }
 
     /// The operators of one task.
