@@ -52,9 +52,9 @@ fn fixture(stores: &[&'static str]) -> Fixture {
     let brokers = brokers();
     let rt = tokio::runtime::Runtime::new().unwrap();
     let app = format!("cltest{}", rand::rng().random::<u32>());
-    let topics: Vec<(&'static str, String)> = stores
+    let topics: Vec<(String, String)> = stores
         .iter()
-        .map(|s| (*s, sluice_state::changelog_topic(&app, "stage", s)))
+        .map(|s| (s.to_string(), sluice_state::changelog_topic(&app, "stage", s)))
         .collect();
     let create: Vec<TopicToCreate> = topics
         .iter()
