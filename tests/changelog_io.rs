@@ -54,7 +54,12 @@ fn fixture(stores: &[&'static str]) -> Fixture {
     let app = format!("cltest{}", rand::rng().random::<u32>());
     let topics: Vec<(String, String)> = stores
         .iter()
-        .map(|s| (s.to_string(), sluice_state::changelog_topic(&app, "stage", s)))
+        .map(|s| {
+            (
+                s.to_string(),
+                sluice_state::changelog_topic(&app, "stage", s),
+            )
+        })
         .collect();
     let create: Vec<TopicToCreate> = topics
         .iter()

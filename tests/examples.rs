@@ -65,7 +65,9 @@ fn sluice_test(topology: &Path, cases: &[PathBuf]) -> (bool, String) {
 fn every_example_passes_its_cases() {
     let examples = examples();
     assert!(
-        examples.iter().any(|(t, _)| t.ends_with("energy/energy.yaml")),
+        examples
+            .iter()
+            .any(|(t, _)| t.ends_with("energy/energy.yaml")),
         "the energy example is found: {examples:?}"
     );
     for (topology, cases) in examples {

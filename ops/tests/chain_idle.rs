@@ -85,7 +85,10 @@ fn an_idle_tick_closes_the_last_window_after_its_commit() {
         Value::Record(vec![
             ("device_id".into(), Value::String("d1".into())),
             ("n".into(), Value::Long(2)),
-            ("total".into(), Value::Union(1, Box::new(Value::Double(4.0)))),
+            (
+                "total".into(),
+                Value::Union(1, Box::new(Value::Double(4.0)))
+            ),
         ])
     );
     // Nothing open any more: no further ticks.

@@ -88,7 +88,11 @@ pub trait Processor: Send {
     /// effect only after the next commit: a replay then applies it at the same place in the
     /// output sequence (docs/EXACTLY_ONCE.md, "Idle ticks"). Returns whether it recorded a
     /// tick (the runner restarts the task's idle clock and commits soon).
-    fn idle(&mut self, idle_for: std::time::Duration, out: &mut dyn Emit) -> Result<bool, ProcessError> {
+    fn idle(
+        &mut self,
+        idle_for: std::time::Duration,
+        out: &mut dyn Emit,
+    ) -> Result<bool, ProcessError> {
         let _ = (idle_for, out);
         Ok(false)
     }

@@ -143,7 +143,11 @@ impl Processor for Pipeline {
         self.running.tables()
     }
 
-    fn idle(&mut self, idle_for: std::time::Duration, out: &mut dyn Emit) -> Result<bool, ProcessError> {
+    fn idle(
+        &mut self,
+        idle_for: std::time::Duration,
+        out: &mut dyn Emit,
+    ) -> Result<bool, ProcessError> {
         let ms = i64::try_from(idle_for.as_millis()).unwrap_or(i64::MAX);
         let ticked = self.running.idle(ms, &mut self.out, &mut self.rejected)?;
         for r in self.rejected.drain(..) {
@@ -174,7 +178,9 @@ impl Pipeline {
                     );
                     match input {
                         Some(input) => out.dead_letter(input, &why),
-                        None => tracing::error!(message = %why.message, "Dropped a result of an idle advance that does not fit the derived schema."),
+                        None => {
+                            tracing::error!(message = %why.message, "Dropped a result of an idle advance that does not fit the derived schema.")
+                        }
                     }
                     continue;
                 }

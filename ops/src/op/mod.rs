@@ -150,7 +150,11 @@ pub trait Operator: Send {
 /// A serde_yaml error as a problem: unknown keys get a did-you-mean over `allowed`, an
 /// unknown value (`kind: hoping`) one over the values serde lists, at the key holding it in
 /// `spec`.
-pub(crate) fn yaml_problem(e: &serde_yaml::Error, allowed: &str, spec: &serde_yaml::Mapping) -> Problem {
+pub(crate) fn yaml_problem(
+    e: &serde_yaml::Error,
+    allowed: &str,
+    spec: &serde_yaml::Mapping,
+) -> Problem {
     let msg = e.to_string();
     let msg = match msg.rfind(" at line ") {
         Some(i) => msg[..i].to_string(),

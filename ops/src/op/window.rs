@@ -71,20 +71,19 @@ impl Kind for Window {
             rest.remove(*k);
         }
         let mut problems = Vec::new();
-        let window: Option<WindowSpec> = match serde_yaml::from_value(serde_yaml::Value::Mapping(
-            rest,
-        )) {
-            Ok(w) => Some(w),
-            Err(e) => {
-                let p = super::yaml_problem(
+        let window: Option<WindowSpec> =
+            match serde_yaml::from_value(serde_yaml::Value::Mapping(rest)) {
+                Ok(w) => Some(w),
+                Err(e) => {
+                    let p = super::yaml_problem(
                     &e,
                     "kind, size, advance, gap, grace, emit, idle_timeout, timestamp, by, aggregate",
                     map,
                 );
-                problems.push(p);
-                None
-            }
-        };
+                    problems.push(p);
+                    None
+                }
+            };
         if let Some(w) = &window {
             problems.extend(w.check());
 
@@ -179,7 +178,8 @@ impl Kind for Window {
                 Err(e) => {
                     let empty = serde_yaml::Mapping::new();
                     let spec = v.as_mapping().unwrap_or(&empty);
-                    problems.push(super::yaml_problem(&e, "name: fn(field)", spec).under("aggregate"));
+                    problems
+                        .push(super::yaml_problem(&e, "name: fn(field)", spec).under("aggregate"));
                     Vec::new()
                 }
                 Ok(a) => match compile_aggs(&a.0) {
