@@ -49,7 +49,12 @@ fn the_energy_example_is_valid_and_its_stores_are_planned() {
     let names: Vec<&str> = t.stages.iter().map(|s| s.name.as_str()).collect();
     assert_eq!(
         names,
-        ["site_energy", "site_energy-rekeyed", "demand", "demand-rekeyed"]
+        [
+            "site_energy",
+            "site_energy-rekeyed",
+            "demand",
+            "demand-rekeyed"
+        ]
     );
     let StageSpec::Pipeline(first) = t.stage("site_energy").unwrap() else {
         panic!("site_energy is a pipeline");
@@ -71,7 +76,14 @@ fn the_energy_example_is_valid_and_its_stores_are_planned() {
         .collect();
     assert_eq!(
         fields,
-        ["site", "window_start", "window_end", "energy_kwh", "meters", "readings"]
+        [
+            "site",
+            "window_start",
+            "window_end",
+            "energy_kwh",
+            "meters",
+            "readings"
+        ]
     );
     assert_eq!(plan.output_subject, "energy.site_kwh-value");
     // The repartition topic is planned like the input: same partitions.
