@@ -8,8 +8,10 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
+use anyhow::Context as _;
 use apache_avro::types::Value;
 use apache_avro::Schema;
+use serde::Deserialize;
 use sluice_topology::{Loaded, StageSpec};
 
 use crate::runtime::{Emit, Input, ProcessError, Processor, Rejection};
@@ -126,7 +128,7 @@ impl Driver {
                 .expect("registry lock")
                 .add(schema_json(&schema));
             // The derived schema is what the output topic carries.
-            topic_schemas.insert(p.output.clone(), (schema, id));
+            topic_schemas.insert(p.writes().to_string(), (schema, id));
             let processor =
                 Pipeline::new(plan, id, Box::new(Local(registry.clone()))).map_err(|source| {
                     DriverError::Process {
@@ -137,7 +139,7 @@ impl Driver {
             stages.push(StageTask {
                 name: stage.name.clone(),
                 input: p.input.clone(),
-                output: p.output.clone(),
+                output: p.writes().to_string(),
                 dead_letter: p.dead_letter.clone(),
                 processor,
                 store_names: stage.spec.stores(),
@@ -242,20 +244,12 @@ impl Driver {
         records
             .iter()
             .map(|r| {
-                let mut o = serde_json::Map::new();
-                if let Some(k) = &r.key {
-                    o.insert(
-                        "key".into(),
-                        serde_json::Value::String(String::from_utf8_lossy(k).into_owned()),
-                    );
-                }
-                o.insert("timestamp".into(), r.timestamp.into());
-                if let Some((class, message)) = &r.dead {
-                    o.insert("class".into(), class.clone().into());
-                    o.insert("message".into(), message.clone().into());
-                }
-                o.insert("value".into(), decode_json(&reg, &r.value));
-                serde_json::Value::Object(o)
+                record_json(
+                    r.key.as_deref(),
+                    r.timestamp,
+                    r.dead.as_ref().map(|(c, m)| (c.as_str(), m.as_str())),
+                    decode_json(&reg, &r.value),
+                )
             })
             .collect()
     }
@@ -273,6 +267,30 @@ impl Driver {
                 .collect(),
         )
     }
+}
+
+/// A record as [`compare_topic`] takes it: `key` (UTF-8, lossily; absent without one),
+/// `timestamp` (ms), for dead letters `class` and `message`, and `value` (decoded JSON).
+pub fn record_json(
+    key: Option<&[u8]>,
+    timestamp: i64,
+    dead: Option<(&str, &str)>,
+    value: serde_json::Value,
+) -> serde_json::Value {
+    let mut o = serde_json::Map::new();
+    if let Some(k) = key {
+        o.insert(
+            "key".into(),
+            serde_json::Value::String(String::from_utf8_lossy(k).into_owned()),
+        );
+    }
+    o.insert("timestamp".into(), timestamp.into());
+    if let Some((class, message)) = dead {
+        o.insert("class".into(), class.into());
+        o.insert("message".into(), message.into());
+    }
+    o.insert("value".into(), value);
+    serde_json::Value::Object(o)
 }
 
 fn schema_json(s: &Schema) -> String {
@@ -560,5 +578,199 @@ impl Emit for Collect<'_> {
                 dead: Some((why.class.to_string(), why.message.clone())),
             },
         ));
+    }
+}
+
+/// A case file of `sluice test` (format: `src/cli/test.rs`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CaseFile {
+    pub cases: Vec<Case>,
+}
+
+/// One case: input records in order, and what each named topic must hold afterwards.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Case {
+    pub name: String,
+    #[serde(default)]
+    pub input: Vec<InputRecord>,
+    #[serde(default)]
+    pub expect: BTreeMap<String, Vec<Expected>>,
+    #[serde(default)]
+    pub state: BTreeMap<String, BTreeMap<String, usize>>,
+}
+
+/// An input record; without `timestamp` it takes the previous record's (0 for the first).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InputRecord {
+    pub topic: String,
+    #[serde(default)]
+    pub key: Option<String>,
+    #[serde(default)]
+    pub timestamp: Option<Timestamp>,
+    pub value: serde_json::Value,
+}
+
+/// A timestamp: ms since the epoch, or RFC 3339 text.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum Timestamp {
+    Millis(i64),
+    Text(String),
+}
+
+impl Timestamp {
+    /// Milliseconds since the epoch.
+    pub fn millis(&self) -> anyhow::Result<i64> {
+        match self {
+            Timestamp::Millis(m) => Ok(*m),
+            Timestamp::Text(s) => {
+                let t = humantime::parse_rfc3339_weak(s).with_context(|| {
+                    format!("timestamp `{s}` is not RFC 3339 (e.g. 2026-03-01T10:00:00Z)")
+                })?;
+                Ok(t.duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_millis() as i64)
+                    .unwrap_or(0))
+            }
+        }
+    }
+}
+
+/// An expected record: only what is given is compared.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Expected {
+    #[serde(default)]
+    pub key: Option<String>,
+    #[serde(default)]
+    pub timestamp: Option<Timestamp>,
+    #[serde(default)]
+    pub value: Option<serde_json::Value>,
+    #[serde(default)]
+    pub class: Option<String>,
+    #[serde(default)]
+    pub message: Option<String>,
+}
+
+/// The differences between what a case expects on `topic` and the records that landed there
+/// (as [`record_json`] shows them), one readable line each; empty when they match. Records
+/// in order; keys, timestamps, dead-letter class and message only where expected; numbers
+/// within 1e-9 relative, `"~x"` within 1%. `sluice test` and the end-to-end tests of the
+/// examples both compare with this, so a case means the same in-process and on a broker.
+pub fn compare_topic(
+    topic: &str,
+    expected: &[Expected],
+    actual: &[serde_json::Value],
+) -> anyhow::Result<Vec<String>> {
+    let mut diffs = Vec::new();
+    for (i, e) in expected.iter().enumerate() {
+        let Some(a) = actual.get(i) else {
+            diffs.push(format!(
+                "{topic}[{i}]: expected a record, none arrived: {}",
+                show_expected(e)
+            ));
+            continue;
+        };
+        let at = format!("{topic}[{i}]");
+        if let Some(k) = &e.key {
+            let got = a.get("key").and_then(|v| v.as_str()).unwrap_or("<no key>");
+            if got != k {
+                diffs.push(format!("{at}.key: expected {k:?}, got {got:?}"));
+            }
+        }
+        if let Some(t) = &e.timestamp {
+            let want = t.millis()?;
+            let got = a.get("timestamp").and_then(|v| v.as_i64()).unwrap_or(0);
+            if got != want {
+                diffs.push(format!("{at}.timestamp: expected {want}, got {got}"));
+            }
+        }
+        if let Some(c) = &e.class {
+            let got = a.get("class").and_then(|v| v.as_str());
+            if got != Some(c.as_str()) {
+                diffs.push(format!(
+                    "{at}.class: expected dead letter class {c:?}, got {}",
+                    got.map_or("<not a dead letter>".to_string(), |g| format!("{g:?}"))
+                ));
+            }
+        }
+        if let Some(m) = &e.message {
+            let got = a.get("message").and_then(|v| v.as_str()).unwrap_or("");
+            if !got.contains(m.as_str()) {
+                diffs.push(format!(
+                    "{at}.message: expected it to contain {m:?}, got {got:?}"
+                ));
+            }
+        }
+        if let Some(v) = &e.value {
+            let got = a.get("value").unwrap_or(&serde_json::Value::Null);
+            json_diff(&format!("{at}.value"), v, got, &mut diffs);
+        }
+    }
+    for (i, a) in actual.iter().enumerate().skip(expected.len()) {
+        diffs.push(format!("{topic}[{i}]: unexpected record {a}"));
+    }
+    Ok(diffs)
+}
+
+fn show_expected(e: &Expected) -> String {
+    let mut parts = Vec::new();
+    if let Some(k) = &e.key {
+        parts.push(format!("key {k:?}"));
+    }
+    if let Some(c) = &e.class {
+        parts.push(format!("class {c:?}"));
+    }
+    if let Some(v) = &e.value {
+        parts.push(format!("value {v}"));
+    }
+    parts.join(", ")
+}
+
+/// Field-by-field differences; numbers equal within 1e-9 relative (float arithmetic).
+fn json_diff(at: &str, want: &serde_json::Value, got: &serde_json::Value, out: &mut Vec<String>) {
+    use serde_json::Value as J;
+    match (want, got) {
+        (J::Object(w), J::Object(g)) => {
+            for (k, wv) in w {
+                match g.get(k) {
+                    Some(gv) => json_diff(&format!("{at}.{k}"), wv, gv, out),
+                    None => out.push(format!(
+                        "{at}.{k}: expected {wv}, the record has no such field"
+                    )),
+                }
+            }
+            for k in g.keys().filter(|k| !w.contains_key(*k)) {
+                out.push(format!("{at}.{k}: unexpected field (= {})", g[k]));
+            }
+        }
+        (J::Array(w), J::Array(g)) if w.len() == g.len() => {
+            for (i, (wv, gv)) in w.iter().zip(g).enumerate() {
+                json_diff(&format!("{at}[{i}]"), wv, gv, out);
+            }
+        }
+        // "~1800": within 1% (approximate results: quantiles, distinct counts).
+        (J::String(w), J::Number(g)) if w.starts_with('~') => {
+            let g = g.as_f64().unwrap_or(f64::NAN);
+            match w[1..].trim().parse::<f64>() {
+                Ok(w) if (w - g).abs() <= 0.01 * w.abs().max(g.abs()) => {}
+                Ok(w) => out.push(format!("{at}: expected {w} within 1%, got {g}")),
+                Err(_) => out.push(format!("{at}: `{w}` is not `~<number>`")),
+            }
+        }
+        (J::Number(w), J::Number(g)) => {
+            let (w, g) = (
+                w.as_f64().unwrap_or(f64::NAN),
+                g.as_f64().unwrap_or(f64::NAN),
+            );
+            let close = w == g || (w - g).abs() <= 1e-9 * w.abs().max(g.abs());
+            if !close {
+                out.push(format!("{at}: expected {w}, got {g}"));
+            }
+        }
+        (w, g) if w == g => {}
+        (w, g) => out.push(format!("{at}: expected {w}, got {g}")),
     }
 }

@@ -249,6 +249,8 @@ impl Drop for Sluice {
 pub struct Read {
     pub partition: i32,
     pub offset: i64,
+    /// The record's timestamp (ms), as the broker returns it.
+    pub timestamp: Option<i64>,
     pub key: Option<Vec<u8>>,
     pub value: Option<Vec<u8>>,
     pub headers: BTreeMap<String, String>,
@@ -360,6 +362,7 @@ pub fn read_topic(brokers: &str, topic: &str) -> Vec<Read> {
         out.push(Read {
             partition: m.partition(),
             offset: m.offset(),
+            timestamp: m.timestamp().to_millis(),
             key: m.key().map(<[u8]>::to_vec),
             value: m.payload().map(<[u8]>::to_vec),
             headers,
