@@ -74,6 +74,8 @@ impl SchemaSource for Local {
 }
 
 struct StageTask {
+    /// Wall clock passed (`advance`) since the stage's last input record or tick.
+    idle: std::time::Duration,
     name: String,
     input: String,
     output: String,
@@ -137,6 +139,7 @@ impl Driver {
                     }
                 })?;
             stages.push(StageTask {
+                idle: std::time::Duration::ZERO,
                 name: stage.name.clone(),
                 input: p.input.clone(),
                 output: p.writes().to_string(),
@@ -204,11 +207,55 @@ impl Driver {
                 dead: None,
             },
         ));
+        self.run_queue(queue)
+    }
+
+    /// `by` of wall clock passes with no input: every stage is offered its idle time (since
+    /// its last record or tick), as the runner does. A window with `idle_timeout` records a
+    /// tick; the driver then does what a commit does to the tables (drains them to the
+    /// changelog) and offers the idle time again, when the tick takes effect and closes
+    /// windows.
+    pub fn advance(&mut self, by: std::time::Duration) -> Result<(), DriverError> {
+        let mut queue = VecDeque::new();
+        for s in self.stages.iter_mut() {
+            let mut emit = Collect {
+                output: &s.output,
+                dead_letter: s.dead_letter.as_deref(),
+                out: Vec::new(),
+            };
+            let fail = |source| DriverError::Process {
+                stage: s.name.clone(),
+                source,
+            };
+            s.idle += by;
+            if s.processor.idle(s.idle, &mut emit).map_err(fail)? {
+                s.idle = std::time::Duration::ZERO;
+                let mut changelog = Vec::new();
+                for t in s.processor.tables() {
+                    t.drain_dirty(&mut changelog);
+                }
+                s.processor
+                    .idle(std::time::Duration::ZERO, &mut emit)
+                    .map_err(|source| DriverError::Process {
+                        stage: s.name.clone(),
+                        source,
+                    })?;
+            }
+            queue.extend(emit.out);
+        }
+        // What the ticks emitted is written to its topics and read by the stages after.
+        self.run_queue(queue)
+    }
+
+    /// Writes each queued record to its topic and runs every stage reading that topic,
+    /// queueing what they write, until nothing is left.
+    fn run_queue(&mut self, mut queue: VecDeque<(String, TopicRecord)>) -> Result<(), DriverError> {
         while let Some((topic, rec)) = queue.pop_front() {
             let list = self.topics.entry(topic.clone()).or_default();
             let offset = list.len() as i64;
             list.push(rec.clone());
             for s in self.stages.iter_mut().filter(|s| s.input == topic) {
+                s.idle = std::time::Duration::ZERO;
                 let input = Input {
                     topic: &topic,
                     partition: 0,
@@ -594,11 +641,27 @@ pub struct CaseFile {
 pub struct Case {
     pub name: String,
     #[serde(default)]
-    pub input: Vec<InputRecord>,
+    pub input: Vec<InputItem>,
     #[serde(default)]
     pub expect: BTreeMap<String, Vec<Expected>>,
     #[serde(default)]
     pub state: BTreeMap<String, BTreeMap<String, usize>>,
+}
+
+/// One step of a case's input: a record, or wall clock passing (`advance: 5m`).
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum InputItem {
+    Advance(Advance),
+    Record(InputRecord),
+}
+
+/// Wall clock passing with no input (for windows with `idle_timeout`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Advance {
+    /// How long, e.g. `5m`.
+    pub advance: String,
 }
 
 /// An input record; without `timestamp` it takes the previous record's (0 for the first).

@@ -6,7 +6,8 @@
 //! ```yaml
 //! cases:
 //!   - name: readings above 30 degrees are kept
-//!     input:                      # in order; a record goes through every stage it reaches
+//!     input:                      # in order; a record goes through every stage it reaches;
+//!                                 # `- advance: 5m` passes wall clock (idle_timeout)
 //!       - topic: readings
 //!         key: d1                 # optional
 //!         timestamp: 2026-03-01T10:00:00Z   # RFC 3339 or ms; default: the previous one
@@ -26,7 +27,7 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 
-use crate::testdriver::{compare_topic, Case, CaseFile, Driver};
+use crate::testdriver::{compare_topic, Case, CaseFile, Driver, InputItem};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -78,7 +79,20 @@ pub(crate) fn run(a: Args) -> anyhow::Result<ExitCode> {
 fn run_case(loaded: &sluice_topology::Loaded, case: &Case) -> anyhow::Result<Vec<String>> {
     let mut d = Driver::new(loaded)?;
     let mut ts = 0;
-    for (i, r) in case.input.iter().enumerate() {
+    for (i, item) in case.input.iter().enumerate() {
+        let r = match item {
+            InputItem::Advance(a) => {
+                let by = humantime::parse_duration(&a.advance).with_context(|| {
+                    format!(
+                        "input item {i}: `advance: {}` is not a duration like `5m`",
+                        a.advance
+                    )
+                })?;
+                d.advance(by).with_context(|| format!("input item {i}"))?;
+                continue;
+            }
+            InputItem::Record(r) => r,
+        };
         if let Some(t) = &r.timestamp {
             ts = t.millis()?;
         }
