@@ -25,6 +25,9 @@ use crate::sim::{produce, SimConfig};
 pub enum Command {
     /// The reference topology's throughput against the broker's plain consume rate.
     Pipeline(PipelineArgs),
+    /// The pipeline engine in-process, no broker: decode, operators and encode of one
+    /// stage's `Processor`, with where the time goes and the state per open window.
+    Engine(super::bench_engine::Args),
 }
 
 #[derive(Debug, clap::Args)]
@@ -56,7 +59,10 @@ pub struct PipelineArgs {
 }
 
 pub(crate) fn run(c: Command) -> anyhow::Result<ExitCode> {
-    let Command::Pipeline(a) = c;
+    let a = match c {
+        Command::Pipeline(a) => a,
+        Command::Engine(a) => return super::bench_engine::run(a),
+    };
     let stages = if a.stages.is_empty() {
         vec!["validate".to_string(), "aggregate".into(), "detect".into()]
     } else {

@@ -1,6 +1,7 @@
 //! The subcommands, one module each. `anyhow` lives here, at the edge, and nowhere else.
 
 mod bench;
+mod bench_engine;
 mod dlq;
 mod nab;
 mod registry;
