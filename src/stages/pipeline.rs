@@ -62,8 +62,15 @@ impl Pipeline {
         if !matches!(self.decoders.get(&id), Some(Some(_))) {
             let made = match self.schemas.fetch(id)? {
                 Some(json) => {
+                    let input = self.plan.input_schema;
                     let made = Schema::parse_str(&json).and_then(|writer| {
-                        Decoder::new(leak(writer), Some(self.plan.input_schema))
+                        // Resolving into the reader schema rebuilds every record; when the
+                        // writer's schema is the input's (the usual case: one registered
+                        // version), records decode straight into its shape. Compared in
+                        // full form: the canonical form would drop logical types.
+                        let same =
+                            serde_json::to_value(&writer).ok() == serde_json::to_value(input).ok();
+                        Decoder::new(leak(writer), (!same).then_some(input))
                     });
                     match made {
                         Ok(d) => Some(d),
