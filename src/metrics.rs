@@ -23,6 +23,10 @@ pub struct Metrics {
     pub windows_closed: IntCounterVec,
     /// Records too late for a window, by stage and window length.
     pub late_records: IntCounterVec,
+    /// Records into and out of each operator of a pipeline stage, by stage, operator
+    /// (`<position>-<kind>`) and direction (`in`, `out`): a filter's or dedup's drops are
+    /// the difference, a window's results its `out`.
+    pub operator_records: IntCounterVec,
     /// Anomalies and alerts, by stage; suppressed alerts separately.
     pub anomalies: IntCounterVec,
     pub alerts: IntCounterVec,
@@ -123,6 +127,12 @@ impl Metrics {
                 "sluice_windows_closed_total",
                 "Windows closed and emitted.",
                 &["stage", "window"],
+            ),
+            operator_records: counter(
+                &r,
+                "sluice_operator_records_total",
+                "Records into and out of each operator of a pipeline stage.",
+                &["stage", "operator", "direction"],
             ),
             late_records: counter(
                 &r,

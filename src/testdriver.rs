@@ -131,12 +131,10 @@ impl Driver {
                 .add(schema_json(&schema));
             // The derived schema is what the output topic carries.
             topic_schemas.insert(p.writes().to_string(), (schema, id));
-            let processor =
-                Pipeline::new(plan, id, Box::new(Local(registry.clone()))).map_err(|source| {
-                    DriverError::Process {
-                        stage: stage.name.clone(),
-                        source,
-                    }
+            let processor = Pipeline::new(&stage.name, plan, id, Box::new(Local(registry.clone())))
+                .map_err(|source| DriverError::Process {
+                    stage: stage.name.clone(),
+                    source,
                 })?;
             stages.push(StageTask {
                 idle: std::time::Duration::ZERO,

@@ -300,6 +300,38 @@ fn energy_example_on_the_stack_outputs_what_its_first_case_expects() {
         );
     }
 
+    // Each operator's records in and out, worked out from the case: the filters drop the
+    // reading without a site (both stages) and the negative one (site_energy only); the
+    // late reading goes into the energy window but no result comes out for it.
+    let operator = |stage: &str, op: &str, direction: &str| -> f64 {
+        let want = [
+            format!("stage=\"{stage}\""),
+            format!("operator=\"{op}\""),
+            format!("direction=\"{direction}\""),
+        ];
+        metric_lines(ex.metrics_port)
+            .iter()
+            .filter(|l| l.starts_with("sluice_operator_records_total{"))
+            .filter(|l| want.iter().all(|w| l.contains(w.as_str())))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    for (stage, op, input, output) in [
+        ("site_energy", "0-filter", 10.0, 8.0),
+        ("site_energy", "1-select", 8.0, 8.0),
+        ("site_energy", "2-key_by", 8.0, 8.0),
+        ("site_energy-rekeyed", "3-window", 8.0, 3.0),
+        ("demand", "0-filter", 10.0, 9.0),
+        ("demand", "1-key_by", 9.0, 9.0),
+        ("demand-rekeyed", "2-window", 9.0, 3.0),
+    ] {
+        assert_eq!(
+            (operator(stage, op, "in"), operator(stage, op, "out")),
+            (input, output),
+            "sluice_operator_records_total of {stage} {op} (in, out)"
+        );
+    }
+
     // SIGTERM: a final commit, exit 0, and nothing written after what was read.
     let status = run.terminate();
     assert!(

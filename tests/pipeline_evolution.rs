@@ -85,7 +85,7 @@ stages:
         current: current.clone(),
         older: OLDER.to_string(),
     };
-    let mut stage = Pipeline::new(plan.clone(), 9, Box::new(schemas)).unwrap();
+    let mut stage = Pipeline::new("copy", plan.clone(), 9, Box::new(schemas)).unwrap();
 
     let older = apache_avro::Schema::parse_str(OLDER).unwrap();
     let current = apache_avro::Schema::parse_str(&current).unwrap();

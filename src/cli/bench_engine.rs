@@ -193,6 +193,7 @@ pub(crate) fn run(a: Args) -> anyhow::Result<ExitCode> {
             .expect("every scenario is a stage");
         let processor = || -> Result<Pipeline, ProcessError> {
             Pipeline::new(
+                name,
                 plan.clone(),
                 OUTPUT_ID,
                 Box::new(OneSchema(writer_json.clone())),

@@ -431,10 +431,12 @@ pub(crate) fn stage_def(
                 p.dead_letter.clone(),
                 true,
                 Box::new(move |_| {
-                    Ok(
-                        Box::new(pipeline::Pipeline::new(plan.clone(), id, schemas())?)
-                            as Box<dyn Processor>,
-                    )
+                    Ok(Box::new(pipeline::Pipeline::new(
+                        &stage,
+                        plan.clone(),
+                        id,
+                        schemas(),
+                    )?) as Box<dyn Processor>)
                 }),
             )
         }

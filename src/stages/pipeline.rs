@@ -13,7 +13,10 @@ use sluice_ops::op::{Record, Rejection as OpRejection, Running};
 use sluice_schemas::wire;
 use sluice_topology::PipelinePlan;
 
+use prometheus::IntCounter;
+
 use super::schemas::SchemaSource;
+use crate::metrics::METRICS;
 use crate::runtime::{AnyTable, Emit, Input, ProcessError, Processor, Rejection};
 
 /// The one output port: the stage's `output` topic.
@@ -29,6 +32,8 @@ pub struct Pipeline {
     /// does not know the id.
     decoders: HashMap<u32, Option<Decoder>>,
     encoder: Encoder,
+    /// `sluice_operator_records_total` per operator: [in, out].
+    counters: Vec<[IntCounter; 2]>,
     out: Vec<Record>,
     rejected: Vec<OpRejection>,
     buf: Vec<u8>,
@@ -36,14 +41,28 @@ pub struct Pipeline {
 
 impl Pipeline {
     pub fn new(
+        stage: &str,
         plan: Arc<PipelinePlan>,
         output_schema_id: u32,
         schemas: Box<dyn SchemaSource>,
     ) -> Result<Self, ProcessError> {
+        let counters = plan
+            .chain
+            .op_labels()
+            .iter()
+            .map(|op| {
+                ["in", "out"].map(|d| {
+                    METRICS
+                        .operator_records
+                        .with_label_values(&[stage, op.as_str(), d])
+                })
+            })
+            .collect();
         let encoder = Encoder::new(plan.output_schema).map_err(|e| ProcessError::Schema {
             message: format!("the derived output schema does not resolve: {e}"),
         })?;
         Ok(Pipeline {
+            counters,
             running: plan.chain.build(),
             plan,
             output_schema_id,
@@ -148,6 +167,15 @@ impl Processor for Pipeline {
 
     fn tables(&mut self) -> Vec<&mut dyn AnyTable> {
         self.running.tables()
+    }
+
+    /// Publishes the operators' record counts once per batch, not per record.
+    fn end_batch(&mut self, _out: &mut dyn Emit) -> Result<(), ProcessError> {
+        for (c, n) in self.counters.iter().zip(self.running.take_counts()) {
+            c[0].inc_by(n[0]);
+            c[1].inc_by(n[1]);
+        }
+        Ok(())
     }
 
     fn idle(

@@ -319,9 +319,19 @@ impl Chain {
         (first, second)
     }
 
+    /// Each operator's label, `<position>-<kind>` (as in its store names).
+    pub fn op_labels(&self) -> Vec<String> {
+        self.ops
+            .iter()
+            .enumerate()
+            .map(|(i, (name, _))| format!("{}-{name}", i + self.first))
+            .collect()
+    }
+
     /// The operators of one task.
     pub fn build(&self) -> Running {
         Running {
+            counts: vec![[0; 2]; self.ops.len()],
             ops: self.ops.iter().map(|(_, p)| p.build()).collect(),
             bufs: (0..=self.ops.len()).map(|_| Vec::new()).collect(),
         }
@@ -331,6 +341,8 @@ impl Chain {
 /// A chain's operators for one task.
 pub struct Running {
     ops: Vec<Box<dyn Operator>>,
+    /// Records into and out of each operator since the last `take_counts`.
+    counts: Vec<[u64; 2]>,
     /// One buffer per hop, reused record after record.
     bufs: Vec<Vec<Record>>,
 }
@@ -356,6 +368,7 @@ impl Running {
             let (head, tail) = self.bufs.split_at_mut(i + 1);
             let (input, next) = (&mut head[i], &mut tail[0]);
             next.clear();
+            self.counts[i][0] += input.len() as u64;
             for r in input.drain(..) {
                 match self.ops[i].process(r, next) {
                     Ok(()) => {}
@@ -365,6 +378,7 @@ impl Running {
                     Err(OpError::State(e)) => return Err(e),
                 }
             }
+            self.counts[i][1] += next.len() as u64;
         }
         out.append(&mut self.bufs[self.ops.len()]);
         Ok(())
@@ -383,6 +397,7 @@ impl Running {
         for i in 0..self.ops.len() {
             let mut produced = Vec::new();
             ticked |= self.ops[i].idle(idle_for_ms, &mut produced)?;
+            self.counts[i][1] += produced.len() as u64;
             self.run_from(i + 1, produced, out, rejected)?;
         }
         Ok(ticked)
@@ -396,10 +411,14 @@ impl Running {
         out: &mut Vec<Record>,
         rejected: &mut Vec<Rejection>,
     ) -> Result<(), StateError> {
-        for op in self.ops[first..].iter_mut() {
+        for (op, counts) in self.ops[first..]
+            .iter_mut()
+            .zip(self.counts[first..].iter_mut())
+        {
             if records.is_empty() {
                 return Ok(());
             }
+            counts[0] += records.len() as u64;
             let mut next = Vec::new();
             for r in records.drain(..) {
                 match op.process(r, &mut next) {
@@ -410,10 +429,18 @@ impl Running {
                     Err(OpError::State(e)) => return Err(e),
                 }
             }
+            counts[1] += next.len() as u64;
             records = next;
         }
         out.append(&mut records);
         Ok(())
+    }
+
+    /// Records into and out of each operator since the last call, in operator order; the
+    /// counts restart at zero.
+    pub fn take_counts(&mut self) -> Vec<[u64; 2]> {
+        let n = self.counts.len();
+        std::mem::replace(&mut self.counts, vec![[0; 2]; n])
     }
 
     /// Every operator's tables, in the order of [`Chain::stores`].
