@@ -234,10 +234,7 @@ impl Driver {
                 }
                 s.processor
                     .idle(std::time::Duration::ZERO, &mut emit)
-                    .map_err(|source| DriverError::Process {
-                        stage: s.name.clone(),
-                        source,
-                    })?;
+                    .map_err(fail)?;
             }
             queue.extend(emit.out);
         }

@@ -45,13 +45,3 @@ impl std::fmt::Display for Problem {
         Ok(())
     }
 }
-
-/// The candidate closest to `got`, when it is close enough to be a typo of it.
-pub fn suggest<'a>(got: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
-    candidates
-        .into_iter()
-        .map(|c| (strsim::damerau_levenshtein(got, c), c))
-        .filter(|(d, c)| *d > 0 && *d <= 2.max(c.len() / 3))
-        .min_by_key(|(d, _)| *d)
-        .map(|(_, c)| c)
-}

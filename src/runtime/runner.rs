@@ -384,18 +384,14 @@ impl Inner {
             key: m.key(),
             value: m.payload(),
         };
-        let mut em = Emitter {
-            producer: &self.producer,
-            stage: &self.def.name,
-            partition: m.partition(),
-            seq: &mut task.output_seq,
-            outputs: &self.def.outputs,
-            out_counters: &self.out_counters,
-            dead_letter: self.def.dead_letter.as_deref(),
-            with_ids: self.def.guarantee != Guarantee::AtLeastOnce,
-            id: &mut self.id_buf,
-            error: None,
-        };
+        let mut em = emitter(
+            &self.def,
+            &self.producer,
+            &self.out_counters,
+            &mut self.id_buf,
+            m.partition(),
+            &mut task.output_seq,
+        );
         task.processor.process(&input, &mut em)?;
         if let Some(e) = em.error {
             return Err(e.into());
@@ -409,18 +405,14 @@ impl Inner {
         let mut changed = 0;
         for (&(_, partition), task) in self.tasks.iter_mut() {
             let before = task.output_seq;
-            let mut em = Emitter {
-                producer: &self.producer,
-                stage: &self.def.name,
+            let mut em = emitter(
+                &self.def,
+                &self.producer,
+                &self.out_counters,
+                &mut self.id_buf,
                 partition,
-                seq: &mut task.output_seq,
-                outputs: &self.def.outputs,
-                out_counters: &self.out_counters,
-                dead_letter: self.def.dead_letter.as_deref(),
-                with_ids: self.def.guarantee != Guarantee::AtLeastOnce,
-                id: &mut self.id_buf,
-                error: None,
-            };
+                &mut task.output_seq,
+            );
             let ticked = task.processor.idle(task.idle_since.elapsed(), &mut em)?;
             if let Some(e) = em.error {
                 return Err(e.into());
@@ -440,18 +432,14 @@ impl Inner {
     fn end_batches(&mut self) -> Result<Vec<(usize, i32)>, RuntimeError> {
         let mut held = Vec::new();
         for (&(input, partition), task) in self.tasks.iter_mut() {
-            let mut em = Emitter {
-                producer: &self.producer,
-                stage: &self.def.name,
+            let mut em = emitter(
+                &self.def,
+                &self.producer,
+                &self.out_counters,
+                &mut self.id_buf,
                 partition,
-                seq: &mut task.output_seq,
-                outputs: &self.def.outputs,
-                out_counters: &self.out_counters,
-                dead_letter: self.def.dead_letter.as_deref(),
-                with_ids: self.def.guarantee != Guarantee::AtLeastOnce,
-                id: &mut self.id_buf,
-                error: None,
-            };
+                &mut task.output_seq,
+            );
             task.processor.end_batch(&mut em)?;
             if let Some(e) = em.error {
                 return Err(e.into());
@@ -550,6 +538,29 @@ impl Inner {
             .with_label_values(&[&name])
             .observe(started.elapsed().as_secs_f64());
         Ok(())
+    }
+}
+
+/// The `Emit` for one task's outputs: numbered per input partition, counted per topic.
+fn emitter<'a>(
+    def: &'a StageDef,
+    producer: &'a TrackedProducer,
+    out_counters: &'a [IntCounter],
+    id: &'a mut IdWriter,
+    partition: i32,
+    seq: &'a mut u64,
+) -> Emitter<'a> {
+    Emitter {
+        producer,
+        stage: &def.name,
+        partition,
+        seq,
+        outputs: &def.outputs,
+        out_counters,
+        dead_letter: def.dead_letter.as_deref(),
+        with_ids: def.guarantee != Guarantee::AtLeastOnce,
+        id,
+        error: None,
     }
 }
 

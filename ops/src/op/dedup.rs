@@ -148,7 +148,7 @@ fn check(spec: &serde_yaml::Value, input: &StreamType) -> Result<DedupPlan, Vec<
             Some(k) if KEYS.contains(&k) => {}
             Some(k) => {
                 let allowed = KEYS.join(", ");
-                let fix = match crate::problem::suggest(k, KEYS.iter().copied()) {
+                let fix = match crate::types::did_you_mean(k, KEYS.iter().copied()) {
                     Some(s) => format!("did you mean `{s}`? (allowed: {allowed})"),
                     None => format!("remove it; allowed: {allowed}"),
                 };

@@ -162,7 +162,7 @@ pub(crate) fn yaml_problem(
     };
     if let Some(field) = between(&msg, "unknown field `", "`") {
         let names: Vec<&str> = allowed.split(", ").collect();
-        let fix = match crate::problem::suggest(field, names.iter().copied()) {
+        let fix = match crate::types::did_you_mean(field, names.iter().copied()) {
             Some(s) => format!("did you mean `{s}`? (allowed: {allowed})"),
             None => format!("remove it; allowed: {allowed}"),
         };
@@ -178,7 +178,7 @@ pub(crate) fn yaml_problem(
             .find(|(_, v)| v.as_str() == Some(value))
             .and_then(|(k, _)| k.as_str())
             .unwrap_or("");
-        let fix = match crate::problem::suggest(value, expected.iter().copied()) {
+        let fix = match crate::types::did_you_mean(value, expected.iter().copied()) {
             Some(s) => format!("did you mean `{s}`?"),
             None => format!("use one of {}", expected.join(", ")),
         };
@@ -234,7 +234,7 @@ impl Chain {
                 continue;
             };
             let Some(kind) = kind(name) else {
-                let fix = match crate::problem::suggest(name, kind_names()) {
+                let fix = match crate::types::did_you_mean(name, kind_names()) {
                     Some(s) => format!("did you mean `{s}`?"),
                     None => format!("use one of {}", kind_names().join(", ")),
                 };
