@@ -31,6 +31,10 @@ pub enum StateError {
     /// restoring would produce state that never existed, so we refuse.
     #[error("changelogs are inconsistent: {0}")]
     Inconsistent(String),
+    /// Something state is loaded from cannot be reached or read (e.g. a table's topic); the
+    /// message names it and where.
+    #[error("{0}")]
+    Unavailable(String),
     /// A caller broke an API precondition (ours to fix, never retried).
     #[error("invalid use of the state API: {0}")]
     Usage(String),

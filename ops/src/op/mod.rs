@@ -7,13 +7,19 @@
 
 use apache_avro::types::Value;
 use sluice_state::table::AnyTable;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
 use sluice_state::StateError;
 
 use crate::types::RecordType;
 use crate::Problem;
 
+pub use join::{Scope, TableUse, TableView};
+
 pub mod dedup;
 pub mod filter;
+pub mod join;
 pub mod key_by;
 pub mod select;
 pub mod window;
@@ -25,6 +31,7 @@ pub const KINDS: &[&dyn Kind] = &[
     &key_by::KeyBy,
     &window::Window,
     &dedup::Dedup,
+    &join::Join,
 ];
 
 /// The names of every operator kind, for messages.
@@ -107,6 +114,17 @@ pub trait Kind: Sync {
         spec: &serde_yaml::Value,
         input: &StreamType,
     ) -> Result<Box<dyn Planned>, Vec<Problem>>;
+    /// [`Kind::plan`] with what the topology knows besides the stream (its topics), for
+    /// kinds that read other topics (`join`).
+    fn plan_in(
+        &self,
+        spec: &serde_yaml::Value,
+        input: &StreamType,
+        ctx: &PlanContext,
+    ) -> Result<Box<dyn Planned>, Vec<Problem>> {
+        let _ = ctx;
+        self.plan(spec, input)
+    }
     /// What flows out when the spec has problems, if that does not depend on the spec, so
     /// the operators after it are still checked.
     fn output_despite_errors(&self, input: &StreamType) -> Option<StreamType> {
@@ -123,8 +141,59 @@ pub trait Planned: Send + Sync + std::fmt::Debug {
     fn stores(&self) -> Vec<String> {
         Vec::new()
     }
+    /// Tables (compacted topics) it looks values up in, for the runtime to materialise.
+    fn lookups(&self) -> Vec<TableUse> {
+        Vec::new()
+    }
+    /// Whether its records must be partitioned by their key (a stateful operator, or a
+    /// co-partitioned join): a `key_by` before it then repartitions.
+    fn partitions_by_key(&self) -> bool {
+        !self.stores().is_empty()
+    }
     /// A fresh operator for one task (one input partition).
     fn build(&self) -> Box<dyn Operator>;
+    /// A fresh operator for task `task.partition`, with the tables the runtime holds; fails
+    /// when a table it reads cannot be had.
+    fn build_for(&self, task: &TaskContext<'_>) -> Result<Box<dyn Operator>, StateError> {
+        let _ = task;
+        Ok(self.build())
+    }
+}
+
+/// What the topology tells the planner besides the stream: its topics.
+#[derive(Debug, Clone, Default)]
+pub struct PlanContext {
+    /// Every topic of the topology by name.
+    pub topics: BTreeMap<String, TopicInfo>,
+    /// Partitions of the stage's input (and so of its repartition topics), when known.
+    pub input_partitions: Option<u32>,
+}
+
+/// What the topology tells the planner about a topic.
+#[derive(Debug, Clone)]
+pub struct TopicInfo {
+    /// The record type of its values, when it has a `schema:`.
+    pub value: Option<RecordType>,
+    pub partitions: u32,
+}
+
+/// The tables a process holds, by topic.
+pub trait Tables {
+    /// The view task `partition` reads of `topic`'s table: all of it (`global`) or its
+    /// partition `partition` (`co_partitioned`), once loaded up to the topic's end.
+    fn view(
+        &self,
+        topic: &str,
+        scope: Scope,
+        partition: i32,
+    ) -> Result<Arc<dyn TableView>, StateError>;
+}
+
+/// What an operator of one task is built with.
+pub struct TaskContext<'a> {
+    /// The task's input partition.
+    pub partition: i32,
+    pub tables: &'a dyn Tables,
 }
 
 /// A running operator of one task. Deterministic given its restored state and its input: no
@@ -212,6 +281,15 @@ impl Chain {
     /// Checks `operators` (a YAML list of one-key mappings, `- filter: ...`) against the
     /// input type. Problem keys are `[i]` or `[i].<key>`, relative to the list.
     pub fn plan(operators: &[serde_yaml::Value], input: StreamType) -> Result<Chain, Vec<Problem>> {
+        Chain::plan_in(operators, input, &PlanContext::default())
+    }
+
+    /// [`Chain::plan`] knowing the topology's topics (for joins).
+    pub fn plan_in(
+        operators: &[serde_yaml::Value],
+        input: StreamType,
+        ctx: &PlanContext,
+    ) -> Result<Chain, Vec<Problem>> {
         let mut problems = Vec::new();
         let mut ops = Vec::new();
         let mut cur = input;
@@ -245,7 +323,7 @@ impl Chain {
                 ));
                 continue;
             };
-            match kind.plan(spec, &cur) {
+            match kind.plan_in(spec, &cur, ctx) {
                 Ok(p) => {
                     cur = p.output().clone();
                     ops.push((name.to_string(), p));
@@ -297,7 +375,7 @@ impl Chain {
         let k = self.ops.iter().position(|(name, _)| name == "key_by")?;
         self.ops[k + 1..]
             .iter()
-            .any(|(_, p)| !p.stores().is_empty())
+            .any(|(_, p)| p.partitions_by_key())
             .then_some(k)
     }
 
@@ -328,11 +406,37 @@ impl Chain {
             .collect()
     }
 
-    /// The operators of one task.
+    /// The tables the operators look values up in, each once.
+    pub fn lookups(&self) -> Vec<TableUse> {
+        let mut all: Vec<TableUse> = Vec::new();
+        for u in self.ops.iter().flat_map(|(_, p)| p.lookups()) {
+            if !all.contains(&u) {
+                all.push(u);
+            }
+        }
+        all
+    }
+
+    /// The operators of one task of a process that holds no tables (a join then fails
+    /// every record as a state error).
     pub fn build(&self) -> Running {
+        self.running(self.ops.iter().map(|(_, p)| p.build()).collect())
+    }
+
+    /// The operators of task `task.partition`, joins reading `task.tables`.
+    pub fn build_for(&self, task: &TaskContext<'_>) -> Result<Running, StateError> {
+        let ops = self
+            .ops
+            .iter()
+            .map(|(_, p)| p.build_for(task))
+            .collect::<Result<_, _>>()?;
+        Ok(self.running(ops))
+    }
+
+    fn running(&self, ops: Vec<Box<dyn Operator>>) -> Running {
         Running {
             counts: vec![[0; 2]; self.ops.len()],
-            ops: self.ops.iter().map(|(_, p)| p.build()).collect(),
+            ops,
             bufs: (0..=self.ops.len()).map(|_| Vec::new()).collect(),
         }
     }
