@@ -6,7 +6,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use serde::Deserialize;
-use sluice_ops::op::{Chain, KeyShape, StreamType};
+use sluice_ops::op::{Chain, KeyShape, PlanContext, StreamType, TopicInfo};
 use sluice_ops::types::RecordType;
 
 use crate::error::Problem;
@@ -77,6 +77,10 @@ impl PipelineSpec {
 pub(crate) fn plan_all(t: &mut Topology, path: &Path, index: &LineIndex, out: &mut Vec<Problem>) {
     let topics = t.topics.clone();
     let app = t.metadata.name.clone();
+    let mut ctx = PlanContext {
+        topics: topic_infos(&topics, path),
+        input_partitions: None,
+    };
     let mut new_topics = Vec::new();
     let mut new_stages = Vec::new();
     for stage in &mut t.stages {
@@ -134,7 +138,8 @@ pub(crate) fn plan_all(t: &mut Topology, path: &Path, index: &LineIndex, out: &m
             value: record,
             key: KeyShape::Input,
         };
-        let chain = match Chain::plan(&spec.operators, input) {
+        ctx.input_partitions = u32::try_from(topic.partitions).ok();
+        let chain = match Chain::plan_in(&spec.operators, input, &ctx) {
             Ok(c) => c,
             Err(problems) => {
                 for p in problems {
@@ -255,6 +260,26 @@ pub(crate) fn plan_all(t: &mut Topology, path: &Path, index: &LineIndex, out: &m
             .map_or(t.stages.len(), |i| i + 1);
         t.stages.insert(at, sub);
     }
+}
+
+/// What operators may know about every declared topic: partitions and, when it has a
+/// readable `schema:`, its record type (problems with the file are reported elsewhere).
+fn topic_infos(
+    topics: &std::collections::BTreeMap<String, TopicSpec>,
+    path: &Path,
+) -> std::collections::BTreeMap<String, TopicInfo> {
+    topics
+        .iter()
+        .map(|(name, t)| {
+            let value = t.schema.as_ref().and_then(|p| {
+                let text = std::fs::read_to_string(crate::load::resolve_relative(path, p)).ok()?;
+                let schema = apache_avro::Schema::parse_str(&text).ok()?;
+                RecordType::from_schema(&schema).ok()
+            });
+            let partitions = u32::try_from(t.partitions).unwrap_or(0);
+            (name.clone(), TopicInfo { value, partitions })
+        })
+        .collect()
 }
 
 fn plan_len(plan: &Option<Arc<PipelinePlan>>) -> usize {

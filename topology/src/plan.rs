@@ -92,6 +92,7 @@ impl Topology {
     /// `topic_defaults`; changelogs from `topic_defaults`.
     pub fn topic_plans(&self) -> Vec<TopicPlan> {
         let d = self.topic_defaults;
+        let tables = self.table_topics();
         let mut out: Vec<TopicPlan> = self
             .topics
             .iter()
@@ -100,7 +101,12 @@ impl Topology {
                 partitions: t.partitions,
                 replication: t.replication.unwrap_or(d.replication),
                 min_insync_replicas: t.min_insync_replicas.unwrap_or(d.min_insync_replicas),
-                configs: vec![],
+                // A table keeps every key's last value: the topic is its changelog.
+                configs: if tables.contains(name.as_str()) {
+                    vec![("cleanup.policy", "compact".into())]
+                } else {
+                    vec![]
+                },
             })
             .collect();
         for plan in self.stage_plans() {
@@ -127,6 +133,19 @@ impl Topology {
             }
         }
         out
+    }
+
+    /// Topics read as tables by a pipeline's `join`.
+    pub fn table_topics(&self) -> std::collections::BTreeSet<String> {
+        self.stages
+            .iter()
+            .filter_map(|s| match &s.spec {
+                StageSpec::Pipeline(p) => p.plan.as_ref(),
+                _ => None,
+            })
+            .flat_map(|plan| plan.chain.lookups())
+            .map(|u| u.topic)
+            .collect()
     }
 
     /// The stage called `name`.
