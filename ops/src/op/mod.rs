@@ -16,6 +16,7 @@ pub mod dedup;
 pub mod filter;
 pub mod key_by;
 pub mod select;
+pub mod validate;
 pub mod window;
 
 /// Every operator kind, by the key that names it in a topology (`- filter: ...`).
@@ -25,6 +26,7 @@ pub const KINDS: &[&dyn Kind] = &[
     &key_by::KeyBy,
     &window::Window,
     &dedup::Dedup,
+    &validate::Validate,
 ];
 
 /// The names of every operator kind, for messages.
