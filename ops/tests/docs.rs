@@ -1,7 +1,7 @@
 //! docs/TOPOLOGY.md cannot drift from the code: every operator kind, window option,
 //! aggregation and expression function the code accepts is documented there.
 
-use sluice_ops::op::{validate, KINDS};
+use sluice_ops::op::{detect, validate, KINDS};
 use sluice_ops::window::{AggFn, WindowSpec};
 
 fn doc() -> String {
@@ -122,5 +122,18 @@ fn every_validate_option_is_documented() {
         "null_timestamp",
     ] {
         assert!(text.contains(&format!("`{class}`")), "class `{class}`");
+    }
+}
+
+#[test]
+fn every_detect_option_is_documented() {
+    options_are_documented::<detect::DetectSpec>("detect", detect::KEYS);
+    let text = section(&doc(), "### `detect`");
+    for kind in sluice_detectors::DetectorSpec::all() {
+        assert!(
+            text.contains(&format!("`{}`", kind.name())),
+            "detector `{}`",
+            kind.name()
+        );
     }
 }

@@ -13,6 +13,7 @@ use crate::types::RecordType;
 use crate::Problem;
 
 pub mod dedup;
+pub mod detect;
 pub mod filter;
 pub mod key_by;
 pub mod select;
@@ -27,6 +28,7 @@ pub const KINDS: &[&dyn Kind] = &[
     &window::Window,
     &dedup::Dedup,
     &validate::Validate,
+    &detect::Detect,
 ];
 
 /// The names of every operator kind, for messages.
