@@ -316,6 +316,32 @@ impl RecordType {
         self.fields.iter().map(|f| f.name.as_str())
     }
 
+    /// The dotted paths of every field, nested records' included, whose type (nullable when
+    /// a record on the way is) `keep` accepts, in schema order: for fixes in messages.
+    pub fn field_paths(&self, keep: impl Fn(&FieldType) -> bool) -> Vec<String> {
+        fn walk(
+            r: &RecordType,
+            prefix: &str,
+            nullable: bool,
+            keep: &dyn Fn(&FieldType) -> bool,
+            out: &mut Vec<String>,
+        ) {
+            for f in &r.fields {
+                let path = format!("{prefix}{}", f.name);
+                let ty = FieldType::new(f.ty.ty.clone(), nullable || f.ty.nullable);
+                if keep(&ty) {
+                    out.push(path.clone());
+                }
+                if let Type::Record(inner) = &f.ty.ty {
+                    walk(inner, &format!("{path}."), ty.nullable, keep, out);
+                }
+            }
+        }
+        let mut out = Vec::new();
+        walk(self, "", false, &keep, &mut out);
+        out
+    }
+
     /// Resolves `a`, or `a.b.c` through nested (possibly nullable) records.
     pub fn resolve(&self, path: &str) -> Result<FieldPath, Problem> {
         let parts: Vec<&str> = path.split('.').collect();
@@ -401,7 +427,7 @@ impl RecordType {
     }
 }
 
-pub(crate) fn a_or_an(ty: &Type) -> String {
+pub(crate) fn a_or_an(ty: &impl fmt::Display) -> String {
     let s = ty.to_string();
     match s.chars().next() {
         Some('a' | 'e' | 'i' | 'o' | 'u') => format!("an {s}"),

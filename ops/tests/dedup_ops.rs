@@ -5,7 +5,10 @@ use apache_avro::types::Value;
 use apache_avro::Schema;
 use sluice_ops::op::{Chain, KeyShape, Record, Rejection, Running, StreamType};
 use sluice_ops::types::RecordType;
-use sluice_state::{KvStore, MemStore, WriteBatch};
+use sluice_state::MemStore;
+
+mod common;
+use common::{commit, restored};
 
 const SCHEMA: &str = r#"{
   "type": "record", "name": "MachineReading", "namespace": "io.acme.factory",
@@ -101,30 +104,6 @@ fn step(run: &mut Running, r: &R) -> (Vec<Record>, Vec<Rejection>) {
     let (mut out, mut rejected) = (Vec::new(), Vec::new());
     run.process(record(r), &mut out, &mut rejected).unwrap();
     (out, rejected)
-}
-
-/// The runtime's commit, reduced to what the operators see: drain each table into its store.
-fn commit(run: &mut Running, stores: &mut [MemStore]) {
-    let tables = run.tables();
-    assert_eq!(tables.len(), stores.len());
-    for (t, store) in tables.into_iter().zip(stores.iter_mut()) {
-        let mut dirty = Vec::new();
-        t.drain_dirty(&mut dirty);
-        let mut batch = WriteBatch::new();
-        for (k, v) in dirty {
-            batch.push(k, v);
-        }
-        store.write(batch, None).unwrap();
-    }
-}
-
-/// A fresh task restored from `stores`.
-fn restored(chain: &Chain, stores: &[MemStore]) -> Running {
-    let mut run = chain.build();
-    for (t, store) in run.tables().into_iter().zip(stores) {
-        t.attach(Box::new(store.clone())).unwrap();
-    }
-    run
 }
 
 #[test]

@@ -1,7 +1,7 @@
 //! docs/TOPOLOGY.md cannot drift from the code: every operator kind, window option,
 //! aggregation and expression function the code accepts is documented there.
 
-use sluice_ops::op::KINDS;
+use sluice_ops::op::{detect, validate, KINDS};
 use sluice_ops::window::{AggFn, WindowSpec};
 
 fn doc() -> String {
@@ -94,5 +94,46 @@ fn every_expression_function_is_documented() {
     assert!(n > 10, "the function list is read from the code");
     for varargs in ["coalesce", "least", "greatest", "concat"] {
         assert!(text.contains(&format!("`{varargs}(")), "{varargs}");
+    }
+}
+
+/// The keys of `spec`'s struct are the module's `KEYS` (what its did-you-mean offers), and
+/// each has a row in the operator's section.
+fn options_are_documented<T: serde::de::DeserializeOwned>(op: &str, keys: &[&str]) {
+    let serde_keys = keys_of::<T>();
+    assert_eq!(serde_keys, keys, "{op}: KEYS and the spec struct disagree");
+    let text = section(&doc(), &format!("### `{op}`"));
+    for key in keys {
+        assert!(
+            text.contains(&format!("| `{key}` |")),
+            "the {op} section of docs/TOPOLOGY.md has no row for `{key}`"
+        );
+    }
+}
+
+#[test]
+fn every_validate_option_is_documented() {
+    options_are_documented::<validate::ValidateSpec>("validate", validate::KEYS);
+    let text = section(&doc(), "### `validate`");
+    for class in [
+        "missing_field",
+        "out_of_range",
+        "clock_skew",
+        "null_timestamp",
+    ] {
+        assert!(text.contains(&format!("`{class}`")), "class `{class}`");
+    }
+}
+
+#[test]
+fn every_detect_option_is_documented() {
+    options_are_documented::<detect::DetectSpec>("detect", detect::KEYS);
+    let text = section(&doc(), "### `detect`");
+    for kind in sluice_detectors::DetectorSpec::all() {
+        assert!(
+            text.contains(&format!("`{}`", kind.name())),
+            "detector `{}`",
+            kind.name()
+        );
     }
 }

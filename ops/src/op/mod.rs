@@ -18,10 +18,12 @@ use crate::Problem;
 pub use join::{Scope, TableUse, TableView};
 
 pub mod dedup;
+pub mod detect;
 pub mod filter;
 pub mod join;
 pub mod key_by;
 pub mod select;
+pub mod validate;
 pub mod window;
 
 /// Every operator kind, by the key that names it in a topology (`- filter: ...`).
@@ -31,6 +33,8 @@ pub const KINDS: &[&dyn Kind] = &[
     &key_by::KeyBy,
     &window::Window,
     &dedup::Dedup,
+    &validate::Validate,
+    &detect::Detect,
     &join::Join,
 ];
 
