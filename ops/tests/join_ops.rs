@@ -471,3 +471,31 @@ fn a_replay_after_a_crash_joins_with_the_table_the_first_run_saw() {
     assert_eq!(field(&now[0], "site"), &Value::String("B".into()));
     assert_eq!(run(&mut replay, reading("d2", None, 5.0)).len(), 1);
 }
+
+#[test]
+fn a_quiet_task_asks_for_a_commit_when_its_table_moved() {
+    let chain = plan(INNER).unwrap();
+    let tables = MemTables::default();
+    let mut r = chain
+        .build_for(&TaskContext {
+            partition: 0,
+            tables: &tables,
+        })
+        .unwrap();
+    let mut out = Vec::new();
+    let mut rejected = Vec::new();
+    // No record yet: no snapshot to renew.
+    assert!(!r.idle(5_000, &mut out, &mut rejected).unwrap());
+    run(&mut r, reading("d1", None, 1.0));
+    assert!(!r.idle(5_000, &mut out, &mut rejected).unwrap());
+    tables.apply(
+        "devices.registry",
+        b"d1",
+        Some(device("d1", "A", None, 80.0)),
+    );
+    assert!(r.idle(5_000, &mut out, &mut rejected).unwrap());
+    commit(&mut r);
+    assert!(!r.idle(5_000, &mut out, &mut rejected).unwrap());
+    assert!(out.is_empty() && rejected.is_empty());
+    assert_eq!(run(&mut r, reading("d1", None, 2.0)).len(), 1);
+}

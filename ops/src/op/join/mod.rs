@@ -51,20 +51,25 @@
 //!   `on` fields (sluice repartitions before the join), or on an input topic its producers
 //!   key that way (sluice cannot see this: it checks the partition counts only).
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, RwLock};
+mod mem;
+mod snapshot;
+
+use std::sync::Arc;
 
 use apache_avro::types::Value;
 use serde::Deserialize;
 use sluice_state::table::AnyTable;
-use sluice_state::{KvStore, StateError};
+use sluice_state::StateError;
 
 use super::key_by::{field_list, KeyFields};
 use super::select::nullable;
 use super::{KeyShape, Kind, OpError, Operator, PlanContext, Planned, Record, StreamType};
-use super::{Tables, TaskContext, TopicInfo};
+use super::{TaskContext, TopicInfo};
+
 use crate::types::{record_schema, FieldPath, FieldType, RecordType};
 use crate::Problem;
+pub use mem::{MemTable, MemTables};
+use snapshot::Snapshot;
 
 pub struct Join;
 
@@ -484,81 +489,18 @@ struct JoinOp {
     buf: Vec<u8>,
 }
 
-/// The `snapshot` store: the table position the task's records are joined at, replaced at
-/// every commit by where the table's reader is then. As a table it is one entry; draining it
-/// (what a commit does) takes the new position, so the changelog records of commit *k*
-/// carry the snapshot of the records after it, and a task restored from commit *k* joins
-/// them with the same table.
-struct Snapshot {
-    /// `None` when the runtime has not materialised the table: every lookup fails as a state
-    /// error (the task stops and says so) instead of silently dropping records.
-    view: Option<Arc<dyn TableView>>,
-    /// The position records are joined at now; `None` until restored or first used.
-    at: Option<Vec<i64>>,
-    /// The position last handed to the changelog.
-    written: Option<Vec<i64>>,
-    engine: Option<Box<dyn KvStore>>,
-}
-
-const SNAPSHOT_KEY: &[u8] = b"at";
-
-fn encode_position(at: &[i64]) -> Vec<u8> {
-    at.iter().flat_map(|o| o.to_be_bytes()).collect()
-}
-
-fn decode_position(b: &[u8]) -> Result<Vec<i64>, StateError> {
-    if b.len() % 8 != 0 {
-        return Err(StateError::decode(
-            "join snapshot",
-            "not a list of 8-byte offsets",
-        ));
-    }
-    Ok(b.chunks_exact(8)
-        .map(|c| i64::from_be_bytes(c.try_into().expect("8 bytes")))
-        .collect())
-}
-
-impl AnyTable for Snapshot {
-    fn drain_dirty(&mut self, out: &mut Vec<(Vec<u8>, Option<Vec<u8>>)>) {
-        let Some(view) = &self.view else {
-            return;
-        };
-        let now = view.position();
-        if self.written.as_ref() != Some(&now) {
-            out.push((SNAPSHOT_KEY.to_vec(), Some(encode_position(&now))));
-            self.written = Some(now.clone());
-        }
-        self.at = Some(now);
-    }
-
-    fn attach(&mut self, engine: Box<dyn KvStore>) -> Result<(), StateError> {
-        self.at = engine
-            .get(SNAPSHOT_KEY)?
-            .map(|b| decode_position(&b))
-            .transpose()?;
-        self.written = self.at.clone();
-        self.engine = Some(engine);
-        Ok(())
-    }
-
-    fn engine_mut(&mut self) -> Option<&mut Box<dyn KvStore>> {
-        self.engine.as_mut()
-    }
-
-    fn detach(&mut self) -> Option<Box<dyn KvStore>> {
-        self.at = None;
-        self.written = None;
-        self.engine.take()
-    }
-
-    fn len(&self) -> usize {
-        usize::from(self.written.is_some())
-    }
-}
-
 impl Operator for JoinOp {
     fn tables(&mut self) -> Vec<&mut dyn AnyTable> {
         vec![&mut self.snapshot]
+    }
+
+    /// A quiet task whose table has moved since its snapshot asks for a commit, which takes
+    /// the new snapshot: an update so reaches the next record even after a quiet spell.
+    fn idle(&mut self, _idle_for_ms: i64, _out: &mut Vec<Record>) -> Result<bool, StateError> {
+        Ok(match (&self.snapshot.view, &self.snapshot.at) {
+            (Some(view), Some(at)) => view.position() != *at,
+            _ => false,
+        })
     }
 
     fn process(&mut self, rec: Record, out: &mut Vec<Record>) -> Result<(), OpError> {
@@ -608,86 +550,5 @@ impl Operator for JoinOp {
             timestamp: rec.timestamp,
         });
         Ok(())
-    }
-}
-
-/// Tables held in memory, for `sluice test` and tests: one partition per table, every
-/// version kept.
-#[derive(Default, Clone)]
-pub struct MemTables {
-    tables: Arc<RwLock<HashMap<String, Arc<MemTable>>>>,
-}
-
-/// One table of [`MemTables`].
-#[derive(Default)]
-pub struct MemTable {
-    inner: RwLock<MemInner>,
-}
-
-#[derive(Default)]
-struct MemInner {
-    /// Per key, its versions: (offset, value or deleted), oldest first.
-    versions: BTreeMap<Vec<u8>, Vec<(i64, Option<Value>)>>,
-    next_offset: i64,
-}
-
-impl MemTables {
-    fn table(&self, topic: &str) -> Arc<MemTable> {
-        self.tables
-            .write()
-            .expect("tables lock")
-            .entry(topic.to_string())
-            .or_default()
-            .clone()
-    }
-
-    /// Applies an update of `topic`'s table: a value sets `key`, `None` (a tombstone) deletes.
-    pub fn apply(&self, topic: &str, key: &[u8], value: Option<Value>) {
-        let table = self.table(topic);
-        let mut t = table.inner.write().expect("table lock");
-        let offset = t.next_offset;
-        t.next_offset += 1;
-        t.versions
-            .entry(key.to_vec())
-            .or_default()
-            .push((offset, value));
-    }
-
-    /// Keys of `topic`'s table with a value now.
-    pub fn len(&self, topic: &str) -> usize {
-        let table = self.table(topic);
-        let t = table.inner.read().expect("table lock");
-        t.versions
-            .values()
-            .filter(|v| v.last().is_some_and(|(_, v)| v.is_some()))
-            .count()
-    }
-}
-
-impl Tables for MemTables {
-    fn view(
-        &self,
-        topic: &str,
-        _scope: Scope,
-        _partition: i32,
-    ) -> Result<Arc<dyn TableView>, StateError> {
-        Ok(self.table(topic))
-    }
-}
-
-impl TableView for MemTable {
-    fn position(&self) -> Vec<i64> {
-        vec![self.inner.read().expect("table lock").next_offset]
-    }
-
-    fn get_at(&self, key: &[u8], at: &[i64]) -> Result<Option<Value>, StateError> {
-        let end = at.first().copied().unwrap_or(0);
-        let t = self.inner.read().expect("table lock");
-        Ok(t.versions.get(key).and_then(|vs| {
-            vs.iter()
-                .rev()
-                .find(|(o, _)| *o < end)
-                .and_then(|(_, v)| v.clone())
-        }))
     }
 }
