@@ -218,6 +218,11 @@ pub trait Operator: Send {
         let _ = (idle_for_ms, out);
         Ok(false)
     }
+    /// Whether it holds something only a commit takes in though no record came (a join
+    /// whose table moved since its snapshot): the runtime then commits the quiet task.
+    fn wants_commit(&self) -> bool {
+        false
+    }
 }
 
 /// A serde_yaml error as a problem: unknown keys get a did-you-mean over `allowed`, an
@@ -542,6 +547,11 @@ impl Running {
         }
         out.append(&mut records);
         Ok(())
+    }
+
+    /// Whether an operator wants a commit though no record came ([`Operator::wants_commit`]).
+    pub fn wants_commit(&self) -> bool {
+        self.ops.iter().any(|o| o.wants_commit())
     }
 
     /// Records into and out of each operator since the last call, in operator order; the

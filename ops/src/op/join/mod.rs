@@ -494,13 +494,13 @@ impl Operator for JoinOp {
         vec![&mut self.snapshot]
     }
 
-    /// A quiet task whose table has moved since its snapshot asks for a commit, which takes
-    /// the new snapshot: an update so reaches the next record even after a quiet spell.
-    fn idle(&mut self, _idle_for_ms: i64, _out: &mut Vec<Record>) -> Result<bool, StateError> {
-        Ok(match (&self.snapshot.view, &self.snapshot.at) {
+    /// A task whose table moved since its snapshot wants a commit, which takes the new
+    /// snapshot: an update so reaches the next record even after a quiet spell.
+    fn wants_commit(&self) -> bool {
+        match (&self.snapshot.view, &self.snapshot.at) {
             (Some(view), Some(at)) => view.position() != *at,
             _ => false,
-        })
+        }
     }
 
     fn process(&mut self, rec: Record, out: &mut Vec<Record>) -> Result<(), OpError> {
