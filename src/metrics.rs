@@ -27,6 +27,13 @@ pub struct Metrics {
     /// (`<position>-<kind>`) and direction (`in`, `out`): a filter's or dedup's drops are
     /// the difference, a window's results its `out`.
     pub operator_records: IntCounterVec,
+    /// Updates read from each joined table's topic, by table and result (`applied`,
+    /// `deleted` for tombstones, `rejected` when undecodable), and its partitions loaded.
+    pub table_updates: IntCounterVec,
+    pub table_partitions_loaded: IntGaugeVec,
+    /// Join lookups older than the versions a table still holds, answered with the oldest
+    /// version held (docs/EXACTLY_ONCE.md, "Joins with tables").
+    pub table_stale_lookups: IntCounterVec,
     /// Anomalies and alerts, by stage; suppressed alerts separately.
     pub anomalies: IntCounterVec,
     pub alerts: IntCounterVec,
@@ -133,6 +140,24 @@ impl Metrics {
                 "sluice_operator_records_total",
                 "Records into and out of each operator of a pipeline stage.",
                 &["stage", "operator", "direction"],
+            ),
+            table_updates: counter(
+                &r,
+                "sluice_table_updates_total",
+                "Updates read from a joined table's topic, by result.",
+                &["table", "result"],
+            ),
+            table_partitions_loaded: gauge(
+                &r,
+                "sluice_table_partitions_loaded",
+                "Partitions of a joined table read up to their end at least once.",
+                &["table"],
+            ),
+            table_stale_lookups: counter(
+                &r,
+                "sluice_table_stale_lookups_total",
+                "Join lookups older than the versions the table holds, answered with its oldest.",
+                &["table"],
             ),
             late_records: counter(
                 &r,

@@ -3,15 +3,19 @@
 //! same `Processor` as under `sluice run` (decode, operators, encode), with the schemas of
 //! the topology's `.avsc` files and the derived output schemas in a registry of its own.
 //! Every topic is one partition here; records flow through the stages in the order they are
-//! produced, so a record written to a topic another stage reads is processed next.
+//! produced, so a record written to a topic another stage reads is processed next. A record
+//! written to a topic a `join` reads as a table updates the table at once (a record without
+//! a value, `value: null` in a case, deletes its key).
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
 use anyhow::Context as _;
 use apache_avro::types::Value;
 use apache_avro::Schema;
 use serde::Deserialize;
+use sluice_ops::op::join::MemTables;
+use sluice_ops::op::TaskContext;
 use sluice_topology::{Loaded, StageSpec};
 
 use crate::runtime::{Emit, Input, ProcessError, Processor, Rejection};
@@ -90,7 +94,10 @@ pub struct Driver {
     /// Writer schema and its id per topic with a schema (inputs from files, outputs derived).
     topic_schemas: HashMap<String, (Schema, u32)>,
     stages: Vec<StageTask>,
-    /// Everything written to each topic, in order.
+    /// The tables joins read, and the topics they are read from.
+    tables: MemTables,
+    table_topics: BTreeSet<String>,
+    /// Everything written to each topic, in order (a record without a value: an empty one).
     pub topics: BTreeMap<String, Vec<TopicRecord>>,
 }
 
@@ -118,6 +125,11 @@ impl Driver {
                 topic_schemas.insert(name.clone(), (schema, id));
             }
         }
+        let tables = MemTables::default();
+        let task = TaskContext {
+            partition: 0,
+            tables: &tables,
+        };
         let mut stages = Vec::new();
         for stage in &t.stages {
             let StageSpec::Pipeline(p) = &stage.spec else {
@@ -131,11 +143,17 @@ impl Driver {
                 .add(schema_json(&schema));
             // The derived schema is what the output topic carries.
             topic_schemas.insert(p.writes().to_string(), (schema, id));
-            let processor = Pipeline::new(&stage.name, plan, id, Box::new(Local(registry.clone())))
-                .map_err(|source| DriverError::Process {
-                    stage: stage.name.clone(),
-                    source,
-                })?;
+            let processor = Pipeline::new(
+                &stage.name,
+                plan,
+                id,
+                Box::new(Local(registry.clone())),
+                &task,
+            )
+            .map_err(|source| DriverError::Process {
+                stage: stage.name.clone(),
+                source,
+            })?;
             stages.push(StageTask {
                 idle: std::time::Duration::ZERO,
                 name: stage.name.clone(),
@@ -150,6 +168,8 @@ impl Driver {
             registry,
             topic_schemas,
             stages,
+            tables,
+            table_topics: t.table_topics(),
             topics: BTreeMap::new(),
         })
     }
@@ -172,6 +192,10 @@ impl Driver {
             .topic_schemas
             .get(topic)
             .ok_or_else(|| DriverError::NoSchema(topic.to_string()))?;
+        if value.is_null() && self.table_topics.contains(topic) {
+            // A tombstone: deletes the key from the table.
+            return self.send_raw(topic, key, Vec::new(), timestamp);
+        }
         let avro = json_to_avro(value, schema).map_err(|message| DriverError::BadRecord {
             topic: topic.to_string(),
             message,
@@ -205,7 +229,25 @@ impl Driver {
                 dead: None,
             },
         ));
-        self.run_queue(queue)
+        self.run_queue(queue)?;
+        self.commit();
+        Ok(())
+    }
+
+    /// What the runner does for a stage holding something only a commit takes in (a join
+    /// whose table moved): commits it, here by draining its tables as a commit writes them
+    /// to the changelog. The driver checks after each input record, so a table update a join
+    /// reads applies from the next record on.
+    fn commit(&mut self) {
+        let mut changelog = Vec::new();
+        for s in &mut self.stages {
+            if s.processor.wants_commit() {
+                for t in s.processor.tables() {
+                    t.drain_dirty(&mut changelog);
+                }
+                changelog.clear();
+            }
+        }
     }
 
     /// `by` of wall clock passes with no input: every stage is offered its idle time (since
@@ -228,6 +270,7 @@ impl Driver {
             s.idle += by;
             if s.processor.idle(s.idle, &mut emit).map_err(fail)? {
                 s.idle = std::time::Duration::ZERO;
+                // The tick takes effect once committed.
                 let mut changelog = Vec::new();
                 for t in s.processor.tables() {
                     t.drain_dirty(&mut changelog);
@@ -239,7 +282,9 @@ impl Driver {
             queue.extend(emit.out);
         }
         // What the ticks emitted is written to its topics and read by the stages after.
-        self.run_queue(queue)
+        self.run_queue(queue)?;
+        self.commit();
+        Ok(())
     }
 
     /// Writes each queued record to its topic and runs every stage reading that topic,
@@ -249,6 +294,9 @@ impl Driver {
             let list = self.topics.entry(topic.clone()).or_default();
             let offset = list.len() as i64;
             list.push(rec.clone());
+            if self.table_topics.contains(&topic) {
+                self.update_table(&topic, &rec)?;
+            }
             for s in self.stages.iter_mut().filter(|s| s.input == topic) {
                 s.idle = std::time::Duration::ZERO;
                 let input = Input {
@@ -257,7 +305,7 @@ impl Driver {
                     offset,
                     timestamp: rec.timestamp,
                     key: rec.key.as_deref(),
-                    value: Some(&rec.value),
+                    value: (!rec.value.is_empty()).then_some(rec.value.as_slice()),
                 };
                 let mut emit = Collect {
                     output: &s.output,
@@ -274,6 +322,43 @@ impl Driver {
             }
         }
         Ok(())
+    }
+
+    /// Applies a record written to a table topic to its table, decoded (from whichever
+    /// schema wrote it) into the table topic's schema.
+    fn update_table(&mut self, topic: &str, rec: &TopicRecord) -> Result<(), DriverError> {
+        let key = rec.key.as_deref().unwrap_or_default();
+        if rec.value.is_empty() {
+            self.tables.apply(topic, key, None);
+            return Ok(());
+        }
+        let bad = |message: String| DriverError::BadRecord {
+            topic: topic.to_string(),
+            message,
+        };
+        let (reader, _) = self
+            .topic_schemas
+            .get(topic)
+            .ok_or_else(|| DriverError::NoSchema(topic.to_string()))?;
+        let (id, body) = sluice_schemas::wire::parse(&rec.value).map_err(|e| bad(e.to_string()))?;
+        let writer = {
+            let reg = self.registry.lock().expect("registry lock");
+            let json = reg
+                .by_id
+                .get((id as usize).wrapping_sub(1))
+                .cloned()
+                .ok_or_else(|| bad(format!("schema id {id} is unknown")))?;
+            Schema::parse_str(&json).map_err(|e| bad(e.to_string()))?
+        };
+        let value = sluice_ops::codec::decode_once(&writer, Some(reader), body)
+            .map_err(|e| bad(e.to_string()))?;
+        self.tables.apply(topic, key, Some(value));
+        Ok(())
+    }
+
+    /// Entries of the table read from `topic`.
+    pub fn table_len(&self, topic: &str) -> usize {
+        self.tables.len(topic)
     }
 
     /// The records written to `topic`, decoded to JSON (`key`, `value`, `timestamp`; dead

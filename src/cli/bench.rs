@@ -564,15 +564,13 @@ fn prepare(
     let schema_ids = rt.block_on(super::schemas::push_topology(&loaded))?;
     let raw = stage_input(&loaded.topology, "validate").context("no validate stage")?;
     let ids = rt.block_on(super::simulate::register_writers(&loaded, &raw))?;
-    let shared = Arc::new(Shared {
-        topology: loaded.topology.clone(),
-        loaded_path: loaded.path.clone(),
+    let shared = Arc::new(Shared::new(
+        &loaded,
         schema_ids,
-        rt: rt.handle().clone(),
-        instance_id: None,
-        nonce: rand::random(),
-        leave_group: false,
-    });
+        rt.handle().clone(),
+        None,
+        false,
+    )?);
     Ok(Prepared {
         loaded,
         shared,

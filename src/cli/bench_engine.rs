@@ -20,7 +20,8 @@ use anyhow::Context as _;
 use apache_avro::types::Value;
 use apache_avro::Schema;
 use sluice_ops::codec::{leak, Decoder, Encoder};
-use sluice_ops::op::{Record, Rejection as OpRejection};
+use sluice_ops::op::join::MemTables;
+use sluice_ops::op::{Record, Rejection as OpRejection, TaskContext};
 use sluice_schemas::wire;
 use sluice_topology::{PipelinePlan, StageSpec};
 
@@ -43,7 +44,7 @@ pub struct Args {
     /// records.
     #[arg(long, default_value_t = 100_000)]
     pub commit_every: usize,
-    /// Run only these scenarios (decode_only, tumbling, hopping, hopping_sketches), e.g.
+    /// Run only these scenarios (decode_only, tumbling, hopping, hopping_sketches, join), e.g.
     /// under a profiler.
     #[arg(long)]
     pub only: Vec<String>,
@@ -144,7 +145,45 @@ const SCENARIOS: &[(&str, &str, &str, Option<f64>)] = &[
 "#,
         None,
     ),
+    (
+        "join",
+        "join with a device table (in memory) + filter on a joined field",
+        r#"    operators:
+      - join: { table: bench.devices, on: device_id, fields: [site, max_temp] }
+      - filter: "temperature <= max_temp"
+"#,
+        None,
+    ),
 ];
+
+/// The device table the `join` scenario reads: one entry per device.
+const DEVICE_SCHEMA: &str = r#"{
+  "type": "record",
+  "name": "Device",
+  "namespace": "io.sluice.bench",
+  "fields": [
+    {"name": "device_id", "type": "string"},
+    {"name": "site", "type": "string"},
+    {"name": "max_temp", "type": "double"}
+  ]
+}
+"#;
+
+/// The `join` scenario's table: every device, on site `site-<n mod 50>`, with a limit no
+/// reading reaches.
+fn device_table(devices: usize) -> MemTables {
+    let tables = MemTables::default();
+    for d in 0..devices {
+        let id = format!("dev-{d:05}");
+        let value = Value::Record(vec![
+            ("device_id".into(), Value::String(id.clone())),
+            ("site".into(), Value::String(format!("site-{}", d % 50))),
+            ("max_temp".into(), Value::Double(1000.0)),
+        ]);
+        tables.apply("bench.devices", id.as_bytes(), Some(value));
+    }
+    tables
+}
 
 pub(crate) fn run(a: Args) -> anyhow::Result<ExitCode> {
     anyhow::ensure!(a.records > 0, "--records must be at least 1");
@@ -191,12 +230,17 @@ pub(crate) fn run(a: Args) -> anyhow::Result<ExitCode> {
             .find(|(n, _)| n == name)
             .map(|(_, p)| p.clone())
             .expect("every scenario is a stage");
+        let tables = device_table(a.devices);
         let processor = || -> Result<Pipeline, ProcessError> {
             Pipeline::new(
                 name,
                 plan.clone(),
                 OUTPUT_ID,
                 Box::new(OneSchema(writer_json.clone())),
+                &TaskContext {
+                    partition: 0,
+                    tables: &tables,
+                },
             )
         };
         reset_peak_rss();
@@ -222,7 +266,7 @@ pub(crate) fn run(a: Args) -> anyhow::Result<ExitCode> {
             group(last.drained as f64),
         );
 
-        let b = breakdown(&plan, &writer_json, &inputs, commit_every)?;
+        let b = breakdown(&plan, &writer_json, &inputs, commit_every, &tables)?;
         let parts = [
             ("decode", b.decode),
             ("chain", b.chain),
@@ -296,6 +340,7 @@ pub(crate) fn run(a: Args) -> anyhow::Result<ExitCode> {
 fn write_and_load(dir: &Path) -> anyhow::Result<Vec<(String, Arc<PipelinePlan>)>> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     std::fs::write(dir.join("reading.avsc"), SCHEMA)?;
+    std::fs::write(dir.join("device.avsc"), DEVICE_SCHEMA)?;
     let mut yaml = String::from(
         "apiVersion: sluice/v1
 kind: Topology
@@ -315,6 +360,7 @@ topic_defaults:
   min_insync_replicas: 1
 topics:
   bench.readings: { partitions: 1, schema: reading.avsc }
+  bench.devices: { partitions: 1, schema: device.avsc }
 ",
     );
     for (name, ..) in SCENARIOS {
@@ -512,12 +558,16 @@ fn breakdown(
     writer_json: &str,
     inputs: &Inputs,
     commit_every: usize,
+    tables: &MemTables,
 ) -> anyhow::Result<Breakdown> {
     let writer = leak(Schema::parse_str(writer_json)?);
     let decoder = Decoder::new(writer, Some(plan.input_schema))?;
     let writer_only = Decoder::new(writer, None)?;
     let encoder = Encoder::new(plan.output_schema)?;
-    let mut running = plan.chain.build();
+    let mut running = plan.chain.build_for(&TaskContext {
+        partition: 0,
+        tables,
+    })?;
     let mut b = Breakdown::default();
     let mut values = Vec::with_capacity(CHUNK);
     let mut spare = Vec::with_capacity(CHUNK);

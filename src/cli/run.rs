@@ -16,8 +16,12 @@ use sluice_topology::{Guarantee, StageSpec, Topology};
 
 use crate::http::{self, Health};
 use crate::metrics::METRICS;
+use crate::runtime::tables::{TableEnv, TableHost};
 use crate::runtime::{run_supervised, transactional_id, LogEnv, Processor, RuntimeError, StageDef};
-use crate::stages::{aggregate, archive, detect, pipeline, tsdb, validate, RegistrySchemas};
+use crate::stages::{
+    aggregate, archive, detect, pipeline, tsdb, validate, RegistrySchemas, SchemaSource,
+};
+use sluice_ops::op::TaskContext;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -65,6 +69,55 @@ pub(crate) struct Shared {
     pub(crate) nonce: u16,
     /// Leave the groups on a clean stop even as a static member (`--leave-group`).
     pub(crate) leave_group: bool,
+    /// The tables the pipelines' joins read, loaded on first use.
+    pub(crate) tables: Arc<TableHost>,
+}
+
+impl Shared {
+    pub(crate) fn new(
+        loaded: &sluice_topology::Loaded,
+        schema_ids: HashMap<String, u32>,
+        rt: tokio::runtime::Handle,
+        instance_id: Option<String>,
+        leave_group: bool,
+    ) -> anyhow::Result<Shared> {
+        let t = &loaded.topology;
+        let mut schemas = HashMap::new();
+        for topic in t.table_topics() {
+            let Some(path) = t.topics.get(&topic).and_then(|s| s.schema.as_ref()) else {
+                continue; // `sluice validate` reported it
+            };
+            let path = loaded.resolve(path);
+            let text = std::fs::read_to_string(&path)
+                .with_context(|| format!("cannot read {}", path.display()))?;
+            let schema = apache_avro::Schema::parse_str(&text)
+                .with_context(|| format!("{} is not an Avro schema", path.display()))?;
+            schemas.insert(topic, sluice_ops::codec::leak(schema));
+        }
+        let registry = t.connections.registry.clone();
+        let rt2 = rt.clone();
+        let tables = TableHost::new(TableEnv {
+            app: t.metadata.name.clone(),
+            instance_id: instance_id.clone(),
+            opts: ClientOptions::new(&t.connections.brokers),
+            state_dir: sluice_topology::resolve_state_dir(&loaded.path, &t.state_dir),
+            rocks: RocksEnv::new(&RocksConfig::default()),
+            schemas,
+            registry: Box::new(move || {
+                Box::new(RegistrySchemas::new(&registry, rt2.clone())) as Box<dyn SchemaSource>
+            }),
+        });
+        Ok(Shared {
+            topology: t.clone(),
+            loaded_path: loaded.path.clone(),
+            schema_ids,
+            rt,
+            instance_id,
+            nonce: rand::random(),
+            leave_group,
+            tables: Arc::new(tables),
+        })
+    }
 }
 
 pub(crate) fn run(a: Args) -> anyhow::Result<ExitCode> {
@@ -88,15 +141,13 @@ pub(crate) fn run(a: Args) -> anyhow::Result<ExitCode> {
     }
     rt.block_on(create_topics(t))?;
     let schema_ids = rt.block_on(super::schemas::push_topology(&loaded))?;
-    let shared = Arc::new(Shared {
-        topology: loaded.topology.clone(),
-        loaded_path: loaded.path.clone(),
+    let shared = Arc::new(Shared::new(
+        &loaded,
         schema_ids,
-        rt: rt.handle().clone(),
-        instance_id: a.instance_id.clone(),
-        nonce: rand::random(),
-        leave_group: a.leave_group,
-    });
+        rt.handle().clone(),
+        a.instance_id.clone(),
+        a.leave_group,
+    )?);
     // A stage named on the command line runs with the parts sluice added to it (the
     // operators after a repartition).
     let names: Vec<String> = if a.stages.is_empty() {
@@ -203,6 +254,8 @@ pub(crate) fn run(a: Args) -> anyhow::Result<ExitCode> {
             }
         }
     }
+    // The tables' readers write what they read to disk, so a restart reads on from there.
+    shared.tables.shutdown();
     if stop.load(Ordering::Relaxed) {
         if failed {
             tracing::warn!("Shutdown finished; the stages above did not commit their last batch, which is processed again at the next start.");
@@ -425,17 +478,23 @@ pub(crate) fn stage_def(
                 RuntimeError::Config(format!("stage {name} was not checked against its schema"))
             })?;
             let id = schema_id(shared, &plan.output_subject)?;
+            let tables = shared.tables.clone();
             (
                 vec![p.input.clone()],
                 vec![p.writes().to_string()],
                 p.dead_letter.clone(),
                 true,
-                Box::new(move |_| {
+                Box::new(move |partition| {
+                    let task = TaskContext {
+                        partition,
+                        tables: &*tables,
+                    };
                     Ok(Box::new(pipeline::Pipeline::new(
                         &stage,
                         plan.clone(),
                         id,
                         schemas(),
+                        &task,
                     )?) as Box<dyn Processor>)
                 }),
             )

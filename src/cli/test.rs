@@ -12,6 +12,8 @@
 //!         key: d1                 # optional
 //!         timestamp: 2026-03-01T10:00:00Z   # RFC 3339 or ms; default: the previous one
 //!         value: { device_id: d1, temperature: 31.5 }
+//!       # a record on a topic a `join` reads updates the table from then on;
+//!       # `value: null` deletes its key
 //!     expect:                     # per topic, every record in order (topics not named are
 //!       hot:                      # not checked); `key`, `timestamp` only when given
 //!         - value: { device_id: d1, temperature: 31.5 }

@@ -9,6 +9,7 @@ mod processor;
 mod runner;
 pub mod shutdown;
 mod standby;
+pub mod tables;
 
 pub use changelog::{LogEnv, RestoreProgress, Resume, TaskLog};
 pub use processor::{Emit, Input, ProcessError, Processor, Rejection};

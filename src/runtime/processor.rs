@@ -97,6 +97,13 @@ pub trait Processor: Send {
         Ok(false)
     }
 
+    /// Whether the processor has something only a commit takes in, though nothing was
+    /// processed (a join whose table moved since its snapshot): a quiet task is then
+    /// committed at the next idle check, without restarting its idle clock.
+    fn wants_commit(&self) -> bool {
+        false
+    }
+
     /// The runner dropped `input` as an already-applied upstream record.
     fn skipped(&mut self, input: &Input<'_>) -> Result<(), ProcessError> {
         let _ = input;

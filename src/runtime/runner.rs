@@ -420,7 +420,7 @@ impl Inner {
             if ticked {
                 task.idle_since = Instant::now();
             }
-            if ticked || task.output_seq != before {
+            if ticked || task.output_seq != before || task.processor.wants_commit() {
                 changed += 1;
             }
         }

@@ -9,8 +9,10 @@ mod schemas;
 mod testkit;
 pub mod tsdb;
 pub mod validate;
+mod wire_decoder;
 
 pub use schemas::{RegistrySchemas, SchemaSource};
+pub use wire_decoder::WireDecoder;
 
 /// Writes the key of an output record: its natural key (what identifies the result, e.g. a
 /// window's device, metric, length and start) as a compact JSON array. Keyed so, a compacted

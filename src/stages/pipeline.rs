@@ -4,18 +4,17 @@
 //! it to the chain, and encodes what comes out with the derived output schema. `sluice run`
 //! and `sluice test` both run it.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
-use apache_avro::Schema;
-use sluice_ops::codec::{leak, Decoder, Encoder};
-use sluice_ops::op::{Record, Rejection as OpRejection, Running};
+use sluice_ops::codec::Encoder;
+use sluice_ops::op::{Record, Rejection as OpRejection, Running, TaskContext};
 use sluice_schemas::wire;
 use sluice_topology::PipelinePlan;
 
 use prometheus::IntCounter;
 
 use super::schemas::SchemaSource;
+use super::wire_decoder::WireDecoder;
 use crate::metrics::METRICS;
 use crate::runtime::{AnyTable, Emit, Input, ProcessError, Processor, Rejection};
 
@@ -24,13 +23,9 @@ pub const PORT_OUTPUT: usize = 0;
 
 /// One task of a pipeline stage.
 pub struct Pipeline {
-    plan: Arc<PipelinePlan>,
     running: Running,
     output_schema_id: u32,
-    schemas: Box<dyn SchemaSource>,
-    /// Decoders by writer schema id (into the input schema), made once; None: the registry
-    /// does not know the id.
-    decoders: HashMap<u32, Option<Decoder>>,
+    decoder: WireDecoder,
     encoder: Encoder,
     /// `sluice_operator_records_total` per operator: [in, out].
     counters: Vec<[IntCounter; 2]>,
@@ -40,11 +35,13 @@ pub struct Pipeline {
 }
 
 impl Pipeline {
+    /// Task `task.partition` of stage `stage`, its joins reading `task.tables`.
     pub fn new(
         stage: &str,
         plan: Arc<PipelinePlan>,
         output_schema_id: u32,
         schemas: Box<dyn SchemaSource>,
+        task: &TaskContext<'_>,
     ) -> Result<Self, ProcessError> {
         let counters = plan
             .chain
@@ -63,78 +60,14 @@ impl Pipeline {
         })?;
         Ok(Pipeline {
             counters,
-            running: plan.chain.build(),
-            plan,
+            running: plan.chain.build_for(task)?,
+            decoder: WireDecoder::new(plan.input_schema, schemas),
             output_schema_id,
-            schemas,
-            decoders: HashMap::new(),
             encoder,
             out: Vec::new(),
             rejected: Vec::new(),
             buf: Vec::with_capacity(256),
         })
-    }
-
-    /// The decoder for writer schema `id`, made on first sight. A schema the registry does
-    /// not have is asked for again next time (it may be registered after a fix).
-    fn decoder(&mut self, id: u32) -> Result<Result<&Decoder, Rejection>, ProcessError> {
-        if !matches!(self.decoders.get(&id), Some(Some(_))) {
-            let made = match self.schemas.fetch(id)? {
-                Some(json) => {
-                    let input = self.plan.input_schema;
-                    let made = Schema::parse_str(&json).and_then(|writer| {
-                        // Resolving into the reader schema rebuilds every record; when the
-                        // writer's schema is the input's (the usual case: one registered
-                        // version), records decode straight into its shape. Compared in
-                        // full form: the canonical form would drop logical types.
-                        let same =
-                            serde_json::to_value(&writer).ok() == serde_json::to_value(input).ok();
-                        Decoder::new(leak(writer), (!same).then_some(input))
-                    });
-                    match made {
-                        Ok(d) => Some(d),
-                        Err(e) => {
-                            return Ok(Err(Rejection::new(
-                                "invalid_writer_schema",
-                                format!("writer schema {id} from the registry cannot be read into the input schema: {e}"),
-                            )))
-                        }
-                    }
-                }
-                None => None,
-            };
-            self.decoders.insert(id, made);
-        }
-        Ok(match self.decoders.get(&id) {
-            Some(Some(d)) => Ok(d),
-            _ => Err(Rejection::new(
-                "unknown_schema_id",
-                format!("schema id {id} is not in the registry"),
-            )),
-        })
-    }
-
-    /// Decodes one input record into the input topic's schema.
-    fn decode(
-        &mut self,
-        bytes: &[u8],
-    ) -> Result<Result<apache_avro::types::Value, Rejection>, ProcessError> {
-        let (id, mut body) = match wire::parse(bytes) {
-            Ok(x) => x,
-            Err(e) => return Ok(Err(Rejection::new(e.class(), e.to_string()))),
-        };
-        let decoder = match self.decoder(id)? {
-            Ok(d) => d,
-            Err(r) => return Ok(Err(r)),
-        };
-        Ok(decoder.decode(&mut body).map_err(|e| {
-            Rejection::new(
-                "invalid_body",
-                format!(
-                    "record does not decode with writer schema {id} into the input schema: {e}"
-                ),
-            )
-        }))
     }
 }
 
@@ -144,7 +77,7 @@ impl Processor for Pipeline {
             out.dead_letter(input, &Rejection::new("empty_value", "record has no value"));
             return Ok(());
         };
-        let value = match self.decode(bytes)? {
+        let value = match self.decoder.decode(bytes)? {
             Ok(v) => v,
             Err(r) => {
                 out.dead_letter(input, &r);
@@ -176,6 +109,10 @@ impl Processor for Pipeline {
             c[1].inc_by(n[1]);
         }
         Ok(())
+    }
+
+    fn wants_commit(&self) -> bool {
+        self.running.wants_commit()
     }
 
     fn idle(
