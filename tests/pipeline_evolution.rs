@@ -85,7 +85,12 @@ stages:
         current: current.clone(),
         older: OLDER.to_string(),
     };
-    let mut stage = Pipeline::new("copy", plan.clone(), 9, Box::new(schemas)).unwrap();
+    let no_tables = sluice_ops::op::join::MemTables::default();
+    let task = sluice_ops::op::TaskContext {
+        partition: 0,
+        tables: &no_tables,
+    };
+    let mut stage = Pipeline::new("copy", plan.clone(), 9, Box::new(schemas), &task).unwrap();
 
     let older = apache_avro::Schema::parse_str(OLDER).unwrap();
     let current = apache_avro::Schema::parse_str(&current).unwrap();
