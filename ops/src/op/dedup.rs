@@ -95,6 +95,7 @@ use apache_avro::types::Value;
 use sluice_state::table::{AnyTable, Codec, Encode, OrderedTable};
 use sluice_state::{KeyRange, KvStore, StateError};
 
+use super::yaml_text;
 use super::{Kind, OpError, Operator, Planned, Record, StreamType};
 use crate::types::{self, FieldPath, RecordType, Type};
 use crate::window::HumanDuration;
@@ -143,24 +144,7 @@ fn check(spec: &serde_yaml::Value, input: &StreamType) -> Result<DedupPlan, Vec<
         )]);
     };
     let mut problems = Vec::new();
-    for k in map.keys() {
-        match k.as_str() {
-            Some(k) if KEYS.contains(&k) => {}
-            Some(k) => {
-                let allowed = KEYS.join(", ");
-                let fix = match crate::types::did_you_mean(k, KEYS.iter().copied()) {
-                    Some(s) => format!("did you mean `{s}`? (allowed: {allowed})"),
-                    None => format!("remove it; allowed: {allowed}"),
-                };
-                problems.push(Problem::new(k, format!("unknown key `{k}`"), fix));
-            }
-            None => problems.push(Problem::new(
-                "",
-                format!("a key of dedup is not a name: {}", yaml_text(k)),
-                format!("the keys are {}", KEYS.join(", ")),
-            )),
-        }
-    }
+    super::unknown_keys(map, KEYS, "dedup", &mut problems);
     let by = match map.get("by") {
         None => {
             problems.push(Problem::new(
@@ -198,12 +182,6 @@ fn check(spec: &serde_yaml::Value, input: &StreamType) -> Result<DedupPlan, Vec<
         }),
         output: input.clone(),
     })
-}
-
-fn yaml_text(v: &serde_yaml::Value) -> String {
-    serde_yaml::to_string(v)
-        .map(|s| s.trim_end().to_string())
-        .unwrap_or_else(|_| format!("{v:?}"))
 }
 
 /// `by: a` or `by: [a, b]`; problems keyed `by` or `by[i]`.

@@ -225,6 +225,41 @@ pub trait Operator: Send {
     }
 }
 
+/// A problem for every key of `map` not in `keys` (a did-you-mean over them, or a non-name
+/// key); `what` names the operator in messages.
+pub(crate) fn unknown_keys(
+    map: &serde_yaml::Mapping,
+    keys: &[&str],
+    what: &str,
+    problems: &mut Vec<Problem>,
+) {
+    let allowed = keys.join(", ");
+    for k in map.keys() {
+        match k.as_str() {
+            Some(name) if keys.contains(&name) => {}
+            Some(name) => {
+                let fix = match crate::types::did_you_mean(name, keys.iter().copied()) {
+                    Some(s) => format!("did you mean `{s}`? (allowed: {allowed})"),
+                    None => format!("remove it; allowed: {allowed}"),
+                };
+                problems.push(Problem::new(name, format!("unknown key `{name}`"), fix));
+            }
+            None => problems.push(Problem::new(
+                "",
+                format!("a key of {what} is not a name: {}", yaml_text(k)),
+                format!("the keys are {allowed}"),
+            )),
+        }
+    }
+}
+
+/// A YAML value as written, on one line where it fits.
+pub(crate) fn yaml_text(v: &serde_yaml::Value) -> String {
+    serde_yaml::to_string(v)
+        .map(|s| s.trim_end().to_string())
+        .unwrap_or_else(|_| format!("{v:?}"))
+}
+
 /// A serde_yaml error as a problem: unknown keys get a did-you-mean over `allowed`, an
 /// unknown value (`kind: hoping`) one over the values serde lists, at the key holding it in
 /// `spec`.

@@ -42,6 +42,7 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
 use super::key_by::field_list;
+use super::yaml_text;
 use super::{Kind, OpError, Operator, Planned, Record, StreamType};
 use crate::types::{self, FieldPath, RecordType, Type};
 use crate::window::HumanDuration;
@@ -382,27 +383,13 @@ pub(super) fn parse_spec<T: DeserializeOwned>(
             return None;
         }
     };
+    super::unknown_keys(map, keys, what, problems);
     let allowed = keys.join(", ");
-    let mut known = serde_yaml::Mapping::new();
-    for (k, v) in map {
-        match k.as_str() {
-            Some(name) if keys.contains(&name) => {
-                known.insert(k.clone(), v.clone());
-            }
-            Some(name) => {
-                let fix = match types::did_you_mean(name, keys.iter().copied()) {
-                    Some(s) => format!("did you mean `{s}`? (allowed: {allowed})"),
-                    None => format!("remove it; allowed: {allowed}"),
-                };
-                problems.push(Problem::new(name, format!("unknown key `{name}`"), fix));
-            }
-            None => problems.push(Problem::new(
-                "",
-                format!("a key of {what} is not a name: {}", yaml_text(k)),
-                format!("the keys are {allowed}"),
-            )),
-        }
-    }
+    let known: serde_yaml::Mapping = map
+        .iter()
+        .filter(|(k, _)| k.as_str().is_some_and(|n| keys.contains(&n)))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
     match serde_yaml::from_value(serde_yaml::Value::Mapping(known.clone())) {
         Ok(s) => Some(s),
         Err(e) => {
@@ -427,13 +414,6 @@ pub(super) fn parse_spec<T: DeserializeOwned>(
             None
         }
     }
-}
-
-/// A YAML value as written, on one line where it fits.
-pub(super) fn yaml_text(v: &serde_yaml::Value) -> String {
-    serde_yaml::to_string(v)
-        .map(|s| s.trim_end().to_string())
-        .unwrap_or_else(|_| format!("{v:?}"))
 }
 
 /// "field `site` is a nullable string; <what> needs a number", with the numeric fields as
