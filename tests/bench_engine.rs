@@ -26,9 +26,29 @@ fn bench_engine_runs_every_scenario() {
             .to_string()
     };
     assert!(stdout.starts_with("# sluice bench engine: 2,000 records (10 devices"));
-    for s in ["decode_only", "tumbling", "hopping", "hopping_sketches"] {
+    let mut join_outputs = Vec::new();
+    for s in [
+        "decode_only",
+        "tumbling",
+        "hopping",
+        "hopping_sketches",
+        "join",
+        "join_rocksdb_uncached",
+        "join_rocksdb",
+    ] {
         let rate = line(&format!("{s}: "), " rec/s (median of 1;");
         assert!(rate.contains(" ns/record, "), "{rate}");
+        if s.starts_with("join") {
+            join_outputs.push(
+                rate.split(" outputs ")
+                    .next()
+                    .unwrap()
+                    .rsplit(", ")
+                    .next()
+                    .unwrap()
+                    .to_string(),
+            );
+        }
         // Every reading is in order: nothing is late, nothing is a dead letter.
         assert!(rate.contains(", 0 dead letters, "), "{rate}");
         line(&format!("{s}: breakdown "), " decode ");
@@ -42,6 +62,11 @@ fn bench_engine_runs_every_scenario() {
             assert!(state.contains(" B per open window encoded "), "{state}");
         }
     }
+    // The table in memory, in RocksDB, and in RocksDB behind the cache: the same join.
+    assert!(
+        join_outputs.windows(2).all(|w| w[0] == w[1]) && join_outputs[0] != "0",
+        "joined outputs of join, join_rocksdb_uncached, join_rocksdb: {join_outputs:?}"
+    );
     line("target tumbling: ", "2,000,000 rec/s wanted");
     line("target hopping: ", "1,000,000 rec/s wanted");
 }

@@ -21,10 +21,12 @@ use apache_avro::types::Value;
 use apache_avro::Schema;
 use sluice_ops::codec::{leak, Decoder, Encoder};
 use sluice_ops::op::join::MemTables;
-use sluice_ops::op::{Record, Rejection as OpRejection, TaskContext};
+use sluice_ops::op::{Record, Rejection as OpRejection, Tables, TaskContext};
 use sluice_schemas::wire;
+use sluice_state::{RocksConfig, RocksEnv};
 use sluice_topology::{PipelinePlan, StageSpec};
 
+use crate::runtime::tables::LocalTables;
 use crate::runtime::{Emit, Input, ProcessError, Processor, Rejection};
 use crate::stages::pipeline::Pipeline;
 use crate::stages::SchemaSource;
@@ -44,7 +46,8 @@ pub struct Args {
     /// records.
     #[arg(long, default_value_t = 100_000)]
     pub commit_every: usize,
-    /// Run only these scenarios (decode_only, tumbling, hopping, hopping_sketches, join), e.g.
+    /// Run only these scenarios (decode_only, tumbling, hopping, hopping_sketches, join,
+    /// join_rocksdb_uncached, join_rocksdb), e.g.
     /// under a profiler.
     #[arg(long)]
     pub only: Vec<String>,
@@ -154,6 +157,24 @@ const SCENARIOS: &[(&str, &str, &str, Option<f64>)] = &[
 "#,
         None,
     ),
+    (
+        "join_rocksdb_uncached",
+        "the same join with the table in RocksDB, every lookup read from the store and decoded",
+        r#"    operators:
+      - join: { table: bench.devices, on: device_id, fields: [site, max_temp] }
+      - filter: "temperature <= max_temp"
+"#,
+        None,
+    ),
+    (
+        "join_rocksdb",
+        "the same join with the table in RocksDB, as `sluice run` holds it (lookups cached per snapshot)",
+        r#"    operators:
+      - join: { table: bench.devices, on: device_id, fields: [site, max_temp] }
+      - filter: "temperature <= max_temp"
+"#,
+        None,
+    ),
 ];
 
 /// The device table the `join` scenario reads: one entry per device.
@@ -169,20 +190,50 @@ const DEVICE_SCHEMA: &str = r#"{
 }
 "#;
 
-/// The `join` scenario's table: every device, on site `site-<n mod 50>`, with a limit no
+/// The `join` scenarios' table: every device, on site `site-<n mod 50>`, with a limit no
 /// reading reaches.
-fn device_table(devices: usize) -> MemTables {
-    let tables = MemTables::default();
-    for d in 0..devices {
+fn device_rows(devices: usize) -> impl Iterator<Item = (Vec<u8>, Value)> {
+    (0..devices).map(|d| {
         let id = format!("dev-{d:05}");
         let value = Value::Record(vec![
             ("device_id".into(), Value::String(id.clone())),
             ("site".into(), Value::String(format!("site-{}", d % 50))),
             ("max_temp".into(), Value::Double(1000.0)),
         ]);
-        tables.apply("bench.devices", id.as_bytes(), Some(value));
+        (id.into_bytes(), value)
+    })
+}
+
+/// The device table of scenario `name`: in RocksDB under `dir` for `join_rocksdb*`, else in
+/// memory.
+fn device_table(name: &str, devices: usize, dir: &Path) -> anyhow::Result<Box<dyn Tables>> {
+    if name.starts_with("join_rocksdb") {
+        let cache_keys = if name.ends_with("_uncached") {
+            0
+        } else {
+            crate::runtime::tables::CACHE_KEYS
+        };
+        let schema = leak(Schema::parse_str(DEVICE_SCHEMA)?);
+        let rocks = RocksEnv::new(&RocksConfig::default());
+        let mut tables = LocalTables::new();
+        let dir = dir.join(name);
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir)?;
+        tables.load(
+            cache_keys,
+            &rocks,
+            &dir,
+            "bench.devices",
+            schema,
+            device_rows(devices),
+        )?;
+        return Ok(Box::new(tables));
     }
-    tables
+    let tables = MemTables::default();
+    for (key, value) in device_rows(devices) {
+        tables.apply("bench.devices", &key, Some(value));
+    }
+    Ok(Box::new(tables))
 }
 
 pub(crate) fn run(a: Args) -> anyhow::Result<ExitCode> {
@@ -230,7 +281,8 @@ pub(crate) fn run(a: Args) -> anyhow::Result<ExitCode> {
             .find(|(n, _)| n == name)
             .map(|(_, p)| p.clone())
             .expect("every scenario is a stage");
-        let tables = device_table(a.devices);
+        let tables = device_table(name, a.devices, &dir)?;
+        let tables = &*tables;
         let processor = || -> Result<Pipeline, ProcessError> {
             Pipeline::new(
                 name,
@@ -239,7 +291,7 @@ pub(crate) fn run(a: Args) -> anyhow::Result<ExitCode> {
                 Box::new(OneSchema(writer_json.clone())),
                 &TaskContext {
                     partition: 0,
-                    tables: &tables,
+                    tables,
                 },
             )
         };
@@ -266,7 +318,7 @@ pub(crate) fn run(a: Args) -> anyhow::Result<ExitCode> {
             group(last.drained as f64),
         );
 
-        let b = breakdown(&plan, &writer_json, &inputs, commit_every, &tables)?;
+        let b = breakdown(&plan, &writer_json, &inputs, commit_every, tables)?;
         let parts = [
             ("decode", b.decode),
             ("chain", b.chain),
@@ -333,6 +385,7 @@ pub(crate) fn run(a: Args) -> anyhow::Result<ExitCode> {
             );
         }
     }
+    let _ = std::fs::remove_dir_all(&dir);
     Ok(ExitCode::SUCCESS)
 }
 
@@ -558,7 +611,7 @@ fn breakdown(
     writer_json: &str,
     inputs: &Inputs,
     commit_every: usize,
-    tables: &MemTables,
+    tables: &dyn Tables,
 ) -> anyhow::Result<Breakdown> {
     let writer = leak(Schema::parse_str(writer_json)?);
     let decoder = Decoder::new(writer, Some(plan.input_schema))?;

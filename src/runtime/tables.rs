@@ -142,23 +142,7 @@ impl TableHost {
                 self.env.opts.brokers
             )));
         }
-        let mut positions = vec![0; partitions as usize];
-        let mut first = vec![None; partitions as usize];
-        for p in 0..partitions {
-            positions[p as usize] = read_i64(&store, &meta_key(OFFSET, p))?.unwrap_or(0);
-            first[p as usize] = read_i64(&store, &meta_key(FIRST, p))?;
-        }
-        let table = Arc::new(Table {
-            topic: topic.to_string(),
-            schema,
-            partitions,
-            positions: RwLock::new(positions),
-            first: RwLock::new(first),
-            store: RwLock::new(store),
-            state: Mutex::new(LoadState::default()),
-            changed: Condvar::new(),
-            stop: AtomicBool::new(false),
-        });
+        let table = Arc::new(Table::open(topic, schema, partitions, store)?);
         let feeder = Feeder {
             table: table.clone(),
             consumer,
@@ -204,14 +188,94 @@ impl Tables for TableHost {
             Scope::CoPartitioned => vec![partition],
         };
         table.wait_loaded(&needed)?;
-        let decoder = Decoder::new(table.schema, None)
+        Table::view(&table)
+    }
+}
+
+/// Tables loaded straight from values into RocksDB stores, without a broker: what
+/// `sluice bench engine` measures lookups against. Each table has one partition, and the
+/// n-th value given is its version at offset n.
+pub struct LocalTables {
+    tables: HashMap<String, Arc<Table>>,
+}
+
+impl LocalTables {
+    pub fn new() -> Self {
+        LocalTables {
+            tables: HashMap::new(),
+        }
+    }
+
+    /// Loads `rows` into a store under `dir` as table `topic` (values of `schema`); its views
+    /// keep answers for up to `cache_keys` keys per snapshot (0: every lookup reads the store).
+    pub fn load(
+        &mut self,
+        cache_keys: usize,
+        rocks: &RocksEnv,
+        dir: &std::path::Path,
+        topic: &str,
+        schema: &'static Schema,
+        rows: impl IntoIterator<Item = (Vec<u8>, Value)>,
+    ) -> Result<(), StateError> {
+        let store = RocksStore::open(rocks, dir, topic)?;
+        let mut table = Table::open(topic, schema, 1, store)?;
+        table.cache_keys = cache_keys;
+        let encoder = Encoder::new(schema)
             .map_err(|e| StateError::Unavailable(format!("table `{topic}`: {e}")))?;
-        Ok(Arc::new(View {
-            stale: METRICS.table_stale_lookups.with_label_values(&[topic]),
-            table,
-            decoder: Mutex::new(decoder),
-            key: Mutex::new(Vec::new()),
-        }))
+        let mut touched: HashMap<Vec<u8>, Versions> = HashMap::new();
+        let mut offset = *table
+            .positions
+            .read()
+            .expect("table positions")
+            .first()
+            .unwrap_or(&0);
+        let started = HashMap::from([(0, offset)]);
+        let now_ms = wall_ms();
+        for (key, value) in rows {
+            let mut body = Vec::new();
+            encoder
+                .encode(&value, &mut body)
+                .map_err(|e| StateError::Unavailable(format!("table `{topic}`: {e}")))?;
+            let mut k = vec![DATA];
+            k.extend_from_slice(&key);
+            touched.entry(k).or_default().push(
+                Version {
+                    partition: 0,
+                    offset,
+                    arrived_ms: now_ms,
+                    body: Some(body),
+                },
+                now_ms - HISTORY.as_millis() as i64,
+            );
+            offset += 1;
+            if touched.len() >= MAX_BATCH {
+                table.apply(&mut touched, &mut HashMap::from([(0, offset)]), &started)?;
+            }
+        }
+        table.apply(&mut touched, &mut HashMap::from([(0, offset)]), &started)?;
+        self.tables.insert(topic.to_string(), Arc::new(table));
+        Ok(())
+    }
+}
+
+impl Default for LocalTables {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Tables for LocalTables {
+    fn view(
+        &self,
+        topic: &str,
+        _scope: Scope,
+        _partition: i32,
+    ) -> Result<Arc<dyn TableView>, StateError> {
+        let table = self
+            .tables
+            .get(topic)
+            .ok_or_else(|| StateError::Unavailable(format!("no table `{topic}` loaded")))?;
+        Table::view(table)
     }
 }
 
@@ -240,9 +304,93 @@ struct Table {
     state: Mutex<LoadState>,
     changed: Condvar,
     stop: AtomicBool,
+    /// Keys each view keeps answers for per snapshot (0: none).
+    cache_keys: usize,
 }
 
 impl Table {
+    /// A table over `store`, read on from the positions the store kept.
+    fn open(
+        topic: &str,
+        schema: &'static Schema,
+        partitions: i32,
+        store: RocksStore,
+    ) -> Result<Table, StateError> {
+        let mut positions = vec![0; partitions as usize];
+        let mut first = vec![None; partitions as usize];
+        for p in 0..partitions {
+            positions[p as usize] = read_i64(&store, &meta_key(OFFSET, p))?.unwrap_or(0);
+            first[p as usize] = read_i64(&store, &meta_key(FIRST, p))?;
+        }
+        Ok(Table {
+            topic: topic.to_string(),
+            schema,
+            partitions,
+            positions: RwLock::new(positions),
+            first: RwLock::new(first),
+            store: RwLock::new(store),
+            state: Mutex::new(LoadState::default()),
+            changed: Condvar::new(),
+            stop: AtomicBool::new(false),
+            cache_keys: CACHE_KEYS,
+        })
+    }
+
+    /// A task's view, with its own decoder and lookup cache.
+    fn view(table: &Arc<Table>) -> Result<Arc<dyn TableView>, StateError> {
+        let decoder = Decoder::new(table.schema, None)
+            .map_err(|e| StateError::Unavailable(format!("table `{}`: {e}", table.topic)))?;
+        Ok(Arc::new(View {
+            stale: METRICS
+                .table_stale_lookups
+                .with_label_values(&[&table.topic]),
+            table: table.clone(),
+            lookup: Mutex::new(Lookup {
+                decoder,
+                key: Vec::new(),
+                at: Vec::new(),
+                cache: HashMap::new(),
+            }),
+        }))
+    }
+
+    /// Writes the touched keys and the partitions' next offsets in one batch, then moves the
+    /// positions lookups may use. `started`: per partition read from its start, the
+    /// offset from which every version is seen.
+    fn apply(
+        &self,
+        touched: &mut HashMap<Vec<u8>, Versions>,
+        next: &mut HashMap<i32, i64>,
+        started: &HashMap<i32, i64>,
+    ) -> Result<(), StateError> {
+        let mut batch = WriteBatch::with_capacity(touched.len() + 2 * next.len());
+        for (key, versions) in touched.drain() {
+            batch.put(key, versions.encode());
+        }
+        let mut first = self.first.write().expect("table first");
+        for (&p, &o) in next.iter() {
+            batch.put(meta_key(OFFSET, p), o.to_be_bytes().to_vec());
+            if let Some(slot) = first.get_mut(p as usize).filter(|f| f.is_none()) {
+                // Where the history held here is complete from.
+                let read_from = started.get(&p).copied().unwrap_or(o - 1);
+                *slot = Some(read_from);
+                batch.put(meta_key(FIRST, p), read_from.to_be_bytes().to_vec());
+            }
+        }
+        drop(first);
+        self.store
+            .write()
+            .expect("table store")
+            .write(batch, None)?;
+        let mut positions = self.positions.write().expect("table positions");
+        for (p, o) in next.drain() {
+            if let Some(slot) = positions.get_mut(p as usize) {
+                *slot = o;
+            }
+        }
+        Ok(())
+    }
+
     /// Asks for `partitions` and waits until each is loaded, logging progress.
     fn wait_loaded(&self, partitions: &[i32]) -> Result<(), StateError> {
         let started = Instant::now();
@@ -395,7 +543,7 @@ impl Feeder {
                 );
             }
             if !next.is_empty() {
-                self.write(&mut touched, &mut next)?;
+                self.table.apply(&mut touched, &mut next, &self.started)?;
             }
             let mut st = self.table.state.lock().expect("table state");
             st.applied += n as u64;
@@ -413,42 +561,6 @@ impl Feeder {
             }
         }
         self.table.store.read().expect("table store").flush()
-    }
-
-    /// Writes the touched keys and the partitions' next offsets in one batch, then moves the
-    /// positions lookups may use.
-    fn write(
-        &mut self,
-        touched: &mut HashMap<Vec<u8>, Versions>,
-        next: &mut HashMap<i32, i64>,
-    ) -> Result<(), StateError> {
-        let mut batch = WriteBatch::with_capacity(touched.len() + 2 * next.len());
-        for (key, versions) in touched.drain() {
-            batch.put(key, versions.encode());
-        }
-        let mut first = self.table.first.write().expect("table first");
-        for (&p, &o) in next.iter() {
-            batch.put(meta_key(OFFSET, p), o.to_be_bytes().to_vec());
-            if let Some(slot) = first.get_mut(p as usize).filter(|f| f.is_none()) {
-                // Where the history held here is complete from.
-                let read_from = self.started.get(&p).copied().unwrap_or(o - 1);
-                *slot = Some(read_from);
-                batch.put(meta_key(FIRST, p), read_from.to_be_bytes().to_vec());
-            }
-        }
-        drop(first);
-        self.table
-            .store
-            .write()
-            .expect("table store")
-            .write(batch, None)?;
-        let mut positions = self.table.positions.write().expect("table positions");
-        for (p, o) in next.drain() {
-            if let Some(slot) = positions.get_mut(p as usize) {
-                *slot = o;
-            }
-        }
-        Ok(())
     }
 
     /// Starts reading partitions newly wanted, from the offset the store kept.
@@ -522,9 +634,25 @@ fn wall_ms() -> i64 {
 /// One task's view of a table.
 struct View {
     table: Arc<Table>,
-    decoder: Mutex<Decoder>,
-    key: Mutex<Vec<u8>>,
+    lookup: Mutex<Lookup>,
     stale: prometheus::IntCounter,
+}
+
+/// Lookups at most this many keys a view remembers for one snapshot; past it, the cache
+/// starts over.
+pub const CACHE_KEYS: usize = 100_000;
+
+/// A view's lookup state. A join asks for every record at the same snapshot until its task
+/// commits, and what a key had at a snapshot never changes (every version below it was
+/// applied before the snapshot was taken; later updates land above it), so the answers are
+/// kept, decoded, until the snapshot moves.
+struct Lookup {
+    decoder: Decoder,
+    key: Vec<u8>,
+    /// The snapshot the cached answers are for.
+    at: Vec<i64>,
+    /// Per key: its value at `at`, and whether that answer was stale (counted at each use).
+    cache: HashMap<Vec<u8>, (Option<Value>, bool)>,
 }
 
 impl TableView for View {
@@ -537,15 +665,53 @@ impl TableView for View {
     }
 
     fn get_at(&self, key: &[u8], at: &[i64]) -> Result<Option<Value>, StateError> {
-        let bytes = {
-            let mut k = self.key.lock().expect("view key");
-            k.clear();
-            k.push(DATA);
-            k.extend_from_slice(key);
-            self.table.store.read().expect("table store").get(&k)?
-        };
+        let mut lookup = self.lookup.lock().expect("view lookup");
+        let lookup = &mut *lookup;
+        if lookup.at != at {
+            lookup.cache.clear();
+            lookup.at.clear();
+            lookup.at.extend_from_slice(at);
+        }
+        if let Some((value, stale)) = lookup.cache.get(key) {
+            if *stale {
+                self.stale.inc();
+            }
+            return Ok(value.clone());
+        }
+        let (value, stale) = self.read_at(lookup, key, at)?;
+        if stale {
+            self.stale.inc();
+        }
+        if self.table.cache_keys > 0 {
+            if lookup.cache.len() >= self.table.cache_keys {
+                lookup.cache.clear();
+            }
+            lookup.cache.insert(key.to_vec(), (value.clone(), stale));
+        }
+        Ok(value)
+    }
+}
+
+impl View {
+    /// `key`'s value at `at` from the store, and whether the answer is stale (older than
+    /// what the store holds).
+    fn read_at(
+        &self,
+        lookup: &mut Lookup,
+        key: &[u8],
+        at: &[i64],
+    ) -> Result<(Option<Value>, bool), StateError> {
+        lookup.key.clear();
+        lookup.key.push(DATA);
+        lookup.key.extend_from_slice(key);
+        let bytes = self
+            .table
+            .store
+            .read()
+            .expect("table store")
+            .get(&lookup.key)?;
         let Some(bytes) = bytes else {
-            return Ok(None);
+            return Ok((None, false));
         };
         let versions = Versions::decode(&bytes)?;
         let before =
@@ -565,30 +731,20 @@ impl TableView for View {
                     .is_some_and(|f| at >= f)
             })
         };
-        let body = match versions.list.iter().rev().find(|v| before(v)) {
-            Some(v) => {
-                if !seen_all {
-                    self.stale.inc();
-                }
-                v.body.as_deref()
-            }
-            None if seen_all && !versions.pruned => None,
+        let (body, stale) = match versions.list.iter().rev().find(|v| before(v)) {
+            Some(v) => (v.body.as_deref(), !seen_all),
+            None if seen_all && !versions.pruned => (None, false),
             // Older than anything held: the oldest version held stands in.
-            None => {
-                self.stale.inc();
-                versions.list.first().and_then(|v| v.body.as_deref())
-            }
+            None => (versions.list.first().and_then(|v| v.body.as_deref()), true),
         };
         let Some(mut body) = body else {
-            return Ok(None);
+            return Ok((None, stale));
         };
-        let value = self
+        let value = lookup
             .decoder
-            .lock()
-            .expect("view decoder")
             .decode(&mut body)
             .map_err(|e| StateError::decode("table value", e.to_string()))?;
-        Ok(Some(value))
+        Ok((Some(value), stale))
     }
 }
 
@@ -728,5 +884,68 @@ mod tests {
         assert!(vs.pruned);
         assert_eq!(Versions::decode(&vs.encode()).unwrap(), vs);
         assert!(Versions::decode(&vs.encode()[..10]).is_err());
+    }
+
+    fn device(site: &str) -> Value {
+        Value::Record(vec![("site".into(), Value::String(site.into()))])
+    }
+
+    #[test]
+    fn a_view_answers_at_each_snapshot_from_the_store_or_its_cache_alike() {
+        let schema = sluice_ops::codec::leak(
+            Schema::parse_str(
+                r#"{"type":"record","name":"D","fields":[{"name":"site","type":"string"}]}"#,
+            )
+            .unwrap(),
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let rocks = RocksEnv::new(&sluice_state::RocksConfig::default());
+        // Offsets 0..3: d1 on s1, d2 on s2, d1 moved to s3.
+        let rows = || {
+            vec![
+                (b"d1".to_vec(), device("s1")),
+                (b"d2".to_vec(), device("s2")),
+                (b"d1".to_vec(), device("s3")),
+            ]
+        };
+        let mut answers = Vec::new();
+        for (cache_keys, sub) in [(0, "uncached"), (CACHE_KEYS, "cached")] {
+            let mut tables = LocalTables::new();
+            tables
+                .load(
+                    cache_keys,
+                    &rocks,
+                    &dir.path().join(sub),
+                    "t",
+                    schema,
+                    rows(),
+                )
+                .unwrap();
+            let view = tables.view("t", Scope::Global, 0).unwrap();
+            assert_eq!(view.position(), [3]);
+            let mut got = Vec::new();
+            // Snapshots move back and forth, as a task restored from an older commit does.
+            for at in [1, 3, 3, 2, 1, 3, 0] {
+                for key in [&b"d1"[..], b"d2", b"d9"] {
+                    got.push((at, key, view.get_at(key, &[at]).unwrap()));
+                }
+            }
+            answers.push(got);
+        }
+        assert_eq!(answers[0], answers[1]);
+        let at = |snapshot: i64, key: &[u8]| {
+            answers[1]
+                .iter()
+                .find(|(a, k, _)| *a == snapshot && *k == key)
+                .unwrap()
+                .2
+                .clone()
+        };
+        assert_eq!(at(1, b"d1"), Some(device("s1")));
+        assert_eq!(at(1, b"d2"), None);
+        assert_eq!(at(2, b"d2"), Some(device("s2")));
+        assert_eq!(at(3, b"d1"), Some(device("s3")));
+        assert_eq!(at(0, b"d1"), None);
+        assert_eq!(at(3, b"d9"), None);
     }
 }
