@@ -6,7 +6,7 @@
 
 mod common;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -242,6 +242,86 @@ fn energy_example_on_the_stack_outputs_what_its_first_case_expects() {
         let now: i64 = end_offsets(&brokers, topic).values().sum();
         assert_eq!(now, *n as i64, "{name} grew after everything was committed");
     }
+
+    // `sluice lag`, read from the broker as an operator would: every stage (the re-keyed
+    // ones too) has committed all it holds, and `--wait` returns at once.
+    let lag = |extra: &[&str]| {
+        let mut args = vec!["lag", path.as_str()];
+        args.extend_from_slice(extra);
+        Command::new(sluice_bin)
+            .args(&args)
+            .output()
+            .expect("run sluice lag")
+    };
+    let lag_json = |out: &std::process::Output| -> Vec<serde_json::Value> {
+        assert!(
+            out.status.success(),
+            "sluice lag failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).expect("sluice lag --json prints JSON")
+    };
+    let behind = |stages: &[serde_json::Value]| -> BTreeMap<String, i64> {
+        stages
+            .iter()
+            .map(|s| {
+                let lag = s["partitions"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|p| {
+                        let end = p["end"].as_i64().unwrap();
+                        let from = p["committed"]
+                            .as_i64()
+                            .unwrap_or(p["start"].as_i64().unwrap());
+                        end - from
+                    })
+                    .sum();
+                (s["stage"].as_str().unwrap().to_string(), lag)
+            })
+            .collect()
+    };
+    let drained = lag_json(&lag(&["--json"]));
+    let names: BTreeSet<String> = drained
+        .iter()
+        .map(|s| s["stage"].as_str().unwrap().to_string())
+        .collect();
+    let want: BTreeSet<String> = stages.iter().map(|s| s.name.clone()).collect();
+    assert_eq!(names, want, "sluice lag names every stage");
+    assert!(
+        behind(&drained).values().all(|l| *l == 0),
+        "sluice lag after everything was committed: {drained:?}"
+    );
+    let waited = lag(&["--wait", "--json"]);
+    assert!(
+        waited.status.success(),
+        "sluice lag --wait on a drained pipeline"
+    );
+    // One more reading, with no instance running: the stages reading the input are one
+    // behind, and `--wait` gives up once nothing moves, naming them.
+    produce(
+        &producer,
+        &input,
+        (writer.id, &writer_schema),
+        records[records.len() - 1],
+        ts,
+    );
+    let after = behind(&lag_json(&lag(&["--json"])));
+    for s in &stages {
+        let want = i64::from(s.input == input);
+        assert_eq!(
+            after[&s.name], want,
+            "lag of {} after one more reading",
+            s.name
+        );
+    }
+    let stuck = lag(&["--wait", "--stall", "1s"]);
+    let said = String::from_utf8_lossy(&stuck.stderr);
+    assert!(
+        !stuck.status.success() && said.contains("site_energy (group"),
+        "sluice lag --wait with no instance running: {}, said: {said}",
+        stuck.status
+    );
     eprintln!(
         "energy example end to end: {} inputs, {} expected topics, {:.1} s",
         case.input.len(),

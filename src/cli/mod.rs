@@ -3,8 +3,10 @@
 mod bench;
 mod bench_engine;
 mod dlq;
+mod lag;
 mod nab;
 mod registry;
+mod report;
 mod run;
 mod schemas;
 mod simulate;
@@ -50,8 +52,13 @@ pub enum Command {
     /// Create the QuestDB tables the topology writes, with their dedup keys.
     #[command(subcommand)]
     Tsdb(tsdb::Command),
+    /// How far each stage is behind its input, from the broker; `--wait` until drained.
+    Lag(lag::Args),
     /// Run anomaly detectors over the NAB corpus and score them.
     Nab(nab::Args),
+    /// What a run left behind: records per topic, TSDB and Parquet rows, the detector against
+    /// the simulator's ground truth.
+    Report(report::Args),
     /// Run a topology's pipeline stages in-process over test cases, without a broker.
     Test(test::Args),
     /// Measure throughput and latency.
@@ -83,7 +90,9 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Dlq(c) => dlq::run(c),
         Command::Topics(c) => topics::run(c),
         Command::Tsdb(c) => tsdb::run(c),
+        Command::Lag(a) => lag::run(a),
         Command::Nab(a) => nab::run(a),
+        Command::Report(a) => report::run(a),
         Command::Test(a) => test::run(a),
         Command::Bench(c) => bench::run(c),
     }

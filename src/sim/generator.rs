@@ -93,7 +93,7 @@ pub const METRICS: &[MetricProfile] = &[
 ];
 
 /// Kinds of injected anomaly.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum AnomalyKind {
     Spike,
@@ -104,7 +104,7 @@ pub enum AnomalyKind {
 }
 
 /// Ground truth for one injected anomaly.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct InjectedAnomaly {
     pub device_id: String,
     pub metric: String,

@@ -73,12 +73,18 @@ pub fn encode(rec: &SimRecord, ids: WriterIds, out: &mut Vec<u8>) {
 }
 
 /// What a simulation produced.
-#[derive(Debug, Default, Clone, serde::Serialize)]
+#[derive(Debug, Default, Clone, serde::Serialize, serde::Deserialize)]
 pub struct SimSummary {
     pub records: u64,
     pub by_kind: std::collections::BTreeMap<String, u64>,
     pub injected: Vec<InjectedAnomaly>,
     pub seconds: f64,
+    /// Event time between two readings of one series (ms), to judge how soon a flag came.
+    #[serde(default)]
+    pub step_ms: i64,
+    /// Device ids of this run start with it.
+    #[serde(default)]
+    pub device_prefix: String,
 }
 
 /// Produces the whole simulation to `topic`, at most `rate` records/s (0: as fast as the
@@ -95,7 +101,11 @@ pub fn produce(
     let mut sim = Simulator::new(cfg);
     let estimate = sim.config().steps * sim.series_count() as u64;
     let started = Instant::now();
-    let mut summary = SimSummary::default();
+    let mut summary = SimSummary {
+        step_ms: sim.config().step_ms,
+        device_prefix: sim.config().device_prefix.clone(),
+        ..SimSummary::default()
+    };
     let mut batch = Vec::new();
     let mut buf = Vec::with_capacity(128);
     while !sim.done() {

@@ -43,6 +43,18 @@ enum Recovery {
     Cuts(VecDeque<i64>),
 }
 
+/// The archive settings of the topology's S3 connection (prefix and batch size at their defaults).
+pub(crate) fn archive_config(conn: &S3Connection) -> S3ArchiveConfig {
+    let mut config = S3ArchiveConfig::new(&conn.bucket);
+    config.endpoint = (!conn.endpoint.is_empty()).then(|| conn.endpoint.clone());
+    config.region = conn.region.clone();
+    config.access_key_id = (!conn.access_key_id.is_empty()).then(|| conn.access_key_id.clone());
+    config.secret_access_key =
+        (!conn.secret_access_key.is_empty()).then(|| conn.secret_access_key.clone());
+    config.allow_http = conn.allow_http;
+    config
+}
+
 impl Archive {
     pub fn new(
         stage: &str,
@@ -52,13 +64,7 @@ impl Archive {
         schemas: Box<dyn SchemaSource>,
         rt: tokio::runtime::Handle,
     ) -> Result<Self, RuntimeError> {
-        let mut config = S3ArchiveConfig::new(&conn.bucket);
-        config.endpoint = (!conn.endpoint.is_empty()).then(|| conn.endpoint.clone());
-        config.region = conn.region.clone();
-        config.access_key_id = (!conn.access_key_id.is_empty()).then(|| conn.access_key_id.clone());
-        config.secret_access_key =
-            (!conn.secret_access_key.is_empty()).then(|| conn.secret_access_key.clone());
-        config.allow_http = conn.allow_http;
+        let mut config = archive_config(conn);
         config.prefix = spec.prefix.clone();
         config.target_rows_per_file = spec.rows_per_file;
         let sink = S3ArchiveSink::new(config, crate::metrics::METRICS.s3.clone())

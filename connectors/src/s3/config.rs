@@ -125,7 +125,7 @@ impl S3ArchiveConfig {
     }
 
     /// Builds the client (no I/O). Retries are ours (see the sink), so the client's are off.
-    pub(crate) fn build_store(&self) -> object_store::Result<Arc<dyn ObjectStore>> {
+    pub fn build_store(&self) -> object_store::Result<Arc<dyn ObjectStore>> {
         let env = |a: &str, b: &str| std::env::var(a).or_else(|_| std::env::var(b)).ok();
         let mut builder = AmazonS3Builder::from_env()
             .with_bucket_name(&self.bucket)
