@@ -3,12 +3,14 @@
 mod bench;
 mod bench_engine;
 mod dlq;
+pub mod graph;
 mod nab;
 mod registry;
 mod run;
 mod schemas;
 mod simulate;
 mod test;
+mod top;
 mod topics;
 mod tsdb;
 mod validate;
@@ -57,6 +59,10 @@ pub enum Command {
     /// Measure throughput and latency.
     #[command(subcommand)]
     Bench(bench::Command),
+    /// Draw the topology (stages, topics, stores, changelogs, tables, sinks) as Mermaid or DOT.
+    Graph(graph::Args),
+    /// A live view of a running topology's stages, from every instance's `/metrics`.
+    Top(top::Args),
 }
 
 pub fn init_tracing(verbose: u8) {
@@ -86,5 +92,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Nab(a) => nab::run(a),
         Command::Test(a) => test::run(a),
         Command::Bench(c) => bench::run(c),
+        Command::Graph(a) => graph::run(a),
+        Command::Top(a) => top::run(a),
     }
 }
