@@ -56,7 +56,9 @@ pub struct Metrics {
     /// records the standbys wrote to their local stores.
     pub standby_partitions: IntGaugeVec,
     pub standby_records: IntCounterVec,
-    /// Input lag per stage and partition (high watermark minus position).
+    /// Input lag per stage and input partition: the partition's end (high watermark) minus
+    /// the stage's committed position, refreshed every second from the consumer's
+    /// statistics (`runtime/lag.rs`).
     pub consumer_lag: IntGaugeVec,
     /// Rows or objects written by sinks.
     pub sink_rows: IntCounterVec,
@@ -232,8 +234,8 @@ impl Metrics {
             consumer_lag: gauge(
                 &r,
                 "sluice_consumer_lag",
-                "Records between position and high watermark.",
-                &["stage", "partition"],
+                "Records between the committed position and the high watermark.",
+                &["stage", "topic", "partition"],
             ),
             sink_rows: counter(
                 &r,

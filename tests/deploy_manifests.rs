@@ -620,6 +620,8 @@ fn metric_names(text: &str, prefix: &str) -> Vec<String> {
         .collect()
 }
 
+/// Declared is not emitted: tests/observability.rs checks, on a running pipeline, that every
+/// metric a panel queries is really served.
 #[test]
 fn the_dashboard_queries_only_metrics_sluice_exports() {
     let declared = declared_metrics(&["src", "connectors/src"]);

@@ -23,13 +23,12 @@ fn the_reference_pipeline_outputs_exactly_what_the_input_determines() {
     };
     let exp = expected(&cfg, &rules());
 
-    let log = topo.dir.path().join("sluice.log");
-    let path = topo.path.to_str().unwrap().to_string();
-    let mut run = Sluice::spawn(&["run", &path, "--quiet"], &log);
-
-    let raw = topo.topic("telemetry.raw");
-    let ids = registry_ids(&format!("{raw}-value"));
-    wait_for_topic(&brokers, &raw);
+    let Running {
+        mut run,
+        log,
+        raw,
+        ids,
+    } = topo.start(&brokers);
     let summary = produce(
         &ClientOptions::new(&brokers),
         &raw,

@@ -3,6 +3,7 @@
 mod bench;
 mod bench_engine;
 mod dlq;
+pub mod graph;
 mod lag;
 mod nab;
 mod registry;
@@ -11,6 +12,7 @@ mod run;
 mod schemas;
 mod simulate;
 mod test;
+mod top;
 mod topics;
 mod tsdb;
 mod validate;
@@ -64,6 +66,10 @@ pub enum Command {
     /// Measure throughput and latency.
     #[command(subcommand)]
     Bench(bench::Command),
+    /// Draw the topology (stages, topics, stores, changelogs, tables, sinks) as Mermaid or DOT.
+    Graph(graph::Args),
+    /// A live view of a running topology's stages, from every instance's `/metrics`.
+    Top(top::Args),
 }
 
 pub fn init_tracing(verbose: u8) {
@@ -95,5 +101,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Report(a) => report::run(a),
         Command::Test(a) => test::run(a),
         Command::Bench(c) => bench::run(c),
+        Command::Graph(a) => graph::run(a),
+        Command::Top(a) => top::run(a),
     }
 }

@@ -41,12 +41,9 @@ pub struct Args {
 }
 
 pub(crate) fn run(a: Args) -> anyhow::Result<ExitCode> {
-    let loaded = match super::validate::load_checked(&a.topology) {
+    let loaded = match super::validate::load_or_exit(&a.topology) {
         Ok(l) => l,
-        Err(e) => {
-            eprintln!("{e}");
-            return Ok(ExitCode::from(2));
-        }
+        Err(code) => return Ok(code),
     };
     let (mut passed, mut failed) = (0, 0);
     for file in &a.cases {

@@ -32,6 +32,14 @@ pub(crate) fn run(a: Args) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// [`load_checked`] for a subcommand: its problems printed, and exit code 2, when it fails.
+pub(crate) fn load_or_exit(path: &std::path::Path) -> Result<sluice_topology::Loaded, ExitCode> {
+    load_checked(path).map_err(|e| {
+        eprintln!("{e}");
+        ExitCode::from(2)
+    })
+}
+
 /// Loads the topology and checks what the topology crate cannot: detector parameters.
 pub(crate) fn load_checked(
     path: &std::path::Path,

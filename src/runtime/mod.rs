@@ -4,6 +4,7 @@
 mod changelog;
 mod emit;
 mod ids;
+mod lag;
 mod pause;
 mod processor;
 mod runner;

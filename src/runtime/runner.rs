@@ -26,6 +26,7 @@ use sluice_topology::Guarantee;
 use super::changelog::{produce_acked, LogEnv, RestoreProgress, TaskLog};
 use super::emit::Emitter;
 use super::ids::{accept, new_ids_table, IdsTable};
+use super::lag::{self, BatchTimes, StageLag};
 use super::pause;
 use super::processor::{Input, Processor};
 use super::standby::{Standbys, TICK_EVERY};
@@ -89,6 +90,8 @@ struct Task {
     output_seq: u64,
     /// Wall clock of the task's last input record or idle tick (idle closing).
     idle_since: Instant,
+    /// Input timestamps since the last commit (`sluice_latency_ms`).
+    times: BatchTimes,
 }
 
 impl Task {
@@ -119,13 +122,20 @@ struct Inner {
     standbys: Standbys,
     /// When this run of the stage last knew it was not paused (see `pause`).
     pause_mark: pause::Mark,
+    lag: Arc<StageLag>,
 }
 
 struct Ctx {
     inner: Arc<Mutex<Inner>>,
+    lag: Arc<StageLag>,
 }
 
-impl ClientContext for Ctx {}
+impl ClientContext for Ctx {
+    /// Served by the stage's own `poll` every `lag::STATS_INTERVAL_MS`.
+    fn stats_raw(&self, statistics: &[u8]) {
+        self.lag.on_stats(statistics);
+    }
+}
 
 impl ConsumerContext for Ctx {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
@@ -167,11 +177,7 @@ impl ConsumerContext for Ctx {
                     }
                 }
             }
-            let owned = inner.tasks.len() as i64;
-            METRICS
-                .partitions_owned
-                .with_label_values(&[&inner.def.name])
-                .set(owned);
+            inner.owned_changed();
             inner.standbys.replace_soon();
         }
     }
@@ -220,11 +226,7 @@ impl ConsumerContext for Ctx {
                     }
                 }
             }
-            let owned = inner.tasks.len() as i64;
-            METRICS
-                .partitions_owned
-                .with_label_values(&[&inner.def.name])
-                .set(owned);
+            inner.owned_changed();
             inner.standbys.replace_soon();
             inner.def.ready.store(true, Ordering::Relaxed);
         }
@@ -264,10 +266,18 @@ impl Inner {
                 }
             }
         }
+        self.owned_changed();
+    }
+
+    /// Publishes the partitions the stage now owns (`sluice_partitions_owned`, lag).
+    fn owned_changed(&self) {
         METRICS
             .partitions_owned
             .with_label_values(&[&self.def.name])
-            .set(0);
+            .set(self.tasks.len() as i64);
+        let inputs = &self.def.inputs;
+        self.lag
+            .owned(self.tasks.keys().map(|&(i, p)| (inputs[i].clone(), p)));
     }
 
     /// `partition:next offset` of every task that processed something, for logs.
@@ -305,6 +315,7 @@ impl Inner {
             next_offset: None,
             output_seq: 0,
             idle_since: Instant::now(),
+            times: BatchTimes::default(),
         };
         if let Some(env) = &self.def.log {
             let stage = self.def.name.clone();
@@ -350,6 +361,7 @@ impl Inner {
         self.in_counter.inc();
         task.next_offset = Some(offset + 1);
         task.idle_since = Instant::now();
+        task.times.push(m.timestamp().to_millis());
         if let (Some(ids), true) = (
             task.ids.as_mut(),
             self.def.guarantee != Guarantee::AtLeastOnce,
@@ -532,12 +544,28 @@ impl Inner {
                 result?;
             }
         }
+        self.committed(&tpl, &held);
         METRICS.commits.with_label_values(&[&name]).inc();
         METRICS
             .commit_seconds
             .with_label_values(&[&name])
             .observe(started.elapsed().as_secs_f64());
         Ok(())
+    }
+}
+
+impl Inner {
+    /// After a commit of `tpl`: the lag's committed positions, and one latency observation
+    /// per input record of every task committed (a held task's wait until its sink flushes).
+    fn committed(&mut self, tpl: &TopicPartitionList, held: &[(usize, i32)]) {
+        self.lag.committed(tpl);
+        let hist = METRICS.latency_ms.with_label_values(&[&self.def.name]);
+        let now = lag::now_ms();
+        for (key, task) in self.tasks.iter_mut() {
+            if !held.contains(key) {
+                task.times.committed(&hist, now);
+            }
+        }
     }
 }
 
@@ -583,6 +611,8 @@ pub fn run_stage(def: StageDef, stop: &AtomicBool) -> Result<(), RuntimeError> {
         .map(|t| METRICS.records_out.with_label_values(&[&def.name, t]))
         .collect();
     let in_counter = METRICS.records_in.with_label_values(&[&def.name]);
+    // Exported at 0 from the start, so a rate over it is 0 rather than absent.
+    METRICS.commit_failures.with_label_values(&[&def.name]);
     let group = format!("{}-{}", def.app, def.name);
     // Unique per run, so standby placement finds this instance among the group's members.
     let client_id = format!("{group}-{:08x}", rand::random::<u32>());
@@ -603,6 +633,7 @@ pub fn run_stage(def: StageDef, stop: &AtomicBool) -> Result<(), RuntimeError> {
     let (commit_interval, max_batch) = (def.commit_interval, def.max_batch);
     let leave_group = def.leave_group;
     let name = def.name.clone();
+    let lag = Arc::new(StageLag::new(&name, def.opts.read_committed));
     let inner = Arc::new(Mutex::new(Inner {
         def,
         producer,
@@ -615,6 +646,7 @@ pub fn run_stage(def: StageDef, stop: &AtomicBool) -> Result<(), RuntimeError> {
         poisoned: false,
         standbys,
         pause_mark: pause::mark(),
+        lag: lag.clone(),
     }));
     let opts = inner
         .lock()
@@ -624,8 +656,10 @@ pub fn run_stage(def: StageDef, stop: &AtomicBool) -> Result<(), RuntimeError> {
         .clone();
     let consumer: BaseConsumer<Ctx> = consumer_config(&opts, &group)
         .set("client.id", &client_id)
+        .set("statistics.interval.ms", lag::STATS_INTERVAL_MS)
         .create_with_context(Ctx {
             inner: inner.clone(),
+            lag,
         })?;
     let topics: Vec<&str> = inputs.iter().map(String::as_str).collect();
     consumer.subscribe(&topics)?;

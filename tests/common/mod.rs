@@ -160,6 +160,26 @@ impl TestTopology {
     pub fn archive_prefix(&self) -> String {
         format!("archive-{}", self.suffix)
     }
+
+    /// `sluice run` of every stage, logging to `sluice.log` in the test's dir, once it has
+    /// created the raw topic; with the registry ids to write that topic with.
+    pub fn start(&self, brokers: &str) -> Running {
+        let log = self.dir.path().join("sluice.log");
+        let path = self.path.to_str().unwrap().to_string();
+        let run = Sluice::spawn(&["run", &path, "--quiet"], &log);
+        let raw = self.topic("telemetry.raw");
+        let ids = registry_ids(&format!("{raw}-value"));
+        wait_for_topic(brokers, &raw);
+        Running { run, log, raw, ids }
+    }
+}
+
+/// A running reference topology ([`TestTopology::start`]).
+pub struct Running {
+    pub run: Sluice,
+    pub log: PathBuf,
+    pub raw: String,
+    pub ids: WriterIds,
 }
 
 pub fn free_port() -> u16 {

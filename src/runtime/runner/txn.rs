@@ -228,6 +228,7 @@ impl Inner {
             .inner()
             .begin_transaction()
             .map_err(|e| classify(&self.producer, &id, "begin_transaction", e.into(), false))?;
+        self.committed(&tpl, &held);
         let name = &self.def.name;
         METRICS.commits.with_label_values(&[name]).inc();
         METRICS
