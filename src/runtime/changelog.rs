@@ -193,11 +193,11 @@ impl<C: ConsumerContext + 'static> CommitIo for KafkaCommit<'_, C> {
 
 /// One task's commit outside a stage's consumer group (tests, tools): the protocol's commit
 /// of one task, with no offsets committed.
-pub fn commit_task(
+pub fn commit_task<'a>(
     env: &LogEnv,
     producer: &mut TrackedProducer,
-    log: &mut TaskLog,
-    tables: Vec<&mut dyn AnyTable>,
+    log: &'a mut TaskLog,
+    tables: Vec<&'a mut dyn AnyTable>,
     input_offset: i64,
     output_seq: u64,
 ) -> Result<(), RuntimeError> {

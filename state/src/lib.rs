@@ -26,7 +26,7 @@ mod rocks;
 mod size;
 mod store;
 pub mod table;
-#[cfg(all(test, feature = "rocksdb"))]
+#[cfg(test)]
 mod tests;
 
 pub use changelog::{changelog_topic, ChangelogRecord, Checkpoint, Entry, Marker, MarkerKind, Tag};

@@ -197,6 +197,9 @@ impl KvStore for SimEngine {
     }
 }
 
+/// Writes to the broker in the middle of a restore (a zombie's).
+type Hook<'b> = Box<dyn FnOnce(&mut Broker) + 'b>;
+
 /// The broker side of one commit or one restore, crashing at `crash`.
 pub(crate) struct SimIo<'b> {
     broker: &'b mut Broker,
@@ -208,7 +211,7 @@ pub(crate) struct SimIo<'b> {
     calls: usize,
     crashed: bool,
     /// Runs right after the restore's fences are written (zombie writes).
-    after_fence: Option<Box<dyn FnOnce(&mut Broker) + 'b>>,
+    after_fence: Option<Hook<'b>>,
 }
 
 impl<'b> SimIo<'b> {
@@ -317,6 +320,8 @@ impl CommitIo for SimIo<'_> {
         match self.crash {
             Crash::AfterMarkers => Err(self.crash()),
             Crash::MidEngine => {
+                // The process dies after its first store's checkpointed write.
+                self.crashed = true;
                 self.power.die_after(1);
                 Ok(())
             }
