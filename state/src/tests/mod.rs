@@ -4,4 +4,5 @@
 mod crash_points;
 mod property;
 mod sim;
+mod sim_io;
 mod standby;
