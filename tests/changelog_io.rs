@@ -9,7 +9,8 @@ use rand::Rng;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, FutureProducer};
 use sluice::runtime::{
-    AnyTable, CachedTable, Codec, Encode, LogEnv, OrderedTable, Resume, TaskLog,
+    commit_task, restore_task, AnyTable, CachedTable, Codec, Encode, LogEnv, OrderedTable, Resume,
+    TaskLog,
 };
 use sluice_connectors::kafka::{
     ensure_topics, producer_config, ClientOptions, TopicToCreate, TrackedProducer,
@@ -140,7 +141,7 @@ impl Tables {
 fn restore(env: &LogEnv) -> (Tables, TaskLog, Resume, u64) {
     let mut t = Tables::new();
     let mut read = 0;
-    let (log, resume) = TaskLog::restore(env, PARTITION, &mut t.all(), &mut |p| {
+    let (log, resume) = restore_task(env, PARTITION, &mut t.all(), &mut |p| {
         read = read.max(p.read);
     })
     .unwrap();
@@ -179,8 +180,15 @@ fn restore_commit_and_restore_again_through_the_broker() {
     assert_eq!(log.next_commit_seq(), 1);
     for n in 1..=3 {
         batch(&mut t, n, 50);
-        log.commit(env, &mut producer, &mut t.all(), 10 * n as i64, 100 * n)
-            .unwrap();
+        commit_task(
+            env,
+            &mut producer,
+            &mut log,
+            t.all(),
+            10 * n as i64,
+            100 * n,
+        )
+        .unwrap();
     }
     let want = t.contents();
     assert_eq!(want[0].len(), 49, "k0 was removed in batch 3");
@@ -264,8 +272,7 @@ fn a_zombie_commit_after_the_fence_is_ignored_and_its_local_store_rebuilt() {
 
     let (mut zt, mut zlog, _, _) = restore(old);
     batch(&mut zt, 1, 20);
-    zlog.commit(old, &mut producer, &mut zt.all(), 10, 100)
-        .unwrap();
+    commit_task(old, &mut producer, &mut zlog, zt.all(), 10, 100).unwrap();
     let want = zt.contents();
     let want_resume = Resume {
         input_offset: Some(10),
@@ -277,8 +284,7 @@ fn a_zombie_commit_after_the_fence_is_ignored_and_its_local_store_rebuilt() {
     assert_eq!(resume, want_resume);
     assert!(nlog.epoch() > zlog.epoch());
     batch(&mut zt, 2, 30);
-    zlog.commit(old, &mut producer, &mut zt.all(), 20, 200)
-        .unwrap();
+    commit_task(old, &mut producer, &mut zlog, zt.all(), 20, 200).unwrap();
     assert_ne!(zt.contents(), want);
     drop((nt, nlog));
 
@@ -310,7 +316,7 @@ fn restore_rate_of_200k_keys() {
     let mut producer = TrackedProducer::new(&env.opts).unwrap();
     let keys = 200_000u64;
     let mut t = OrderedTable::<Count>::default();
-    let (mut log, _) = TaskLog::restore(
+    let (mut log, _) = restore_task(
         env,
         PARTITION,
         &mut [&mut t as &mut dyn AnyTable],
@@ -323,10 +329,11 @@ fn restore_rate_of_200k_keys() {
             let key = format!("sensor-{:08}", chunk * (keys / 20) + k);
             t.entry(key.as_bytes(), || Count(k));
         }
-        log.commit(
+        commit_task(
             env,
             &mut producer,
-            &mut [&mut t as &mut dyn AnyTable],
+            &mut log,
+            vec![&mut t as &mut dyn AnyTable],
             chunk as i64 + 1,
             0,
         )
@@ -338,7 +345,7 @@ fn restore_rate_of_200k_keys() {
     let mut t = OrderedTable::<Count>::default();
     let started = Instant::now();
     let mut reports = BTreeMap::new();
-    let (_, resume) = TaskLog::restore(
+    let (_, resume) = restore_task(
         env,
         PARTITION,
         &mut [&mut t as &mut dyn AnyTable],

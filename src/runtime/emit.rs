@@ -4,6 +4,7 @@ use prometheus::IntCounter;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::BaseRecord;
 use sluice_connectors::kafka::{dlq, IdWriter, KafkaError, TrackedProducer, ID_HEADER};
+use sluice_state::protocol::next_output_seq;
 
 use super::processor::{Emit, Input, Rejection};
 use crate::metrics::METRICS;
@@ -23,10 +24,10 @@ pub(crate) struct Emitter<'a> {
 }
 
 impl Emitter<'_> {
-    /// The next output's `sluice.id`.
+    /// The next output's `sluice.id`, numbered as the protocol resumes it after a restore.
     fn next_id(&mut self) -> &[u8] {
-        *self.seq += 1;
-        self.id.id(self.partition, *self.seq)
+        let seq = next_output_seq(self.seq);
+        self.id.id(self.partition, seq)
     }
 }
 

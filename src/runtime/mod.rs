@@ -3,7 +3,6 @@
 
 mod changelog;
 mod emit;
-mod ids;
 mod lag;
 mod pause;
 mod processor;
@@ -12,7 +11,7 @@ pub mod shutdown;
 mod standby;
 pub mod tables;
 
-pub use changelog::{LogEnv, RestoreProgress, Resume, TaskLog};
+pub use changelog::{commit_task, restore_task, LogEnv, RestoreProgress, Resume, TaskLog};
 pub use processor::{Emit, Input, ProcessError, Processor, Rejection};
 pub use runner::{
     run_stage, run_supervised, transactional_id, ProcessorFactory, RestoreCallback, StageDef,

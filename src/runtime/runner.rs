@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use prometheus::IntCounter;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
 use rdkafka::message::{BorrowedMessage, Headers, Message};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use sluice_connectors::kafka::{
@@ -23,16 +23,17 @@ use sluice_connectors::kafka::{
 };
 use sluice_topology::Guarantee;
 
-use super::changelog::{produce_acked, LogEnv, RestoreProgress, TaskLog};
+use super::changelog::{restore_task, KafkaCommit, LogEnv, RestoreProgress, TaskLog};
 use super::emit::Emitter;
-use super::ids::{accept, new_ids_table, IdsTable};
 use super::lag::{self, BatchTimes, StageLag};
 use super::pause;
 use super::processor::{Input, Processor};
 use super::standby::{Standbys, TICK_EVERY};
 use super::RuntimeError;
 use crate::metrics::METRICS;
+use sluice_state::protocol::{self, TaskCommit};
 use sluice_state::table::AnyTable;
+use sluice_state::{accept_id, ids_table, IdsTable};
 
 pub use txn::transactional_id;
 
@@ -309,7 +310,7 @@ impl Inner {
         let processor = (self.def.factory)(partition)?;
         let mut task = Task {
             processor,
-            ids: self.def.dedup_ids.then(new_ids_table),
+            ids: self.def.dedup_ids.then(ids_table),
             log: None,
             skip_below: -1,
             next_offset: None,
@@ -334,7 +335,7 @@ impl Inner {
                 }
             };
             let mut tables = task.tables();
-            let (log, resume) = TaskLog::restore(env, partition, &mut tables, &mut progress)?;
+            let (log, resume) = restore_task(env, partition, &mut tables, &mut progress)?;
             drop(tables);
             task.log = Some(log);
             task.output_seq = resume.output_seq;
@@ -371,7 +372,7 @@ impl Inner {
                 .and_then(|h| h.iter().find(|h| h.key == ID_HEADER).and_then(|h| h.value))
                 .and_then(|v| MessageId::decode(v).ok());
             if let Some(id) = id {
-                if !accept(ids, &id, &mut self.id_key)? {
+                if !accept_id(ids, &id, &mut self.id_key)? {
                     METRICS
                         .duplicates_dropped
                         .with_label_values(&[&self.def.name, "replayed_id"])
@@ -466,8 +467,8 @@ impl Inner {
         Ok(held)
     }
 
-    /// The commit path (docs/EXACTLY_ONCE.md): outputs acknowledged, then changelogs and
-    /// markers, then local stores, then (advisory) consumer offsets.
+    /// The commit path (docs/EXACTLY_ONCE.md): sinks flushed, then the protocol's commit:
+    /// outputs and changelog records acknowledged, markers, consumer offsets, local stores.
     fn commit(&mut self, consumer: Option<&BaseConsumer<Ctx>>) -> Result<(), RuntimeError> {
         if self.def.transactional_id.is_some() {
             return self.commit_transactional(consumer);
@@ -477,72 +478,76 @@ impl Inner {
         self.check_not_paused()?;
         let held = self.end_batches()?;
         self.check_not_paused()?;
-        // Steps 1-4 for every task together, so a commit of many partitions waits for the
-        // broker twice (outputs and changelog records, then markers), not twice per
-        // partition. Outputs (step 1) need no wait of their own: only a marker says they
-        // are done, and it is sent after one flush acknowledged outputs and records alike.
-        let mut tpl = TopicPartitionList::new();
-        let mut staged = Vec::new();
-        for (&(i, partition), task) in self.tasks.iter_mut() {
+        // The protocol's commit (`sluice_state::protocol::commit`: changelog records, one
+        // flush for them and the outputs, markers, offsets, local stores) for every task that
+        // read input and whose sink does not hold it back, all together, so a commit of many
+        // partitions waits for the broker twice, not twice per partition.
+        let Inner {
+            def,
+            producer,
+            tasks,
+            pause_mark,
+            ..
+        } = &mut *self;
+        let mut commits = Vec::new();
+        for (&(input, partition), task) in tasks.iter_mut() {
             let Some(next) = task.next_offset else {
                 continue;
             };
-            if held.contains(&(i, partition)) {
+            if held.contains(&(input, partition)) {
                 continue;
             }
-            if let (Some(log), Some(env)) = (task.log.as_mut(), self.def.log.as_ref()) {
-                let seq = task.output_seq;
-                let mut tables: Vec<&mut dyn AnyTable> = Vec::new();
-                if let Some(ids) = task.ids.as_mut() {
-                    tables.push(ids);
+            let Task {
+                processor,
+                ids,
+                log,
+                output_seq,
+                ..
+            } = task;
+            let state = match (log.as_mut(), def.log.is_some()) {
+                (Some(log), true) => {
+                    let mut tables: Vec<&mut dyn AnyTable> = Vec::new();
+                    if let Some(ids) = ids.as_mut() {
+                        tables.push(ids);
+                    }
+                    tables.extend(processor.tables());
+                    Some((log, tables))
                 }
-                tables.extend(task.processor.tables());
-                staged.push((
-                    (i, partition),
-                    log.send_records(env, &self.producer, &mut tables, next, seq)?,
-                ));
-            }
-            tpl.add_partition_offset(&self.def.inputs[i], partition, Offset::Offset(next))?;
+                _ => None,
+            };
+            commits.push(TaskCommit {
+                input,
+                partition,
+                input_end: next,
+                output_seq: *output_seq,
+                state,
+            });
         }
-        // The wait of steps 1 and 2: every output and changelog record is acknowledged.
-        self.producer.flush(Duration::from_secs(300))?;
-        // A pause inside the steps above may have made us a zombie: no marker then.
-        self.check_not_paused()?;
-        // Step 3: every task's markers in one acknowledged batch.
-        let marker_offsets = match (self.def.log.as_ref(), staged.is_empty()) {
-            (Some(env), false) => {
-                let markers: Vec<_> = staged
-                    .iter()
-                    .flat_map(|((_, partition), st)| st.markers(env, *partition))
-                    .collect();
-                Some(produce_acked(env, &markers)?)
-            }
-            _ => None,
+        let mut io = KafkaCommit {
+            env: def.log.as_ref(),
+            producer,
+            consumer,
+            inputs: &def.inputs,
+            stage: &def.name,
+            pause_mark: Some(*pause_mark),
         };
-        // Step 5 before step 4. The markers hold the position, but a failed offset commit is
-        // how a member learns it was fenced out of the group (docs/EXACTLY_ONCE.md, A5). A
-        // zombie must learn it before its local stores take a checkpoint: its markers come
-        // after the new owner's fence, so a restore ignores them, but a local checkpoint on
-        // one would make the next restore here skip the new owner's commits before it.
-        if let Some(c) = consumer {
-            if tpl.count() > 0 {
-                c.commit(&tpl, CommitMode::Sync)?;
-            }
+        let committed = protocol::commit(&mut io, &mut commits);
+        // What was committed, for the lag's committed positions.
+        let mut tpl = TopicPartitionList::new();
+        for c in &commits {
+            tpl.add_partition_offset(
+                &def.inputs[c.input],
+                c.partition,
+                Offset::Offset(c.input_end),
+            )?;
         }
-        // Step 4: each task's stores with their checkpoints.
-        if let (Some(env), Some(offsets)) = (self.def.log.as_ref(), marker_offsets) {
-            let per_task = env.stores.len();
-            for (((i, partition), st), offs) in staged.into_iter().zip(offsets.chunks(per_task)) {
-                let task = self.tasks.get_mut(&(i, partition)).ok_or_else(|| {
-                    RuntimeError::Internal(format!("task {partition} vanished mid-commit"))
-                })?;
-                let Some(mut log) = task.log.take() else {
-                    continue;
-                };
-                let result = log.finish(env, &mut task.tables(), st, offs);
-                task.log = Some(log);
-                result?;
+        drop(commits);
+        match committed {
+            // Paused before the markers: a zombie, maybe; the batch is dropped unwritten.
+            Err(RuntimeError::MembershipLost { reason, .. }) => {
+                return Err(self.membership_lost(reason))
             }
+            result => result?,
         }
         self.committed(&tpl, &held);
         METRICS.commits.with_label_values(&[&name]).inc();

@@ -4,9 +4,10 @@
 //! Placement comes from the group itself. After each rebalance, and every [`PLACE_EVERY`],
 //! the instance describes its consumer group and ranks the members per partition by
 //! rendezvous hashing ([`rendezvous`]; no member's assignment is needed). A standby task
-//! opens the local RocksDB directories the owner would use, tails each store's changelog
-//! with a plain assigned consumer, and writes only commits no restore can roll back, with
-//! their checkpoint (`Restorer::take_final` and `take_settled`). When the group later gives
+//! opens the local RocksDB directories the owner would use and tails each store's changelog
+//! with a plain assigned consumer into `sluice_state::protocol::StandbyTask`, which writes
+//! only commits no restore can roll back, with their checkpoint (the same code the simulated
+//! broker's standby proof runs). When the group later gives
 //! the partition to this instance, the standby closes first and the normal restore starts
 //! from that checkpoint, reading only the changelog's tail (docs/EXACTLY_ONCE.md, "Standby
 //! replicas").
@@ -18,7 +19,8 @@ use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 use sluice_connectors::kafka::consumer_config;
-use sluice_state::{Entry, KvStore, MarkerKind, Restorer, RocksStore, StateError};
+use sluice_state::protocol::{Applied, StandbyTask};
+use sluice_state::{KvStore, RocksStore};
 
 use super::changelog::{changelog_entry, LogEnv};
 use super::RuntimeError;
@@ -34,29 +36,6 @@ pub(crate) const TICK_EVERY: Duration = Duration::from_millis(100);
 /// Most changelog records applied per turn, so the owned tasks are not starved.
 const BUDGET: usize = 20_000;
 
-/// One partition's standby: its stores' engines and the restore state machine fed so far.
-struct StandbyTask {
-    engines: Vec<RocksStore>,
-    r: Restorer,
-    /// Next offset to read, per store.
-    next: Vec<i64>,
-    /// The last commit written to every store as settled.
-    settled: Option<(u64, u64)>,
-}
-
-impl StandbyTask {
-    /// True when every store now holds a newer common commit than the last one written.
-    fn settle(&mut self) -> bool {
-        match self.r.settled() {
-            Some(c) if Some(c) != self.settled => {
-                self.settled = Some(c);
-                true
-            }
-            _ => false,
-        }
-    }
-}
-
 /// The standby tasks of one stage instance.
 pub(crate) struct Standbys {
     replicas: usize,
@@ -67,7 +46,7 @@ pub(crate) struct Standbys {
     /// The input topic, whose partitions are the tasks.
     input: String,
     consumer: Option<BaseConsumer>,
-    tasks: BTreeMap<i32, StandbyTask>,
+    tasks: BTreeMap<i32, StandbyTask<RocksStore>>,
     /// When to describe the group next; None: at the next turn.
     place_at: Option<Instant>,
 }
@@ -96,7 +75,7 @@ impl Standbys {
         if let Some(task) = self.tasks.remove(&p) {
             // RocksDB runs without a WAL: flush, or the restore that opens these stores next
             // would find an older checkpoint.
-            for e in &task.engines {
+            for e in task.engines() {
                 e.flush()?;
             }
             drop(task);
@@ -202,7 +181,7 @@ impl Standbys {
         }
         let mut tpl = TopicPartitionList::new();
         for (&p, t) in &self.tasks {
-            for ((_, topic), &next) in env.stores.iter().zip(&t.next) {
+            for ((_, topic), &next) in env.stores.iter().zip(t.next()) {
                 tpl.add_partition_offset(topic, p, Offset::Offset(next))?;
             }
         }
@@ -237,45 +216,21 @@ impl Standbys {
                 continue;
             };
             let off = m.offset();
-            if off < task.next[i] {
+            if off < task.next()[i] {
                 continue;
             }
-            let entry = changelog_entry(i, &m)?;
-            let commit_marker = matches!(entry, Entry::Marker(mk) if mk.kind == MarkerKind::Commit);
-            match task.r.feed(i, off, entry) {
-                Ok(()) => task.next[i] = off + 1,
-                Err(e @ (StateError::CheckpointMismatch { .. } | StateError::Inconsistent(_))) => {
-                    // The local store cannot continue from here: start it over.
-                    tracing::info!(stage = %env.stage, partition = p, store = env.stores[i].0, reason = %e, "Standby store restarts from the changelog's beginning.");
-                    task.engines[i].wipe()?;
-                    task.r.reset_store(i);
-                    task.next[i] = 0;
-                    task.settled = None;
+            match task.apply(i, off, changelog_entry(i, &m)?)? {
+                Applied::Skipped => {}
+                Applied::Written(n) => applied += n,
+                Applied::Restarted(reason) => {
+                    // The local store could not continue from here and starts over.
+                    tracing::info!(stage = %env.stage, partition = p, store = env.stores[i].0, reason = %reason, "Standby store restarts from the changelog's beginning.");
                     // Reassign before reading on: records already fetched for this store
                     // are past its new start.
                     wiped = true;
                     break;
                 }
-                Err(e) => return Err(e.into()),
             }
-            applied += if commit_marker && task.settle() {
-                // Every store holds the same newest commit: checkpoint them all at it, so the
-                // checkpoint is the owner's last commit (the marker compaction keeps).
-                let mut n = 0;
-                for j in 0..task.engines.len() {
-                    let (batch, cp) = task.r.take_settled(j);
-                    n += batch.len();
-                    task.engines[j].write(batch, cp.as_ref())?;
-                }
-                n
-            } else {
-                let (batch, cp) = task.r.take_final(i);
-                let n = batch.len();
-                if n > 0 || cp.is_some() {
-                    task.engines[i].write(batch, cp.as_ref())?;
-                }
-                n
-            };
         }
         METRICS
             .standby_records
@@ -290,26 +245,12 @@ impl Standbys {
 
 /// Opens partition `p`'s stores where its owner would keep them, continuing from their
 /// checkpoints (a former owner's or an earlier standby's) or from the changelogs' start.
-fn open(env: &LogEnv, p: i32) -> Result<StandbyTask, RuntimeError> {
-    let n = env.stores.len();
-    let mut task = StandbyTask {
-        engines: Vec::with_capacity(n),
-        r: Restorer::new(n),
-        next: vec![0; n],
-        settled: None,
-    };
-    for (i, (name, _)) in env.stores.iter().enumerate() {
-        let mut engine = env.open_store(p, name)?;
-        match engine.checkpoint()? {
-            Some(cp) => {
-                task.r.from_checkpoint(i, cp);
-                task.next[i] = cp.marker_offset;
-            }
-            None => engine.wipe()?,
-        }
-        task.engines.push(engine);
+fn open(env: &LogEnv, p: i32) -> Result<StandbyTask<RocksStore>, RuntimeError> {
+    let mut engines = Vec::with_capacity(env.stores.len());
+    for (name, _) in &env.stores {
+        engines.push(env.open_store(p, name)?);
     }
-    Ok(task)
+    Ok(StandbyTask::open(engines)?)
 }
 
 /// What identifies a member across its restarts: its member id without the `-<uuid>` the

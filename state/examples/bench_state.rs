@@ -1,17 +1,18 @@
 //! Benchmarks of the state layer that matter for operations:
 //! - restore rate: changelog records per second from decoded records into RocksDB, for a
 //!   store of `--keys` keys (default 1,000,000), through the real `Restorer`;
-//! - cached-store write throughput: puts per second through `CachedStore<RocksStore>`
-//!   including the per-commit changelog record building and RocksDB batch.
+//! - cached-table write throughput: updates per second through a `CachedTable` over a
+//!   `RocksStore`, including each commit's drain of dirty entries and RocksDB batch.
 //!
 //! Run: `cargo run --release -p sluice-state --example bench_state -- [keys] [value_bytes]`
 //! Prints one line per figure and the peak RSS (VmHWM) of the process.
 
 use std::time::Instant;
 
+use sluice_state::table::{AnyTable, CachedTable, Codec, Encode};
 use sluice_state::{
-    CacheConfig, CachedStore, ChangelogRecord, Checkpoint, KvStore, Marker, MarkerKind, Restorer,
-    RocksConfig, RocksEnv, RocksStore, Tag, WriteBatch,
+    ChangelogRecord, Checkpoint, KvStore, Marker, MarkerKind, Restorer, RocksConfig, RocksEnv,
+    RocksStore, StateError, Tag, WriteBatch,
 };
 
 fn peak_rss_mib() -> f64 {
@@ -102,13 +103,31 @@ fn bench_restore(keys: usize, value_bytes: usize) {
     );
 }
 
+/// A value as the bench keeps it: bytes.
+struct Blob(Vec<u8>);
+
+impl Encode for Blob {
+    fn encode(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.0);
+    }
+}
+
+impl Codec for Blob {
+    fn decode(bytes: &[u8]) -> Result<Self, StateError> {
+        Ok(Blob(bytes.to_vec()))
+    }
+}
+
 fn bench_cached_writes(puts: usize, distinct: usize, value_bytes: usize) {
     let dir = tempfile::tempdir().expect("tempdir");
     let env = RocksEnv::new(&RocksConfig::default());
     let store = RocksStore::open(&env, dir.path().join("store"), "bench").expect("open");
-    let mut c = CachedStore::new(store, CacheConfig::default());
+    let mut t = CachedTable::<Blob>::new(10_000);
+    t.attach(Box::new(store)).expect("attach");
     let per_commit = 10_000;
     let mut changelog_records = 0usize;
+    let mut commits = 0usize;
+    let mut dirty = Vec::new();
     let started = Instant::now();
     let mut x = 0x2545_f491_4f6c_dd1du64;
     for i in 0..puts {
@@ -117,37 +136,39 @@ fn bench_cached_writes(puts: usize, distinct: usize, value_bytes: usize) {
         x ^= x >> 7;
         x ^= x << 17;
         let key = format!("device-{:010}", x % distinct as u64);
-        let mut value = c
-            .get(key.as_bytes())
-            .expect("get")
-            .unwrap_or_else(|| vec![0u8; value_bytes]);
-        value[0] = value[0].wrapping_add(1);
-        c.put(key.into_bytes(), value);
-        if (i + 1) % per_commit == 0 || c.needs_commit() {
+        let value = t
+            .get_mut(key.as_bytes(), || Blob(vec![0u8; value_bytes]))
+            .expect("get");
+        value.0[0] = value.0[0].wrapping_add(1);
+        if (i + 1) % per_commit == 0 {
+            // What a commit does with a table: drain the dirty entries (the changelog
+            // records), then one engine batch with the checkpoint.
             let seq = (i / per_commit) as u64 + 1;
-            changelog_records += c
-                .dirty_records(&Tag {
-                    epoch: 1,
-                    commit_seq: seq,
-                    input_end: i as i64,
-                })
-                .len();
-            c.commit(&Checkpoint {
-                marker_offset: i as i64,
-                commit_seq: seq,
-                epoch: 1,
-            })
-            .expect("commit");
+            t.drain_dirty(&mut dirty);
+            changelog_records += dirty.len();
+            let mut batch = WriteBatch::with_capacity(dirty.len());
+            for (k, v) in dirty.drain(..) {
+                batch.push(k, v);
+            }
+            let engine = t.engine_mut().expect("attached");
+            engine
+                .write(
+                    batch,
+                    Some(&Checkpoint {
+                        marker_offset: i as i64,
+                        commit_seq: seq,
+                        epoch: 1,
+                    }),
+                )
+                .expect("commit");
+            commits += 1;
         }
     }
     let secs = started.elapsed().as_secs_f64();
-    let s = c.stats();
     println!(
-        "cached writes: {puts} get+put over {distinct} keys in {secs:.2} s = {:.0} updates/s; {} commits, {changelog_records} changelog records ({:.1} updates per record), hit rate {:.1}%; peak RSS {:.0} MiB",
+        "cached table writes: {puts} get_mut over {distinct} keys in {secs:.2} s = {:.0} updates/s; {commits} commits, {changelog_records} changelog records ({:.1} updates per record); peak RSS {:.0} MiB",
         puts as f64 / secs,
-        s.commits,
         puts as f64 / changelog_records.max(1) as f64,
-        100.0 * s.hits as f64 / (s.hits + s.misses).max(1) as f64,
         peak_rss_mib()
     );
 }

@@ -2,8 +2,8 @@
 //!
 //! A replayed commit regenerates the same records with the same ids (processing is
 //! deterministic), so a consumer keeps, per producing (stage, partition), the highest sequence
-//! it has accepted and drops anything at or below it. The marks live in a [`CachedStore`], so
-//! they are changelogged and restored with the rest of the consumer's state and move with it
+//! it has accepted and drops anything at or below it. The marks live in a table ([`IdsTable`]),
+//! so they are changelogged and restored with the rest of the consumer's state and move with it
 //! under the same commit protocol.
 //!
 //! On the wire an id is 13 bytes and the stage name: a version byte (1), the producing
@@ -12,7 +12,8 @@
 //! reading one is a few bounds checks. Ids written as text (`<stage>/<partition>/<seq>`, before
 //! December 2026) are still read, so topics written by an older version de-duplicate alike.
 
-use crate::{CachedStore, KvStore, StateError};
+use crate::table::{CachedTable, Codec, Encode};
+use crate::StateError;
 
 /// Header carrying the message id on every record a stage writes.
 pub const ID_HEADER: &str = "sluice.id";
@@ -112,75 +113,58 @@ impl IdWriter {
     }
 }
 
-/// High-water marks per producing (stage, partition).
-pub struct HighWaterMarks<S> {
-    store: CachedStore<S>,
+/// The high-water mark of one producing (stage, partition) in the ids table: the highest
+/// sequence applied (0: none yet, since sequences start at 1).
+pub struct Hwm(pub u64);
+
+impl Encode for Hwm {
+    fn encode(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.0.to_le_bytes());
+    }
 }
 
-fn mark_key(stage: &str, partition: i32) -> Vec<u8> {
-    let mut k = Vec::with_capacity(stage.len() + 5);
-    k.extend_from_slice(stage.as_bytes());
-    k.push(b'/');
-    k.extend_from_slice(&partition.to_be_bytes());
-    k
+impl Codec for Hwm {
+    fn decode(b: &[u8]) -> Result<Self, StateError> {
+        let a: [u8; 8] = b
+            .try_into()
+            .map_err(|_| StateError::decode("high-water mark", "expected 8 bytes"))?;
+        Ok(Hwm(u64::from_le_bytes(a)))
+    }
 }
 
-impl<S: KvStore> HighWaterMarks<S> {
-    pub fn new(store: CachedStore<S>) -> Self {
-        HighWaterMarks { store }
-    }
+/// The `ids` store: per producing (stage, partition), the highest `sluice.id` sequence
+/// applied. It is the first table of every task that drops replayed upstream records, and is
+/// changelogged and committed with the task's other stores.
+pub type IdsTable = CachedTable<Hwm>;
 
-    /// True the first time a given id (or a higher sequence of its producer) is seen; the
-    /// record must then be processed. False for a replay: drop the record.
-    pub fn accept(&mut self, id: &MessageId<'_>) -> Result<bool, StateError> {
-        let key = mark_key(id.stage, id.partition);
-        if let Some(mark) = self.read(&key)? {
-            if id.seq <= mark {
-                return Ok(false);
-            }
-        }
-        self.store.put(key, id.seq.to_be_bytes().to_vec());
-        Ok(true)
-    }
+/// An empty ids table, keeping up to 10,000 clean marks in memory.
+pub fn ids_table() -> IdsTable {
+    CachedTable::new(10_000)
+}
 
-    pub fn high_water_mark(
-        &mut self,
-        stage: &str,
-        partition: i32,
-    ) -> Result<Option<u64>, StateError> {
-        self.read(&mark_key(stage, partition))
+/// True the first time `id` (or a higher sequence of its producer) is seen, and records it:
+/// the record must be processed. False for a replay: drop the record. `key` is a buffer the
+/// caller keeps, so the hot path allocates nothing.
+pub fn accept_id(
+    table: &mut IdsTable,
+    id: &MessageId<'_>,
+    key: &mut Vec<u8>,
+) -> Result<bool, StateError> {
+    key.clear();
+    key.extend_from_slice(id.stage.as_bytes());
+    key.push(b'/');
+    key.extend_from_slice(&id.partition.to_be_bytes());
+    let hwm = table.get_mut(key, || Hwm(0))?;
+    if id.seq <= hwm.0 {
+        return Ok(false);
     }
-
-    fn read(&mut self, key: &[u8]) -> Result<Option<u64>, StateError> {
-        match self.store.get(key)? {
-            None => Ok(None),
-            Some(v) => {
-                let bytes: [u8; 8] = v.as_slice().try_into().map_err(|_| {
-                    StateError::decode("high-water mark", format!("{} bytes, expected 8", v.len()))
-                })?;
-                Ok(Some(u64::from_be_bytes(bytes)))
-            }
-        }
-    }
-
-    /// The underlying store, to commit it with the task's other stores.
-    pub fn store_mut(&mut self) -> &mut CachedStore<S> {
-        &mut self.store
-    }
-
-    pub fn store(&self) -> &CachedStore<S> {
-        &self.store
-    }
-
-    pub fn into_store(self) -> CachedStore<S> {
-        self.store
-    }
+    hwm.0 = id.seq;
+    Ok(true)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{CacheConfig, Checkpoint, MemStore};
 
     #[test]
     fn ids_parse_and_print() {
@@ -222,29 +206,43 @@ mod tests {
 
     #[test]
     fn replays_are_rejected_and_marks_survive_commit() {
-        let mut h = HighWaterMarks::new(CachedStore::new(MemStore::new(), CacheConfig::default()));
-        let id = |p, seq| MessageId {
-            stage: "agg",
-            partition: p,
-            seq,
+        use crate::table::AnyTable;
+        use crate::{Checkpoint, KvStore, MemStore, WriteBatch};
+        let mut h = ids_table();
+        h.attach(Box::new(MemStore::new())).unwrap();
+        let mut key = Vec::new();
+        let mut accept = |h: &mut IdsTable, p, seq| {
+            let id = MessageId {
+                stage: "agg",
+                partition: p,
+                seq,
+            };
+            accept_id(h, &id, &mut key).unwrap()
         };
-        assert!(h.accept(&id(0, 0)).unwrap());
-        assert!(h.accept(&id(0, 5)).unwrap());
-        assert!(!h.accept(&id(0, 5)).unwrap());
-        assert!(!h.accept(&id(0, 3)).unwrap());
-        assert!(h.accept(&id(1, 1)).unwrap(), "partitions are independent");
-        assert!(h.accept(&id(0, 6)).unwrap());
+        assert!(accept(&mut h, 0, 1));
+        assert!(accept(&mut h, 0, 5));
+        assert!(!accept(&mut h, 0, 5));
+        assert!(!accept(&mut h, 0, 3));
+        assert!(accept(&mut h, 1, 1), "partitions are independent");
+        assert!(accept(&mut h, 0, 6));
+        let mut dirty = Vec::new();
+        h.drain_dirty(&mut dirty);
+        assert_eq!(dirty.len(), 2);
+        let mut engine = h.detach().unwrap();
+        let mut batch = WriteBatch::new();
+        for (k, v) in dirty {
+            batch.push(k, v);
+        }
         let cp = Checkpoint {
             marker_offset: 0,
             commit_seq: 1,
             epoch: 1,
         };
-        assert_eq!(h.store_mut().commit(&cp).unwrap(), 2);
-        // A fresh cache over the same engine: the marks come from the engine now.
-        let engine = h.into_store().into_engine();
-        let mut h = HighWaterMarks::new(CachedStore::new(engine, CacheConfig::default()));
-        assert_eq!(h.high_water_mark("agg", 0).unwrap(), Some(6));
-        assert!(!h.accept(&id(0, 6)).unwrap());
-        assert!(h.accept(&id(0, 7)).unwrap());
+        engine.write(batch, Some(&cp)).unwrap();
+        // A fresh table over the same engine: the marks come from the engine now.
+        let mut h = ids_table();
+        h.attach(engine).unwrap();
+        assert!(!accept(&mut h, 0, 6));
+        assert!(accept(&mut h, 0, 7));
     }
 }

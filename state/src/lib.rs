@@ -2,17 +2,16 @@
 //!
 //! - [`KvStore`]: the engine trait; [`RocksStore`] and [`MemStore`] implement it and pass one
 //!   conformance suite.
-//! - [`CachedStore`]: the write-back record cache in front of an engine; its commits produce
-//!   the changelog records.
 //! - [`changelog`]: record tags, commit markers, fences, checkpoints and topic names.
 //! - [`Restorer`]: rebuilds a task's stores from their changelogs and decides where input and
 //!   output numbering resume.
-//! - [`table`]: typed write-back tables over an engine, what operators keep their state in.
-//! - [`HighWaterMarks`]: downstream de-duplication by `sluice.id`.
-//!
-//! The protocol tying these together is in docs/EXACTLY_ONCE.md.
+//! - [`table`]: typed write-back tables over an engine, what operators keep their state in;
+//!   their dirty entries are a commit's changelog records.
+//! - [`IdsTable`]: downstream de-duplication by `sluice.id`.
+//! - [`protocol`]: the commit, restore and standby sequences tying these together, written
+//!   once over small I/O traits that the runtime implements with Kafka and the tests with a
+//!   simulated broker. The argument is in docs/EXACTLY_ONCE.md.
 
-mod cache;
 pub mod changelog;
 mod codec;
 #[cfg(all(test, feature = "rocksdb"))]
@@ -20,18 +19,18 @@ mod conformance;
 mod dedup;
 mod error;
 mod mem;
+pub mod protocol;
 mod restore;
 #[cfg(feature = "rocksdb")]
 mod rocks;
 mod size;
 mod store;
 pub mod table;
-#[cfg(all(test, feature = "rocksdb"))]
+#[cfg(test)]
 mod tests;
 
-pub use cache::{CacheConfig, CacheStats, CachedStore, MergedScan};
 pub use changelog::{changelog_topic, ChangelogRecord, Checkpoint, Entry, Marker, MarkerKind, Tag};
-pub use dedup::{HighWaterMarks, IdWriter, MessageId, ID_HEADER};
+pub use dedup::{accept_id, ids_table, Hwm, IdWriter, IdsTable, MessageId, ID_HEADER};
 pub use error::StateError;
 pub use mem::MemStore;
 pub use restore::{Progress, RestorePlan, Restorer, StorePlan};

@@ -18,7 +18,11 @@ use sluice_state::changelog::MARKER_KEY;
 
 use super::{Ctx, Inner};
 use crate::metrics::METRICS;
+use crate::runtime::changelog::{record_headers, KafkaCommit, LogEnv, TaskLog};
 use crate::runtime::RuntimeError;
+use rdkafka::consumer::DefaultConsumerContext;
+use rdkafka::producer::BaseRecord;
+use sluice_state::protocol::Staged;
 use sluice_state::table::AnyTable;
 
 /// How long a transaction call (init, flush, offsets, commit, abort) may block: past the
@@ -173,9 +177,15 @@ impl Inner {
                     tables.push(ids);
                 }
                 tables.extend(task.processor.tables());
-                let p = log
-                    .write_in_txn(env, &self.producer, &mut tables, next, task.output_seq)
-                    .map_err(|e| classify(&self.producer, &id, "changelog writes", e, false))?;
+                let p = write_in_txn(
+                    env,
+                    &mut self.producer,
+                    log,
+                    &mut tables,
+                    next,
+                    task.output_seq,
+                )
+                .map_err(|e| classify(&self.producer, &id, "changelog writes", e, false))?;
                 pending.push(((i, partition), p));
             }
             tpl.add_partition_offset(&self.def.inputs[i], partition, Offset::Offset(next))?;
@@ -222,7 +232,7 @@ impl Inner {
                 tables.push(ids);
             }
             tables.extend(task.processor.tables());
-            log.apply_committed(env, &mut tables, p, &markers)?;
+            apply_committed(env, log, &mut tables, p, &markers)?;
         }
         self.producer
             .inner()
@@ -279,6 +289,70 @@ impl Inner {
             }
         }
     }
+}
+
+/// Steps 2-3 of a commit in transactional mode: every table's dirty entries and then a marker
+/// per store go into `producer`'s open transaction, without waiting for acks (the
+/// transaction makes them visible together or never). The markers' offsets come back through
+/// the producer's watched key ([`MARKER_KEY`]); once the transaction committed,
+/// [`apply_committed`] writes the stores.
+fn write_in_txn(
+    env: &LogEnv,
+    producer: &mut TrackedProducer,
+    log: &TaskLog,
+    tables: &mut [&mut dyn AnyTable],
+    input_offset: i64,
+    output_seq: u64,
+) -> Result<Staged, RuntimeError> {
+    let mut io = KafkaCommit::<DefaultConsumerContext> {
+        env: Some(env),
+        producer,
+        consumer: None,
+        inputs: &[],
+        stage: &env.stage,
+        pause_mark: None,
+    };
+    let staged = log.send_records(&mut io, tables, input_offset, output_seq)?;
+    for m in staged.markers() {
+        let mut rec = BaseRecord::to(env.topic(m.store)?)
+            .partition(m.partition)
+            .key(&m.record.key[..])
+            .headers(record_headers(&m.record));
+        if let Some(v) = &m.record.value {
+            rec = rec.payload(&v[..]);
+        }
+        io.producer.send(rec)?;
+    }
+    Ok(staged)
+}
+
+/// Step 4 after the transaction of `pending` committed: each engine's batch with the
+/// checkpoint of its marker, found in `markers` (topic, partition, offset).
+fn apply_committed(
+    env: &LogEnv,
+    log: &mut TaskLog,
+    tables: &mut [&mut dyn AnyTable],
+    pending: Staged,
+    markers: &[(String, i32, i64)],
+) -> Result<(), RuntimeError> {
+    let partition = log.partition();
+    let mut offsets = Vec::with_capacity(env.stores.len());
+    for (store, topic) in &env.stores {
+        let mut found = markers
+            .iter()
+            .filter(|(t, p, _)| t == topic && *p == partition);
+        match (found.next(), found.next()) {
+            (Some(&(_, _, off)), None) => offsets.push(off),
+            _ => {
+                return Err(RuntimeError::Internal(format!(
+                    "expected one acknowledged marker for store {store} ({topic} partition {partition}) in commit {}",
+                    pending.tag().commit_seq
+                )))
+            }
+        }
+    }
+    log.finish(tables, pending, &offsets)?;
+    Ok(())
 }
 
 #[cfg(test)]

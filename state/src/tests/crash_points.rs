@@ -25,9 +25,7 @@ fn start(commits: usize) -> (Broker, Task) {
 }
 
 fn step(broker: &mut Broker, task: &mut Task, crash: Crash) -> bool {
-    let input = std::mem::take(&mut broker.input);
-    task.process(&input, BATCH);
-    broker.input = input;
+    task.process(broker, BATCH);
     task.commit(broker, crash)
 }
 
@@ -47,6 +45,7 @@ fn finish_and_check(mut broker: Broker, mut task: Task) {
         ref_broker.output,
         "outputs differ after de-duplication"
     );
+    check_plain_output(&broker.output);
     assert_eq!(
         restored_snapshots(&broker),
         ref_task.snapshots(),
@@ -70,11 +69,16 @@ fn crash_then_restore(crash: Crash, expect_commit: u64) {
         .unwrap()
         .unwrap();
     assert_eq!(
-        restored.commit_seq, expect_commit,
+        restored.commit_seq(),
+        expect_commit,
         "restored to the wrong commit after {crash:?}"
     );
-    assert_eq!(restored.input_pos, expect_commit as usize * BATCH);
-    assert_eq!(restored.output_seq, expect_commit * BATCH as u64);
+    let (_, at) = start(expect_commit as usize);
+    assert_eq!(
+        (restored.input_pos, restored.output_seq),
+        (at.input_pos, at.output_seq),
+        "resumed input or output numbering away from commit {expect_commit} after {crash:?}"
+    );
     finish_and_check(broker, restored);
 }
 
@@ -127,6 +131,65 @@ fn crash_during_restore_then_restore_again() {
     }
 }
 
+/// The ids a task writes after a restore continue from exactly the restored commit, also when
+/// the process dies right after the restore (before any commit, or having written outputs
+/// it never committed) and the next restore starts from what that one left.
+#[test]
+fn crashes_right_after_a_restore_resume_ids_at_the_restored_point() {
+    let (_, at3) = start(3);
+    for crash in COMMIT_CRASHES {
+        let (mut broker, mut task) = start(3);
+        assert!(!step(&mut broker, &mut task, crash));
+        let mut disks = task.into_engines();
+        let want = if matches!(
+            crash,
+            Crash::AfterOutputs | Crash::AfterRecords | Crash::MidMarkers
+        ) {
+            3
+        } else {
+            4
+        };
+        let (_, at) = start(want);
+        for round in 0..3 {
+            let mut restored = restore(&mut broker, disks, 10 + round, Crash::None)
+                .unwrap()
+                .unwrap();
+            assert_eq!(
+                restored.commit_seq(),
+                want as u64,
+                "after {crash:?}, round {round}"
+            );
+            assert_eq!(
+                (restored.input_pos, restored.output_seq),
+                (at.input_pos, at.output_seq),
+                "after {crash:?}, round {round}: resumed away from the restored commit"
+            );
+            // Round 0 dies at once; the others write outputs and die before their commit.
+            if round > 0 {
+                let before = broker.output.len();
+                assert!(!step(&mut broker, &mut restored, Crash::AfterOutputs));
+                let first = seq_of(&broker.output[before]);
+                assert_eq!(
+                    first,
+                    at.output_seq + 1,
+                    "after {crash:?}, round {round}: first id after the restore"
+                );
+            }
+            disks = restored.into_engines();
+        }
+        let task = restore(&mut broker, disks, 20, Crash::None)
+            .unwrap()
+            .unwrap();
+        assert!(task.output_seq >= at3.output_seq);
+        finish_and_check(broker, task);
+    }
+}
+
+/// The sequence of an output's id.
+fn seq_of(out: &Out) -> u64 {
+    crate::MessageId::parse(&out.0).unwrap().seq
+}
+
 #[test]
 fn missing_marker_means_discarded_keys_are_repaired_in_the_changelog() {
     let (mut broker, mut task) = start(2);
@@ -135,7 +198,7 @@ fn missing_marker_means_discarded_keys_are_repaired_in_the_changelog() {
     let restored = restore(&mut broker, fresh_engines(), 2, Crash::None)
         .unwrap()
         .unwrap();
-    assert_eq!(restored.commit_seq, 2);
+    assert_eq!(restored.commit_seq(), 2);
     // Store 1: fence, one repair record per key commit 3 touched, base marker.
     let written = &broker.changelogs[1][before..];
     let repairs = written
@@ -161,20 +224,18 @@ fn zombie_writes_after_the_fence_are_ignored() {
     let mut owner = restore(&mut broker, fresh_engines(), 2, Crash::None)
         .unwrap()
         .unwrap();
-    assert_eq!(owner.commit_seq, 3);
+    assert_eq!(owner.commit_seq(), 3);
     // The zombie commits 4 with its old epoch; all of it lands after the fence.
     assert!(step(&mut broker, &mut zombie, Crash::None));
     // Its commit differs from the owner's (bigger batch) to make a wrong merge visible.
-    let input = std::mem::take(&mut broker.input);
-    zombie.process(&input, 7);
-    broker.input = input;
+    zombie.process(&mut broker, 7);
     assert!(zombie.commit(&mut broker, Crash::None));
     step(&mut broker, &mut owner, Crash::None);
     // A third instance restores from scratch: the zombie's records must not count.
     let third = restore(&mut broker, fresh_engines(), 3, Crash::None)
         .unwrap()
         .unwrap();
-    assert_eq!(third.commit_seq, 4);
+    assert_eq!(third.commit_seq(), 4);
     assert_eq!(third.snapshots(), owner.snapshots());
     finish_and_check(broker, third);
 }
@@ -185,9 +246,7 @@ fn zombie_writes_after_the_fence_are_ignored() {
 fn zombie_commit_straddling_the_fence_is_rolled_back() {
     let (mut broker, mut zombie) = start(3);
     let mut scratch = broker.clone();
-    let input = std::mem::take(&mut scratch.input);
-    zombie.process(&input, BATCH);
-    scratch.input = input;
+    zombie.process(&mut scratch, BATCH);
     assert!(zombie.commit(&mut scratch, Crash::None));
     let late: Vec<ChangelogRecord> = scratch.changelogs[1][broker.changelogs[1].len()..].to_vec();
     broker.changelogs[0] = scratch.changelogs[0].clone();
@@ -199,7 +258,8 @@ fn zombie_commit_straddling_the_fence_is_rolled_back() {
     .unwrap()
     .unwrap();
     assert_eq!(
-        owner.commit_seq, 3,
+        owner.commit_seq(),
+        3,
         "commit 4 is not complete inside the fence cut"
     );
     // The zombie machine later gets the partition back: its store 0 checkpoint (commit 4)
@@ -207,7 +267,7 @@ fn zombie_commit_straddling_the_fence_is_rolled_back() {
     let back = restore(&mut broker, zombie_engines, 4, Crash::None)
         .unwrap()
         .unwrap();
-    assert_eq!(back.commit_seq, 3);
+    assert_eq!(back.commit_seq(), 3);
     assert_eq!(back.snapshots(), owner.snapshots());
     finish_and_check(broker, back);
 }
@@ -222,7 +282,7 @@ fn checkpoint_that_does_not_match_the_changelog_forces_a_full_restore() {
     let restored = restore(&mut broker, engines, 2, Crash::None)
         .unwrap()
         .unwrap();
-    assert_eq!(restored.commit_seq, 5);
+    assert_eq!(restored.commit_seq(), 5);
     finish_and_check(broker, restored);
 }
 

@@ -1,9 +1,8 @@
-//! Cross-module tests: the cache against both engines, and the commit protocol against a
-//! simulated broker with crashes at every step.
+//! The protocol (`crate::protocol`) against a simulated broker, with crashes at every step:
+//! one test per crash point, a random-crash property test and standby failovers.
 
-mod cache;
 mod crash_points;
 mod property;
 mod sim;
-mod sim_restore;
+mod sim_io;
 mod standby;

@@ -1,13 +1,17 @@
-//! A simulated broker and task running the commit protocol of docs/EXACTLY_ONCE.md, with a
-//! deterministic toy processor and crash injection at every step.
+//! A simulated broker and process running the production protocol (`crate::protocol`):
+//! `SimIo` implements its I/O traits in memory and `SimEngine` its engines, both with crash
+//! injection (`sim_io.rs`); a deterministic toy processor keeps its state in the same tables the
+//! operators use, drops replayed upstream records with the production ids table and numbers
+//! its outputs as the runtime does.
 
-pub(crate) use super::sim_restore::{restore, restore_with};
-use crate::{
-    CacheConfig, CachedStore, ChangelogRecord, Checkpoint, HighWaterMarks, Marker, MarkerKind,
-    MemStore, MessageId, Tag,
-};
+pub(crate) use super::sim_io::{fresh_engines, sim_engines, Disk, SimEngine, WIPES};
+use super::sim_io::{Power, SimIo};
+use crate::protocol::{self, next_output_seq, Restored, TaskCommit, TaskLog};
+use crate::table::{AnyTable, CachedTable, Codec, Encode, OrderedTable};
+use crate::{accept_id, ids_table, ChangelogRecord, IdsTable, MessageId, StateError};
 
-pub(crate) const STORES: usize = 2;
+/// The toy task's stores: the ids table, a count per key, a running sum per key.
+pub(crate) const STORES: usize = 3;
 
 /// Deterministic PRNG (splitmix64), so every failure reproduces from its seed.
 pub(crate) struct Rng(pub(crate) u64);
@@ -26,20 +30,31 @@ impl Rng {
     }
 }
 
+/// An input record: key, value, and the upstream `sluice.id` (partition, sequence) it
+/// carries; a replayed upstream record repeats an earlier one whole.
+pub(crate) type In = (u8, u32, i32, u64);
+
+/// An output record: its `sluice.id` in text form and its payload.
+pub(crate) type Out = (String, Vec<u8>);
+
 #[derive(Default, Clone)]
 pub(crate) struct Broker {
-    pub(crate) input: Vec<(u8, u32)>,
+    pub(crate) input: Vec<In>,
     /// One changelog partition per store; a record's offset is its index.
     pub(crate) changelogs: Vec<Vec<ChangelogRecord>>,
-    pub(crate) output: Vec<(String, Vec<u8>)>,
+    /// The output topic as a plain consumer reads it.
+    pub(crate) output: Vec<Out>,
+    /// Outputs sent and not yet acknowledged (the producer's queue).
+    pub(crate) queue: Vec<Out>,
 }
 
 impl Broker {
-    pub(crate) fn new(input: Vec<(u8, u32)>) -> Self {
+    pub(crate) fn new(input: Vec<In>) -> Self {
         Broker {
             input,
             changelogs: vec![Vec::new(); STORES],
             output: Vec::new(),
+            queue: Vec::new(),
         }
     }
 }
@@ -48,16 +63,21 @@ impl Broker {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Crash {
     None,
+    /// The flush delivers the outputs, not the changelog records.
     AfterOutputs,
+    /// The flush delivers outputs and changelog records, then the process dies.
     AfterRecords,
     /// Marker acked in store 0 only.
     MidMarkers,
+    /// Every marker acked; the offset commit (step 5) never happens.
     AfterMarkers,
-    /// Engine of store 0 written, store 1 not.
+    /// Engine of store 0 written, the others not.
     MidEngine,
     AfterEngine,
     RestoreAfterFence,
+    /// The first write after the fences (repairs, or the base markers) reaches store 0 only.
     RestoreMidRepair,
+    /// Base markers acked, no checkpoint written.
     RestoreBeforeCheckpoint,
 }
 
@@ -75,122 +95,192 @@ pub(crate) const RESTORE_CRASHES: [Crash; 3] = [
     Crash::RestoreBeforeCheckpoint,
 ];
 
-pub(crate) struct Task {
-    pub(crate) stores: Vec<CachedStore<MemStore>>,
-    pub(crate) epoch: u64,
-    pub(crate) commit_seq: u64,
-    pub(crate) input_pos: usize,
-    pub(crate) output_seq: u64,
-    pub(crate) pending_outputs: Vec<(String, Vec<u8>)>,
+/// A count or a sum.
+struct U64(u64);
+
+impl Encode for U64 {
+    fn encode(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.0.to_le_bytes());
+    }
 }
 
-fn read_u64(v: Option<Vec<u8>>) -> u64 {
-    v.map_or(0, |b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
+impl Codec for U64 {
+    fn decode(b: &[u8]) -> Result<Self, StateError> {
+        let a: [u8; 8] = b
+            .try_into()
+            .map_err(|_| StateError::decode("u64", "expected 8 bytes"))?;
+        Ok(U64(u64::from_le_bytes(a)))
+    }
+}
+
+pub(crate) struct Task {
+    ids: IdsTable,
+    /// Few entries kept in memory, so misses read the engine.
+    counts: CachedTable<U64>,
+    sums: OrderedTable<U64>,
+    pub(crate) log: TaskLog,
+    /// Next input offset.
+    pub(crate) input_pos: usize,
+    /// Last output sequence used.
+    pub(crate) output_seq: u64,
+    disks: Vec<Disk>,
+    /// The power of the process running the task (its restore's).
+    power: Power,
+    id_key: Vec<u8>,
 }
 
 impl Task {
-    /// The toy processor: a count per key (store 0) and a running sum per key that a value
-    /// divisible by 5 deletes (store 1); one output per input with both.
-    pub(crate) fn process(&mut self, input: &[(u8, u32)], n: usize) {
-        let end = (self.input_pos + n).min(input.len());
-        for &(k, v) in &input[self.input_pos..end] {
+    fn tables(&mut self) -> Vec<&mut dyn AnyTable> {
+        vec![&mut self.ids, &mut self.counts, &mut self.sums]
+    }
+
+    /// The commit the task's state is at.
+    pub(crate) fn commit_seq(&self) -> u64 {
+        self.log.next_commit_seq() - 1
+    }
+
+    /// The toy processor over the next `n` input records: replayed upstream ids are dropped;
+    /// a count per key and a running sum per key that a value divisible by 5 deletes; one
+    /// output per record with both, numbered as the runtime numbers outputs.
+    pub(crate) fn process(&mut self, broker: &mut Broker, n: usize) {
+        let end = (self.input_pos + n).min(broker.input.len());
+        for &(k, v, up_partition, up_seq) in &broker.input[self.input_pos..end] {
+            let up = MessageId {
+                stage: "up",
+                partition: up_partition,
+                seq: up_seq,
+            };
+            if !accept_id(&mut self.ids, &up, &mut self.id_key).unwrap() {
+                continue;
+            }
             let key = vec![b'k', k];
-            let count = read_u64(self.stores[0].get(&key).unwrap()) + 1;
-            self.stores[0].put(key.clone(), count.to_le_bytes().to_vec());
+            let count = {
+                let c = self.counts.get_mut(&key, || U64(0)).unwrap();
+                c.0 += 1;
+                c.0
+            };
             let sum = if v % 5 == 0 {
-                self.stores[1].delete(key.clone());
+                self.sums.remove(&key);
                 0
             } else {
-                let s = read_u64(self.stores[1].get(&key).unwrap()) + u64::from(v);
-                self.stores[1].put(key.clone(), s.to_le_bytes().to_vec());
-                s
+                let s = self.sums.entry(&key, || U64(0));
+                s.0 += u64::from(v);
+                s.0
             };
             let id = MessageId {
                 stage: "toy",
                 partition: 0,
-                seq: self.output_seq,
+                seq: next_output_seq(&mut self.output_seq),
             }
             .to_string();
-            self.pending_outputs
+            broker
+                .queue
                 .push((id, format!("{k}:{count}:{sum}").into_bytes()));
-            self.output_seq += 1;
         }
         self.input_pos = end;
     }
 
-    /// Runs steps 1-4 of a commit; returns false if it crashed at `crash`.
+    /// Commits what was processed through the production commit; returns false if the
+    /// process crashed at `crash`.
     pub(crate) fn commit(&mut self, broker: &mut Broker, crash: Crash) -> bool {
-        broker.output.append(&mut self.pending_outputs);
-        if crash == Crash::AfterOutputs {
-            return false;
-        }
-        let c = self.commit_seq + 1;
-        let tag = Tag {
-            epoch: self.epoch,
-            commit_seq: c,
-            input_end: self.input_pos as i64,
-        };
-        let mut counts = [0u32; STORES];
-        for (i, s) in self.stores.iter().enumerate() {
-            let recs = s.dirty_records(&tag);
-            counts[i] = recs.len() as u32;
-            broker.changelogs[i].extend(recs);
-        }
-        if crash == Crash::AfterRecords {
-            return false;
-        }
-        let mut offsets = [0i64; STORES];
-        for i in 0..STORES {
-            let m = Marker {
-                kind: MarkerKind::Commit,
-                commit_seq: c,
-                epoch: self.epoch,
-                input_offset: self.input_pos as i64,
-                output_seq: self.output_seq,
-                records: counts[i],
-            };
-            offsets[i] = broker.changelogs[i].len() as i64;
-            broker.changelogs[i].push(ChangelogRecord::marker(&m));
-            if i == 0 && crash == Crash::MidMarkers {
-                return false;
+        let mut io = SimIo::new(broker, crash, self.power.clone());
+        let (input_end, output_seq) = (self.input_pos as i64, self.output_seq);
+        let Task {
+            ids,
+            counts,
+            sums,
+            log,
+            ..
+        } = self;
+        let tables: Vec<&mut dyn AnyTable> = vec![ids, counts, sums];
+        let mut tasks = [TaskCommit {
+            input: 0,
+            partition: 0,
+            input_end,
+            output_seq,
+            state: Some((log, tables)),
+        }];
+        match protocol::commit(&mut io, &mut tasks) {
+            Ok(()) => crash != Crash::AfterEngine,
+            Err(e) => {
+                assert!(io.crashed, "commit failed without a crash: {e}");
+                false
             }
         }
-        if crash == Crash::AfterMarkers {
-            return false;
-        }
-        for (i, s) in self.stores.iter_mut().enumerate() {
-            s.commit(&Checkpoint {
-                marker_offset: offsets[i],
-                commit_seq: c,
-                epoch: self.epoch,
-            })
-            .unwrap();
-            if i == 0 && crash == Crash::MidEngine {
-                return false;
-            }
-        }
-        self.commit_seq = c;
-        crash != Crash::AfterEngine
     }
 
-    /// What survives a crash: the local engines, without the cache.
-    pub(crate) fn into_engines(self) -> Vec<MemStore> {
-        self.stores
-            .into_iter()
-            .map(CachedStore::into_engine)
-            .collect()
+    /// What survives a crash: the local engines.
+    pub(crate) fn into_engines(self) -> Vec<Disk> {
+        self.disks
     }
 
     pub(crate) fn snapshots(&self) -> Vec<Vec<(Vec<u8>, Vec<u8>)>> {
-        self.stores
+        self.disks
             .iter()
-            .map(|s| s.engine().snapshot().into_iter().collect())
+            .map(|d| d.lock().unwrap().snapshot().into_iter().collect())
             .collect()
     }
 }
 
-pub(crate) fn fresh_engines() -> Vec<MemStore> {
-    (0..STORES).map(|_| MemStore::new()).collect()
+/// Outcome of a simulated restore: the task, or the local engines as a crash left them.
+pub(crate) type Outcome = Result<Task, Vec<Disk>>;
+
+/// The production restore over the simulated broker. `Ok(Err(disks))` when it crashed.
+pub(crate) fn restore(
+    broker: &mut Broker,
+    disks: Vec<Disk>,
+    nonce: u16,
+    crash: Crash,
+) -> Result<Outcome, StateError> {
+    restore_with(broker, disks, nonce, crash, |_| {})
+}
+
+/// [`restore`] with a hook that runs right after the fences are written (zombie writes).
+pub(crate) fn restore_with<'a>(
+    broker: &'a mut Broker,
+    disks: Vec<Disk>,
+    nonce: u16,
+    crash: Crash,
+    after_fence: impl FnOnce(&mut Broker) + 'a,
+) -> Result<Outcome, StateError> {
+    let power = Power::on();
+    let engines: Vec<SimEngine> = disks
+        .iter()
+        .map(|disk| SimEngine {
+            disk: disk.clone(),
+            power: power.clone(),
+        })
+        .collect();
+    let mut io = SimIo::new(broker, crash, power.clone());
+    io.after_fence = Some(Box::new(after_fence));
+    let restored = protocol::restore(&mut io, 0, engines, nonce, &mut |_| {});
+    let Restored {
+        log,
+        resume,
+        engines,
+        ..
+    } = match restored {
+        Ok(r) if !io.crashed => r,
+        Ok(_) => return Ok(Err(disks)),
+        Err(_) if io.crashed => return Ok(Err(disks)),
+        Err(e) => return Err(e),
+    };
+    assert_eq!(crash, Crash::None, "the restore did not crash at {crash:?}");
+    let mut task = Task {
+        ids: ids_table(),
+        counts: CachedTable::new(4),
+        sums: OrderedTable::default(),
+        log,
+        input_pos: resume.input_offset.unwrap_or(0) as usize,
+        output_seq: resume.output_seq,
+        disks,
+        power,
+        id_key: Vec::new(),
+    };
+    for (t, e) in task.tables().into_iter().zip(engines) {
+        t.attach(Box::new(e))?;
+    }
+    Ok(Ok(task))
 }
 
 /// Restores a task from the broker alone (a new machine) and returns its store contents.
@@ -215,33 +305,73 @@ pub(crate) fn compact(log: &[ChangelogRecord]) -> Vec<ChangelogRecord> {
         .collect()
 }
 
-/// The outputs a downstream consumer accepts after de-duplication, in order.
-pub(crate) fn deduplicated(output: &[(String, Vec<u8>)]) -> Vec<(String, Vec<u8>)> {
-    let mut marks = HighWaterMarks::new(CachedStore::new(MemStore::new(), CacheConfig::default()));
+/// The outputs a downstream consumer accepts after de-duplication with the production ids
+/// table, in order.
+pub(crate) fn deduplicated(output: &[Out]) -> Vec<Out> {
+    let mut marks = ids_table();
+    let mut key = Vec::new();
     output
         .iter()
-        .filter(|(id, _)| marks.accept(&MessageId::parse(id).unwrap()).unwrap())
+        .filter(|(id, _)| accept_id(&mut marks, &MessageId::parse(id).unwrap(), &mut key).unwrap())
         .cloned()
         .collect()
 }
 
-pub(crate) fn toy_input(seed: u64, n: usize) -> Vec<(u8, u32)> {
+/// What a plain consumer may see after crashes: repeats, but every copy of an id identical
+/// to its first, and the ids, as a set, exactly `1..=n` (a restore that resumed numbering
+/// past its commit point leaves a gap; one that resumed before it gives an id two payloads).
+pub(crate) fn check_plain_output(output: &[Out]) {
+    let mut first: std::collections::BTreeMap<u64, &[u8]> = std::collections::BTreeMap::new();
+    for (id, payload) in output {
+        let seq = MessageId::parse(id).unwrap().seq;
+        let f = first.entry(seq).or_insert(payload);
+        assert_eq!(
+            *f,
+            &payload[..],
+            "id {id} repeated with a different payload"
+        );
+    }
+    for (want, &got) in (1..).zip(first.keys()) {
+        assert_eq!(got, want, "output ids skip from {} to {got}", want - 1);
+    }
+}
+
+/// Input with upstream ids from two upstream partitions; now and then the last one to three
+/// records again, as an upstream replay delivers them.
+pub(crate) fn toy_input(seed: u64, n: usize) -> Vec<In> {
     let mut rng = Rng(seed);
-    (0..n)
-        .map(|_| (rng.below(12) as u8, rng.below(40) as u32))
-        .collect()
+    let mut seqs = [0u64; 2];
+    let mut fresh: Vec<In> = Vec::new();
+    let mut out = Vec::with_capacity(n);
+    while out.len() < n {
+        if fresh.len() >= 3 && rng.below(10) == 0 {
+            let back = 1 + rng.below(3) as usize;
+            out.extend_from_slice(&fresh[fresh.len() - back..]);
+            continue;
+        }
+        let up = rng.below(2) as usize;
+        seqs[up] += 1;
+        let rec = (
+            rng.below(12) as u8,
+            rng.below(40) as u32,
+            up as i32,
+            seqs[up],
+        );
+        fresh.push(rec);
+        out.push(rec);
+    }
+    out.truncate(n);
+    out
 }
 
 /// A run without crashes: the reference every crashing run must match.
-pub(crate) fn clean_run(input: Vec<(u8, u32)>, batch: usize) -> (Broker, Task) {
+pub(crate) fn clean_run(input: Vec<In>, batch: usize) -> (Broker, Task) {
     let mut broker = Broker::new(input);
     let mut task = restore(&mut broker, fresh_engines(), 1, Crash::None)
         .unwrap()
         .unwrap();
     while task.input_pos < broker.input.len() {
-        let input = std::mem::take(&mut broker.input);
-        task.process(&input, batch);
-        broker.input = input;
+        task.process(&mut broker, batch);
         assert!(task.commit(&mut broker, Crash::None));
     }
     (broker, task)
@@ -253,13 +383,12 @@ pub(crate) fn clean_run(input: Vec<(u8, u32)>, batch: usize) -> (Broker, Task) {
 pub(crate) fn run_until_crash(
     task: &mut Task,
     broker: &mut Broker,
-    input: &[(u8, u32)],
     rng: &mut Rng,
     crash_one_in: u64,
     mut after_commit: impl FnMut(&Broker, &mut Rng),
 ) -> bool {
-    while task.input_pos < input.len() {
-        task.process(input, 1 + rng.below(25) as usize);
+    while task.input_pos < broker.input.len() {
+        task.process(broker, 1 + rng.below(25) as usize);
         let crash = if rng.below(crash_one_in) == 0 {
             COMMIT_CRASHES[rng.below(6) as usize]
         } else {

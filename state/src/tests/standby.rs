@@ -2,50 +2,37 @@
 //! while the owner commits, crashes and restores, and that a new owner restores from.
 
 use super::sim::*;
-use super::sim_restore::WIPES;
-use crate::{Entry, KvStore, MarkerKind, MemStore, Restorer, StateError};
+use crate::protocol::{Applied, StandbyTask};
+use crate::{Entry, KvStore, MarkerKind, StateError};
 
-/// What an instance that does not own the task keeps: engines at finalised commits.
+/// What an instance that does not own the task keeps: the production standby over its own
+/// disks.
 struct Standby {
-    r: Restorer,
-    engines: Vec<MemStore>,
-    /// Next offset to read per store.
-    pos: Vec<usize>,
-    /// The last commit written as settled in every store.
-    settled: Option<(u64, u64)>,
+    task: StandbyTask<SimEngine>,
+    disks: Vec<Disk>,
 }
 
 impl Standby {
     fn new() -> Self {
+        let disks = fresh_engines();
         Standby {
-            r: Restorer::new(STORES),
-            engines: fresh_engines(),
-            pos: vec![0; STORES],
-            settled: None,
+            task: StandbyTask::open(sim_engines(&disks)).unwrap(),
+            disks,
         }
     }
 
-    /// Reads every changelog to its end, writing what became final with its checkpoint.
+    /// Reads every changelog to its end, as the runtime's standby turn does.
     fn catch_up(&mut self, broker: &Broker) -> Result<(), StateError> {
         for i in 0..STORES {
             let log = &broker.changelogs[i];
-            while self.pos[i] < log.len() {
-                let at = self.pos[i];
-                let entry = log[at].entry(i, at as i64)?;
-                let marker = matches!(entry, Entry::Marker(m) if m.kind == MarkerKind::Commit);
-                self.r.feed(i, at as i64, entry)?;
-                self.pos[i] += 1;
-                if marker && self.r.settled().is_some_and(|c| Some(c) != self.settled) {
-                    self.settled = self.r.settled();
-                    for j in 0..STORES {
-                        let (batch, cp) = self.r.take_settled(j);
-                        self.engines[j].write(batch, cp.as_ref())?;
-                    }
-                    continue;
+            loop {
+                let at = self.task.next()[i];
+                if at >= log.len() as i64 {
+                    break;
                 }
-                let (batch, cp) = self.r.take_final(i);
-                if !batch.is_empty() || cp.is_some() {
-                    self.engines[i].write(batch, cp.as_ref())?;
+                let entry = log[at as usize].entry(i, at)?;
+                if let Applied::Restarted(e) = self.task.apply(i, at, entry)? {
+                    panic!("a standby of a crash-free log restarted store {i}: {e}");
                 }
             }
         }
@@ -53,9 +40,9 @@ impl Standby {
     }
 
     fn checkpointed(&self) -> bool {
-        self.engines
+        self.disks
             .iter()
-            .all(|e| e.checkpoint().unwrap().is_some())
+            .all(|d| d.lock().unwrap().checkpoint().unwrap().is_some())
     }
 }
 
@@ -96,7 +83,7 @@ fn run(seed: u64) -> (u32, u32) {
                 continue;
             }
         };
-        let finished = run_until_crash(&mut task, &mut broker, &input, &mut rng, 4, |b, rng| {
+        let finished = run_until_crash(&mut task, &mut broker, &mut rng, 4, |b, rng| {
             if rng.below(2) == 0 {
                 standby.catch_up(b).unwrap();
             }
@@ -111,7 +98,7 @@ fn run(seed: u64) -> (u32, u32) {
                 // starting cold.
                 promotions += 1;
                 warm += u32::from(standby.checkpointed());
-                engines = std::mem::replace(&mut standby, Standby::new()).engines;
+                engines = std::mem::replace(&mut standby, Standby::new()).disks;
                 from_standby = true;
             }
             1 => {
@@ -134,11 +121,12 @@ fn run(seed: u64) -> (u32, u32) {
         ref_broker.output,
         "seed {seed}: outputs"
     );
+    check_plain_output(&broker.output);
     // Finally promote the standby once more, from the finished log.
     standby.catch_up(&broker).unwrap();
     let wipes = WIPES.with(|w| w.get());
     let mut b = broker.clone();
-    let promoted = restore(&mut b, standby.engines, 99, Crash::None)
+    let promoted = restore(&mut b, standby.disks, 99, Crash::None)
         .unwrap()
         .expect("no crash");
     assert_eq!(
@@ -179,8 +167,13 @@ fn a_standby_checkpoint_reaches_the_last_commit_every_store_holds() {
     let (broker, _) = clean_run(input, 10);
     let mut standby = Standby::new();
     standby.catch_up(&broker).unwrap();
-    for (i, e) in standby.engines.iter().enumerate() {
-        let cp = e.checkpoint().unwrap().expect("checkpointed");
+    for (i, d) in standby.disks.iter().enumerate() {
+        let cp = d
+            .lock()
+            .unwrap()
+            .checkpoint()
+            .unwrap()
+            .expect("checkpointed");
         let log = &broker.changelogs[i];
         let markers_after = log[cp.marker_offset as usize + 1..]
             .iter()
@@ -197,7 +190,7 @@ fn a_standby_checkpoint_reaches_the_last_commit_every_store_holds() {
     }
     let mut a = broker.clone();
     let mut b = broker.clone();
-    let warm = restore(&mut a, standby.engines, 3, Crash::None)
+    let warm = restore(&mut a, standby.disks, 3, Crash::None)
         .unwrap()
         .unwrap();
     let cold = restore(&mut b, fresh_engines(), 4, Crash::None)
