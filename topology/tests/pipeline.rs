@@ -53,18 +53,20 @@ fn the_energy_example_is_valid_and_its_stores_are_planned() {
             "site_energy",
             "site_energy-rekeyed",
             "demand",
-            "demand-rekeyed"
+            "demand-rekeyed",
+            "site_energy_tsdb",
+            "demand_tsdb"
         ]
     );
     let StageSpec::Pipeline(first) = t.stage("site_energy").unwrap() else {
         panic!("site_energy is a pipeline");
     };
-    assert_eq!(first.writes(), "energy-site_energy-repartition");
+    assert_eq!(first.writes(), Some("energy-site_energy-repartition"));
     let StageSpec::Pipeline(p) = t.stage("site_energy-rekeyed").unwrap() else {
         panic!("site_energy-rekeyed is a pipeline");
     };
     assert_eq!(p.input, "energy-site_energy-repartition");
-    assert_eq!(p.writes(), "energy.site_kwh");
+    assert_eq!(p.writes(), Some("energy.site_kwh"));
     let plan = p.plan();
     let fields: Vec<&str> = plan
         .chain
