@@ -33,7 +33,7 @@ fn topology(id: &str, state: &str, port: u16) -> String {
         r#"apiVersion: sluice/v1
 kind: Topology
 metadata: {{ name: {id} }}
-processing: {{ commit_interval: 200ms }}
+processing: {{ commit_interval: 1s }}
 connections:
   brokers: ${{SLUICE_BROKERS}}
   registry: ${{SLUICE_REGISTRY_URL}}
@@ -64,7 +64,7 @@ stages:
         symbols: [site, meter.id, phase]
         columns: [power.watts, {{ volts: power.volts }}, count, price]
         timestamp: ts
-        flush_rows: 250
+        flush_rows: 20
   lake:
     kind: pipeline
     input: {id}.readings
@@ -158,6 +158,22 @@ fn parquet_row(i: i64) -> serde_json::Value {
     })
 }
 
+/// How many batch manifests the lake stage has written so far.
+fn manifests(
+    rt: &tokio::runtime::Runtime,
+    store: &std::sync::Arc<dyn object_store::ObjectStore>,
+    id: &str,
+) -> usize {
+    let prefix = object_store::path::Path::from(format!("e2e/{id}/readings/_manifest"));
+    rt.block_on(async {
+        store
+            .list(Some(&prefix))
+            .try_collect::<Vec<_>>()
+            .await
+            .map_or(0, |v| v.len())
+    })
+}
+
 /// The Hive folder of record `i` under the prefix.
 fn folder(i: i64) -> String {
     let ms = BASE_TS + i * 60_000;
@@ -211,7 +227,12 @@ fn questdb_and_parquet_sinks_write_every_row_once_across_kill9() {
     // A data engineer would run `sluice tsdb init` against QuestDB; the stack's TSDB
     // (VictoriaMetrics) creates its series on write, and has no dedup keys: see the module.
     let log = dir.path().join("sluice.log");
-    let mut run = Sluice::spawn(&["run", &path, "--quiet"], &log);
+    // A fixed instance id: a restart rejoins at once instead of after the killed member's
+    // session timeout (static membership).
+    let args = ["run", &path, "--quiet", "--instance-id", "sinks-kill9"];
+    // Parquet objects upload slowly, so the last kill lands inside a batch's upload.
+    let envs = [("SLUICE_FAULT_S3_OBJECT_DELAY_MS", "100")];
+    let mut run = Sluice::spawn_with_env(&args, &envs, &log);
 
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -223,45 +244,89 @@ fn questdb_and_parquet_sinks_write_every_row_once_across_kill9() {
     let writer_id = rt
         .block_on(client.register(&format!("{input}-value"), &text))
         .expect("register the input schema");
-    let producer: BaseProducer = ClientConfig::new()
-        .set("bootstrap.servers", &brokers)
-        .set("acks", "all")
-        .create()
-        .unwrap();
-    let produce = |from: i64, to: i64| {
-        for i in from..to {
-            let mut value = Vec::new();
-            sluice_schemas::wire::write_header(writer_id, &mut value);
-            value.extend(sluice_ops::codec::encode_once(&schema, &reading(i)).unwrap());
-            let key = format!("m{}", i % 7);
-            let rec = BaseRecord::to(&input)
-                .partition((i % 2) as i32)
-                .key(key.as_bytes())
-                .payload(&value)
-                .timestamp(BASE_TS + i * 60_000);
-            producer.send(rec).map_err(|(e, _)| e).unwrap();
-            producer.poll(Duration::ZERO);
-        }
-        producer.flush(Duration::from_secs(30)).unwrap();
+    // The input streams in (about 15 ms a record) while sluice is killed -9 three times and
+    // restarted: each kill loses the work since the last commit, whose TSDB rows were
+    // flushed already (every 20 rows) and whose Parquet batches may be uploaded.
+    let producer = {
+        let (brokers, input) = (brokers.clone(), input.clone());
+        std::thread::spawn(move || {
+            let producer: BaseProducer = ClientConfig::new()
+                .set("bootstrap.servers", &brokers)
+                .set("acks", "all")
+                .create()
+                .unwrap();
+            for i in 0..RECORDS {
+                let mut value = Vec::new();
+                sluice_schemas::wire::write_header(writer_id, &mut value);
+                value.extend(sluice_ops::codec::encode_once(&schema, &reading(i)).unwrap());
+                let key = format!("m{}", i % 7);
+                let rec = BaseRecord::to(&input)
+                    .partition((i % 2) as i32)
+                    .key(key.as_bytes())
+                    .payload(&value)
+                    .timestamp(BASE_TS + i * 60_000);
+                producer.send(rec).map_err(|(e, _)| e).unwrap();
+                producer.poll(Duration::ZERO);
+                std::thread::sleep(Duration::from_millis(15));
+            }
+            producer.flush(Duration::from_secs(30)).unwrap();
+        })
     };
-
-    // Four bursts; after the first and the third, kill -9 while the stages are writing.
-    let burst = RECORDS / 4;
+    // Each kill comes once the running instance has committed twice (so it is processing:
+    // a restart takes a few seconds to rejoin), half a commit interval after its last one.
+    let committed = |stage: &str| -> i64 {
+        committed_offsets(&brokers, &format!("{id}-{stage}"), &input)
+            .values()
+            .sum()
+    };
+    let store = s3();
     let mut kills = 0;
-    for b in 0..4 {
-        produce(b * burst, (b + 1) * burst);
-        if b % 2 == 0 {
-            std::thread::sleep(Duration::from_millis(150 + 200 * b as u64));
-            assert!(
-                run.exited().is_none(),
-                "sluice run exited; log: {}",
-                log.display()
+    while kills < 3 && !producer.is_finished() {
+        for _ in 0..2 {
+            let before = committed("tsdb");
+            eventually_or(
+                "the restarted instance to commit",
+                600,
+                Duration::from_millis(100),
+                || {
+                    if let Some(st) = run.exited() {
+                        panic!("sluice run exited ({st}); log: {}", log.display());
+                    }
+                    let now = committed("tsdb");
+                    if now > before {
+                        Ok(())
+                    } else {
+                        Err(format!("tsdb committed {now}"))
+                    }
+                },
             );
-            run.kill9();
-            kills += 1;
-            run = Sluice::spawn(&["run", &path, "--quiet"], &log);
         }
+        if kills < 2 {
+            // Half a commit interval in: TSDB rows flushed, not committed.
+            std::thread::sleep(Duration::from_millis(500));
+        } else {
+            // The moment a new batch's manifest appears: its objects are on their way and
+            // its commit has not happened.
+            let before = manifests(&rt, &store, &id);
+            eventually_or(
+                "a batch upload to start",
+                600,
+                Duration::from_millis(10),
+                || {
+                    let now = manifests(&rt, &store, &id);
+                    if now > before {
+                        Ok(())
+                    } else {
+                        Err(format!("{now} manifests"))
+                    }
+                },
+            );
+        }
+        run.kill9();
+        kills += 1;
+        run = Sluice::spawn_with_env(&args, &envs, &log);
     }
+    producer.join().expect("the producer");
     // Every stage committed all of its input.
     for stage in ["tsdb", "lake"] {
         let group = format!("{id}-{stage}");
@@ -346,6 +411,19 @@ fn questdb_and_parquet_sinks_write_every_row_once_across_kill9() {
         }
         rewritten += values.len() - 1;
     }
+    assert!(
+        rewritten > 0,
+        "no TSDB row was written twice: the kills did not make the sinks replay anything"
+    );
+    let recuts = std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .matches("Re-cutting the batches a crash interrupted")
+        .count();
+    assert!(
+        recuts > 0,
+        "no task re-cut a batch after the kill inside an upload; log: {}",
+        log.display()
+    );
     let missing: Vec<_> = want
         .keys()
         .filter(|k| !samples.contains_key(k))
@@ -354,7 +432,6 @@ fn questdb_and_parquet_sinks_write_every_row_once_across_kill9() {
     assert!(missing.is_empty(), "TSDB rows missing, e.g. {missing:?}");
 
     // Parquet: every record exactly once, in its folder, with every field as produced.
-    let store = s3();
     let prefix = object_store::path::Path::from(format!("e2e/{id}/readings"));
     let (objects, rows) = rt.block_on(async {
         let listed: Vec<_> = store.list(Some(&prefix)).try_collect().await.unwrap();
@@ -397,7 +474,7 @@ fn questdb_and_parquet_sinks_write_every_row_once_across_kill9() {
         assert_eq!(row, &parquet_row(*i), "Parquet row of record {i}");
     }
     eprintln!(
-        "sinks end to end: {RECORDS} records, {kills} kill -9s, {} TSDB rows ({rewritten} rewritten by replays, upserted), {objects} Parquet objects, {:.1} s",
+        "sinks end to end: {RECORDS} records, {kills} kill -9s, {} TSDB rows ({rewritten} rewritten by replays, upserted), {objects} Parquet objects ({recuts} tasks re-cut a crashed run's batches), {:.1} s",
         want.len(),
         started.elapsed().as_secs_f64()
     );

@@ -166,6 +166,9 @@ impl S3ArchiveSink {
         self.put(&manifest_path, manifest).await?;
         for (key, body, rows) in files {
             let len = body.len();
+            if let Some(delay) = object_delay() {
+                tokio::time::sleep(delay).await;
+            }
             self.put(&Path::from(key.as_str()), body).await?;
             self.metrics.objects_written.inc();
             self.metrics.rows_written.inc_by(rows as u64);
@@ -304,6 +307,19 @@ impl S3ArchiveSink {
             }
         }
     }
+}
+
+/// For fault tests only: `SLUICE_FAULT_S3_OBJECT_DELAY_MS=N` makes every data object upload
+/// wait N ms after the batch's manifest, so a test can kill a process in the middle of a
+/// batch's upload (between the manifest and the commit) and watch the restart re-cut it.
+fn object_delay() -> Option<std::time::Duration> {
+    static DELAY: std::sync::OnceLock<Option<std::time::Duration>> = std::sync::OnceLock::new();
+    *DELAY.get_or_init(|| {
+        std::env::var("SLUICE_FAULT_S3_OBJECT_DELAY_MS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .map(std::time::Duration::from_millis)
+    })
 }
 
 /// Outages, throttling, server errors and even auth failures (credentials get rotated) may
