@@ -22,8 +22,9 @@ use sluice_schemas::client::RegistryClient;
 use sluice_topology::StageSpec;
 
 /// The examples' topics, renamed for each run.
-const ENERGY_TOPICS: [&str; 4] = [
+const ENERGY_TOPICS: [&str; 5] = [
     "energy.readings",
+    "energy.meters",
     "energy.site_kwh",
     "energy.demand",
     "energy.dlq",
@@ -216,13 +217,16 @@ fn energy_example_on_the_stack_outputs_what_its_first_case_expects() {
         )
     };
     for (stage, op, input, output) in [
-        ("site_energy", "0-filter", 10.0, 8.0),
-        ("site_energy", "1-select", 8.0, 8.0),
-        ("site_energy", "2-key_by", 8.0, 8.0),
-        ("site_energy-rekeyed", "3-window", 8.0, 3.0),
-        ("demand", "0-filter", 10.0, 9.0),
-        ("demand", "1-key_by", 9.0, 9.0),
-        ("demand-rekeyed", "2-window", 9.0, 3.0),
+        ("site_energy", "0-join", 10.0, 10.0),
+        ("site_energy", "1-filter", 10.0, 8.0),
+        ("site_energy", "2-select", 8.0, 8.0),
+        ("site_energy", "3-key_by", 8.0, 8.0),
+        ("site_energy-rekeyed", "4-window", 8.0, 3.0),
+        ("demand", "0-join", 10.0, 10.0),
+        ("demand", "1-filter", 10.0, 9.0),
+        ("demand", "2-select", 9.0, 9.0),
+        ("demand", "3-key_by", 9.0, 9.0),
+        ("demand-rekeyed", "4-window", 9.0, 3.0),
     ] {
         assert_eq!(
             (operator(stage, op, "in"), operator(stage, op, "out")),
