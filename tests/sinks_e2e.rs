@@ -1,13 +1,14 @@
 //! Pipelines ending in the `questdb` and `s3_parquet` sinks, end to end on the local stack,
 //! over a schema that is not telemetry (nested and optional fields, an enum, a decimal, an
 //! array, a map, bytes): records produced by a plain producer, `sluice run` killed with -9
-//! twice while they flow, and then everything read back outside sluice: the TSDB rows
+//! three times while they flow (twice with TSDB rows flushed and not committed, once inside
+//! a Parquet batch's upload), and then everything read back outside sluice: the TSDB rows
 //! through VictoriaMetrics' export API, the Parquet objects from S3 with the Arrow reader of
-//! the Apache `parquet` crate. Every row must be there exactly as the input makes it, and a
-//! replay must leave no duplicate: no Parquet row twice, and no TSDB row that a table with
-//! the sink's dedup keys would hold twice (VictoriaMetrics has no dedup keys, so a row a
-//! replay wrote again shows as a second sample at the same timestamp: it must carry the same
-//! value, which is what an upsert keeps).
+//! the Apache `parquet` crate and again with pyarrow. Every row must be there exactly as the
+//! input makes it, and a replay must leave no duplicate: no Parquet row twice, and no TSDB
+//! row that a table with the sink's dedup keys would hold twice (VictoriaMetrics has no
+//! dedup keys, so a row a replay wrote again shows as a second sample at the same timestamp:
+//! it must carry the same value, which is what an upsert keeps).
 
 mod common;
 
@@ -64,7 +65,7 @@ stages:
         symbols: [site, meter.id, phase]
         columns: [power.watts, {{ volts: power.volts }}, count, price]
         timestamp: ts
-        flush_rows: 20
+        flush_rows: 5
   lake:
     kind: pipeline
     input: {id}.readings
@@ -246,7 +247,7 @@ fn questdb_and_parquet_sinks_write_every_row_once_across_kill9() {
         .expect("register the input schema");
     // The input streams in (about 15 ms a record) while sluice is killed -9 three times and
     // restarted: each kill loses the work since the last commit, whose TSDB rows were
-    // flushed already (every 20 rows) and whose Parquet batches may be uploaded.
+    // flushed already (every 5 rows) and whose Parquet batches may be uploaded.
     let producer = {
         let (brokers, input) = (brokers.clone(), input.clone());
         std::thread::spawn(move || {
@@ -433,6 +434,9 @@ fn questdb_and_parquet_sinks_write_every_row_once_across_kill9() {
 
     // Parquet: every record exactly once, in its folder, with every field as produced.
     let prefix = object_store::path::Path::from(format!("e2e/{id}/readings"));
+    let downloads = dir.path().join("objects");
+    std::fs::create_dir_all(&downloads).unwrap();
+    let mut files: BTreeMap<String, String> = BTreeMap::new(); // local file -> folder
     let (objects, rows) = rt.block_on(async {
         let listed: Vec<_> = store.list(Some(&prefix)).try_collect().await.unwrap();
         let mut rows: BTreeMap<i64, Vec<(String, serde_json::Value)>> = BTreeMap::new();
@@ -450,6 +454,9 @@ fn questdb_and_parquet_sinks_write_every_row_once_across_kill9() {
                 .0
                 .to_string();
             let bytes = store.get(&o.location).await.unwrap().bytes().await.unwrap();
+            let local = downloads.join(format!("{objects}.parquet"));
+            std::fs::write(&local, &bytes).unwrap();
+            files.insert(local.display().to_string(), dir.clone());
             for row in sluice_connectors::s3::parquet_json(bytes).unwrap() {
                 let i = row["count"].as_i64().unwrap();
                 rows.entry(i).or_default().push((dir.clone(), row));
@@ -473,6 +480,48 @@ fn questdb_and_parquet_sinks_write_every_row_once_across_kill9() {
         assert_eq!(dir, &folder(*i), "folder of record {i}");
         assert_eq!(row, &parquet_row(*i), "Parquet row of record {i}");
     }
+    // The same objects read by another engine: pyarrow (scripts/setup installs it).
+    let out = Command::new("python3")
+        .arg(repo().join("tests/support/parquet_rows.py"))
+        .args(files.keys())
+        .output()
+        .expect("run python3 (scripts/setup installs it with pyarrow)");
+    assert!(
+        out.status.success(),
+        "pyarrow could not read the objects (is it installed? scripts/setup):\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut seen_by_pyarrow = BTreeMap::new();
+    for line in String::from_utf8(out.stdout).unwrap().lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        if let Some(schema) = v.get("schema") {
+            assert_eq!(
+                schema,
+                &json!({
+                    "site": "string", "meter": "struct<id: string not null, model: string>",
+                    "ts": "timestamp[ms, tz=UTC]", "day": "date32[day]",
+                    "power": "struct<watts: double not null, volts: double>",
+                    "phase": "dictionary<values=string, indices=int32, ordered=0>",
+                    "count": "int64", "ok": "bool", "price": "decimal128(9, 3)",
+                    "samples": "list<item: double not null>",
+                    "labels": "map<string, string ('labels')>", "raw": "binary"
+                }),
+                "the Arrow schema pyarrow reads from {}",
+                v["file"]
+            );
+            continue;
+        }
+        let row = &v["row"];
+        let i = row["count"].as_i64().unwrap();
+        assert_eq!(row, &parquet_row(i), "record {i} as pyarrow reads it");
+        assert_eq!(files[v["file"].as_str().unwrap()], folder(i));
+        *seen_by_pyarrow.entry(i).or_insert(0) += 1;
+    }
+    assert_eq!(seen_by_pyarrow.len() as i64, RECORDS, "rows pyarrow read");
+    assert!(
+        seen_by_pyarrow.values().all(|&n| n == 1),
+        "a row pyarrow read twice"
+    );
     eprintln!(
         "sinks end to end: {RECORDS} records, {kills} kill -9s, {} TSDB rows ({rewritten} rewritten by replays, upserted), {objects} Parquet objects ({recuts} tasks re-cut a crashed run's batches), {:.1} s",
         want.len(),
