@@ -470,3 +470,73 @@ fn value_kind(
     };
     Some(kind)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cells_follow_the_column_types_and_nulls_are_none() {
+        let r = RecordType::from_schema(
+            &apache_avro::Schema::parse_str(
+                r#"{"type": "record", "name": "R", "fields": [
+                    {"name": "s", "type": {"type": "enum", "name": "E", "symbols": ["A", "B"]}},
+                    {"name": "b", "type": "boolean"},
+                    {"name": "i", "type": "int"},
+                    {"name": "f", "type": "float"},
+                    {"name": "d", "type": {"type": "bytes", "logicalType": "decimal", "precision": 5, "scale": 2}},
+                    {"name": "t", "type": {"type": "long", "logicalType": "timestamp-nanos"}},
+                    {"name": "day", "type": {"type": "int", "logicalType": "date"}},
+                    {"name": "o", "type": ["null", "string"], "default": null}]}"#,
+            )
+            .unwrap(),
+        )
+        .unwrap();
+        let spec = serde_yaml::from_str(
+            "{ table: t, symbols: [s], columns: [b, i, f, d, t, day, { text: o }], timestamp: day }",
+        )
+        .unwrap();
+        let plan = check(&spec, &r).unwrap();
+        let kinds: Vec<ColumnKind> = plan.columns.iter().map(|c| c.kind).collect();
+        use ColumnKind::*;
+        assert_eq!(
+            kinds,
+            [Symbol, Boolean, Long, Double, Double, Timestamp, Timestamp, Varchar]
+        );
+        let value = Value::Record(vec![
+            ("s".into(), Value::Enum(1, "B".into())),
+            ("b".into(), Value::Boolean(true)),
+            ("i".into(), Value::Int(7)),
+            ("f".into(), Value::Float(1.5)),
+            (
+                "d".into(),
+                Value::Decimal(apache_avro::Decimal::from(vec![0x04, 0xD2])),
+            ),
+            ("t".into(), Value::TimestampNanos(1_000_001_999)),
+            ("day".into(), Value::Date(2)),
+            ("o".into(), Value::Union(0, Box::new(Value::Null))),
+        ]);
+        let cells: Vec<Option<Cell<'_>>> =
+            plan.columns.iter().map(|c| plan.cell(c, &value)).collect();
+        assert_eq!(
+            cells,
+            [
+                Some(Cell::Str("B".into())),
+                Some(Cell::Bool(true)),
+                Some(Cell::Long(7)),
+                Some(Cell::Double(1.5)),
+                Some(Cell::Double(12.34)),
+                Some(Cell::TimestampMicros(1_000_001)),
+                Some(Cell::TimestampMicros(2 * 86_400_000_000)),
+                None,
+            ]
+        );
+        let rec = Record {
+            key: None,
+            value,
+            timestamp: 0,
+        };
+        assert_eq!(plan.timestamp_micros(&rec).unwrap(), 2 * 86_400_000_000);
+        assert_eq!(plan.dedup_keys, ["ts", "s"]);
+    }
+}

@@ -297,3 +297,83 @@ fn field_type(ty: &FieldType, path: &str, problems: &mut Vec<Problem>) {
         _ => {}
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use apache_avro::types::Value;
+
+    use super::*;
+
+    fn record(schema: &str) -> RecordType {
+        RecordType::from_schema(&apache_avro::Schema::parse_str(schema).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn unions_of_several_types_and_recursive_types_are_refused_by_path() {
+        let r = record(
+            r#"{"type": "record", "name": "N", "fields": [
+                {"name": "v", "type": ["null", "string", "long"]},
+                {"name": "inner", "type": {"type": "record", "name": "I", "fields": [
+                    {"name": "tags", "type": {"type": "array", "items": ["string", "int"]}}]}},
+                {"name": "next", "type": ["null", "N"], "default": null}]}"#,
+        );
+        let spec = serde_yaml::from_str("{ prefix: lake }").unwrap();
+        let problems = check(&spec, &r).unwrap_err();
+        let messages: Vec<&str> = problems.iter().map(|p| p.message.as_str()).collect();
+        assert_eq!(problems.len(), 3, "{messages:#?}");
+        assert!(messages[0].contains("field `v`") && messages[0].contains("no unions"));
+        assert!(
+            messages[1].contains("field `inner.tags[]`"),
+            "{messages:#?}"
+        );
+        assert!(messages[2].contains("recursive"), "{messages:#?}");
+        assert!(
+            problems[0].fix.contains("CAST(v AS VARCHAR)"),
+            "{problems:?}"
+        );
+    }
+
+    #[test]
+    fn partition_values_and_time_come_from_the_record() {
+        let r = record(
+            r#"{"type": "record", "name": "R", "fields": [
+                {"name": "site", "type": ["null", "string"], "default": null},
+                {"name": "day", "type": {"type": "int", "logicalType": "date"}},
+                {"name": "ok", "type": "boolean"},
+                {"name": "n", "type": "int"},
+                {"name": "at", "type": {"type": "long", "logicalType": "timestamp-micros"}}]}"#,
+        );
+        let spec = serde_yaml::from_str(
+            "{ prefix: /lake/, time: at, granularity: day, partition_by: [site, day, ok, n] }",
+        )
+        .unwrap();
+        let plan = check(&spec, &r).unwrap();
+        assert_eq!(plan.prefix, "lake");
+        let rec = Record {
+            key: None,
+            timestamp: 5,
+            value: Value::Record(vec![
+                ("site".into(), Value::Union(0, Box::new(Value::Null))),
+                ("day".into(), Value::Date(19_675)),
+                ("ok".into(), Value::Boolean(true)),
+                ("n".into(), Value::Int(-3)),
+                ("at".into(), Value::TimestampMicros(1_700_000_000_123_456)),
+            ]),
+        };
+        assert_eq!(plan.time_ms(&rec), Some(1_700_000_000_123));
+        assert_eq!(
+            plan.partition_values(&rec),
+            [
+                ("site", None),
+                ("day", Some("2023-11-14".to_string())),
+                ("ok", Some("true".to_string())),
+                ("n", Some("-3".to_string())),
+            ]
+        );
+        // Without `time`, the record's timestamp.
+        let plan = check(&serde_yaml::from_str("{ prefix: lake }").unwrap(), &r).unwrap();
+        assert_eq!(plan.time_ms(&rec), Some(5));
+        assert_eq!(plan.granularity, Granularity::Hour);
+        assert_eq!(plan.rows_per_file, 100_000);
+    }
+}
