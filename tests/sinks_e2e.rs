@@ -26,7 +26,10 @@ use rdkafka::ClientConfig;
 use serde_json::json;
 use sluice_schemas::client::RegistryClient;
 
-const RECORDS: i64 = 1200;
+/// The input goes on until the kills are done, at least this many records and at most
+/// [`MAX_RECORDS`].
+const MIN_RECORDS: i64 = 1200;
+const MAX_RECORDS: i64 = 20_000;
 const BASE_TS: i64 = 1_700_000_000_000; // 2023-11-14T22:13:20Z
 
 fn topology(id: &str, state: &str, port: u16) -> String {
@@ -246,17 +249,22 @@ fn questdb_and_parquet_sinks_write_every_row_once_across_kill9() {
         .block_on(client.register(&format!("{input}-value"), &text))
         .expect("register the input schema");
     // The input streams in (about 15 ms a record) while sluice is killed -9 three times and
-    // restarted: each kill loses the work since the last commit, whose TSDB rows were
-    // flushed already (every 5 rows) and whose Parquet batches may be uploaded.
+    // restarted, and for as long as that takes: each kill loses the work since the last
+    // commit, whose TSDB rows were flushed already (every 5 rows) and whose Parquet batches
+    // may be uploaded.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let producer = {
-        let (brokers, input) = (brokers.clone(), input.clone());
-        std::thread::spawn(move || {
+        let (brokers, input, stop) = (brokers.clone(), input.clone(), stop.clone());
+        std::thread::spawn(move || -> i64 {
             let producer: BaseProducer = ClientConfig::new()
                 .set("bootstrap.servers", &brokers)
                 .set("acks", "all")
                 .create()
                 .unwrap();
-            for i in 0..RECORDS {
+            let mut i = 0;
+            while i < MAX_RECORDS
+                && (i < MIN_RECORDS || !stop.load(std::sync::atomic::Ordering::Relaxed))
+            {
                 let mut value = Vec::new();
                 sluice_schemas::wire::write_header(writer_id, &mut value);
                 value.extend(sluice_ops::codec::encode_once(&schema, &reading(i)).unwrap());
@@ -269,8 +277,10 @@ fn questdb_and_parquet_sinks_write_every_row_once_across_kill9() {
                 producer.send(rec).map_err(|(e, _)| e).unwrap();
                 producer.poll(Duration::ZERO);
                 std::thread::sleep(Duration::from_millis(15));
+                i += 1;
             }
             producer.flush(Duration::from_secs(30)).unwrap();
+            i
         })
     };
     // Each kill comes once the running instance has committed twice (so it is processing:
@@ -282,7 +292,11 @@ fn questdb_and_parquet_sinks_write_every_row_once_across_kill9() {
     };
     let store = s3();
     let mut kills = 0;
-    while kills < 3 && !producer.is_finished() {
+    while kills < 3 {
+        assert!(
+            !producer.is_finished(),
+            "the input ended ({MAX_RECORDS} records) before the kills were done"
+        );
         for _ in 0..2 {
             let before = committed("tsdb");
             eventually_or(
@@ -327,7 +341,8 @@ fn questdb_and_parquet_sinks_write_every_row_once_across_kill9() {
         kills += 1;
         run = Sluice::spawn_with_env(&args, &envs, &log);
     }
-    producer.join().expect("the producer");
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let records = producer.join().expect("the producer");
     // Every stage committed all of its input.
     for stage in ["tsdb", "lake"] {
         let group = format!("{id}-{stage}");
@@ -382,7 +397,7 @@ fn questdb_and_parquet_sinks_write_every_row_once_across_kill9() {
         }
     }
     let mut want: BTreeMap<(String, String, String, String, i64), f64> = BTreeMap::new();
-    for i in 0..RECORDS {
+    for i in 0..records {
         let key = |col: &str| {
             (
                 col.to_string(),
@@ -474,7 +489,7 @@ fn questdb_and_parquet_sinks_write_every_row_once_across_kill9() {
         twice.is_empty(),
         "Parquet rows archived twice, e.g. records {twice:?}"
     );
-    assert_eq!(rows.len() as i64, RECORDS, "Parquet rows");
+    assert_eq!(rows.len() as i64, records, "Parquet rows");
     for (i, copies) in &rows {
         let (dir, row) = &copies[0];
         assert_eq!(dir, &folder(*i), "folder of record {i}");
@@ -517,13 +532,13 @@ fn questdb_and_parquet_sinks_write_every_row_once_across_kill9() {
         assert_eq!(files[v["file"].as_str().unwrap()], folder(i));
         *seen_by_pyarrow.entry(i).or_insert(0) += 1;
     }
-    assert_eq!(seen_by_pyarrow.len() as i64, RECORDS, "rows pyarrow read");
+    assert_eq!(seen_by_pyarrow.len() as i64, records, "rows pyarrow read");
     assert!(
         seen_by_pyarrow.values().all(|&n| n == 1),
         "a row pyarrow read twice"
     );
     eprintln!(
-        "sinks end to end: {RECORDS} records, {kills} kill -9s, {} TSDB rows ({rewritten} rewritten by replays, upserted), {objects} Parquet objects ({recuts} tasks re-cut a crashed run's batches), {:.1} s",
+        "sinks end to end: {records} records, {kills} kill -9s, {} TSDB rows ({rewritten} rewritten by replays, upserted), {objects} Parquet objects ({recuts} tasks re-cut a crashed run's batches), {:.1} s",
         want.len(),
         started.elapsed().as_secs_f64()
     );
