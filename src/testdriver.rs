@@ -6,6 +6,13 @@
 //! produced, so a record written to a topic another stage reads is processed next. A record
 //! written to a topic a `join` reads as a table updates the table at once (a record without
 //! a value, `value: null` in a case, deletes its key).
+//!
+//! A stage ending in a sink writes its rows where the case can read them by name:
+//! `questdb:<table>` (the rows the ILP writer was given, one JSON object each: the designated
+//! timestamp column in ms, the symbols and the columns) and `s3_parquet:<prefix>` (the Parquet
+//! objects the real writer put in an in-memory object store, read back row by row, in object
+//! key order; each row's `key` is its directory under the prefix). Sinks flush at every
+//! commit, and the driver commits after each input record.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -19,8 +26,11 @@ use sluice_ops::op::TaskContext;
 use sluice_topology::{Loaded, StageSpec};
 
 use crate::runtime::{Emit, Input, ProcessError, Processor, Rejection};
-use crate::stages::pipeline::{Pipeline, PORT_OUTPUT};
+use crate::stages::pipeline::{Output, Pipeline, PORT_OUTPUT};
+use crate::stages::sinks::{IlpTarget, ParquetWriter, QuestdbWriter};
 use crate::stages::SchemaSource;
+use sluice_connectors::questdb::IlpValue;
+use sluice_ops::sink::SinkPlan;
 
 /// A record as the driver keeps it: on a topic, in wire format.
 #[derive(Debug, Clone, PartialEq)]
@@ -82,7 +92,7 @@ struct StageTask {
     idle: std::time::Duration,
     name: String,
     input: String,
-    output: String,
+    output: Option<String>,
     dead_letter: Option<String>,
     processor: Pipeline,
     store_names: Vec<String>,
@@ -99,6 +109,12 @@ pub struct Driver {
     table_topics: BTreeSet<String>,
     /// Everything written to each topic, in order (a record without a value: an empty one).
     pub topics: BTreeMap<String, Vec<TopicRecord>>,
+    /// Rows the `questdb` sinks wrote, per table (as [`record_json`] shows them).
+    tsdb: Arc<Mutex<BTreeMap<String, Vec<serde_json::Value>>>>,
+    /// The object store the `s3_parquet` sinks write to, and their prefixes.
+    store: Arc<object_store::memory::InMemory>,
+    prefixes: BTreeSet<String>,
+    rt: tokio::runtime::Runtime,
 }
 
 impl Driver {
@@ -131,6 +147,19 @@ impl Driver {
             tables: &tables,
         };
         let mut stages = Vec::new();
+        let tsdb = Arc::new(Mutex::new(BTreeMap::new()));
+        let store = Arc::new(object_store::memory::InMemory::new());
+        let mut prefixes = BTreeSet::new();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| DriverError::Process {
+                stage: "-".into(),
+                source: ProcessError::Sink {
+                    sink: "tokio".into(),
+                    message: e.to_string(),
+                },
+            })?;
         for stage in &t.stages {
             let StageSpec::Pipeline(p) = &stage.spec else {
                 continue;
@@ -141,12 +170,57 @@ impl Driver {
                 .lock()
                 .expect("registry lock")
                 .add(schema_json(&schema));
-            // The derived schema is what the output topic carries.
-            topic_schemas.insert(p.writes().to_string(), (schema, id));
+            let fail = |source| DriverError::Process {
+                stage: stage.name.clone(),
+                source,
+            };
+            let output = match (&plan.sink, p.writes()) {
+                (None, writes) => {
+                    // The derived schema is what the output topic carries.
+                    if let Some(w) = writes {
+                        topic_schemas.insert(w.to_string(), (schema, id));
+                    }
+                    Output::Topic { schema_id: id }
+                }
+                (Some(SinkPlan::Questdb(q)), _) => Output::Sink(Box::new(QuestdbWriter::new(
+                    &stage.name,
+                    q.clone(),
+                    Box::new(Recorder {
+                        rows: tsdb.clone(),
+                        timestamp_column: q.timestamp_column.clone(),
+                    }),
+                ))),
+                (Some(SinkPlan::S3Parquet(pq)), _) => {
+                    prefixes.insert(pq.prefix.clone());
+                    let mut config = sluice_connectors::s3::S3ArchiveConfig::new("test");
+                    config.prefix = pq.prefix.clone();
+                    config.target_rows_per_file = pq.rows_per_file;
+                    let sink = sluice_connectors::s3::S3ArchiveSink::with_store(
+                        config,
+                        store.clone(),
+                        sluice_connectors::s3::S3Metrics::unregistered(),
+                    );
+                    let writer = ParquetWriter::new(
+                        &stage.name,
+                        &p.input,
+                        0,
+                        pq.clone(),
+                        plan.output_schema,
+                        sink,
+                        rt.handle().clone(),
+                    )
+                    .map_err(|e| {
+                        fail(ProcessError::Schema {
+                            message: e.to_string(),
+                        })
+                    })?;
+                    Output::Sink(Box::new(writer))
+                }
+            };
             let processor = Pipeline::new(
                 &stage.name,
                 plan,
-                id,
+                output,
                 Box::new(Local(registry.clone())),
                 &task,
             )
@@ -158,7 +232,7 @@ impl Driver {
                 idle: std::time::Duration::ZERO,
                 name: stage.name.clone(),
                 input: p.input.clone(),
-                output: p.writes().to_string(),
+                output: p.writes().map(str::to_string),
                 dead_letter: p.dead_letter.clone(),
                 processor,
                 store_names: stage.spec.stores(),
@@ -171,7 +245,47 @@ impl Driver {
             tables,
             table_topics: t.table_topics(),
             topics: BTreeMap::new(),
+            tsdb,
+            store,
+            prefixes,
+            rt,
         })
+    }
+
+    /// Whether `name` is something a case can expect records at: a declared topic, a table
+    /// a `questdb` sink writes (`questdb:<table>`) or an `s3_parquet` sink's prefix
+    /// (`s3_parquet:<prefix>`); otherwise what it could be instead.
+    pub fn check_target(&self, name: &str, loaded: &Loaded) -> Result<(), String> {
+        let mut sinks: Vec<String> = Vec::new();
+        for s in &loaded.topology.stages {
+            if let StageSpec::Pipeline(p) = &s.spec {
+                match p.sink_plan() {
+                    Some(SinkPlan::Questdb(q)) => sinks.push(format!("questdb:{}", q.table)),
+                    Some(SinkPlan::S3Parquet(pq)) => {
+                        sinks.push(format!("s3_parquet:{}", pq.prefix))
+                    }
+                    None => {}
+                }
+            }
+        }
+        if loaded.topology.topics.contains_key(name) || sinks.iter().any(|s| s == name) {
+            return Ok(());
+        }
+        let all = loaded
+            .topology
+            .topics
+            .keys()
+            .cloned()
+            .chain(sinks)
+            .collect::<Vec<_>>();
+        let hint = match sluice_ops::types::did_you_mean(name, all.iter().map(String::as_str)) {
+            Some(s) => format!("did you mean `{s}`? "),
+            None => String::new(),
+        };
+        Err(format!(
+            "expect: `{name}` is neither a topic nor a sink; {hint}(topics and sinks: {})",
+            all.join(", ")
+        ))
     }
 
     /// Names of the stages that run (every pipeline stage).
@@ -230,15 +344,23 @@ impl Driver {
             },
         ));
         self.run_queue(queue)?;
-        self.commit();
-        Ok(())
+        self.commit()
     }
 
     /// What the runner does for a stage holding something only a commit takes in (a join
     /// whose table moved): commits it, here by draining its tables as a commit writes them
     /// to the changelog. The driver checks after each input record, so a table update a join
     /// reads applies from the next record on.
-    fn commit(&mut self) {
+    fn commit(&mut self) -> Result<(), DriverError> {
+        for s in &mut self.stages {
+            // Sinks make their rows durable before every commit.
+            s.processor
+                .flush_external()
+                .map_err(|source| DriverError::Process {
+                    stage: s.name.clone(),
+                    source,
+                })?;
+        }
         let mut changelog = Vec::new();
         for s in &mut self.stages {
             if s.processor.wants_commit() {
@@ -248,6 +370,7 @@ impl Driver {
                 changelog.clear();
             }
         }
+        Ok(())
     }
 
     /// `by` of wall clock passes with no input: every stage is offered its idle time (since
@@ -259,7 +382,7 @@ impl Driver {
         let mut queue = VecDeque::new();
         for s in self.stages.iter_mut() {
             let mut emit = Collect {
-                output: &s.output,
+                output: s.output.as_deref(),
                 dead_letter: s.dead_letter.as_deref(),
                 out: Vec::new(),
             };
@@ -283,8 +406,7 @@ impl Driver {
         }
         // What the ticks emitted is written to its topics and read by the stages after.
         self.run_queue(queue)?;
-        self.commit();
-        Ok(())
+        self.commit()
     }
 
     /// Writes each queued record to its topic and runs every stage reading that topic,
@@ -308,7 +430,7 @@ impl Driver {
                     value: (!rec.value.is_empty()).then_some(rec.value.as_slice()),
                 };
                 let mut emit = Collect {
-                    output: &s.output,
+                    output: s.output.as_deref(),
                     dead_letter: s.dead_letter.as_deref(),
                     out: Vec::new(),
                 };
@@ -364,6 +486,13 @@ impl Driver {
     /// The records written to `topic`, decoded to JSON (`key`, `value`, `timestamp`; dead
     /// letters also `class` and `message`, and their value undecoded as `raw` bytes length).
     pub fn read(&self, topic: &str) -> Vec<serde_json::Value> {
+        if let Some(table) = topic.strip_prefix("questdb:") {
+            let rows = self.tsdb.lock().expect("tsdb lock");
+            return rows.get(table).cloned().unwrap_or_default();
+        }
+        if let Some(prefix) = topic.strip_prefix("s3_parquet:") {
+            return self.read_parquet(prefix);
+        }
         let Some(records) = self.topics.get(topic) else {
             return Vec::new();
         };
@@ -379,6 +508,56 @@ impl Driver {
                 )
             })
             .collect()
+    }
+
+    /// The rows of every Parquet object under `prefix`, in object key order; `key` is the
+    /// object's directory under the prefix.
+    fn read_parquet(&self, prefix: &str) -> Vec<serde_json::Value> {
+        use futures::TryStreamExt;
+        use object_store::{ObjectStore, ObjectStoreExt};
+        if !self.prefixes.contains(prefix) {
+            return Vec::new();
+        }
+        let store = self.store.clone();
+        let path = object_store::path::Path::from(prefix);
+        self.rt.block_on(async move {
+            let mut objects: Vec<_> = store
+                .list(Some(&path))
+                .try_collect()
+                .await
+                .unwrap_or_default();
+            objects.sort_by(|a, b| a.location.as_ref().cmp(b.location.as_ref()));
+            let mut rows = Vec::new();
+            for o in objects {
+                let key = o.location.as_ref().to_string();
+                if !key.ends_with(".parquet") {
+                    continue; // manifests
+                }
+                let rel = key
+                    .strip_prefix(&format!("{prefix}/"))
+                    .unwrap_or(&key)
+                    .to_string();
+                let dir = rel.rsplit_once('/').map_or("", |(d, _)| d).to_string();
+                let bytes = match store.get(&o.location).await {
+                    Ok(g) => g.bytes().await.unwrap_or_default(),
+                    Err(_) => continue,
+                };
+                match sluice_connectors::s3::parquet_json(bytes) {
+                    Ok(values) => rows.extend(
+                        values
+                            .into_iter()
+                            .map(|v| record_json(Some(dir.as_bytes()), 0, None, v)),
+                    ),
+                    Err(e) => rows.push(record_json(
+                        Some(dir.as_bytes()),
+                        0,
+                        None,
+                        format!("<{rel}: not Parquet: {e}>").into(),
+                    )),
+                }
+            }
+            rows
+        })
     }
 
     /// Entries held per store of `stage` after the records so far (what a commit would write
@@ -671,9 +850,81 @@ fn millis(t: std::time::SystemTime) -> i64 {
     }
 }
 
+/// Records the rows a `questdb` sink writes, per table, as [`record_json`] shows them: the
+/// designated timestamp as `timestamp` and as its column (ms), symbols and columns in
+/// `value` (timestamps in ms, a NULL as `null`).
+struct Recorder {
+    rows: Arc<Mutex<BTreeMap<String, Vec<serde_json::Value>>>>,
+    timestamp_column: String,
+}
+
+impl IlpTarget for Recorder {
+    fn push_row(
+        &mut self,
+        table: &str,
+        symbols: &[(&str, Option<&str>)],
+        columns: &[(&str, Option<IlpValue<'_>>)],
+        timestamp_nanos: i64,
+    ) -> Result<(), String> {
+        if timestamp_nanos < 0 {
+            // What the ILP encoder refuses.
+            return Err("timestamp before 1970-01-01".into());
+        }
+        let ms = |micros: i64| -> serde_json::Value {
+            if micros % 1000 == 0 {
+                (micros / 1000).into()
+            } else {
+                serde_json::Number::from_f64(micros as f64 / 1000.0)
+                    .map_or(serde_json::Value::Null, serde_json::Value::Number)
+            }
+        };
+        let ts_ms = timestamp_nanos.div_euclid(1_000_000);
+        let mut row = serde_json::Map::new();
+        row.insert(self.timestamp_column.clone(), ts_ms.into());
+        for (name, v) in symbols {
+            row.insert(
+                name.to_string(),
+                v.map_or(serde_json::Value::Null, Into::into),
+            );
+        }
+        for (name, v) in columns {
+            let j = match v {
+                None => serde_json::Value::Null,
+                Some(IlpValue::Bool(b)) => (*b).into(),
+                Some(IlpValue::Long(n)) => (*n).into(),
+                Some(IlpValue::Double(x)) => serde_json::Number::from_f64(*x)
+                    .map_or(serde_json::Value::Null, serde_json::Value::Number),
+                Some(IlpValue::Str(s)) => (*s).into(),
+                Some(IlpValue::TimestampMicros(t)) => ms(*t),
+            };
+            row.insert(name.to_string(), j);
+        }
+        self.rows
+            .lock()
+            .expect("tsdb lock")
+            .entry(table.to_string())
+            .or_default()
+            .push(record_json(
+                None,
+                ts_ms,
+                None,
+                serde_json::Value::Object(row),
+            ));
+        Ok(())
+    }
+
+    fn should_flush(&self) -> bool {
+        false
+    }
+
+    fn flush(&mut self) -> Result<(), ProcessError> {
+        Ok(())
+    }
+}
+
 /// Collects a stage's outputs as topic records.
 struct Collect<'a> {
-    output: &'a str,
+    output: Option<&'a str>,
     dead_letter: Option<&'a str>,
     out: Vec<(String, TopicRecord)>,
 }
@@ -681,8 +932,11 @@ struct Collect<'a> {
 impl Emit for Collect<'_> {
     fn emit(&mut self, port: usize, key: &[u8], value: &[u8], timestamp: i64) {
         debug_assert_eq!(port, PORT_OUTPUT);
+        let Some(output) = self.output else {
+            return; // a stage ending in a sink emits nothing
+        };
         self.out.push((
-            self.output.to_string(),
+            output.to_string(),
             TopicRecord {
                 key: (!key.is_empty()).then(|| key.to_vec()),
                 value: value.to_vec(),

@@ -22,8 +22,9 @@ use sluice_schemas::client::RegistryClient;
 use sluice_topology::StageSpec;
 
 /// The examples' topics, renamed for each run.
-const ENERGY_TOPICS: [&str; 4] = [
+const ENERGY_TOPICS: [&str; 5] = [
     "energy.readings",
+    "energy.meters",
     "energy.site_kwh",
     "energy.demand",
     "energy.dlq",
@@ -216,13 +217,16 @@ fn energy_example_on_the_stack_outputs_what_its_first_case_expects() {
         )
     };
     for (stage, op, input, output) in [
-        ("site_energy", "0-filter", 10.0, 8.0),
-        ("site_energy", "1-select", 8.0, 8.0),
-        ("site_energy", "2-key_by", 8.0, 8.0),
-        ("site_energy-rekeyed", "3-window", 8.0, 3.0),
-        ("demand", "0-filter", 10.0, 9.0),
-        ("demand", "1-key_by", 9.0, 9.0),
-        ("demand-rekeyed", "2-window", 9.0, 3.0),
+        ("site_energy", "0-join", 10.0, 10.0),
+        ("site_energy", "1-filter", 10.0, 8.0),
+        ("site_energy", "2-select", 8.0, 8.0),
+        ("site_energy", "3-key_by", 8.0, 8.0),
+        ("site_energy-rekeyed", "4-window", 8.0, 3.0),
+        ("demand", "0-join", 10.0, 10.0),
+        ("demand", "1-filter", 10.0, 9.0),
+        ("demand", "2-select", 9.0, 9.0),
+        ("demand", "3-key_by", 9.0, 9.0),
+        ("demand-rekeyed", "4-window", 9.0, 3.0),
     ] {
         assert_eq!(
             (operator(stage, op, "in"), operator(stage, op, "out")),
@@ -750,7 +754,7 @@ fn pipeline_stages(loaded: &sluice_topology::Loaded, app: &str) -> Vec<Stage> {
             Stage {
                 name: s.name.clone(),
                 input: p.input.clone(),
-                writes: p.writes().to_string(),
+                writes: p.writes().unwrap_or_default().to_string(),
                 dead_letter: p.dead_letter.clone(),
                 group: format!("{app}-{}", s.name),
             }
@@ -812,6 +816,12 @@ fn compare_landed(
     let mut diffs = Vec::new();
     let mut landed = BTreeMap::new();
     for (name, expected) in &case.expect {
+        if let Some(table) = name.strip_prefix("questdb:") {
+            // Rows of a `questdb` sink, read back from the stack's TSDB.
+            let actual = tsdb_rows(&ex.table(table), &mut diffs);
+            diffs.extend(compare_topic(name, expected, &actual).unwrap());
+            continue;
+        }
         let topic = ex.topic(name);
         let read = read_topic(brokers, &topic);
         let mut ids = HashSet::new();
@@ -849,6 +859,50 @@ fn compare_landed(
         landed.insert(name.clone(), (topic, read.len()));
     }
     (diffs, landed)
+}
+
+/// The rows of `table` in the stack's TSDB (VictoriaMetrics: one series per numeric column,
+/// `<table>_<column>`, the symbols as labels), as `sluice test` shows a `questdb` sink's rows:
+/// `timestamp` and `value.ts` the designated timestamp (ms), then the symbols and columns.
+/// Sorted by timestamp, then symbols (so a case lists them that way). A sample written twice
+/// for one row is a difference.
+fn tsdb_rows(table: &str, diffs: &mut Vec<String>) -> Vec<serde_json::Value> {
+    let series = tsdb_export(&format!("{{__name__=~\"{table}_.*\"}}"));
+    // (timestamp, symbols) -> the row.
+    type Rows = BTreeMap<(i64, Vec<(String, String)>), serde_json::Map<String, serde_json::Value>>;
+    let mut rows: Rows = BTreeMap::new();
+    for (labels, values, ts) in &series {
+        let column = labels["__name__"]
+            .strip_prefix(&format!("{table}_"))
+            .unwrap_or_default()
+            .to_string();
+        let symbols: Vec<(String, String)> = labels
+            .iter()
+            .filter(|(k, _)| k.as_str() != "__name__")
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let mut seen = HashSet::new();
+        for (v, t) in values.iter().zip(ts) {
+            if !seen.insert(*t) {
+                diffs.push(format!(
+                    "questdb:{table}: {column} {symbols:?} at {t} written twice"
+                ));
+                continue;
+            }
+            let row = rows.entry((*t, symbols.clone())).or_insert_with(|| {
+                let mut o = serde_json::Map::new();
+                o.insert("ts".into(), (*t).into());
+                for (k, v) in &symbols {
+                    o.insert(k.clone(), v.clone().into());
+                }
+                o
+            });
+            row.insert(column.clone(), serde_json::json!(v));
+        }
+    }
+    rows.into_iter()
+        .map(|((t, _), o)| record_json(None, t, None, serde_json::Value::Object(o)))
+        .collect()
 }
 
 /// Produces one case record to partition 0, acknowledged by every in-sync replica before
@@ -901,20 +955,27 @@ struct Example {
     app: String,
     /// Example topic name -> this run's.
     topics: HashMap<String, String>,
+    /// Example TSDB table name -> this run's.
+    tables: HashMap<String, String>,
     metrics_port: u16,
 }
 
 impl Example {
     fn energy() -> Example {
-        Example::new("energy", "energy.yaml", &ENERGY_TOPICS)
+        Example::new(
+            "energy",
+            "energy.yaml",
+            &ENERGY_TOPICS,
+            &["site_energy", "site_demand"],
+        )
     }
 
     fn factory() -> Example {
-        Example::new("factory", "factory.yaml", &FACTORY_TOPICS)
+        Example::new("factory", "factory.yaml", &FACTORY_TOPICS, &[])
     }
 
     /// `examples/<folder>/<file>` with its `.avsc` files, rewritten for one run.
-    fn new(folder: &str, file: &str, example_topics: &[&str]) -> Example {
+    fn new(folder: &str, file: &str, example_topics: &[&str], example_tables: &[&str]) -> Example {
         let src = repo().join("examples").join(folder);
         let mut text = std::fs::read_to_string(src.join(file)).unwrap();
         let suffix = unique("e2e");
@@ -932,6 +993,17 @@ impl Example {
             let renamed = format!("{suffix}.{t}");
             text = replace_once_or_more(&text, t, &renamed);
             topics.insert(t.to_string(), renamed);
+        }
+        // The TSDB is shared by every run: tables of this run's own.
+        let mut tables = HashMap::new();
+        for t in example_tables {
+            let renamed = format!("{suffix}_{t}");
+            text = replace_once_or_more(
+                &text,
+                &format!("table: {t}\n"),
+                &format!("table: {renamed}\n"),
+            );
+            tables.insert(t.to_string(), renamed);
         }
         let listen = text
             .find("${SLUICE_METRICS_LISTEN:-")
@@ -965,8 +1037,17 @@ impl Example {
             path,
             app,
             topics,
+            tables,
             metrics_port,
         }
+    }
+
+    /// This run's name of the example's TSDB table `name`.
+    fn table(&self, name: &str) -> String {
+        self.tables
+            .get(name)
+            .unwrap_or_else(|| panic!("the case names table `{name}`, not one of the example's"))
+            .clone()
     }
 
     /// This run's name of the example's topic `name`.

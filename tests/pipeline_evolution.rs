@@ -90,7 +90,14 @@ stages:
         partition: 0,
         tables: &no_tables,
     };
-    let mut stage = Pipeline::new("copy", plan.clone(), 9, Box::new(schemas), &task).unwrap();
+    let mut stage = Pipeline::new(
+        "copy",
+        plan.clone(),
+        sluice::stages::pipeline::Output::Topic { schema_id: 9 },
+        Box::new(schemas),
+        &task,
+    )
+    .unwrap();
 
     let older = apache_avro::Schema::parse_str(OLDER).unwrap();
     let current = apache_avro::Schema::parse_str(&current).unwrap();

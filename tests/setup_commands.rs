@@ -323,3 +323,35 @@ async fn tsdb_init_needs_a_url_when_the_sink_speaks_tcp() {
     assert!(!out.status.success(), "{stdout}{stderr}");
     assert!(stderr.contains("pass --url http://HOST:9000"), "{stderr}");
 }
+
+#[tokio::test]
+async fn tsdb_init_creates_the_table_of_every_pipeline_questdb_sink_with_its_dedup_keys() {
+    let (url, seen) = fake_questdb(None).await;
+    let path = repo().join("examples/energy/energy.yaml");
+    let out = sluice_async(
+        vec![
+            "tsdb".into(),
+            "init".into(),
+            path.display().to_string(),
+            "--url".into(),
+            url.clone(),
+        ],
+        vec![],
+    )
+    .await;
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}{stderr}");
+    assert_eq!(
+        *seen.lock().unwrap(),
+        [
+            "CREATE TABLE IF NOT EXISTS site_energy (ts TIMESTAMP, site SYMBOL, energy_kwh DOUBLE, \
+             meters LONG, readings LONG) TIMESTAMP(ts) PARTITION BY DAY WAL DEDUP UPSERT KEYS(ts, site)",
+            "CREATE TABLE IF NOT EXISTS site_demand (ts TIMESTAMP, site SYMBOL, p95_w DOUBLE, \
+             peak_w DOUBLE, mean_w DOUBLE) TIMESTAMP(ts) PARTITION BY DAY WAL DEDUP UPSERT KEYS(ts, site)",
+        ]
+    );
+    assert!(
+        stdout.contains(&format!("site_demand: ready at {url}")),
+        "{stdout}"
+    );
+}

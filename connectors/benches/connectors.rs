@@ -117,9 +117,80 @@ fn parquet(c: &mut Criterion) {
     g.finish();
 }
 
+/// A pipeline's `s3_parquet` sink: Avro records of a schema with a nested record, an
+/// optional field, an enum and a timestamp, through Arrow into Parquet (`AvroArrow`).
+fn parquet_avro(c: &mut Criterion) {
+    use apache_avro::types::Value;
+    let schema = apache_avro::Schema::parse_str(
+        r#"{"type": "record", "name": "Reading", "namespace": "bench", "fields": [
+            {"name": "device_id", "type": "string"},
+            {"name": "ts", "type": {"type": "long", "logicalType": "timestamp-millis"}},
+            {"name": "phase", "type": {"type": "enum", "name": "Phase", "symbols": ["L1", "L2", "L3"]}},
+            {"name": "power", "type": {"type": "record", "name": "Power", "fields": [
+                {"name": "watts", "type": "double"},
+                {"name": "volts", "type": ["null", "double"], "default": null}]}},
+            {"name": "seq", "type": "long"}]}"#,
+    )
+    .unwrap();
+    let arrow = sluice_connectors::s3::AvroArrow::new(&schema).unwrap();
+    let mut g = c.benchmark_group("parquet_encode");
+    for rows in [10_000usize, 100_000] {
+        let values: Vec<Value> = (0..rows)
+            .map(|i| {
+                Value::Record(vec![
+                    (
+                        "device_id".into(),
+                        Value::String(format!("device-{:05}", i % 1000)),
+                    ),
+                    (
+                        "ts".into(),
+                        Value::TimestampMillis(1_700_000_000_000 + i as i64 * 10),
+                    ),
+                    (
+                        "phase".into(),
+                        Value::Enum((i % 3) as u32, ["L1", "L2", "L3"][i % 3].into()),
+                    ),
+                    (
+                        "power".into(),
+                        Value::Record(vec![
+                            (
+                                "watts".into(),
+                                Value::Double(((i * 7919) % 100_000) as f64 / 10.0),
+                            ),
+                            (
+                                "volts".into(),
+                                if i % 4 == 0 {
+                                    Value::Union(0, Box::new(Value::Null))
+                                } else {
+                                    Value::Union(
+                                        1,
+                                        Box::new(Value::Double(230.0 + (i % 10) as f64)),
+                                    )
+                                },
+                            ),
+                        ]),
+                    ),
+                    ("seq".into(), Value::Long(i as i64)),
+                ])
+            })
+            .collect();
+        let refs: Vec<&Value> = values.iter().collect();
+        let size = arrow.parquet(&refs).unwrap().len();
+        println!(
+            "parquet (Avro through Arrow) {rows} rows: {size} bytes, {:.2} bytes/row",
+            size as f64 / rows as f64
+        );
+        g.throughput(Throughput::Elements(rows as u64));
+        g.bench_function(format!("avro_nested_{rows}_rows_one_core"), |b| {
+            b.iter(|| black_box(arrow.parquet(black_box(&refs)).unwrap().len()))
+        });
+    }
+    g.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default().sample_size(20);
-    targets = ilp, parquet
+    targets = ilp, parquet, parquet_avro
 }
 criterion_main!(benches);

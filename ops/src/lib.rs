@@ -15,6 +15,7 @@ pub mod codec;
 pub mod expr;
 pub mod op;
 pub mod problem;
+pub mod sink;
 pub mod types;
 pub mod window;
 

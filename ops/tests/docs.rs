@@ -137,3 +137,31 @@ fn every_detect_option_is_documented() {
         );
     }
 }
+
+#[test]
+fn every_sink_kind_has_a_section() {
+    let text = section(&doc(), "## Sinks");
+    for k in sluice_ops::sink::KINDS {
+        let heading = format!("### `{}`", k.name());
+        assert!(
+            text.contains(&heading),
+            "docs/TOPOLOGY.md's Sinks lack `{heading}`"
+        );
+    }
+}
+
+#[test]
+fn every_questdb_option_is_documented() {
+    use sluice_ops::sink::questdb;
+    options_are_documented::<questdb::QuestdbSpec>("questdb", questdb::KEYS);
+}
+
+#[test]
+fn every_s3_parquet_option_is_documented() {
+    use sluice_ops::sink::s3_parquet;
+    options_are_documented::<s3_parquet::S3ParquetSpec>("s3_parquet", s3_parquet::KEYS);
+    let text = section(&doc(), "### `s3_parquet`");
+    for g in ["hour", "day", "month", "year", "none"] {
+        assert!(text.contains(&format!("`{g}`")), "granularity `{g}`");
+    }
+}

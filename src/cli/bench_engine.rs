@@ -287,7 +287,9 @@ pub(crate) fn run(a: Args) -> anyhow::Result<ExitCode> {
             Pipeline::new(
                 name,
                 plan.clone(),
-                OUTPUT_ID,
+                crate::stages::pipeline::Output::Topic {
+                    schema_id: OUTPUT_ID,
+                },
                 Box::new(OneSchema(writer_json.clone())),
                 &TaskContext {
                     partition: 0,

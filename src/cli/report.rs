@@ -294,7 +294,7 @@ async fn parquet_rows(
 ) -> anyhow::Result<BTreeMap<String, (usize, i64)>> {
     use futures::TryStreamExt as _;
     use parquet::file::reader::FileReader as _;
-    let store = crate::stages::archive::archive_config(conn).build_store()?;
+    let store = crate::stages::archive::s3_config(conn, "", 0).build_store()?;
     let objects: Vec<object_store::ObjectMeta> = store.list(None).try_collect().await?;
     let mut out: BTreeMap<String, (usize, i64)> = BTreeMap::new();
     for o in objects

@@ -477,11 +477,16 @@ pub(crate) fn stage_def(
             let plan = p.plan.clone().ok_or_else(|| {
                 RuntimeError::Config(format!("stage {name} was not checked against its schema"))
             })?;
-            let id = schema_id(shared, &plan.output_subject)?;
+            let id = match p.writes() {
+                Some(_) => schema_id(shared, &plan.output_subject)?,
+                None => 0, // ends in a sink: no output topic, no subject
+            };
             let tables = shared.tables.clone();
+            let (ilp, s3) = (t.connections.ilp.clone(), t.connections.s3.clone());
+            let (input, rt) = (p.input.clone(), shared.rt.clone());
             (
                 vec![p.input.clone()],
-                vec![p.writes().to_string()],
+                p.writes().map(str::to_string).into_iter().collect(),
                 p.dead_letter.clone(),
                 true,
                 Box::new(move |partition| {
@@ -489,10 +494,20 @@ pub(crate) fn stage_def(
                         partition,
                         tables: &*tables,
                     };
+                    let output = pipeline_output(
+                        &stage,
+                        &input,
+                        partition,
+                        &plan,
+                        id,
+                        ilp.as_deref(),
+                        s3.as_ref(),
+                        &rt,
+                    )?;
                     Ok(Box::new(pipeline::Pipeline::new(
                         &stage,
                         plan.clone(),
-                        id,
+                        output,
                         schemas(),
                         &task,
                     )?) as Box<dyn Processor>)
@@ -569,6 +584,58 @@ pub(crate) fn stage_def(
         on_restore: None,
         ready,
         leave_group: shared.leave_group,
+    })
+}
+
+/// Where a pipeline task's results go: its output topic, or its sink with a client built
+/// from `connections`.
+#[allow(clippy::too_many_arguments)]
+fn pipeline_output(
+    stage: &str,
+    input: &str,
+    partition: i32,
+    plan: &sluice_topology::PipelinePlan,
+    schema_id: u32,
+    ilp: Option<&str>,
+    s3: Option<&sluice_topology::S3Connection>,
+    rt: &tokio::runtime::Handle,
+) -> Result<pipeline::Output, RuntimeError> {
+    use crate::stages::sinks::{Ilp, ParquetWriter, QuestdbWriter};
+    use sluice_ops::sink::SinkPlan;
+    Ok(match &plan.sink {
+        None => pipeline::Output::Topic { schema_id },
+        Some(SinkPlan::Questdb(q)) => {
+            let addr = q.addr.as_deref().or(ilp).ok_or_else(|| {
+                RuntimeError::Config(format!(
+                    "stage {stage}: no ILP address (connections.ilp or the sink's addr)"
+                ))
+            })?;
+            let target = Ilp::new(stage, addr, q.flush_rows, rt.clone())?;
+            pipeline::Output::Sink(Box::new(QuestdbWriter::new(
+                stage,
+                q.clone(),
+                Box::new(target),
+            )))
+        }
+        Some(SinkPlan::S3Parquet(pq)) => {
+            let conn = s3.ok_or_else(|| {
+                RuntimeError::Config(format!("stage {stage}: connections.s3 is missing"))
+            })?;
+            let config = crate::stages::archive::s3_config(conn, &pq.prefix, pq.rows_per_file);
+            let sink = sluice_connectors::s3::S3ArchiveSink::new(config, METRICS.s3.clone())
+                .map_err(|e| {
+                    RuntimeError::Config(format!("s3_parquet sink of stage {stage}: {e}"))
+                })?;
+            pipeline::Output::Sink(Box::new(ParquetWriter::new(
+                stage,
+                input,
+                partition,
+                pq.clone(),
+                plan.output_schema,
+                sink,
+                rt.clone(),
+            )?))
+        }
     })
 }
 
@@ -665,10 +732,26 @@ fn print_destinations(t: &Topology) {
                     .unwrap_or("?")
             ),
             StageSpec::Pipeline(p) => eprintln!(
-                "  {}: {} operators -> topic {}{}",
+                "  {}: {} operators -> {}{}",
                 s.name,
                 p.operators.len(),
-                p.writes(),
+                match (p.writes(), p.sink_plan()) {
+                    (Some(topic), _) => format!("topic {topic}"),
+                    (None, Some(sluice_ops::sink::SinkPlan::Questdb(q))) => format!(
+                        "QuestDB table {} at {}",
+                        q.table,
+                        q.addr
+                            .as_deref()
+                            .or(t.connections.ilp.as_deref())
+                            .unwrap_or("?")
+                    ),
+                    (None, Some(sluice_ops::sink::SinkPlan::S3Parquet(pq))) => format!(
+                        "s3://{}/{}/...parquet",
+                        t.connections.s3.as_ref().map_or("?", |c| c.bucket.as_str()),
+                        pq.prefix
+                    ),
+                    (None, None) => "nothing".into(),
+                },
                 p.dead_letter
                     .as_deref()
                     .map(|d| format!(", dead letters -> topic {d}"))

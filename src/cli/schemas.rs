@@ -98,6 +98,9 @@ pub(crate) async fn push_topology(
         let sluice_topology::StageSpec::Pipeline(p) = &stage.spec else {
             continue;
         };
+        if p.writes().is_none() {
+            continue; // ends in a sink: no topic, no subject
+        }
         let plan = p.plan();
         // The full form (the canonical form would drop logical types).
         let text = serde_json::to_string(&plan.output_schema)?;

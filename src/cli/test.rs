@@ -17,6 +17,12 @@
 //!     expect:                     # per topic, every record in order (topics not named are
 //!       hot:                      # not checked); `key`, `timestamp` only when given
 //!         - value: { device_id: d1, temperature: 31.5 }
+//!       questdb:hot_readings:     # rows a `questdb` sink wrote to that table
+//!         - timestamp: 2026-03-01T10:00:00Z
+//!           value: { ts: 1772359200000, device_id: d1, temperature: 31.5 }
+//!       s3_parquet:lake/hot:      # rows of the Parquet objects under that prefix
+//!         - key: date=2026-03-01/hour=10        # the object's directory
+//!           value: { device_id: d1, temperature: 31.5 }
 //!       dlq:
 //!         - class: expression_division_by_zero   # dead letters: class, and message if given
 //!     # numbers match within 1e-9 relative; "~1800" within 1% (quantiles, distinct counts)
@@ -105,6 +111,10 @@ fn run_case(loaded: &sluice_topology::Loaded, case: &Case) -> anyhow::Result<Vec
     }
     let mut diffs = Vec::new();
     for (topic, expected) in &case.expect {
+        if let Err(e) = d.check_target(topic, loaded) {
+            diffs.push(e);
+            continue;
+        }
         let actual = d.read(topic);
         diffs.extend(compare_topic(topic, expected, &actual)?);
     }

@@ -1,4 +1,4 @@
-//! `sluice tsdb init FILE`: create the QuestDB tables the topology's sink writes, with their
+//! `sluice tsdb init FILE`: create the QuestDB tables the topology's sinks write, with their
 //! dedup keys, over QuestDB's HTTP `/exec` endpoint. The statements live beside the encoder
 //! (`sluice_connectors::questdb::table_ddl`).
 
@@ -7,13 +7,15 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
-use sluice_connectors::questdb::{table_ddl, QuestDbConfig, TableDdl};
+use sluice_connectors::questdb::{create_table, table_ddl, QuestDbConfig, TableDdl};
+use sluice_ops::sink::SinkPlan;
 use sluice_topology::{StageSpec, Topology};
 
 #[derive(Debug, clap::Subcommand)]
 pub enum Command {
-    /// Create the tables of the topology's QuestDB sink (CREATE TABLE IF NOT EXISTS ... WAL
-    /// DEDUP UPSERT KEYS(ts, <symbols>)), so a batch replayed after a crash upserts its rows.
+    /// Create the tables of every QuestDB sink of the topology (CREATE TABLE IF NOT EXISTS
+    /// ... WAL DEDUP UPSERT KEYS(...)): the built-in `questdb_sink`'s and each pipeline
+    /// `questdb` sink's table, so a batch replayed after a crash upserts its rows.
     Init {
         /// The topology file.
         file: PathBuf,
@@ -32,17 +34,7 @@ pub enum Command {
 pub(crate) fn run(c: Command) -> anyhow::Result<ExitCode> {
     let Command::Init { file, url, wait } = c;
     let loaded = sluice_topology::load(&file).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let addr = sink_addr(&loaded.topology)?;
-    let config = QuestDbConfig::new(addr);
-    let url = match url {
-        Some(u) => u.trim_end_matches('/').to_string(),
-        None => config.http_url().with_context(|| {
-            format!(
-                "the QuestDB sink's address `{addr}` is not ILP over HTTP, so it does not name \
-                 QuestDB's HTTP port; pass --url http://HOST:9000 (QuestDB's HTTP port)"
-            )
-        })?,
-    };
+    let sinks = sinks(&loaded.topology)?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -50,37 +42,93 @@ pub(crate) fn run(c: Command) -> anyhow::Result<ExitCode> {
         .timeout(Duration::from_secs(30))
         .build()?;
     let deadline = Instant::now() + Duration::from(wait);
-    for ddl in table_ddl(&config) {
-        rt.block_on(exec(&client, &url, &ddl, deadline))?;
-        println!("{}: ready at {url} ({})", ddl.table, ddl.sql);
+    for sink in sinks {
+        let url = match &url {
+            Some(u) => u.trim_end_matches('/').to_string(),
+            None => QuestDbConfig::new(sink.addr.as_str()).http_url().with_context(|| {
+                format!(
+                    "the address `{}` of stage {}'s QuestDB sink is not ILP over HTTP, so it does \
+                     not name QuestDB's HTTP port; pass --url http://HOST:9000 (QuestDB's HTTP port)",
+                    sink.addr, sink.stage
+                )
+            })?,
+        };
+        for ddl in &sink.tables {
+            rt.block_on(exec(&client, &url, ddl, deadline))?;
+            println!("{}: ready at {url} ({})", ddl.table, ddl.sql);
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
 
-/// The ILP address of the topology's QuestDB sink: its own `addr`, else `connections.ilp`.
-fn sink_addr(t: &Topology) -> anyhow::Result<&str> {
-    let sinks: Vec<(&str, Option<&str>)> = t
-        .stages
+/// One QuestDB sink of the topology: where it writes and the tables it writes.
+#[derive(Debug)]
+struct Sink {
+    stage: String,
+    addr: String,
+    tables: Vec<TableDdl>,
+}
+
+/// Every QuestDB sink of the topology: `kind: questdb_sink` stages (aggregates and
+/// anomalies) and pipelines ending in a `questdb` sink (their mapped table, with its dedup
+/// keys). Each sink's address is its own `addr`, else `connections.ilp`.
+fn sinks(t: &Topology) -> anyhow::Result<Vec<Sink>> {
+    let mut out = Vec::new();
+    for s in &t.stages {
+        let (own, tables) = match &s.spec {
+            StageSpec::QuestdbSink(q) => {
+                let addr = q.addr.as_deref().or(t.connections.ilp.as_deref());
+                let tables = table_ddl(&QuestDbConfig::new(addr.unwrap_or_default()));
+                (q.addr.as_deref(), tables)
+            }
+            StageSpec::Pipeline(p) => match p.sink_plan() {
+                Some(SinkPlan::Questdb(q)) => (q.addr.as_deref(), vec![pipeline_ddl(q)]),
+                _ => continue,
+            },
+            _ => continue,
+        };
+        let Some(addr) = own.or(t.connections.ilp.as_deref()) else {
+            bail!(
+                "stage {} has no ILP address; set `connections.ilp` or the sink's `addr`",
+                s.name
+            );
+        };
+        out.push(Sink {
+            stage: s.name.clone(),
+            addr: addr.to_string(),
+            tables,
+        });
+    }
+    if out.is_empty() {
+        bail!(
+            "the topology has no QuestDB sink (a `questdb_sink` stage or a pipeline with \
+             `sink: {{ questdb: ... }}`), so no tables to create"
+        );
+    }
+    Ok(out)
+}
+
+/// The table of a pipeline's `questdb` sink, deduplicated on its `dedup_keys`.
+pub(crate) fn pipeline_ddl(q: &sluice_ops::sink::questdb::QuestdbPlan) -> TableDdl {
+    use sluice_connectors::questdb::ColumnType;
+    use sluice_ops::sink::questdb::ColumnKind;
+    let columns: Vec<(&str, ColumnType)> = q
+        .columns
         .iter()
-        .filter_map(|s| match &s.spec {
-            StageSpec::QuestdbSink(q) => Some((
-                s.name.as_str(),
-                q.addr.as_deref().or(t.connections.ilp.as_deref()),
-            )),
-            _ => None,
+        .map(|c| {
+            let ty = match c.kind {
+                ColumnKind::Symbol => ColumnType::Symbol,
+                ColumnKind::Boolean => ColumnType::Boolean,
+                ColumnKind::Long => ColumnType::Long,
+                ColumnKind::Double => ColumnType::Double,
+                ColumnKind::Varchar => ColumnType::Varchar,
+                ColumnKind::Timestamp => ColumnType::Timestamp,
+            };
+            (c.name.as_str(), ty)
         })
         .collect();
-    match sinks.as_slice() {
-        [] => bail!("the topology has no `kind: questdb_sink` stage, so no tables to create"),
-        [(_, Some(addr))] => Ok(addr),
-        [(stage, None)] => {
-            bail!("stage {stage} has no ILP address; set `connections.ilp` or the stage's `addr`")
-        }
-        _ => bail!(
-            "the topology has {} QuestDB sinks; this creates the tables of one: keep one sink",
-            sinks.len()
-        ),
-    }
+    let keys: Vec<&str> = q.dedup_keys.iter().map(String::as_str).collect();
+    create_table(&q.table, &q.timestamp_column, &columns, &keys)
 }
 
 /// Runs one statement through `GET {url}/exec?query=...`. QuestDB answers 200 with JSON on

@@ -2,9 +2,13 @@
 //! date and hour. Objects are named by their input offset range, so rewriting a batch lands
 //! on the same keys; after a crash the batches are cut exactly where the interrupted run cut
 //! them (their manifests say where), so no two objects ever overlap.
+//!
+//! [`Batches`] is that protocol for rows of any type: the built-in archive cuts telemetry
+//! rows with it, a pipeline's `s3_parquet` sink (`super::sinks`) any record.
 
 use std::collections::VecDeque;
 
+use bytes::Bytes;
 use sluice_connectors::s3::{ArchiveBatch, S3ArchiveConfig, S3ArchiveSink};
 use sluice_schemas::codec::TelemetryDecoder;
 use sluice_schemas::records::Telemetry;
@@ -16,19 +20,31 @@ use crate::runtime::{
     shutdown, AnyTable, Emit, Input, ProcessError, Processor, Rejection, RuntimeError,
 };
 
-/// One task (input partition) of an archive sink.
-pub struct Archive {
+/// The S3 client settings of `connections.s3`, with `prefix` and rows per file.
+pub fn s3_config(conn: &S3Connection, prefix: &str, rows_per_file: usize) -> S3ArchiveConfig {
+    let mut config = S3ArchiveConfig::new(&conn.bucket);
+    config.endpoint = (!conn.endpoint.is_empty()).then(|| conn.endpoint.clone());
+    config.region = conn.region.clone();
+    config.access_key_id = (!conn.access_key_id.is_empty()).then(|| conn.access_key_id.clone());
+    config.secret_access_key =
+        (!conn.secret_access_key.is_empty()).then(|| conn.secret_access_key.clone());
+    config.allow_http = conn.allow_http;
+    config.prefix = prefix.to_string();
+    config.target_rows_per_file = rows_per_file;
+    config
+}
+
+/// One task's batches of rows on their way to S3: the open batch, the batches cut and
+/// waiting for the next flush, and where a crashed run cut.
+pub struct Batches<T> {
     stage: String,
     topic: String,
-    sink: S3ArchiveSink,
+    pub(crate) sink: S3ArchiveSink,
     rt: tokio::runtime::Handle,
-    decoder: TelemetryDecoder,
-    schemas: Box<dyn SchemaSource>,
-    batch: ArchiveBatch,
+    batch: ArchiveBatch<T>,
     /// Batches cut and waiting for the next flush.
-    ready: Vec<ArchiveBatch>,
+    ready: Vec<ArchiveBatch<T>>,
     recovery: Recovery,
-    record: Telemetry,
 }
 
 /// Where this task must cut its first batches so they land on the keys a crashed run may
@@ -43,67 +59,27 @@ enum Recovery {
     Cuts(VecDeque<i64>),
 }
 
-/// The archive settings of the topology's S3 connection (prefix and batch size at their defaults).
-pub(crate) fn archive_config(conn: &S3Connection) -> S3ArchiveConfig {
-    let mut config = S3ArchiveConfig::new(&conn.bucket);
-    config.endpoint = (!conn.endpoint.is_empty()).then(|| conn.endpoint.clone());
-    config.region = conn.region.clone();
-    config.access_key_id = (!conn.access_key_id.is_empty()).then(|| conn.access_key_id.clone());
-    config.secret_access_key =
-        (!conn.secret_access_key.is_empty()).then(|| conn.secret_access_key.clone());
-    config.allow_http = conn.allow_http;
-    config
-}
-
-impl Archive {
+impl<T> Batches<T> {
     pub fn new(
-        stage: &str,
-        spec: &S3ParquetSinkSpec,
-        conn: &S3Connection,
-        partition: i32,
-        schemas: Box<dyn SchemaSource>,
-        rt: tokio::runtime::Handle,
-    ) -> Result<Self, RuntimeError> {
-        let mut config = archive_config(conn);
-        config.prefix = spec.prefix.clone();
-        config.target_rows_per_file = spec.rows_per_file;
-        let sink = S3ArchiveSink::new(config, crate::metrics::METRICS.s3.clone())
-            .map_err(|e| RuntimeError::Config(format!("S3 archive of stage {stage}: {e}")))?;
-        Ok(Self::with_sink(
-            stage,
-            &spec.input,
-            partition,
-            sink,
-            schemas,
-            rt,
-        ))
-    }
-
-    /// An archive task of `input`'s `partition` writing through `sink`.
-    pub fn with_sink(
         stage: &str,
         input: &str,
         partition: i32,
         sink: S3ArchiveSink,
-        schemas: Box<dyn SchemaSource>,
         rt: tokio::runtime::Handle,
     ) -> Self {
-        Archive {
+        Batches {
             stage: stage.to_string(),
             topic: input.to_string(),
             sink,
             rt,
-            decoder: TelemetryDecoder::new(),
-            schemas,
             batch: ArchiveBatch::new(input, partition),
             ready: Vec::new(),
             recovery: Recovery::Unchecked,
-            record: Telemetry::default(),
         }
     }
 
     /// Before the task's first record: the cuts a crashed run made from `offset` on.
-    fn recover(&mut self, offset: i64) -> Result<(), ProcessError> {
+    pub fn recover(&mut self, offset: i64) -> Result<(), ProcessError> {
         if let Recovery::Unchecked = self.recovery {
             let (topic, partition) = (self.topic.clone(), self.batch.partition());
             let cuts = self
@@ -118,7 +94,14 @@ impl Archive {
         Ok(())
     }
 
-    fn after(&mut self, offset: i64) {
+    /// The open batch.
+    pub fn batch(&mut self) -> &mut ArchiveBatch<T> {
+        &mut self.batch
+    }
+
+    /// After everything input `offset` produced: cuts the open batch where a crashed run
+    /// cut, or once it is full.
+    pub fn after(&mut self, offset: i64) {
         let cut = match &mut self.recovery {
             Recovery::Cuts(cuts) if !cuts.is_empty() => {
                 let due = cuts.front().is_some_and(|&last| offset >= last);
@@ -145,20 +128,108 @@ impl Archive {
         matches!(&self.recovery, Recovery::Cuts(cuts) if !cuts.is_empty())
     }
 
+    /// Writes every batch cut, and the open one: `objects` makes each batch's objects
+    /// (`(key, Parquet bytes, rows)`). `Ok(false)`, writing nothing, while a crashed run's
+    /// batch is not complete yet (nothing past its start may be committed).
+    pub fn flush(
+        &mut self,
+        kind: &str,
+        mut objects: impl FnMut(
+            &mut S3ArchiveSink,
+            &ArchiveBatch<T>,
+        ) -> Result<Vec<(String, Bytes, usize)>, String>,
+    ) -> Result<bool, ProcessError> {
+        if self.recutting() {
+            return Ok(false);
+        }
+        // A batch of skipped offsets only is cut too, so their range gets committed.
+        if self.batch.offset_range().is_some() {
+            self.cut();
+        }
+        for batch in std::mem::take(&mut self.ready) {
+            let Some(range) = batch.offset_range() else {
+                continue;
+            };
+            let files = objects(&mut self.sink, &batch).map_err(|e| self.sink_error(e))?;
+            let rt = self.rt.clone();
+            let write = self
+                .sink
+                .write_objects(batch.topic(), batch.partition(), range, files);
+            let report = shutdown::block_on_unless_stopped(&rt, write)
+                .ok_or_else(|| ProcessError::Interrupted {
+                    sink: format!("{} (S3)", self.stage),
+                })?
+                .map_err(|e| self.sink_error(e))?;
+            METRICS
+                .sink_rows
+                .with_label_values(&[&self.stage, kind])
+                .inc_by(report.rows as u64);
+        }
+        Ok(true)
+    }
+
     fn sink_error(&self, e: impl std::fmt::Display) -> ProcessError {
         ProcessError::Sink {
-            sink: format!("{} (S3 archive)", self.stage),
+            sink: format!("{} (S3)", self.stage),
             message: e.to_string(),
+        }
+    }
+}
+
+/// One task (input partition) of an archive sink.
+pub struct Archive {
+    batches: Batches<Telemetry>,
+    decoder: TelemetryDecoder,
+    schemas: Box<dyn SchemaSource>,
+    record: Telemetry,
+}
+
+impl Archive {
+    pub fn new(
+        stage: &str,
+        spec: &S3ParquetSinkSpec,
+        conn: &S3Connection,
+        partition: i32,
+        schemas: Box<dyn SchemaSource>,
+        rt: tokio::runtime::Handle,
+    ) -> Result<Self, RuntimeError> {
+        let config = s3_config(conn, &spec.prefix, spec.rows_per_file);
+        let sink = S3ArchiveSink::new(config, crate::metrics::METRICS.s3.clone())
+            .map_err(|e| RuntimeError::Config(format!("S3 archive of stage {stage}: {e}")))?;
+        Ok(Self::with_sink(
+            stage,
+            &spec.input,
+            partition,
+            sink,
+            schemas,
+            rt,
+        ))
+    }
+
+    /// An archive task of `input`'s `partition` writing through `sink`.
+    pub fn with_sink(
+        stage: &str,
+        input: &str,
+        partition: i32,
+        sink: S3ArchiveSink,
+        schemas: Box<dyn SchemaSource>,
+        rt: tokio::runtime::Handle,
+    ) -> Self {
+        Archive {
+            batches: Batches::new(stage, input, partition, sink, rt),
+            decoder: TelemetryDecoder::new(),
+            schemas,
+            record: Telemetry::default(),
         }
     }
 }
 
 impl Processor for Archive {
     fn process(&mut self, input: &Input<'_>, out: &mut dyn Emit) -> Result<(), ProcessError> {
-        self.recover(input.offset)?;
+        self.batches.recover(input.offset)?;
         let Some(bytes) = input.value else {
-            self.batch.skip(input.offset);
-            self.after(input.offset);
+            self.batches.batch().skip(input.offset);
+            self.batches.after(input.offset);
             return Ok(());
         };
         match decode_with(
@@ -168,46 +239,29 @@ impl Processor for Archive {
             &mut self.record,
         )? {
             Ok(()) => {
-                self.batch.push(input.offset, self.record.clone());
+                let row = self.record.clone();
+                self.batches.batch().push(input.offset, row);
             }
             Err(e) => {
-                self.batch.skip(input.offset);
+                self.batches.batch().skip(input.offset);
                 out.dead_letter(input, &Rejection::new(e.class(), e.to_string()));
             }
         }
-        self.after(input.offset);
+        self.batches.after(input.offset);
         Ok(())
     }
 
     fn skipped(&mut self, input: &Input<'_>) -> Result<(), ProcessError> {
-        self.recover(input.offset)?;
-        self.batch.skip(input.offset);
-        self.after(input.offset);
+        self.batches.recover(input.offset)?;
+        self.batches.batch().skip(input.offset);
+        self.batches.after(input.offset);
         Ok(())
     }
 
     fn flush_external(&mut self) -> Result<bool, ProcessError> {
-        if self.recutting() {
-            // A crashed run's batch is not complete yet; commit nothing past its start.
-            return Ok(false);
-        }
-        // A batch of skipped offsets only is cut too, so their range gets committed.
-        if self.batch.offset_range().is_some() {
-            self.cut();
-        }
-        for batch in std::mem::take(&mut self.ready) {
-            let rt = self.rt.clone();
-            let report = shutdown::block_on_unless_stopped(&rt, self.sink.write(&batch))
-                .ok_or_else(|| ProcessError::Interrupted {
-                    sink: format!("{} (S3 archive)", self.stage),
-                })?
-                .map_err(|e| self.sink_error(e))?;
-            METRICS
-                .sink_rows
-                .with_label_values(&[&self.stage, "s3"])
-                .inc_by(report.rows as u64);
-        }
-        Ok(true)
+        self.batches.flush("s3", |sink, batch| {
+            sink.telemetry_objects(batch).map_err(|e| e.to_string())
+        })
     }
 
     fn tables(&mut self) -> Vec<&mut dyn AnyTable> {
@@ -336,7 +390,7 @@ mod tests {
         let mut first = task(&store, &rt);
         run(&mut first, 0, 21, &[20]);
         let mut second = task(&store, &rt);
-        second.recovery = Recovery::Cuts(VecDeque::new());
+        second.batches.recovery = Recovery::Cuts(VecDeque::new());
         run(&mut second, 0, 40, &[12, 18, 25, 39]);
         assert!(archived(&store, &rt).values().any(|&n| n > 1));
     }

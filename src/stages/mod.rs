@@ -5,6 +5,7 @@ pub mod archive;
 pub mod detect;
 pub mod pipeline;
 mod schemas;
+pub mod sinks;
 #[cfg(test)]
 mod testkit;
 pub mod tsdb;

@@ -1,8 +1,8 @@
 //! `kind: pipeline`: the stage that runs a checked chain of operators (`sluice-ops`) over any
 //! Avro stream. This module only moves bytes: it decodes each input record with its writer
 //! schema (from the registry, by the id in its header) into the input topic's schema, hands
-//! it to the chain, and encodes what comes out with the derived output schema. `sluice run`
-//! and `sluice test` both run it.
+//! it to the chain, and encodes what comes out with the derived output schema, or hands it to
+//! the stage's sink (`super::sinks`). `sluice run` and `sluice test` both run it.
 
 use std::sync::Arc;
 
@@ -14,6 +14,7 @@ use sluice_topology::PipelinePlan;
 use prometheus::IntCounter;
 
 use super::schemas::SchemaSource;
+use super::sinks::RecordSink;
 use super::wire_decoder::WireDecoder;
 use crate::metrics::METRICS;
 use crate::runtime::{AnyTable, Emit, Input, ProcessError, Processor, Rejection};
@@ -21,10 +22,19 @@ use crate::runtime::{AnyTable, Emit, Input, ProcessError, Processor, Rejection};
 /// The one output port: the stage's `output` topic.
 pub const PORT_OUTPUT: usize = 0;
 
+/// Where a pipeline task's results go.
+pub enum Output {
+    /// To the output topic, with the derived schema registered under this id.
+    Topic { schema_id: u32 },
+    /// To the stage's sink.
+    Sink(Box<dyn RecordSink>),
+}
+
 /// One task of a pipeline stage.
 pub struct Pipeline {
     running: Running,
     output_schema_id: u32,
+    sink: Option<Box<dyn RecordSink>>,
     decoder: WireDecoder,
     encoder: Encoder,
     /// `sluice_operator_records_total` per operator: [in, out].
@@ -39,7 +49,7 @@ impl Pipeline {
     pub fn new(
         stage: &str,
         plan: Arc<PipelinePlan>,
-        output_schema_id: u32,
+        output: Output,
         schemas: Box<dyn SchemaSource>,
         task: &TaskContext<'_>,
     ) -> Result<Self, ProcessError> {
@@ -55,6 +65,10 @@ impl Pipeline {
                 })
             })
             .collect();
+        let (output_schema_id, sink) = match output {
+            Output::Topic { schema_id } => (schema_id, None),
+            Output::Sink(s) => (0, Some(s)),
+        };
         let encoder = Encoder::new(plan.output_schema).map_err(|e| ProcessError::Schema {
             message: format!("the derived output schema does not resolve: {e}"),
         })?;
@@ -63,6 +77,7 @@ impl Pipeline {
             running: plan.chain.build_for(task)?,
             decoder: WireDecoder::new(plan.input_schema, schemas),
             output_schema_id,
+            sink,
             encoder,
             out: Vec::new(),
             rejected: Vec::new(),
@@ -73,29 +88,29 @@ impl Pipeline {
 
 impl Processor for Pipeline {
     fn process(&mut self, input: &Input<'_>, out: &mut dyn Emit) -> Result<(), ProcessError> {
-        let Some(bytes) = input.value else {
-            out.dead_letter(input, &Rejection::new("empty_value", "record has no value"));
-            return Ok(());
-        };
-        let value = match self.decoder.decode(bytes)? {
-            Ok(v) => v,
-            Err(r) => {
-                out.dead_letter(input, &r);
-                return Ok(());
+        match self.sink.as_mut() {
+            None => self.process_record(input, out),
+            Some(sink) => {
+                sink.begin(input.offset)?;
+                self.process_record(input, out)?;
+                self.sink.as_mut().expect("checked above").end(input.offset)
             }
-        };
-        let rec = Record {
-            key: input.key.map(<[u8]>::to_vec),
-            value,
-            timestamp: input.timestamp,
-        };
-        self.running
-            .process(rec, &mut self.out, &mut self.rejected)?;
-        for r in self.rejected.drain(..) {
-            out.dead_letter(input, &Rejection::new(r.class, r.message));
         }
-        self.emit_outputs(out, Some(input));
+    }
+
+    fn skipped(&mut self, input: &Input<'_>) -> Result<(), ProcessError> {
+        if let Some(sink) = self.sink.as_mut() {
+            sink.begin(input.offset)?;
+            sink.end(input.offset)?;
+        }
         Ok(())
+    }
+
+    fn flush_external(&mut self) -> Result<bool, ProcessError> {
+        match self.sink.as_mut() {
+            Some(sink) => sink.flush(),
+            None => Ok(true),
+        }
     }
 
     fn tables(&mut self) -> Vec<&mut dyn AnyTable> {
@@ -127,15 +142,62 @@ impl Processor for Pipeline {
             // by any operator sluice has; should one be, it is logged, never silent.
             tracing::warn!(class = r.class, message = %r.message, "A result of an idle advance was rejected by a later operator and dropped.");
         }
-        self.emit_outputs(out, None);
+        self.emit_outputs(out, None)?;
         Ok(ticked)
     }
 }
 
 impl Pipeline {
-    /// Encodes and emits what the chain handed on; an output that does not fit the derived
-    /// schema (our bug) becomes a dead letter of `input` when there is one.
-    fn emit_outputs(&mut self, out: &mut dyn Emit, input: Option<&Input<'_>>) {
+    fn process_record(
+        &mut self,
+        input: &Input<'_>,
+        out: &mut dyn Emit,
+    ) -> Result<(), ProcessError> {
+        let Some(bytes) = input.value else {
+            out.dead_letter(input, &Rejection::new("empty_value", "record has no value"));
+            return Ok(());
+        };
+        let value = match self.decoder.decode(bytes)? {
+            Ok(v) => v,
+            Err(r) => {
+                out.dead_letter(input, &r);
+                return Ok(());
+            }
+        };
+        let rec = Record {
+            key: input.key.map(<[u8]>::to_vec),
+            value,
+            timestamp: input.timestamp,
+        };
+        self.running
+            .process(rec, &mut self.out, &mut self.rejected)?;
+        for r in self.rejected.drain(..) {
+            out.dead_letter(input, &Rejection::new(r.class, r.message));
+        }
+        self.emit_outputs(out, Some(input))
+    }
+
+    /// Encodes and emits what the chain handed on, or writes it to the sink; an output that
+    /// does not fit the derived schema (our bug) or that the sink cannot write becomes a dead
+    /// letter of `input` when there is one.
+    fn emit_outputs(
+        &mut self,
+        out: &mut dyn Emit,
+        input: Option<&Input<'_>>,
+    ) -> Result<(), ProcessError> {
+        if let Some(sink) = self.sink.as_mut() {
+            for r in self.out.drain(..) {
+                if let Some(why) = sink.write(input.map(|i| i.offset), &r)? {
+                    match input {
+                        Some(input) => out.dead_letter(input, &why),
+                        None => {
+                            tracing::warn!(class = why.class, message = %why.message, "A result of an idle advance could not be written to the sink and was dropped.")
+                        }
+                    }
+                }
+            }
+            return Ok(());
+        }
         for r in self.out.drain(..) {
             self.buf.clear();
             wire::write_header(self.output_schema_id, &mut self.buf);
@@ -164,5 +226,6 @@ impl Pipeline {
                 r.timestamp,
             );
         }
+        Ok(())
     }
 }

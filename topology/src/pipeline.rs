@@ -28,8 +28,15 @@ pub struct PipelineSpec {
     #[serde(default)]
     pub operators: Vec<serde_yaml::Value>,
     /// The topic written: what the last operator hands on, with the schema sluice derives
-    /// (registered under the topic's `subject`, default `<topic>-value`).
-    pub output: String,
+    /// (registered under the topic's `subject`, default `<topic>-value`). A stage has
+    /// `output` or `sink`, not both.
+    #[serde(default)]
+    pub output: Option<String>,
+    /// Where the records end instead of a topic: a one-key mapping naming the sink's kind,
+    /// `questdb` (rows of a TSDB table) or `s3_parquet` (Parquet objects), with its mapping;
+    /// checked against what the last operator hands on. See docs/TOPOLOGY.md, "Sinks".
+    #[serde(default)]
+    pub sink: Option<serde_yaml::Value>,
     /// Records an operator rejects (an expression that fails on them, a record too late for
     /// every window) go here with the reason in headers. Without it they are dropped and
     /// counted in `sluice_dead_letters_total`.
@@ -55,13 +62,21 @@ pub struct PipelinePlan {
     pub output_schema: &'static apache_avro::Schema,
     /// The output's registry subject.
     pub output_subject: String,
+    /// The sink the records end in (the last part of a stage with `sink:`), checked against
+    /// the output schema.
+    pub sink: Option<sluice_ops::sink::SinkPlan>,
 }
 
 impl PipelineSpec {
     /// The topic this stage writes: `output`, or the repartition topic when its operators
-    /// are cut at a `key_by`.
-    pub fn writes(&self) -> &str {
-        self.output_topic.as_deref().unwrap_or(&self.output)
+    /// are cut at a `key_by`; `None` when it ends in a sink.
+    pub fn writes(&self) -> Option<&str> {
+        self.output_topic.as_deref().or(self.output.as_deref())
+    }
+
+    /// The sink this stage (part) writes, when it ends in one.
+    pub fn sink_plan(&self) -> Option<&sluice_ops::sink::SinkPlan> {
+        self.plan.as_ref().and_then(|p| p.sink.as_ref())
     }
 
     /// The checked plan; `sluice_topology::load` fills it for every pipeline stage.
@@ -83,7 +98,19 @@ pub(crate) fn plan_all(t: &mut Topology, path: &Path, index: &LineIndex, out: &m
     };
     let mut new_topics = Vec::new();
     let mut new_stages = Vec::new();
-    for stage in &mut t.stages {
+    // A topic with no `schema:` that a pipeline writes carries that pipeline's derived
+    // schema: a stage reading it is planned after the stage writing it.
+    let mut derived: std::collections::HashMap<String, apache_avro::Schema> = Default::default();
+    let writers: std::collections::HashSet<String> = t
+        .stages
+        .iter()
+        .filter_map(|s| match &s.spec {
+            StageSpec::Pipeline(p) => p.output.clone(),
+            _ => None,
+        })
+        .collect();
+    for i in planning_order(t) {
+        let stage = &mut t.stages[i];
         let StageSpec::Pipeline(spec) = &mut stage.spec else {
             continue;
         };
@@ -92,33 +119,57 @@ pub(crate) fn plan_all(t: &mut Topology, path: &Path, index: &LineIndex, out: &m
             let (l, c) = index.find(&key);
             out.push(Problem::new(l, c, key, message, fix));
         };
+        match (&spec.output, &spec.sink) {
+            (Some(_), Some(_)) => push(
+                format!("{base}.sink"),
+                "a pipeline stage has `output` or `sink`, not both".into(),
+                "keep `output: <topic>` to write a topic, or `sink:` to end in a TSDB table or Parquet objects".into(),
+            ),
+            (None, None) => push(
+                base.clone(),
+                "a pipeline stage needs `output` (a topic) or `sink` (a TSDB table or Parquet objects)".into(),
+                "add e.g. `output: my.topic`, or `sink: { questdb: { table: t, columns: [x] } }`".into(),
+            ),
+            _ => {}
+        }
         let Some(topic) = topics.get(&spec.input) else {
             continue; // reported by the topic check
         };
-        let Some(schema_path) = &topic.schema else {
-            push(
-                format!("{base}.input"),
-                format!("input topic `{}` has no `schema:`", spec.input),
-                format!(
-                    "give `topics.{}` a `schema:` (an .avsc file): a pipeline's operators are checked against it",
-                    spec.input
-                ),
-            );
-            continue;
-        };
-        let file = crate::load::resolve_relative(path, schema_path);
-        let text = match std::fs::read_to_string(&file) {
-            Ok(t) => t,
-            Err(_) => continue, // reported by the schema file check
-        };
-        let input_schema = match apache_avro::Schema::parse_str(&text) {
-            Ok(s) => s,
-            Err(e) => {
+        let (input_schema, file) = match (&topic.schema, derived.get(&spec.input)) {
+            (Some(schema_path), _) => {
+                let file = crate::load::resolve_relative(path, schema_path);
+                let text = match std::fs::read_to_string(&file) {
+                    Ok(t) => t,
+                    Err(_) => continue, // reported by the schema file check
+                };
+                match apache_avro::Schema::parse_str(&text) {
+                    Ok(s) => (s, file.display().to_string()),
+                    Err(e) => {
+                        push(
+                            format!("topics.{}.schema", spec.input),
+                            format!("{} is not a valid Avro schema: {e}", file.display()),
+                            "fix the .avsc file (`sluice schemas check` explains registry compatibility)"
+                                .into(),
+                        );
+                        continue;
+                    }
+                }
+            }
+            (None, Some(schema)) => (
+                schema.clone(),
+                format!("the schema derived for `{}`", spec.input),
+            ),
+            (None, None) if writers.contains(&spec.input) => {
+                continue; // its writer has problems, reported there
+            }
+            (None, None) => {
                 push(
-                    format!("topics.{}.schema", spec.input),
-                    format!("{} is not a valid Avro schema: {e}", file.display()),
-                    "fix the .avsc file (`sluice schemas check` explains registry compatibility)"
-                        .into(),
+                    format!("{base}.input"),
+                    format!("input topic `{}` has no `schema:`", spec.input),
+                    format!(
+                        "give `topics.{}` a `schema:` (an .avsc file), or write it with another pipeline stage's `output`: a pipeline's operators are checked against its schema",
+                        spec.input
+                    ),
                 );
                 continue;
             }
@@ -128,7 +179,7 @@ pub(crate) fn plan_all(t: &mut Topology, path: &Path, index: &LineIndex, out: &m
             Err(p) => {
                 push(
                     format!("topics.{}.schema", spec.input),
-                    format!("{}: {}", file.display(), p.message),
+                    format!("{file}: {}", p.message),
                     p.fix,
                 );
                 continue;
@@ -169,10 +220,24 @@ pub(crate) fn plan_all(t: &mut Topology, path: &Path, index: &LineIndex, out: &m
             } else {
                 sub_stage_name(&stage.name, i)
             };
+            // A stage ending in a sink writes no topic; its output schema is still derived:
+            // it is the schema of the records the sink receives (Parquet's comes from it).
             let output = if last {
-                spec.output.clone()
+                spec.output.clone().unwrap_or_default()
             } else {
                 repartition_topic(&app, &stage.name, i + 1)
+            };
+            let sink = match (&spec.sink, last) {
+                (Some(sink), true) => match sluice_ops::sink::plan(sink, &part.output) {
+                    Ok(s) => Some(s),
+                    Err(problems) => {
+                        for p in problems {
+                            push(format!("{base}.sink{}", p.key), p.message, p.fix);
+                        }
+                        break;
+                    }
+                },
+                _ => None,
             };
             let what = if last { "output" } else { "repartition" };
             let full_name = format!(
@@ -221,10 +286,11 @@ pub(crate) fn plan_all(t: &mut Topology, path: &Path, index: &LineIndex, out: &m
                 input_schema,
                 output_schema,
                 output_subject,
+                sink,
             }));
             if i == 0 {
                 spec.plan = plan;
-                spec.output_topic = Some(output.clone());
+                spec.output_topic = (!output.is_empty()).then(|| output.clone());
             } else {
                 let first_op = spec.operators.len() - plan_len(&plan);
                 new_stages.push((
@@ -236,13 +302,18 @@ pub(crate) fn plan_all(t: &mut Topology, path: &Path, index: &LineIndex, out: &m
                             kind: spec.kind.clone(),
                             input: input_topic.clone(),
                             operators: spec.operators[first_op..].to_vec(),
-                            output: output.clone(),
-                            output_topic: Some(output.clone()),
+                            output: (!output.is_empty()).then(|| output.clone()),
+                            sink: if last { spec.sink.clone() } else { None },
+                            output_topic: (!output.is_empty()).then(|| output.clone()),
                             dead_letter: spec.dead_letter.clone(),
                             plan,
                         }),
                     },
                 ));
+            }
+            if last && !output.is_empty() && topics.get(&output).is_none_or(|t| t.schema.is_none())
+            {
+                derived.insert(output.clone(), output_schema.clone());
             }
             input_topic = output;
             input_schema = output_schema;
@@ -260,6 +331,48 @@ pub(crate) fn plan_all(t: &mut Topology, path: &Path, index: &LineIndex, out: &m
             .map_or(t.stages.len(), |i| i + 1);
         t.stages.insert(at, sub);
     }
+}
+
+/// The order pipeline stages are planned in: a stage whose input has no `schema:` but is
+/// written by another pipeline stage comes after that stage; otherwise file order.
+fn planning_order(t: &Topology) -> Vec<usize> {
+    let writer_of = |topic: &str| {
+        t.stages.iter().position(|s| match &s.spec {
+            StageSpec::Pipeline(p) => p.output.as_deref() == Some(topic),
+            _ => false,
+        })
+    };
+    let n = t.stages.len();
+    let mut done = vec![false; n];
+    let mut order = Vec::with_capacity(n);
+    loop {
+        let mut progress = false;
+        for i in 0..n {
+            if done[i] {
+                continue;
+            }
+            let ready = match &t.stages[i].spec {
+                StageSpec::Pipeline(p) => {
+                    t.topics
+                        .get(&p.input)
+                        .is_none_or(|topic| topic.schema.is_some())
+                        || writer_of(&p.input).is_none_or(|w| done[w] || w == i)
+                }
+                _ => true,
+            };
+            if ready {
+                done[i] = true;
+                order.push(i);
+                progress = true;
+            }
+        }
+        if !progress {
+            break;
+        }
+    }
+    // A cycle of stages reading each other's outputs: planned as written (and reported).
+    order.extend((0..n).filter(|&i| !done[i]));
+    order
 }
 
 /// What operators may know about every declared topic: partitions and, when it has a

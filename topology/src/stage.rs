@@ -64,7 +64,8 @@ impl StageSpec {
             StageSpec::Detect(s) => vec![("output", &s.output), ("alerts", &s.alerts)],
             StageSpec::QuestdbSink(_) | StageSpec::S3ParquetSink(_) => vec![],
             StageSpec::Pipeline(s) => {
-                let mut v = vec![("output", s.writes())];
+                let mut v: Vec<(&'static str, &str)> =
+                    s.writes().map(|w| ("output", w)).into_iter().collect();
                 if let Some(d) = &s.dead_letter {
                     v.push(("dead_letter", d.as_str()));
                 }

@@ -145,8 +145,27 @@ pub(crate) fn check(loaded: &Loaded, api_version: &str, kind: &str, out: &mut Ve
                     );
                 }
             }
-            // Checked against its input schema when loading (`pipeline::plan_all`).
-            StageSpec::Pipeline(_) => {}
+            // Checked against its input schema when loading (`pipeline::plan_all`); what
+            // its sink needs from `connections` is checked here.
+            StageSpec::Pipeline(p) => match p.sink_plan() {
+                Some(sluice_ops::sink::SinkPlan::Questdb(q))
+                    if q.addr.is_none() && t.connections.ilp.is_none() =>
+                {
+                    push(
+                        format!("{base}.sink.questdb"),
+                        "no ILP address for the questdb sink".into(),
+                        "set `connections.ilp` (e.g. `http::addr=127.0.0.1:9000;protocol_version=2;`) or the sink's `addr`".into(),
+                    );
+                }
+                Some(sluice_ops::sink::SinkPlan::S3Parquet(_)) if t.connections.s3.is_none() => {
+                    push(
+                        format!("{base}.sink.s3_parquet"),
+                        "the s3_parquet sink needs `connections.s3`".into(),
+                        "add `connections.s3` with endpoint, bucket and region".into(),
+                    );
+                }
+                _ => {}
+            },
             StageSpec::S3ParquetSink(s) => {
                 if t.connections.s3.is_none() {
                     push(

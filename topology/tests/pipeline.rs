@@ -53,18 +53,20 @@ fn the_energy_example_is_valid_and_its_stores_are_planned() {
             "site_energy",
             "site_energy-rekeyed",
             "demand",
-            "demand-rekeyed"
+            "demand-rekeyed",
+            "site_energy_tsdb",
+            "demand_tsdb"
         ]
     );
     let StageSpec::Pipeline(first) = t.stage("site_energy").unwrap() else {
         panic!("site_energy is a pipeline");
     };
-    assert_eq!(first.writes(), "energy-site_energy-repartition");
+    assert_eq!(first.writes(), Some("energy-site_energy-repartition"));
     let StageSpec::Pipeline(p) = t.stage("site_energy-rekeyed").unwrap() else {
         panic!("site_energy-rekeyed is a pipeline");
     };
     assert_eq!(p.input, "energy-site_energy-repartition");
-    assert_eq!(p.writes(), "energy.site_kwh");
+    assert_eq!(p.writes(), Some("energy.site_kwh"));
     let plan = p.plan();
     let fields: Vec<&str> = plan
         .chain
@@ -96,7 +98,7 @@ fn the_energy_example_is_valid_and_its_stores_are_planned() {
     // The runner's `ids`, then the window's store, named after its position and kind.
     let names: Vec<&str> = topics.iter().map(|p| p.name.as_str()).collect();
     assert!(
-        names.contains(&"energy-site_energy-rekeyed-3-window-windows-changelog"),
+        names.contains(&"energy-site_energy-rekeyed-4-window-windows-changelog"),
         "{names:?}"
     );
     assert!(names.contains(&"energy-site_energy-ids-changelog"));
@@ -109,7 +111,7 @@ fn a_misspelt_field_names_the_operator_line_and_suggests_the_field() {
     assert_eq!(problems.len(), 1, "{problems:?}");
     let (line, key, message, fix) = &problems[0];
     assert_eq!(*line, line_of(&text, "pwer_w >= 0"));
-    assert_eq!(key, "stages.site_energy.operators[0].filter");
+    assert_eq!(key, "stages.site_energy.operators[1].filter");
     assert!(message.contains("no field `pwer_w`"), "{message}");
     assert!(fix.contains("did you mean `power_w`?"), "{fix}");
 }
@@ -126,10 +128,10 @@ fn every_problem_of_every_stage_is_reported_at_once() {
     assert_eq!(
         keys,
         [
-            "stages.site_energy.operators[0].filter",
-            "stages.site_energy.operators[3].window.aggregate.energy_kwh",
-            "stages.demand.operators[2].window.kind",
-            "stages.demand.operators[2].window.aggregate.peak_w.fn",
+            "stages.site_energy.operators[1].filter",
+            "stages.site_energy.operators[4].window.aggregate.energy_kwh",
+            "stages.demand.operators[4].window.kind",
+            "stages.demand.operators[4].window.aggregate.peak_w.fn",
         ],
         "{problems:#?}"
     );
@@ -147,19 +149,19 @@ fn an_aggregate_function_typo_and_a_non_boolean_filter_are_explained() {
     let (_, problems) = problems_after(&[
         ("peak_w: max(power_w)", "peak_w: maxx(power_w)"),
         (
-            "- filter: \"site IS NOT NULL\"",
+            "- filter: \"coalesce(site, registered_site) IS NOT NULL\"",
             "- filter: \"power_w * 2\"",
         ),
     ]);
     let filter = problems
         .iter()
-        .find(|p| p.1 == "stages.demand.operators[0].filter")
+        .find(|p| p.1 == "stages.demand.operators[1].filter")
         .unwrap_or_else(|| panic!("{problems:#?}"));
     assert!(filter.2.contains("not a boolean"), "{}", filter.2);
     let agg = problems
         .iter()
         .find(|p| {
-            p.1.starts_with("stages.demand.operators[2].window.aggregate")
+            p.1.starts_with("stages.demand.operators[4].window.aggregate")
         })
         .unwrap_or_else(|| panic!("{problems:#?}"));
     assert!(agg.3.contains("max"), "{}", agg.3);
@@ -169,8 +171,8 @@ fn an_aggregate_function_typo_and_a_non_boolean_filter_are_explained() {
 fn an_unknown_operator_and_an_unparsable_expression_are_named() {
     let (text, problems) = problems_after(&[
         (
-            "- filter: \"site IS NOT NULL\"",
-            "- filtr: \"site IS NOT NULL\"",
+            "- filter: \"coalesce(site, registered_site) IS NOT NULL\"",
+            "- filtr: \"coalesce(site, registered_site) IS NOT NULL\"",
         ),
         (
             "kwh: power_w * interval_s / 3600000.0",
@@ -179,7 +181,7 @@ fn an_unknown_operator_and_an_unparsable_expression_are_named() {
     ]);
     let unknown = problems
         .iter()
-        .find(|p| p.1 == "stages.demand.operators[0].filtr")
+        .find(|p| p.1 == "stages.demand.operators[1].filtr")
         .unwrap_or_else(|| panic!("{problems:#?}"));
     assert_eq!(unknown.0, line_of(&text, "filtr:"));
     assert!(
@@ -189,7 +191,7 @@ fn an_unknown_operator_and_an_unparsable_expression_are_named() {
     );
     let parse = problems
         .iter()
-        .find(|p| p.1 == "stages.site_energy.operators[1].select.kwh")
+        .find(|p| p.1 == "stages.site_energy.operators[2].select.kwh")
         .unwrap_or_else(|| panic!("{problems:#?}"));
     assert_eq!(parse.0, line_of(&text, "kwh: power_w * /"));
 }

@@ -21,6 +21,12 @@ pub enum ColumnType {
     Long,
     /// ILP float field (`name=1.5`).
     Double,
+    /// ILP boolean field (`name=t`).
+    Boolean,
+    /// ILP string field (`name="x"`).
+    Varchar,
+    /// ILP timestamp field (`name=1t`).
+    Timestamp,
 }
 
 impl ColumnType {
@@ -29,6 +35,9 @@ impl ColumnType {
             ColumnType::Symbol => "SYMBOL",
             ColumnType::Long => "LONG",
             ColumnType::Double => "DOUBLE",
+            ColumnType::Boolean => "BOOLEAN",
+            ColumnType::Varchar => "VARCHAR",
+            ColumnType::Timestamp => "TIMESTAMP",
         }
     }
 }
@@ -71,17 +80,31 @@ pub fn table_ddl(config: &QuestDbConfig) -> Vec<TableDdl> {
         (&config.anomalies_table, ANOMALY_COLUMNS),
     ]
     .into_iter()
-    .map(|(table, columns)| TableDdl {
-        table: table.clone(),
-        sql: create_table(table, columns),
+    .map(|(table, columns)| {
+        let keys: Vec<&str> = std::iter::once(TIMESTAMP_COLUMN)
+            .chain(
+                columns
+                    .iter()
+                    .filter(|(_, ty)| *ty == ColumnType::Symbol)
+                    .map(|(name, _)| *name),
+            )
+            .collect();
+        create_table(table, TIMESTAMP_COLUMN, columns, &keys)
     })
     .collect()
 }
 
 /// `CREATE TABLE IF NOT EXISTS t (ts TIMESTAMP, ...) TIMESTAMP(ts) PARTITION BY DAY WAL
-/// DEDUP UPSERT KEYS(ts, <symbols>)`. WAL: QuestDB deduplicates only WAL tables.
-fn create_table(table: &str, columns: &[(&str, ColumnType)]) -> String {
-    let ts = ident(TIMESTAMP_COLUMN);
+/// DEDUP UPSERT KEYS(<dedup_keys>)` for any table: `timestamp` is the designated timestamp
+/// column (it must be among `dedup_keys`, as QuestDB requires), `columns` the others. WAL:
+/// QuestDB deduplicates only WAL tables.
+pub fn create_table(
+    table: &str,
+    timestamp: &str,
+    columns: &[(&str, ColumnType)],
+    dedup_keys: &[&str],
+) -> TableDdl {
+    let ts = ident(timestamp);
     let defs = std::iter::once(format!("{ts} TIMESTAMP"))
         .chain(
             columns
@@ -90,25 +113,45 @@ fn create_table(table: &str, columns: &[(&str, ColumnType)]) -> String {
         )
         .collect::<Vec<_>>()
         .join(", ");
-    let keys = std::iter::once(ts.clone())
-        .chain(
-            columns
-                .iter()
-                .filter(|(_, ty)| *ty == ColumnType::Symbol)
-                .map(|(name, _)| ident(name)),
-        )
+    let keys = dedup_keys
+        .iter()
+        .map(|k| ident(k))
         .collect::<Vec<_>>()
         .join(", ");
-    format!(
-        "CREATE TABLE IF NOT EXISTS {} ({defs}) TIMESTAMP({ts}) PARTITION BY DAY WAL DEDUP UPSERT KEYS({keys})",
-        ident(table)
-    )
+    TableDdl {
+        table: table.to_string(),
+        sql: format!(
+            "CREATE TABLE IF NOT EXISTS {} ({defs}) TIMESTAMP({ts}) PARTITION BY DAY WAL DEDUP UPSERT KEYS({keys})",
+            ident(table)
+        ),
+    }
 }
 
 /// Names QuestDB's SQL reads as keywords or functions, and anything beyond plain lowercase
 /// words, go in double quotes.
 fn ident(name: &str) -> String {
-    const RESERVED: &[&str] = &["window", "count", "min", "max", "timestamp"];
+    const RESERVED: &[&str] = &[
+        "window",
+        "count",
+        "min",
+        "max",
+        "timestamp",
+        "table",
+        "select",
+        "from",
+        "where",
+        "order",
+        "group",
+        "by",
+        "limit",
+        "index",
+        "sum",
+        "avg",
+        "first",
+        "last",
+        "date",
+        "time",
+    ];
     let plain = name
         .chars()
         .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')

@@ -1,9 +1,21 @@
-//! Rows to ILP: one function per record type, so the layout of each table is in one place.
+//! Rows to ILP: [`IlpEncoder::push_row`] writes a row of any table; the built-in tables'
+//! layouts are one function each, so each is stated in one place.
 
-use questdb::ingress::{Buffer, ProtocolVersion, TimestampNanos};
+use questdb::ingress::{Buffer, ProtocolVersion, TimestampMicros, TimestampNanos};
 use sluice_schemas::records::{Aggregate, Anomaly};
 
 const NANOS_PER_MS: i64 = 1_000_000;
+
+/// A column value of a row ([`IlpEncoder::push_row`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum IlpValue<'a> {
+    Bool(bool),
+    Long(i64),
+    Double(f64),
+    Str(&'a str),
+    /// Microseconds since the epoch.
+    TimestampMicros(i64),
+}
 
 /// Encodes records into an ILP [`Buffer`]. A row that fails to encode leaves no trace in the
 /// buffer, so one bad record cannot corrupt the batch around it.
@@ -27,40 +39,87 @@ impl IlpEncoder {
 
     /// `aggregates,device_id=..,metric=..,window=1m count=..i,min=..,max=..,mean=..,stddev=.. <window_start>`
     pub fn push_aggregate(&mut self, a: &Aggregate) -> questdb::Result<()> {
-        self.buffer.set_marker()?;
-        let row = (|| {
-            let mut label = [0u8; 24];
-            self.buffer
-                .table(self.aggregates_table.as_str())?
-                .symbol("device_id", a.device_id.as_str())?
-                .symbol("metric", a.metric.as_str())?
-                .symbol("window", window_label(a.window_ms, &mut label))?
-                .column_i64("count", a.count)?
-                .column_f64("min", a.min)?
-                .column_f64("max", a.max)?
-                .column_f64("mean", a.mean)?
-                .column_f64("stddev", a.stddev)?
-                .at(TimestampNanos::new(
-                    a.window_start.saturating_mul(NANOS_PER_MS),
-                ))
-        })();
-        self.finish_row(row)
+        let mut label = [0u8; 24];
+        let table = std::mem::take(&mut self.aggregates_table);
+        let row = self.push_row(
+            &table,
+            &[
+                ("device_id", Some(a.device_id.as_str())),
+                ("metric", Some(a.metric.as_str())),
+                ("window", Some(window_label(a.window_ms, &mut label))),
+            ],
+            &[
+                ("count", Some(IlpValue::Long(a.count))),
+                ("min", Some(IlpValue::Double(a.min))),
+                ("max", Some(IlpValue::Double(a.max))),
+                ("mean", Some(IlpValue::Double(a.mean))),
+                ("stddev", Some(IlpValue::Double(a.stddev))),
+            ],
+            a.window_start.saturating_mul(NANOS_PER_MS),
+        );
+        self.aggregates_table = table;
+        row
     }
 
     /// `anomalies,device_id=..,metric=..,detector=.. value=..,score=.. <event_time>`
     pub fn push_anomaly(&mut self, a: &Anomaly) -> questdb::Result<()> {
+        let table = std::mem::take(&mut self.anomalies_table);
+        let row = self.push_row(
+            &table,
+            &[
+                ("device_id", Some(a.device_id.as_str())),
+                ("metric", Some(a.metric.as_str())),
+                ("detector", Some(a.detector.as_str())),
+            ],
+            &[
+                ("value", Some(IlpValue::Double(a.value))),
+                ("score", Some(IlpValue::Double(a.score))),
+            ],
+            a.event_time.saturating_mul(NANOS_PER_MS),
+        );
+        self.anomalies_table = table;
+        row
+    }
+
+    /// One row of any table: `table,<symbols> <columns> <timestamp>`. A symbol or column
+    /// whose value is `None` is left out of the row (QuestDB stores NULL there). Every row
+    /// of the built-in tables goes through here too, so there is one ILP encoding.
+    pub fn push_row(
+        &mut self,
+        table: &str,
+        symbols: &[(&str, Option<&str>)],
+        columns: &[(&str, Option<IlpValue<'_>>)],
+        timestamp_nanos: i64,
+    ) -> questdb::Result<()> {
         self.buffer.set_marker()?;
         let row = (|| {
-            self.buffer
-                .table(self.anomalies_table.as_str())?
-                .symbol("device_id", a.device_id.as_str())?
-                .symbol("metric", a.metric.as_str())?
-                .symbol("detector", a.detector.as_str())?
-                .column_f64("value", a.value)?
-                .column_f64("score", a.score)?
-                .at(TimestampNanos::new(
-                    a.event_time.saturating_mul(NANOS_PER_MS),
-                ))
+            let b = self.buffer.table(table)?;
+            for (name, value) in symbols {
+                if let Some(v) = value {
+                    b.symbol(*name, *v)?;
+                }
+            }
+            for (name, value) in columns {
+                match value {
+                    None => {}
+                    Some(IlpValue::Bool(v)) => {
+                        b.column_bool(*name, *v)?;
+                    }
+                    Some(IlpValue::Long(v)) => {
+                        b.column_i64(*name, *v)?;
+                    }
+                    Some(IlpValue::Double(v)) => {
+                        b.column_f64(*name, *v)?;
+                    }
+                    Some(IlpValue::Str(v)) => {
+                        b.column_str(*name, *v)?;
+                    }
+                    Some(IlpValue::TimestampMicros(v)) => {
+                        b.column_ts(*name, TimestampMicros::new(*v))?;
+                    }
+                }
+            }
+            b.at(TimestampNanos::new(timestamp_nanos))
         })();
         self.finish_row(row)
     }

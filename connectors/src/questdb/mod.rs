@@ -13,8 +13,9 @@ mod sink;
 
 pub use config::QuestDbConfig;
 pub use ddl::{
-    table_ddl, ColumnType, TableDdl, AGGREGATE_COLUMNS, ANOMALY_COLUMNS, TIMESTAMP_COLUMN,
+    create_table, table_ddl, ColumnType, TableDdl, AGGREGATE_COLUMNS, ANOMALY_COLUMNS,
+    TIMESTAMP_COLUMN,
 };
-pub use encode::{window_label, IlpEncoder};
+pub use encode::{window_label, IlpEncoder, IlpValue};
 pub use metrics::QuestDbMetrics;
 pub use sink::{QuestDbError, QuestDbSink};

@@ -7,7 +7,7 @@ use questdb::ErrorCode;
 use sluice_schemas::records::{Aggregate, Anomaly};
 use tracing::{debug, info, warn};
 
-use super::{IlpEncoder, QuestDbConfig, QuestDbMetrics};
+use super::{IlpEncoder, IlpValue, QuestDbConfig, QuestDbMetrics};
 use crate::util::Backoff;
 
 /// What went wrong in the QuestDB sink, and whose problem it is.
@@ -155,6 +155,27 @@ impl QuestDbSink {
             .push_anomaly(a)
             .map_err(|source| QuestDbError::Encode {
                 table: self.config.anomalies_table.clone(),
+                source,
+            })?;
+        inner.metrics.pending_rows.inc();
+        Ok(())
+    }
+
+    /// Buffers one row of any table ([`IlpEncoder::push_row`]). On error nothing was
+    /// buffered.
+    pub fn push_row(
+        &mut self,
+        table: &str,
+        symbols: &[(&str, Option<&str>)],
+        columns: &[(&str, Option<IlpValue<'_>>)],
+        timestamp_nanos: i64,
+    ) -> Result<(), QuestDbError> {
+        let mut inner = self.lock();
+        inner
+            .encoder
+            .push_row(table, symbols, columns, timestamp_nanos)
+            .map_err(|source| QuestDbError::Encode {
+                table: table.to_string(),
                 source,
             })?;
         inner.metrics.pending_rows.inc();

@@ -6,20 +6,21 @@ use sluice_schemas::records::Telemetry;
 
 use super::layout::hour_index;
 
-/// Rows to archive from one input partition, with the offset range they came from.
+/// Rows to archive from one input partition, with the offset range they came from: telemetry
+/// rows for the built-in archive, any record for a pipeline's `s3_parquet` sink.
 ///
 /// The range also covers offsets that were consumed but not archived ([`skip`](Self::skip)),
 /// because the caller commits the whole range after a successful write.
 #[derive(Debug, Clone)]
-pub struct ArchiveBatch {
+pub struct ArchiveBatch<T = Telemetry> {
     topic: String,
     partition: i32,
     range: Option<(i64, i64)>,
     offsets: Vec<i64>,
-    rows: Vec<Telemetry>,
+    rows: Vec<T>,
 }
 
-impl ArchiveBatch {
+impl<T> ArchiveBatch<T> {
     pub fn new(topic: impl Into<String>, partition: i32) -> Self {
         Self {
             topic: topic.into(),
@@ -32,13 +33,25 @@ impl ArchiveBatch {
 
     /// Adds a valid record read at `offset`. Returns `false`, and adds nothing, when `offset`
     /// does not follow the batch's last offset (a batch is one increasing range).
-    pub fn push(&mut self, offset: i64, row: Telemetry) -> bool {
+    pub fn push(&mut self, offset: i64, row: T) -> bool {
         if !self.extend(offset) {
             return false;
         }
         self.offsets.push(offset);
         self.rows.push(row);
         true
+    }
+
+    /// Adds a row produced from the record at `offset`, which may be the batch's last offset
+    /// already (one input record can produce several rows, e.g. the windows it closes).
+    /// Returns `false`, and adds nothing, when `offset` is before the batch's last offset.
+    pub fn push_produced(&mut self, offset: i64, row: T) -> bool {
+        if self.range.is_some_and(|(_, last)| last == offset) {
+            self.offsets.push(offset);
+            self.rows.push(row);
+            return true;
+        }
+        self.push(offset, row)
     }
 
     /// Records that `offset` was consumed but is not archived (e.g. it failed validation).
@@ -68,7 +81,7 @@ impl ArchiveBatch {
         self.partition
     }
 
-    pub fn rows(&self) -> &[Telemetry] {
+    pub fn rows(&self) -> &[T] {
         &self.rows
     }
 
@@ -91,7 +104,9 @@ impl ArchiveBatch {
         self.offsets.clear();
         self.rows.clear();
     }
+}
 
+impl ArchiveBatch<Telemetry> {
     /// Row indices per event-time hour, each in offset order.
     pub(crate) fn hour_groups(&self) -> BTreeMap<i64, Vec<usize>> {
         let mut groups: BTreeMap<i64, Vec<usize>> = BTreeMap::new();

@@ -17,12 +17,116 @@ pub fn object_key(
     first: i64,
     last: i64,
 ) -> String {
-    let (y, m, d) = civil_from_days(hour_index.div_euclid(24));
-    let h = hour_index.rem_euclid(24);
-    format!(
-        "{}date={y:04}-{m:02}-{d:02}/hour={h:02}/{topic}-{partition}-{first:020}-{last:020}.parquet",
-        dir(prefix)
+    let ms = hour_index.saturating_mul(HOUR_MS);
+    object_key_in(
+        prefix,
+        &time_dir(TimePartition::Hour, Some(ms)),
+        topic,
+        partition,
+        first,
+        last,
     )
+}
+
+/// `{prefix}/{dir}/{topic}-{partition}-{first:020}-{last:020}.parquet`: the object of the
+/// batch of input offsets `first..=last` in directory `dir` (Hive segments, e.g.
+/// `date=2026-03-01/vehicle=v1`; empty for none). The name depends on the input range only,
+/// so writing the same batch again overwrites the same object.
+pub fn object_key_in(
+    prefix: &str,
+    dir: &str,
+    topic: &str,
+    partition: i32,
+    first: i64,
+    last: i64,
+) -> String {
+    let dir = dir.trim_matches('/');
+    let sep = if dir.is_empty() { "" } else { "/" };
+    format!(
+        "{}{dir}{sep}{topic}-{partition}-{first:020}-{last:020}.parquet",
+        self::dir(prefix)
+    )
+}
+
+/// How finely objects are split by time (UTC).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimePartition {
+    None,
+    /// `year=YYYY`
+    Year,
+    /// `month=YYYY-MM`
+    Month,
+    /// `date=YYYY-MM-DD`
+    Day,
+    /// `date=YYYY-MM-DD/hour=HH`
+    Hour,
+}
+
+/// Hive's directory for a NULL partition value.
+pub const HIVE_NULL: &str = "__HIVE_DEFAULT_PARTITION__";
+
+/// The time directories of an instant (ms since the epoch), e.g. `date=2026-03-01/hour=10`;
+/// empty for [`TimePartition::None`]; `date=__HIVE_DEFAULT_PARTITION__` (and so on) for NULL.
+pub fn time_dir(p: TimePartition, ms: Option<i64>) -> String {
+    let Some(ms) = ms else {
+        return match p {
+            TimePartition::None => String::new(),
+            TimePartition::Year => format!("year={HIVE_NULL}"),
+            TimePartition::Month => format!("month={HIVE_NULL}"),
+            TimePartition::Day => format!("date={HIVE_NULL}"),
+            TimePartition::Hour => format!("date={HIVE_NULL}/hour={HIVE_NULL}"),
+        };
+    };
+    let hour = hour_index(ms);
+    let (y, m, d) = civil_from_days(hour.div_euclid(24));
+    let h = hour.rem_euclid(24);
+    match p {
+        TimePartition::None => String::new(),
+        TimePartition::Year => format!("year={y:04}"),
+        TimePartition::Month => format!("month={y:04}-{m:02}"),
+        TimePartition::Day => format!("date={y:04}-{m:02}-{d:02}"),
+        TimePartition::Hour => format!("date={y:04}-{m:02}-{d:02}/hour={h:02}"),
+    }
+}
+
+/// One Hive directory `column=value`, the value escaped the way Hive does (`%XX` for `/`,
+/// `=`, `%`, control characters and the others Hive escapes); NULL and the empty string as
+/// `__HIVE_DEFAULT_PARTITION__`.
+pub fn hive_segment(column: &str, value: Option<&str>) -> String {
+    let mut out = format!("{column}=");
+    match value {
+        None | Some("") => out.push_str(HIVE_NULL),
+        Some(v) => {
+            for c in v.chars() {
+                let escape = c.is_control()
+                    || matches!(
+                        c,
+                        '"' | '#'
+                            | '%'
+                            | '\''
+                            | '*'
+                            | '/'
+                            | ':'
+                            | '='
+                            | '?'
+                            | '\\'
+                            | '{'
+                            | '['
+                            | ']'
+                            | '^'
+                    );
+                if escape {
+                    let mut buf = [0u8; 4];
+                    for b in c.encode_utf8(&mut buf).bytes() {
+                        out.push_str(&format!("%{b:02X}"));
+                    }
+                } else {
+                    out.push(c);
+                }
+            }
+        }
+    }
+    out
 }
 
 /// `{prefix}/_manifest/{topic}/{partition}/{first:020}`: written before a batch's data
@@ -74,6 +178,33 @@ mod tests {
         assert_eq!(
             manifest_key("", "raw", 0, 0),
             "_manifest/raw/0/00000000000000000000"
+        );
+    }
+
+    #[test]
+    fn time_and_column_directories_are_hive_style() {
+        let t = Some(1_700_000_000_000); // 2023-11-14T22:13:20Z
+        assert_eq!(time_dir(TimePartition::Hour, t), "date=2023-11-14/hour=22");
+        assert_eq!(time_dir(TimePartition::Day, t), "date=2023-11-14");
+        assert_eq!(time_dir(TimePartition::Month, t), "month=2023-11");
+        assert_eq!(time_dir(TimePartition::Year, t), "year=2023");
+        assert_eq!(time_dir(TimePartition::None, t), "");
+        assert_eq!(
+            time_dir(TimePartition::Day, None),
+            "date=__HIVE_DEFAULT_PARTITION__"
+        );
+        assert_eq!(hive_segment("site", Some("A/B=1%")), "site=A%2FB%3D1%25");
+        assert_eq!(
+            hive_segment("site", None),
+            "site=__HIVE_DEFAULT_PARTITION__"
+        );
+        assert_eq!(
+            object_key_in("lake/", "date=2023-11-14/site=A", "t", 0, 1, 2),
+            "lake/date=2023-11-14/site=A/t-0-00000000000000000001-00000000000000000002.parquet"
+        );
+        assert_eq!(
+            object_key_in("lake", "", "t", 0, 1, 2),
+            "lake/t-0-00000000000000000001-00000000000000000002.parquet"
         );
     }
 

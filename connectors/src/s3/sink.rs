@@ -103,7 +103,7 @@ impl S3ArchiveSink {
     }
 
     /// True once `batch` holds `target_rows_per_file` rows: time to cut it and [`write`](Self::write).
-    pub fn should_cut(&self, batch: &ArchiveBatch) -> bool {
+    pub fn should_cut<T>(&self, batch: &ArchiveBatch<T>) -> bool {
         batch.len() >= self.config.target_rows_per_file
     }
 
@@ -115,6 +115,20 @@ impl S3ArchiveSink {
         let Some((first, last)) = batch.offset_range() else {
             return Ok(WriteReport::default());
         };
+        let files = self.telemetry_objects(batch)?;
+        self.write_objects(batch.topic(), batch.partition(), (first, last), files)
+            .await
+    }
+
+    /// The objects of a telemetry batch, one per event-time hour: `(key, Parquet bytes,
+    /// rows)`, for [`write_objects`](Self::write_objects).
+    pub fn telemetry_objects(
+        &mut self,
+        batch: &ArchiveBatch,
+    ) -> Result<Vec<(String, Bytes, usize)>, S3Error> {
+        let Some((first, last)) = batch.offset_range() else {
+            return Ok(Vec::new());
+        };
         let (topic, partition) = (batch.topic(), batch.partition());
         let mut files = Vec::new();
         for (hour, indices) in batch.hour_groups() {
@@ -122,6 +136,21 @@ impl S3ArchiveSink {
             let body = Bytes::from(self.encoder.encode(batch, &indices)?);
             files.push((key, body, indices.len()));
         }
+        Ok(files)
+    }
+
+    /// Writes the objects of the batch of input offsets `first..=last` of `topic`'s
+    /// `partition`: `(key, Parquet bytes, rows)` each, keys from
+    /// [`object_key_in`](super::object_key_in) for that range. The manifest goes first, then
+    /// the objects, retrying as [`write`](Self::write) does; writing the same batch again
+    /// overwrites the same keys. [`recover_cuts`](Self::recover_cuts) reads the manifests.
+    pub async fn write_objects(
+        &mut self,
+        topic: &str,
+        partition: i32,
+        (first, last): (i64, i64),
+        files: Vec<(String, Bytes, usize)>,
+    ) -> Result<WriteReport, S3Error> {
         let mut report = WriteReport::default();
         if files.is_empty() {
             // Nothing archived in this range, so no object can overlap a re-cut batch.
@@ -137,6 +166,9 @@ impl S3ArchiveSink {
         self.put(&manifest_path, manifest).await?;
         for (key, body, rows) in files {
             let len = body.len();
+            if let Some(delay) = object_delay() {
+                tokio::time::sleep(delay).await;
+            }
             self.put(&Path::from(key.as_str()), body).await?;
             self.metrics.objects_written.inc();
             self.metrics.rows_written.inc_by(rows as u64);
@@ -275,6 +307,19 @@ impl S3ArchiveSink {
             }
         }
     }
+}
+
+/// For fault tests only: `SLUICE_FAULT_S3_OBJECT_DELAY_MS=N` makes every data object upload
+/// wait N ms after the batch's manifest, so a test can kill a process in the middle of a
+/// batch's upload (between the manifest and the commit) and watch the restart re-cut it.
+fn object_delay() -> Option<std::time::Duration> {
+    static DELAY: std::sync::OnceLock<Option<std::time::Duration>> = std::sync::OnceLock::new();
+    *DELAY.get_or_init(|| {
+        std::env::var("SLUICE_FAULT_S3_OBJECT_DELAY_MS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .map(std::time::Duration::from_millis)
+    })
 }
 
 /// Outages, throttling, server errors and even auth failures (credentials get rotated) may

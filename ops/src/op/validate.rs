@@ -363,7 +363,7 @@ fn plan_bounds(
 /// Parses an operator's mapping into its spec struct. Every key not in `keys` is a problem
 /// (with a did-you-mean), all of them at once; then serde reads the others, and a value of
 /// the wrong type is one problem at its key. `None` when the spec did not parse.
-pub(super) fn parse_spec<T: DeserializeOwned>(
+pub(crate) fn parse_spec<T: DeserializeOwned>(
     spec: &serde_yaml::Value,
     keys: &[&str],
     what: &str,
