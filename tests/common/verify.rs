@@ -399,6 +399,21 @@ pub fn check_outputs(
     }
 
     // Dead letters: every bad record with its reason, once after id dedup, nothing else.
+    // They are waited for like the windows: a stage's dead letters go to another topic than
+    // its outputs, and the producer may deliver the two in either order, so the last
+    // window being readable says nothing about the last late record's dead letter.
+    let dlq_topic = topo.topic("telemetry.dlq");
+    let want_dead: u64 = exp.dead_letters.values().sum();
+    eventually_or("every dead letter", 240, Duration::from_millis(500), || {
+        if let Err(e) = alive() {
+            panic!("{e}");
+        }
+        let (r, _) = read_deduplicated(&brokers, &dlq_topic);
+        if r.len() as u64 >= want_dead {
+            return Ok(());
+        }
+        Err(format!("{} of {want_dead} dead letters read", r.len()))
+    });
     let dlq = read_plain(&brokers, topo, "telemetry.dlq", &mut out);
     let mut dead: BTreeMap<(String, String), u64> = BTreeMap::new();
     for r in &dlq {
