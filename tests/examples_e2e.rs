@@ -326,6 +326,48 @@ fn energy_example_on_the_stack_outputs_what_its_first_case_expects() {
         "sluice lag --wait with no instance running: {}, said: {said}",
         stuck.status
     );
+    // `sluice report`, as the demo ends: every output topic with the records a plain
+    // consumer read from it (plus the one more reading on the input), and every `questdb`
+    // sink table with the rows the case expects, counted in the TSDB.
+    let report = Command::new(sluice_bin)
+        .args(["report", &path])
+        .output()
+        .expect("run sluice report");
+    let said = String::from_utf8_lossy(&report.stdout);
+    assert!(
+        report.status.success(),
+        "sluice report failed ({}): {said}{}",
+        report.status,
+        String::from_utf8_lossy(&report.stderr)
+    );
+    let reported = |name: &str| -> Option<usize> {
+        said.lines().find_map(|l| {
+            let mut words = l.split_whitespace();
+            (words.next() == Some(name)).then(|| words.next()?.parse().ok())?
+        })
+    };
+    for (topic, n) in landed.values() {
+        assert_eq!(
+            reported(topic),
+            Some(*n),
+            "sluice report on {topic}:\n{said}"
+        );
+    }
+    assert_eq!(
+        reported(&input),
+        Some(records.len() + 1),
+        "sluice report on {input}:\n{said}"
+    );
+    for (name, rows) in &case.expect {
+        if let Some(table) = name.strip_prefix("questdb:") {
+            let table = ex.table(table);
+            assert_eq!(
+                reported(&table),
+                Some(rows.len()),
+                "sluice report on the TSDB table {table}:\n{said}"
+            );
+        }
+    }
     eprintln!(
         "energy example end to end: {} inputs, {} expected topics, {:.1} s",
         case.input.len(),

@@ -218,18 +218,27 @@ fn read_decoded<T: AvroRecord + Default>(
     Ok(out)
 }
 
-/// The QuestDB tables the topology's TSDB sinks write.
+/// The QuestDB tables the topology's TSDB sinks write: the built-in sink's and each
+/// pipeline's `questdb` sink table.
 fn tsdb_tables(t: &Topology) -> Vec<String> {
     let mut out = BTreeSet::new();
     for s in &t.stages {
-        if let StageSpec::QuestdbSink(q) = &s.spec {
-            let addr = q.addr.as_ref().or(t.connections.ilp.as_ref());
-            let config = sluice_connectors::questdb::QuestDbConfig::new(addr.map_or("", |a| a));
-            out.extend(
-                sluice_connectors::questdb::table_ddl(&config)
-                    .into_iter()
-                    .map(|d| d.table),
-            );
+        match &s.spec {
+            StageSpec::QuestdbSink(q) => {
+                let addr = q.addr.as_ref().or(t.connections.ilp.as_ref());
+                let config = sluice_connectors::questdb::QuestDbConfig::new(addr.map_or("", |a| a));
+                out.extend(
+                    sluice_connectors::questdb::table_ddl(&config)
+                        .into_iter()
+                        .map(|d| d.table),
+                );
+            }
+            StageSpec::Pipeline(p) => {
+                if let Some(sluice_ops::sink::SinkPlan::Questdb(q)) = p.sink_plan() {
+                    out.insert(q.table.clone());
+                }
+            }
+            _ => {}
         }
     }
     out.into_iter().collect()
