@@ -182,7 +182,7 @@ fn manifests(
 fn folder(i: i64) -> String {
     let ms = BASE_TS + i * 60_000;
     let hour = ms.div_euclid(3_600_000);
-    let (y, m, d) = sluice_ops::sink::s3_parquet::civil_from_days(hour.div_euclid(24));
+    let (y, m, d) = sluice_ops::expr::civil_from_days(hour.div_euclid(24));
     format!(
         "date={y:04}-{m:02}-{d:02}/hour={:02}/site={}",
         hour.rem_euclid(24),

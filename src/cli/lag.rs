@@ -229,21 +229,10 @@ impl Meter {
             let mut tps = Vec::new();
             for topic in inputs {
                 if !partitions.contains_key(topic) {
-                    let md = watermarks
-                        .fetch_metadata(Some(topic), TIMEOUT)
+                    let ids = super::report::partitions(&watermarks, topic, &brokers)?
                         .with_context(|| {
-                            format!("reading the metadata of topic {topic} from the broker at {brokers}")
+                            format!("topic {topic} (input of stage {stage}) does not exist on {brokers}; `sluice topics create` makes it")
                         })?;
-                    let ids: Vec<i32> = md
-                        .topics()
-                        .iter()
-                        .filter(|m| m.error().is_none())
-                        .flat_map(|m| m.partitions().iter().map(|p| p.id()))
-                        .collect();
-                    anyhow::ensure!(
-                        !ids.is_empty(),
-                        "topic {topic} (input of stage {stage}) does not exist on {brokers}; `sluice topics create` makes it"
-                    );
                     partitions.insert(topic.clone(), ids);
                 }
                 tps.extend(partitions[topic].iter().map(|p| (topic.clone(), *p)));

@@ -143,7 +143,7 @@ fn topic_counts(t: &Topology) -> anyhow::Result<BTreeMap<String, i64>> {
 }
 
 /// A topic's partitions, `None` when it does not exist.
-fn partitions(
+pub(super) fn partitions(
     client: &BaseConsumer,
     topic: &str,
     brokers: &str,

@@ -114,6 +114,8 @@ mod like;
 mod node;
 mod time;
 
+pub use time::civil_from_days;
+
 use std::fmt;
 use std::sync::Arc;
 

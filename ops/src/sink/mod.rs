@@ -15,6 +15,7 @@
 //! keys, Parquet objects are named by the input offsets they hold.
 
 use crate::op::StreamType;
+use crate::types::{self, FieldPath, RecordType, Type};
 use crate::Problem;
 
 pub mod questdb;
@@ -207,4 +208,37 @@ pub(crate) fn check_column_name(name: &str, key: &str, problems: &mut Vec<Proble
         ));
     }
     ok
+}
+
+/// The field a sink's `key` names as its time (a timestamp or date, or a long of
+/// milliseconds); `None`, with the problem pushed, when it is none of those.
+pub(crate) fn time_field(
+    record: &RecordType,
+    key: &str,
+    name: &str,
+    problems: &mut Vec<Problem>,
+) -> Option<FieldPath> {
+    match record.resolve(name) {
+        Ok(p) if p.ty().ty.is_timestamp_like() || p.ty().ty == Type::Long => Some(p),
+        Ok(p) => {
+            problems.push(Problem::new(
+                key,
+                format!("`{name}` is {}, not a timestamp", types::a_or_an(p.ty())),
+                format!(
+                    "name a timestamp or date field ({}), or leave `{key}` out to use the record's timestamp",
+                    types::name_list(
+                        record
+                            .field_paths(|t| t.ty.is_timestamp_like())
+                            .iter()
+                            .map(String::as_str)
+                    )
+                ),
+            ));
+            None
+        }
+        Err(p) => {
+            problems.push(p.under(key));
+            None
+        }
+    }
 }

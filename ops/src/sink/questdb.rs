@@ -280,32 +280,10 @@ pub fn check(spec: &serde_yaml::Value, record: &RecordType) -> Result<QuestdbPla
             ),
         ));
     }
-    let timestamp = match &spec.timestamp {
-        None => None,
-        Some(name) => match record.resolve(name) {
-            Ok(p) if p.ty().ty.is_timestamp_like() || p.ty().ty == Type::Long => Some(p),
-            Ok(p) => {
-                problems.push(Problem::new(
-                    "timestamp",
-                    format!("`{name}` is {}, not a timestamp", types::a_or_an(p.ty())),
-                    format!(
-                        "name a timestamp or date field ({}), or leave `timestamp` out to use the record's timestamp",
-                        types::name_list(
-                            record
-                                .field_paths(|t| t.ty.is_timestamp_like())
-                                .iter()
-                                .map(String::as_str)
-                        )
-                    ),
-                ));
-                None
-            }
-            Err(p) => {
-                problems.push(p.under("timestamp"));
-                None
-            }
-        },
-    };
+    let timestamp = spec
+        .timestamp
+        .as_ref()
+        .and_then(|name| super::time_field(record, "timestamp", name, &mut problems));
     let names: Vec<&str> = std::iter::once(timestamp_column.as_str())
         .chain(columns.iter().map(|c| c.name.as_str()))
         .collect();

@@ -109,7 +109,7 @@ impl ParquetPlan {
                 let v = p.get(&rec.value).map(|v| match types::unwrap_union(v) {
                     apache_avro::types::Value::Boolean(b) => b.to_string(),
                     apache_avro::types::Value::Date(d) => {
-                        let (y, m, day) = civil_from_days(i64::from(*d));
+                        let (y, m, day) = crate::expr::civil_from_days(i64::from(*d));
                         format!("{y:04}-{m:02}-{day:02}")
                     }
                     other => types::as_str(other)
@@ -121,19 +121,6 @@ impl ParquetPlan {
             })
             .collect()
     }
-}
-
-/// Days since 1970-01-01 to (year, month, day), proleptic Gregorian.
-pub fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (yoe + era * 400 + i64::from(m <= 2), m, d)
 }
 
 impl Kind for S3Parquet {
@@ -181,32 +168,10 @@ pub fn check(spec: &serde_yaml::Value, record: &RecordType) -> Result<ParquetPla
             "use folder names like `fleet/trips` (no `..`, `//`, `=`, nor a leading `_`, which Hive readers skip)",
         ));
     }
-    let time = match &spec.time {
-        None => None,
-        Some(name) => match record.resolve(name) {
-            Ok(p) if p.ty().ty.is_timestamp_like() || p.ty().ty == Type::Long => Some(p),
-            Ok(p) => {
-                problems.push(Problem::new(
-                    "time",
-                    format!("`{name}` is {}, not a timestamp", types::a_or_an(p.ty())),
-                    format!(
-                        "name a timestamp or date field ({}), or leave `time` out to use the record's timestamp",
-                        types::name_list(
-                            record
-                                .field_paths(|t| t.ty.is_timestamp_like())
-                                .iter()
-                                .map(String::as_str)
-                        )
-                    ),
-                ));
-                None
-            }
-            Err(p) => {
-                problems.push(p.under("time"));
-                None
-            }
-        },
-    };
+    let time = spec
+        .time
+        .as_ref()
+        .and_then(|name| super::time_field(record, "time", name, &mut problems));
     let mut partition_by: Vec<(String, FieldPath)> = Vec::new();
     for (i, name) in spec.partition_by.iter().flatten().enumerate() {
         let key = format!("partition_by[{i}]");
