@@ -39,6 +39,13 @@ pub struct Repeat {
     pub offset: i64,
     /// Where the first copy is.
     pub first_offset: i64,
+    /// Where the replay this copy belongs to began landing in its partition: the offset of
+    /// the writer's first record there after its output numbering went back (a restore
+    /// resumed it at an earlier commit). A replay's partitions fill at different moments
+    /// (one producer request per partition), so a disruption's end offsets, taken while a
+    /// replay from an earlier one is still landing, can fall inside it; the replay is
+    /// attributed by where it began, not copy by copy.
+    pub replay_start: i64,
     pub writer: Writer,
     pub seq: u64,
 }
@@ -53,6 +60,9 @@ pub struct Outputs {
     /// Every distinct output sequence number, by writer, with where it was written
     /// (topic, partition).
     pub ids: BTreeMap<Writer, BTreeMap<u64, (String, i32)>>,
+    /// The offsets of every copy of every output, by writer and sequence number: what a
+    /// failed check prints, so a post-mortem sees where each copy landed.
+    pub copies: BTreeMap<Writer, BTreeMap<u64, Vec<(String, i32, i64)>>>,
     /// TSDB samples beyond the first of their series and timestamp (all with its value).
     pub tsdb_duplicates: BTreeMap<(String, i64), usize>,
     /// Archived Parquet rows beyond the first of their input partition and offset; the
@@ -162,7 +172,8 @@ impl Disruption {
 /// Checks the repeats against the documented bound for a crash: a plain consumer may see
 /// again, as identical copies, what the interrupted tasks wrote since their last completed
 /// commit. Every repeat is attributed to the last disruption (in `ds`, in the order they
-/// happened) of its writer's stage before the copy landed; none may come without one. Per
+/// happened) of its writer's stage before its replay began landing in that partition
+/// ([`Repeat::replay_start`]); none may come without one. Per
 /// disruption and writer task, the repeats are one replay from one commit point: in each
 /// output partition, the task's repeated records are one contiguous run of its records
 /// there (a kill -9 loses what the producer had not sent yet, so each partition holds a
@@ -176,7 +187,7 @@ pub fn repeats_per_disruption(out: &Outputs, ds: &[Disruption]) -> Vec<usize> {
         let key = (r.topic.clone(), r.partition);
         let Some(i) = ds
             .iter()
-            .rposition(|d| d.covers(&r.writer.0) && r.offset >= d.ends[&key])
+            .rposition(|d| d.covers(&r.writer.0) && r.replay_start >= d.ends[&key])
         else {
             panic!("a plain consumer sees {r:?} repeated with no crash or pause of its stage before it landed");
         };
@@ -219,12 +230,28 @@ pub fn repeats_per_disruption(out: &Outputs, ds: &[Disruption]) -> Vec<usize> {
             let latest_before = runs.iter().filter_map(|r| r.4).max();
             assert!(
                 latest_before.is_none_or(|b| b < start),
-                "after {}, task {w:?} repeated records from more than one point of its output: {start} is repeated but {latest_before:?} is not; runs (partition, first, last, repeats, record before): {runs:?}",
-                d.what
+                "after {}, task {w:?} repeated records from more than one point of its output: {start} is repeated but {latest_before:?} is not; runs (partition, first, last, repeats, record before): {runs:?}; ends before it: {:?}; copies (seq: [(topic, partition, offset)]) around it:\n{}",
+                d.what,
+                d.ends,
+                copies_around(out, w, start, runs.iter().map(|r| r.2).max().unwrap_or(start))
             );
         }
     }
     counts
+}
+
+/// Where every copy of `w`'s outputs numbered `lo - 3..=hi` landed, one line per output.
+fn copies_around(out: &Outputs, w: &Writer, lo: u64, hi: u64) -> String {
+    out.copies
+        .get(w)
+        .map(|by_seq| {
+            by_seq
+                .range(lo.saturating_sub(3)..=hi)
+                .map(|(seq, at)| format!("  {seq}: {at:?}"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        })
+        .unwrap_or_default()
 }
 
 /// Every record of output topic `name` as a plain consumer reads it; every repeated
@@ -234,6 +261,8 @@ fn read_plain(brokers: &str, topo: &TestTopology, name: &str, out: &mut Outputs)
     let all = read_topic(brokers, &topo.topic(name));
     out.records.insert(name.to_string(), all.len());
     let mut first: HashMap<Vec<u8>, usize> = HashMap::new();
+    // Per (writer, partition): the last sequence number read and where its replay began.
+    let mut replays: HashMap<(Writer, i32), (u64, i64)> = HashMap::new();
     let mut unique = Vec::with_capacity(all.len());
     for (i, r) in all.iter().enumerate() {
         let raw = r
@@ -245,6 +274,27 @@ fn read_plain(brokers: &str, topo: &TestTopology, name: &str, out: &mut Outputs)
         let id = MessageId::decode(&raw).unwrap();
         let writer = (id.stage.to_string(), id.partition);
         let seq = id.seq;
+        // A writer numbers its outputs upwards; a number not above the last one read from
+        // it here starts a replay.
+        let replay_start = match replays.get_mut(&(writer.clone(), r.partition)) {
+            None => {
+                replays.insert((writer.clone(), r.partition), (seq, r.offset));
+                r.offset
+            }
+            Some((last, start)) => {
+                if seq <= *last {
+                    *start = r.offset;
+                }
+                *last = seq;
+                *start
+            }
+        };
+        out.copies
+            .entry(writer.clone())
+            .or_default()
+            .entry(seq)
+            .or_default()
+            .push((name.to_string(), r.partition, r.offset));
         match first.get(&raw) {
             None => {
                 first.insert(raw.clone(), i);
@@ -268,6 +318,7 @@ fn read_plain(brokers: &str, topo: &TestTopology, name: &str, out: &mut Outputs)
                     partition: r.partition,
                     offset: r.offset,
                     first_offset: f.offset,
+                    replay_start,
                     writer,
                     seq,
                 });
@@ -714,7 +765,7 @@ pub fn check_crash_repeats(
         let key = (r.topic.clone(), r.partition);
         if let Some(i) = ds
             .iter()
-            .rposition(|d| d.covers(&r.writer.0) && r.offset >= d.ends[&key])
+            .rposition(|d| d.covers(&r.writer.0) && r.replay_start >= d.ends[&key])
         {
             *per_task.entry((i, r.writer.clone())).or_default() += 1;
         }
