@@ -564,6 +564,21 @@ pub fn check_outputs(
             inj.kind, inj.device_id, inj.metric, inj.start
         );
     }
+    // Alerts are waited for like the dead letters: the detect stage writes them to another
+    // topic than its anomalies, so every anomaly being readable says nothing about the last
+    // alert (a run with the broker paused twice read the alerts before its last three).
+    let alerts_topic = topo.topic("iot.alerts");
+    let want_alerts_n = det.alerts.len();
+    eventually_or("every alert", 240, Duration::from_millis(500), || {
+        if let Err(e) = alive() {
+            panic!("{e}");
+        }
+        let (r, _) = read_deduplicated(&brokers, &alerts_topic);
+        if r.len() >= want_alerts_n {
+            return Ok(());
+        }
+        Err(format!("{} of {want_alerts_n} alerts read", r.len()))
+    });
     let alert_reads = read_plain(&brokers, topo, "iot.alerts", &mut out);
     let mut alerts: Vec<Alert> = decode_all(&alert_reads);
     let alert_key = |a: &Alert| (a.device_id.clone(), a.event_time, a.metric.clone());
