@@ -112,6 +112,9 @@ fn reading(seq: u64, with_device: Option<&str>) -> serde_json::Value {
     v
 }
 
+/// A record's key and value bytes.
+type KeyValue = (Option<Vec<u8>>, Option<Vec<u8>>);
+
 /// (device, seq) of every record in the raw topic, with how many copies each has; copies
 /// must be byte-identical (key and value).
 fn landed(brokers: &str, raw: &str) -> BTreeMap<(String, i64), usize> {
@@ -121,7 +124,7 @@ fn landed(brokers: &str, raw: &str) -> BTreeMap<(String, i64), usize> {
         .build()
         .unwrap();
     let mut schemas: BTreeMap<u32, apache_avro::Schema> = BTreeMap::new();
-    let mut first: BTreeMap<(String, i64), (Option<Vec<u8>>, Option<Vec<u8>>)> = BTreeMap::new();
+    let mut first: BTreeMap<(String, i64), KeyValue> = BTreeMap::new();
     let mut out = BTreeMap::new();
     for r in read_topic(brokers, raw) {
         let value = r.value.clone().expect("a raw record has a value");

@@ -221,8 +221,8 @@ async fn publish(
             c.publish(topic(i), rumqttc::QoS::AtLeastOnce, false, body(i))
                 .await?;
         }
-        // `driver` goes on until the runtime ends: the last messages still go out.
-        let _ = driver;
+        // Detached, not stopped: the last messages still go out until the runtime ends.
+        drop(driver);
     } else {
         let o = rumqttc::v5::MqttOptions::new(id, &url.host, url.port);
         let (c, mut el) = rumqttc::v5::AsyncClient::new(o, 1000);
@@ -244,7 +244,7 @@ async fn publish(
             )
             .await?;
         }
-        let _ = driver;
+        drop(driver);
     }
     Ok(())
 }

@@ -122,8 +122,8 @@ impl Mapper {
             .into());
         }
         let values = match self.format {
-            PayloadFormat::Json => self.from_json(device, payload)?,
-            PayloadFormat::Avro => vec![self.from_avro(device, payload).await?],
+            PayloadFormat::Json => self.map_json(device, payload)?,
+            PayloadFormat::Avro => vec![self.map_avro(device, payload).await?],
         };
         values
             .into_iter()
@@ -138,7 +138,7 @@ impl Mapper {
             .collect()
     }
 
-    fn from_json(&self, device: &str, payload: &[u8]) -> Result<Vec<Value>, Rejected> {
+    fn map_json(&self, device: &str, payload: &[u8]) -> Result<Vec<Value>, Rejected> {
         let json: Json = serde_json::from_slice(payload)
             .map_err(|e| reject(BAD_JSON, format!("not JSON: {e}")))?;
         let items = match json {
@@ -204,7 +204,7 @@ impl Mapper {
             .collect()
     }
 
-    async fn from_avro(&mut self, device: &str, payload: &[u8]) -> Result<Value, MapError> {
+    async fn map_avro(&mut self, device: &str, payload: &[u8]) -> Result<Value, MapError> {
         let (id, mut body) = sluice_schemas::wire::parse(payload)
             .map_err(|e| reject(BAD_AVRO, format!("not Confluent-framed Avro: {e}")))?;
         if !self.decoders.contains_key(&id) {
