@@ -469,6 +469,18 @@ fn mqtt_readings_land_once_bad_ones_are_dead_letters_and_a_kill_loses_nothing() 
     let killed_at = metric_lines_count(port);
     assert_eq!(killed_at, 0, "the killed process still answers");
     let mut ingest = Sluice::spawn(&["ingest", &path], &log);
+    // Up again (signal handlers installed, sessions resumed) before anything is asked of it:
+    // the readings may all be there already, and a SIGTERM that lands while the process is
+    // still starting kills it before it can answer the signal.
+    eventually_or(
+        "both bridges to connect again",
+        240,
+        Duration::from_millis(250),
+        || match metric_where(port, "sluice_ingest_connected", "") {
+            Some(n) if n >= 2.0 => Ok(()),
+            other => Err(format!("connected {other:?}; log:\n{}", log_tail())),
+        },
+    );
     publisher.join().expect("publisher");
     let all: BTreeSet<_> = expected.union(&stream_expected).cloned().collect();
     let got = eventually_or(
