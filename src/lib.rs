@@ -5,6 +5,7 @@
 
 pub mod cli;
 pub mod http;
+pub mod ingest;
 pub mod metrics;
 pub mod runtime;
 pub mod sim;

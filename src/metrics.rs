@@ -65,6 +65,20 @@ pub struct Metrics {
     /// Milliseconds from an input record's timestamp to the commit that made its output
     /// visible.
     pub latency_ms: HistogramVec,
+    /// `sluice ingest`, by bridge: MQTT messages received, records produced (acknowledged by
+    /// the Kafka broker), dead letters by class, messages acknowledged to the MQTT broker.
+    pub ingest_received: IntCounterVec,
+    pub ingest_produced: IntCounterVec,
+    pub ingest_dead_letters: IntCounterVec,
+    pub ingest_acked: IntCounterVec,
+    /// Messages received and not yet acknowledged (their records are on their way).
+    pub ingest_acks_pending: IntGaugeVec,
+    /// 1 while the bridge's MQTT session is connected.
+    pub ingest_connected: IntGaugeVec,
+    /// Seconds from sending a message's records to the Kafka broker's acknowledgement of all.
+    pub ingest_produce_seconds: HistogramVec,
+    /// Seconds from receiving a message to sending its MQTT acknowledgement.
+    pub ingest_ack_seconds: HistogramVec,
     /// The TSDB (ILP) sink's own: rows, flushes, flush errors, `retrying` while the server
     /// is away. One set per process, shared by every task's sink.
     pub questdb: sluice_connectors::questdb::QuestDbMetrics,
@@ -249,6 +263,56 @@ impl Metrics {
                 "Input timestamp to committed output, ms.",
                 &["stage"],
                 exponential_buckets(1.0, 2.0, 20).expect("buckets"),
+            ),
+            ingest_received: counter(
+                &r,
+                "sluice_ingest_received_total",
+                "MQTT messages received by an ingest bridge.",
+                &["bridge"],
+            ),
+            ingest_produced: counter(
+                &r,
+                "sluice_ingest_produced_total",
+                "Records an ingest bridge produced, acknowledged by the Kafka broker.",
+                &["bridge"],
+            ),
+            ingest_dead_letters: counter(
+                &r,
+                "sluice_ingest_dead_letters_total",
+                "MQTT messages an ingest bridge sent to its dead-letter topic, by class.",
+                &["bridge", "class"],
+            ),
+            ingest_acked: counter(
+                &r,
+                "sluice_ingest_acked_total",
+                "MQTT messages acknowledged to the MQTT broker.",
+                &["bridge"],
+            ),
+            ingest_acks_pending: gauge(
+                &r,
+                "sluice_ingest_acks_pending",
+                "MQTT messages received and not yet acknowledged.",
+                &["bridge"],
+            ),
+            ingest_connected: gauge(
+                &r,
+                "sluice_ingest_connected",
+                "1 while the bridge's MQTT session is connected.",
+                &["bridge"],
+            ),
+            ingest_produce_seconds: histogram(
+                &r,
+                "sluice_ingest_produce_seconds",
+                "Seconds from sending a message's records to the Kafka broker's acknowledgement.",
+                &["bridge"],
+                exponential_buckets(0.0005, 1.5, 24).expect("buckets"),
+            ),
+            ingest_ack_seconds: histogram(
+                &r,
+                "sluice_ingest_ack_seconds",
+                "Seconds from receiving an MQTT message to acknowledging it.",
+                &["bridge"],
+                exponential_buckets(0.0005, 1.5, 24).expect("buckets"),
             ),
             questdb: sluice_connectors::questdb::QuestDbMetrics::register(&r)
                 .expect("unique metric"),

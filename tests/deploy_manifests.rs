@@ -702,3 +702,81 @@ fn k8s_job_creates_the_questdb_tables_with_tsdb_init() {
         }
     }
 }
+
+/// Index of the argument after `--bridge` in a command line.
+fn bridge_arg(cmd: &[String]) -> Option<&str> {
+    cmd.iter()
+        .position(|a| a == "--bridge")
+        .and_then(|i| cmd.get(i + 1))
+        .map(String::as_str)
+}
+
+/// Every `ingest:` bridge runs in compose (beside a Mosquitto, scraped by Prometheus) and in
+/// k8s as exactly one pod that is never doubled during a roll (one MQTT session per
+/// bridge), with every `${VAR}` the topology reads.
+#[test]
+fn every_ingest_bridge_runs_once_in_compose_and_k8s() {
+    let exp = expect();
+    let bridges: Vec<String> = exp.doc["ingest"]
+        .as_mapping()
+        .map(|m| m.keys().map(str_of).collect())
+        .unwrap_or_default();
+    assert!(
+        !bridges.is_empty(),
+        "topology/iot.yaml has an ingest bridge"
+    );
+    let compose = yaml("docker-compose.yml");
+    let services = compose["services"].as_mapping().unwrap();
+    assert!(
+        services.contains_key("mosquitto"),
+        "compose has no mosquitto; {REGENERATE}"
+    );
+    let prometheus = read("deploy/prometheus/prometheus.yml");
+    let docs = k8s_docs();
+    for bridge in &bridges {
+        let (name, svc) = services
+            .iter()
+            .find(|(_, s)| {
+                let cmd = strings(&s["command"]);
+                cmd.first().map(String::as_str) == Some("ingest")
+                    && bridge_arg(&cmd) == Some(bridge.as_str())
+            })
+            .unwrap_or_else(|| {
+                panic!("no compose service runs `ingest --bridge {bridge}`; {REGENERATE}")
+            });
+        let env = svc["environment"].as_mapping().unwrap();
+        for var in exp.env.iter().filter(|v| *v != "SLUICE_STATE_DIR") {
+            assert!(
+                env.contains_key(var.as_str()),
+                "compose {name:?} does not set {var}; {REGENERATE}"
+            );
+        }
+        assert!(prometheus.contains(&format!("{}:{}", str_of(name), exp.metrics_port)));
+
+        let deploy = named(&docs, "Deployment", &format!("sluice-ingest-{bridge}"));
+        assert_eq!(deploy["spec"]["replicas"].as_u64(), Some(1));
+        assert_eq!(
+            deploy["spec"]["strategy"]["type"].as_str(),
+            Some("Recreate")
+        );
+        let c = &deploy["spec"]["template"]["spec"]["containers"][0];
+        let args = strings(&c["args"]);
+        assert_eq!(bridge_arg(&args), Some(bridge.as_str()), "{args:?}");
+        let set: BTreeSet<String> = c["env"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .map(|e| str_of(&e["name"]))
+            .collect();
+        for var in exp
+            .env
+            .iter()
+            .filter(|v| !v.starts_with("SLUICE_S3_") && *v != "SLUICE_STATE_DIR")
+        {
+            assert!(
+                set.contains(var),
+                "k8s ingest {bridge} lacks {var}; {REGENERATE}"
+            );
+        }
+    }
+}

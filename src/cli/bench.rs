@@ -28,6 +28,9 @@ pub enum Command {
     /// The pipeline engine in-process, no broker: decode, operators and encode of one
     /// stage's `Processor`, with where the time goes and the state per open window.
     Engine(super::bench_engine::Args),
+    /// Messages/s from Mosquitto through `sluice ingest` to the raw topic, per CPU-second of
+    /// the ingest process, and its ack latency.
+    IngestMqtt(super::bench_ingest::Args),
 }
 
 #[derive(Debug, clap::Args)]
@@ -62,6 +65,7 @@ pub(crate) fn run(c: Command) -> anyhow::Result<ExitCode> {
     let a = match c {
         Command::Pipeline(a) => a,
         Command::Engine(a) => return super::bench_engine::run(a),
+        Command::IngestMqtt(a) => return super::bench_ingest::run(a),
     };
     let stages = if a.stages.is_empty() {
         vec!["validate".to_string(), "aggregate".into(), "detect".into()]
@@ -668,7 +672,7 @@ pub(crate) fn peak_rss_mib() -> u64 {
 }
 
 /// CPU seconds (user + system) a process has used so far, from `/proc/<pid>/stat`.
-fn cpu_seconds(pid: &str) -> Option<f64> {
+pub(super) fn cpu_seconds(pid: &str) -> Option<f64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // Fields after the command name, which is in parentheses and may hold spaces.
     let rest = &stat[stat.rfind(')')? + 2..];

@@ -163,6 +163,12 @@ pub(crate) fn replay(
             report.skipped += 1;
             continue;
         }
+        // An ingest bridge's dead letters came from MQTT (partition -1), not from a topic
+        // they could go back to; they are the device's payloads, for a person to read.
+        if header_str(h, dlq::SOURCE_PARTITION) == Some("-1") {
+            report.skipped += 1;
+            continue;
+        }
         let from = format!("{topic}/{p}/{}", m.offset());
         let headers = OwnedHeaders::new().insert(Header {
             key: REPLAYED_FROM,

@@ -2,8 +2,10 @@
 
 mod bench;
 mod bench_engine;
+mod bench_ingest;
 mod dlq;
 pub mod graph;
+mod ingest;
 mod lag;
 mod nab;
 mod registry;
@@ -38,6 +40,8 @@ pub enum Command {
     Validate(validate::Args),
     /// Run a topology (all stages, or the ones named with --stage).
     Run(run::Args),
+    /// Run the topology's `ingest:` bridges: device messages from MQTT into its topics.
+    Ingest(ingest::Args),
     /// Produce simulated device telemetry with injected anomalies and bad records.
     Simulate(simulate::Args),
     /// Serve a Confluent-compatible schema registry backed by a `_schemas` topic.
@@ -90,6 +94,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Validate(a) => validate::run(a),
         Command::Run(a) => run::run(a),
+        Command::Ingest(a) => ingest::run(a),
         Command::Simulate(a) => simulate::run(a),
         Command::Registry(a) => registry::run(a),
         Command::Schemas(c) => schemas::run(c),

@@ -2,6 +2,7 @@
 //! topics, consumer groups and state stores it needs.
 
 mod error;
+pub mod ingest;
 mod interp;
 mod lines;
 mod load;
@@ -12,6 +13,7 @@ mod stage;
 mod validate;
 
 pub use error::{Problem, TopologyError};
+pub use ingest::{IngestBridge, IngestSpec, INGEST_KINDS};
 pub use load::{load, load_str, resolve_state_dir, Loaded};
 pub use model::{
     Connections, Guarantee, Metadata, Metrics, Processing, S3Connection, Stage, TopicDefaults,

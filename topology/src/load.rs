@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use serde::de::DeserializeOwned;
 
 use crate::error::{closest, Problem, TopologyError};
+use crate::ingest::IngestBridge;
 use crate::interp::interpolate;
 use crate::lines::LineIndex;
 use crate::model::{Stage, Topology, TopologyFile};
@@ -93,6 +94,26 @@ pub fn load_str(
             Err(p) => problems.push(p),
         }
     }
+    let mut ingest = Vec::new();
+    for (name, value) in &file.ingest {
+        let Some(name) = name.as_str() else {
+            problems.push(Problem::new(
+                index.find("ingest").0,
+                0,
+                "ingest",
+                "ingest bridge names must be strings",
+                "name each bridge with a word, e.g. `devices-mqtt:`",
+            ));
+            continue;
+        };
+        match crate::ingest::parse_bridge(&text, &index, name, value) {
+            Ok(spec) => ingest.push(IngestBridge {
+                name: name.to_string(),
+                spec,
+            }),
+            Err(p) => problems.push(p),
+        }
+    }
     let mut topology = Topology {
         metadata: file.metadata,
         processing: file.processing,
@@ -102,6 +123,7 @@ pub fn load_str(
         topic_defaults: file.topic_defaults,
         topics: file.topics,
         stages,
+        ingest,
     };
     crate::pipeline::plan_all(&mut topology, path, &index, &mut problems);
     let loaded = Loaded {
@@ -165,7 +187,7 @@ fn parse_stage(
     parse(&snippet)
 }
 
-fn typed<T: DeserializeOwned>(
+pub(crate) fn typed<T: DeserializeOwned>(
     snippet: &str,
     key: &str,
     line_off: usize,
@@ -177,7 +199,7 @@ fn typed<T: DeserializeOwned>(
 
 /// The text of the block under the mapping key at `line` (1-based), dedented, padded with
 /// empty lines so that its line numbers plus `line_off` are the file's.
-fn snippet(text: &str, line: usize) -> (String, usize, usize) {
+pub(crate) fn snippet(text: &str, line: usize) -> (String, usize, usize) {
     let lines: Vec<&str> = text.lines().collect();
     let Some(head) = lines.get(line.wrapping_sub(1)) else {
         return (String::new(), 0, 0);

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
 
+use crate::ingest::IngestBridge;
 use crate::stage::StageSpec;
 
 /// The version of the file format this build reads.
@@ -39,6 +40,9 @@ pub(crate) struct TopologyFile {
     pub topics: BTreeMap<String, TopicSpec>,
     /// Kept as raw YAML here: each stage is parsed on its own so errors keep their lines.
     pub stages: serde_yaml::Mapping,
+    /// Bridges bringing device data in (`sluice ingest`), by name; raw like `stages`.
+    #[serde(default)]
+    pub ingest: serde_yaml::Mapping,
 }
 
 /// The parsed topology with typed stages, in file order.
@@ -52,6 +56,8 @@ pub struct Topology {
     pub topic_defaults: TopicDefaults,
     pub topics: BTreeMap<String, TopicSpec>,
     pub stages: Vec<Stage>,
+    /// The `ingest:` bridges, in file order.
+    pub ingest: Vec<IngestBridge>,
 }
 
 /// A named stage.

@@ -184,6 +184,7 @@ pub(crate) fn check(loaded: &Loaded, api_version: &str, kind: &str, out: &mut Ve
             }
         }
     }
+    crate::ingest::check(t, &loaded.path, &mut push);
 }
 
 /// `1 <= min_insync_replicas <= replication`, for the defaults and for every topic that
@@ -251,7 +252,7 @@ fn check_file(
 
 /// Application and stage names end up in topic and consumer group names (and a stage's name
 /// in every `sluice.id` it writes): lowercase letters, digits, `-` and `_`, not empty.
-fn usable_name(name: &str) -> bool {
+pub(crate) fn usable_name(name: &str) -> bool {
     !name.is_empty()
         && name
             .chars()

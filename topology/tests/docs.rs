@@ -20,3 +20,29 @@ fn every_pipeline_key_is_documented() {
         );
     }
 }
+
+/// docs/TOPOLOGY.md documents every key of an MQTT ingest bridge.
+#[test]
+fn every_ingest_key_is_documented() {
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/TOPOLOGY.md"))
+        .expect("docs/TOPOLOGY.md exists");
+    let err =
+        match serde_yaml::from_str::<sluice_topology::ingest::MqttIngestSpec>("__no_such_key__: 1")
+        {
+            Ok(_) => panic!("an unknown key must be refused"),
+            Err(e) => e.to_string(),
+        };
+    let i = err.find("expected").expect("serde lists the expected keys");
+    let keys: Vec<&str> = err[i..].split('`').skip(1).step_by(2).collect();
+    assert!(keys.contains(&"device_field"), "{keys:?}");
+    let section = doc
+        .split("## Ingest")
+        .nth(1)
+        .expect("docs/TOPOLOGY.md has an `## Ingest` section");
+    for key in keys {
+        assert!(
+            section.contains(&format!("| `{key}` |")),
+            "docs/TOPOLOGY.md's Ingest table has no row for `{key}`"
+        );
+    }
+}
