@@ -103,6 +103,7 @@ pub fn load_str(
         topics: file.topics,
         stages,
     };
+    crate::security::resolve_paths(&mut topology.connections, path);
     crate::pipeline::plan_all(&mut topology, path, &index, &mut problems);
     let loaded = Loaded {
         path: path.to_path_buf(),
