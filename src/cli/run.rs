@@ -277,7 +277,7 @@ pub(crate) fn run(a: Args) -> anyhow::Result<ExitCode> {
 /// SIGTERM (Kubernetes, systemd) and SIGINT (Ctrl-C): the first makes `/readyz` unready and
 /// asks every stage to finish its batch, commit and stop; a second exits at once. As PID 1 in
 /// a container a signal without a handler is ignored, so both are handled here explicitly.
-fn listen_for_signals(
+pub(crate) fn listen_for_signals(
     rt: &tokio::runtime::Runtime,
     stop: Arc<AtomicBool>,
     health: Arc<Health>,
@@ -456,6 +456,7 @@ pub(crate) fn stage_def(
                 .or_else(|| t.connections.ilp.clone())
                 .unwrap_or_default();
             let kinds = tsdb_kinds(t, &q.inputs)?;
+            let tables = (q.aggregates_table.clone(), q.anomalies_table.clone());
             let rt = shared.rt.clone();
             (
                 q.inputs.clone(),
@@ -466,6 +467,7 @@ pub(crate) fn stage_def(
                     Ok(Box::new(tsdb::TsdbSink::new(
                         &stage,
                         &addr,
+                        (&tables.0, &tables.1),
                         &kinds,
                         schemas(),
                         rt.clone(),
@@ -584,6 +586,7 @@ pub(crate) fn stage_def(
         on_restore: None,
         ready,
         leave_group: shared.leave_group,
+        bounds: None,
     })
 }
 
@@ -709,7 +712,7 @@ impl Summary {
     }
 }
 
-fn print_destinations(t: &Topology) {
+pub(crate) fn print_destinations(t: &Topology) {
     eprintln!("outputs:");
     for s in &t.stages {
         match &s.spec {
