@@ -29,6 +29,9 @@ pub const OUTPUT_TOPICS: [&str; 5] = [
 /// Which task wrote a record: its `sluice.id`'s stage and partition.
 pub type Writer = (String, i32);
 
+/// Where a copy of a record landed: topic (without the test's prefix), partition, offset.
+pub type Place = (String, i32, i64);
+
 /// A record a plain consumer read again: a later copy of an earlier record's `sluice.id`,
 /// checked to be byte-identical to the first (partition, key, value, headers).
 #[derive(Debug, Clone)]
@@ -62,7 +65,7 @@ pub struct Outputs {
     pub ids: BTreeMap<Writer, BTreeMap<u64, (String, i32)>>,
     /// The offsets of every copy of every output, by writer and sequence number: what a
     /// failed check prints, so a post-mortem sees where each copy landed.
-    pub copies: BTreeMap<Writer, BTreeMap<u64, Vec<(String, i32, i64)>>>,
+    pub copies: BTreeMap<Writer, BTreeMap<u64, Vec<Place>>>,
     /// TSDB samples beyond the first of their series and timestamp (all with its value).
     pub tsdb_duplicates: BTreeMap<(String, i64), usize>,
     /// Archived Parquet rows beyond the first of their input partition and offset; the
