@@ -101,7 +101,18 @@ pub(crate) fn run(a: Args) -> anyhow::Result<ExitCode> {
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stop_tx = Arc::new(stop_tx);
-    listen_for_signals(&rt, stop_tx.clone(), health.clone())?;
+    // Unready, then every bridge stops taking messages, acknowledges what is in flight and
+    // disconnects; a second signal exits at once (nothing acknowledged that was not stored).
+    let stop_signal = stop_tx.clone();
+    super::run::listen_for_signals(
+        &rt,
+        health.clone(),
+        "bridges acknowledge what is in flight and disconnect.",
+        "Unacknowledged messages come again from the MQTT broker.",
+        move || {
+            let _ = stop_signal.send(true);
+        },
+    )?;
 
     let mut tasks = Vec::new();
     let mut flags = Vec::new();
@@ -187,36 +198,4 @@ pub(crate) fn run(a: Args) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
-}
-
-/// SIGTERM and SIGINT: unready, then every bridge stops taking messages, acknowledges
-/// what is in flight and disconnects; a second signal exits at once (nothing acknowledged
-/// that was not stored; the rest comes again).
-fn listen_for_signals(
-    rt: &tokio::runtime::Runtime,
-    stop: Arc<tokio::sync::watch::Sender<bool>>,
-    health: Arc<Health>,
-) -> anyhow::Result<()> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let _guard = rt.enter();
-    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
-    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
-    rt.spawn(async move {
-        let mut received = 0;
-        loop {
-            let name = tokio::select! {
-                _ = term.recv() => "SIGTERM",
-                _ = int.recv() => "SIGINT",
-            };
-            received += 1;
-            if received > 1 {
-                tracing::warn!(signal = name, "Second signal: exiting at once. Unacknowledged messages come again from the MQTT broker.");
-                std::process::exit(130);
-            }
-            tracing::info!(signal = name, "Shutting down: bridges acknowledge what is in flight and disconnect. Send the signal again to exit at once.");
-            health.stopping.store(true, Ordering::Relaxed);
-            let _ = stop.send(true);
-        }
-    });
-    Ok(())
 }

@@ -179,7 +179,17 @@ pub(crate) fn run(a: Args) -> anyhow::Result<ExitCode> {
     });
 
     let stop = Arc::new(AtomicBool::new(false));
-    listen_for_signals(&rt, stop.clone(), health.clone())?;
+    let stop_flag = stop.clone();
+    listen_for_signals(
+        &rt,
+        health.clone(),
+        "stages finish their batch, flush their sinks and commit.",
+        "What the stages processed since their last commit is processed again at the next start.",
+        move || {
+            stop_flag.store(true, Ordering::Relaxed);
+            crate::runtime::shutdown::request();
+        },
+    )?;
 
     let mut threads = Vec::new();
     let mut ready_flags = Vec::new();
@@ -274,13 +284,16 @@ pub(crate) fn run(a: Args) -> anyhow::Result<ExitCode> {
     })
 }
 
-/// SIGTERM (Kubernetes, systemd) and SIGINT (Ctrl-C): the first makes `/readyz` unready and
-/// asks every stage to finish its batch, commit and stop; a second exits at once. As PID 1 in
-/// a container a signal without a handler is ignored, so both are handled here explicitly.
-fn listen_for_signals(
+/// SIGTERM (Kubernetes, systemd) and SIGINT (Ctrl-C): the first makes `/readyz` unready,
+/// logs `stopping` and calls `stop` (the command finishes what it holds and exits); a second
+/// logs `at_once` and exits at once. As PID 1 in a container a signal without a handler is
+/// ignored, so both are handled here explicitly. Shared by `sluice run` and `sluice ingest`.
+pub(crate) fn listen_for_signals(
     rt: &tokio::runtime::Runtime,
-    stop: Arc<AtomicBool>,
     health: Arc<Health>,
+    stopping: &'static str,
+    at_once: &'static str,
+    stop: impl Fn() + Send + 'static,
 ) -> anyhow::Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
     let _guard = rt.enter();
@@ -295,13 +308,15 @@ fn listen_for_signals(
             };
             received += 1;
             if received > 1 {
-                tracing::warn!(signal = name, "Second signal: exiting at once. What the stages processed since their last commit is processed again at the next start.");
+                tracing::warn!(signal = name, "Second signal: exiting at once. {at_once}");
                 std::process::exit(130);
             }
-            tracing::info!(signal = name, "Shutting down: stages finish their batch, flush their sinks and commit. Send the signal again to exit at once.");
+            tracing::info!(
+                signal = name,
+                "Shutting down: {stopping} Send the signal again to exit at once."
+            );
             health.stopping.store(true, Ordering::Relaxed);
-            stop.store(true, Ordering::Relaxed);
-            crate::runtime::shutdown::request();
+            stop();
         }
     });
     Ok(())

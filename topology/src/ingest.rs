@@ -108,10 +108,7 @@ pub(crate) fn check(t: &Topology, path: &Path, push: &mut impl FnMut(String, Str
         }
         for (field, topic) in bridge.spec.outputs() {
             if !t.topics.contains_key(topic) {
-                let fix = match closest(topic, topic_names.iter().copied()) {
-                    Some(s) => format!("did you mean `{s}`? Or declare `{topic}` under `topics:`"),
-                    None => format!("declare `{topic}` under `topics:` with its partition count"),
-                };
+                let fix = crate::validate::undeclared_topic_fix(topic, &topic_names);
                 push(
                     format!("{base}.{field}"),
                     format!("topic `{topic}` is not declared"),

@@ -73,10 +73,7 @@ pub(crate) fn check(loaded: &Loaded, api_version: &str, kind: &str, out: &mut Ve
         let io = stage.spec.inputs().into_iter().chain(stage.spec.outputs());
         for (field, topic) in io {
             if !t.topics.contains_key(topic) {
-                let fix = match closest(topic, topic_names.iter().copied()) {
-                    Some(s) => format!("did you mean `{s}`? Or declare `{topic}` under `topics:`"),
-                    None => format!("declare `{topic}` under `topics:` with its partition count"),
-                };
+                let fix = undeclared_topic_fix(topic, &topic_names);
                 push(
                     format!("{base}.{field}"),
                     format!("topic `{topic}` is not declared"),
@@ -257,4 +254,12 @@ pub(crate) fn usable_name(name: &str) -> bool {
         && name
             .chars()
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
+}
+
+/// The fix for a reference to topic `topic`, which is not among `declared`.
+pub(crate) fn undeclared_topic_fix(topic: &str, declared: &[&str]) -> String {
+    match closest(topic, declared.iter().copied()) {
+        Some(s) => format!("did you mean `{s}`? Or declare `{topic}` under `topics:`"),
+        None => format!("declare `{topic}` under `topics:` with its partition count"),
+    }
 }
