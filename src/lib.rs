@@ -4,6 +4,7 @@
 //! in `stages/`; the telemetry simulator in `sim/`. See docs/ARCHITECTURE.md.
 
 pub mod cli;
+pub mod connections;
 pub mod http;
 pub mod ingest;
 pub mod metrics;

@@ -95,7 +95,7 @@ fn the_example_consumer_delivers_each_record_once_where_a_plain_consumer_sees_re
     let topic = unique("outside-consumer-");
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(ensure_topics(
-        &brokers,
+        &ClientOptions::new(&brokers),
         &[TopicToCreate {
             name: topic.clone(),
             partitions: 3,

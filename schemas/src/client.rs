@@ -21,6 +21,35 @@ pub enum ClientError {
     /// The registry could not be reached or answered garbage (external; retrying may help).
     #[error("registry request failed: {0}")]
     Http(#[from] reqwest::Error),
+    /// The registry refused the credentials (the user's config; retrying does not help).
+    #[error("schema registry at {url} refused the credentials (HTTP {status}{user}): check connections.registry.basic_auth and its password source")]
+    Unauthorized {
+        url: String,
+        status: u16,
+        /// `, user NAME` when basic auth was sent.
+        user: String,
+    },
+    /// The client could not be built: an unreadable or invalid CA file (user's config).
+    #[error("schema registry client for {url}: {message}")]
+    Config { url: String, message: String },
+}
+
+/// TLS and credentials of a registry client. `Debug` leaves the password out.
+#[derive(Clone, Default)]
+pub struct RegistryAuth {
+    /// PEM file of an extra certificate authority to trust (a private registry's).
+    pub ca: Option<std::path::PathBuf>,
+    /// HTTP basic authentication: user and password.
+    pub basic: Option<(String, String)>,
+}
+
+impl std::fmt::Debug for RegistryAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RegistryAuth")
+            .field("ca", &self.ca)
+            .field("user", &self.basic.as_ref().map(|(u, _)| u))
+            .finish()
+    }
 }
 
 impl ClientError {
@@ -28,7 +57,8 @@ impl ClientError {
     pub fn code(&self) -> Option<u32> {
         match self {
             ClientError::Api { code, .. } => Some(*code),
-            ClientError::Http(_) => None,
+            ClientError::Unauthorized { status, .. } => Some(u32::from(*status)),
+            ClientError::Http(_) | ClientError::Config { .. } => None,
         }
     }
 }
@@ -61,7 +91,17 @@ struct ErrorBody {
 pub struct RegistryClient {
     base: String,
     http: reqwest::Client,
+    basic: Option<(String, String)>,
     by_id: Arc<Mutex<HashMap<u32, Arc<str>>>>,
+}
+
+impl std::fmt::Debug for RegistryClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RegistryClient")
+            .field("base", &self.base)
+            .field("user", &self.basic.as_ref().map(|(u, _)| u))
+            .finish()
+    }
 }
 
 impl RegistryClient {
@@ -70,8 +110,38 @@ impl RegistryClient {
         Self {
             base: url.trim_end_matches('/').to_string(),
             http: reqwest::Client::new(),
+            basic: None,
             by_id: Arc::default(),
         }
+    }
+
+    /// A client for the registry at `url` that trusts `auth.ca` besides the system's roots
+    /// and sends `auth.basic` with every request.
+    pub fn with_auth(url: &str, auth: RegistryAuth) -> Result<Self, ClientError> {
+        let config = |message: String| ClientError::Config {
+            url: url.to_string(),
+            message,
+        };
+        let mut builder = reqwest::Client::builder();
+        if let Some(ca) = &auth.ca {
+            let pem = std::fs::read(ca)
+                .map_err(|e| config(format!("cannot read CA file {}: {e}", ca.display())))?;
+            let cert = reqwest::Certificate::from_pem(&pem)
+                .map_err(|e| config(format!("CA file {} is not PEM: {e}", ca.display())))?;
+            builder = builder.add_root_certificate(cert);
+        }
+        let http = builder.build().map_err(|e| config(e.to_string()))?;
+        Ok(Self {
+            base: url.trim_end_matches('/').to_string(),
+            http,
+            basic: auth.basic,
+            by_id: Arc::default(),
+        })
+    }
+
+    /// The registry's base URL.
+    pub fn base_url(&self) -> &str {
+        &self.base
     }
 
     fn url(&self, path: &str) -> String {
@@ -82,11 +152,24 @@ impl RegistryClient {
         &self,
         req: reqwest::RequestBuilder,
     ) -> Result<T, ClientError> {
-        let resp = req
-            .header(reqwest::header::ACCEPT, CONTENT_TYPE)
-            .send()
-            .await?;
+        let mut req = req.header(reqwest::header::ACCEPT, CONTENT_TYPE);
+        if let Some((user, password)) = &self.basic {
+            req = req.basic_auth(user, Some(password));
+        }
+        let resp = req.send().await?;
         let status = resp.status();
+        if status == reqwest::StatusCode::UNAUTHORIZED || status == reqwest::StatusCode::FORBIDDEN
+        {
+            return Err(ClientError::Unauthorized {
+                url: self.base.clone(),
+                status: status.as_u16(),
+                user: self
+                    .basic
+                    .as_ref()
+                    .map(|(u, _)| format!(", user {u}"))
+                    .unwrap_or_default(),
+            });
+        }
         let bytes = resp.bytes().await?;
         if status.is_success() {
             return serde_json::from_slice(&bytes).map_err(|e| ClientError::Api {

@@ -60,7 +60,8 @@ pub(crate) fn run(c: Command) -> anyhow::Result<ExitCode> {
         .group
         .clone()
         .unwrap_or_else(|| format!("{}-dlq-replay", t.metadata.name));
-    let report = replay(&t.connections.brokers, &topic, &group, &a.classes, true)?;
+    let opts = crate::connections::client_options(&t.connections)?;
+    let report = replay(&opts, &topic, &group, &a.classes, true)?;
     for (class, n) in &report.by_class {
         println!("{class}: {n} replayed");
     }
@@ -82,15 +83,15 @@ pub(crate) struct ReplayReport {
 
 /// Replays `topic` from the group's position to the end it had when replay started.
 pub(crate) fn replay(
-    brokers: &str,
+    opts: &ClientOptions,
     topic: &str,
     group: &str,
     classes: &[String],
     show_progress: bool,
 ) -> anyhow::Result<ReplayReport> {
-    let opts = ClientOptions::new(brokers);
-    let consumer: BaseConsumer = consumer_config(&opts, group).create()?;
-    let mut producer = TrackedProducer::new(&opts)?;
+    let brokers = opts.brokers.as_str();
+    let consumer: BaseConsumer = consumer_config(opts, group).create()?;
+    let mut producer = TrackedProducer::new(opts)?;
     let md = consumer
         .fetch_metadata(Some(topic), Duration::from_secs(10))
         .with_context(|| format!("reading metadata of {topic} from {brokers}"))?;

@@ -16,7 +16,7 @@ use anyhow::Context as _;
 use indicatif::{ProgressBar, ProgressStyle};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{Offset, TopicPartitionList};
-use sluice_connectors::kafka::{consumer_config, ClientOptions};
+use sluice_connectors::kafka::consumer_config;
 use sluice_topology::Topology;
 
 #[derive(Debug, clap::Args)]
@@ -215,7 +215,7 @@ const TIMEOUT: Duration = Duration::from_secs(10);
 impl Meter {
     fn new(t: &Topology, stages: &[(String, Vec<String>)]) -> anyhow::Result<Self> {
         let brokers = t.connections.brokers.clone();
-        let opts = ClientOptions::new(&brokers);
+        let opts = crate::connections::client_options(&t.connections)?;
         let watermarks: BaseConsumer = consumer_config(&opts, &format!("{}-lag", t.metadata.name))
             .create()
             .context("creating a Kafka client")?;

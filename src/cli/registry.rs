@@ -18,6 +18,15 @@ pub struct Args {
     /// The compacted topic schemas are stored in.
     #[arg(long, default_value = "_schemas")]
     pub topic: String,
+    /// Serve HTTPS with this PEM certificate chain (needs --key).
+    #[arg(long, requires = "key")]
+    pub cert: Option<std::path::PathBuf>,
+    /// The PEM private key of --cert.
+    #[arg(long, requires = "cert")]
+    pub key: Option<std::path::PathBuf>,
+    /// Require HTTP basic auth from the users in this file, one `user:password` per line.
+    #[arg(long)]
+    pub basic_auth_file: Option<std::path::PathBuf>,
 }
 
 pub(crate) fn run(a: Args) -> anyhow::Result<ExitCode> {
@@ -29,6 +38,11 @@ pub(crate) fn run(a: Args) -> anyhow::Result<ExitCode> {
         listen: a.listen,
         brokers: a.brokers.clone(),
         topic: a.topic.clone(),
+        tls: match (a.cert.clone(), a.key.clone()) {
+            (Some(cert), Some(key)) => Some(sluice_schemas::registry::TlsFiles { cert, key }),
+            _ => None,
+        },
+        basic_auth_file: a.basic_auth_file.clone(),
     };
     rt.block_on(async move {
         tokio::select! {

@@ -91,11 +91,10 @@ pub(crate) fn run(a: Args) -> anyhow::Result<ExitCode> {
         }) else {
             anyhow::bail!("--truth given but the topology has no detect stage to score");
         };
-        let registry = sluice_schemas::client::RegistryClient::new(&t.connections.registry);
-        let anomalies: Vec<Anomaly> =
-            read_decoded(&rt, &registry, &t.connections.brokers, &anomalies_topic)?;
-        let alerts: Vec<Alert> =
-            read_decoded(&rt, &registry, &t.connections.brokers, &alerts_topic)?;
+        let registry = crate::connections::registry_client(&t.connections.registry)?;
+        let opts = crate::connections::client_options(&t.connections)?;
+        let anomalies: Vec<Anomaly> = read_decoded(&rt, &registry, &opts, &anomalies_topic)?;
+        let alerts: Vec<Alert> = read_decoded(&rt, &registry, &opts, &alerts_topic)?;
         let score = Score::of(truth, &anomalies, &alerts);
         println!(
             "detector against the simulator's ground truth ({} injected anomalies):",
@@ -119,7 +118,8 @@ fn scope(device_prefix: Option<&str>) -> String {
 /// Records held per declared topic: high minus low watermark over its partitions.
 fn topic_counts(t: &Topology) -> anyhow::Result<BTreeMap<String, i64>> {
     let brokers = &t.connections.brokers;
-    let client: BaseConsumer = consumer_config(&ClientOptions::new(brokers), "sluice-report")
+    let opts = crate::connections::client_options(&t.connections)?;
+    let client: BaseConsumer = consumer_config(&opts, "sluice-report")
         .create()
         .context("creating a Kafka client")?;
     let mut out = BTreeMap::new();
@@ -166,10 +166,11 @@ pub(super) fn partitions(
 fn read_decoded<T: AvroRecord + Default>(
     rt: &tokio::runtime::Runtime,
     registry: &sluice_schemas::client::RegistryClient,
-    brokers: &str,
+    opts: &ClientOptions,
     topic: &str,
 ) -> anyhow::Result<Vec<T>> {
-    let consumer: BaseConsumer = consumer_config(&ClientOptions::new(brokers), "sluice-report")
+    let brokers = opts.brokers.as_str();
+    let consumer: BaseConsumer = consumer_config(opts, "sluice-report")
         .create()
         .context("creating a Kafka client")?;
     let Some(ps) = partitions(&consumer, topic, brokers)? else {

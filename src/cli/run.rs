@@ -94,17 +94,18 @@ impl Shared {
                 .with_context(|| format!("{} is not an Avro schema", path.display()))?;
             schemas.insert(topic, sluice_ops::codec::leak(schema));
         }
-        let registry = t.connections.registry.clone();
+        let registry = crate::connections::registry_client(&t.connections.registry)?;
         let rt2 = rt.clone();
         let tables = TableHost::new(TableEnv {
             app: t.metadata.name.clone(),
             instance_id: instance_id.clone(),
-            opts: ClientOptions::new(&t.connections.brokers),
+            opts: crate::connections::client_options(&t.connections)?,
             state_dir: sluice_topology::resolve_state_dir(&loaded.path, &t.state_dir),
             rocks: RocksEnv::new(&RocksConfig::default()),
             schemas,
             registry: Box::new(move || {
-                Box::new(RegistrySchemas::new(&registry, rt2.clone())) as Box<dyn SchemaSource>
+                Box::new(RegistrySchemas::new(registry.clone(), rt2.clone()))
+                    as Box<dyn SchemaSource>
             }),
         });
         Ok(Shared {
@@ -346,7 +347,18 @@ pub(crate) async fn create_topics(
                 .collect(),
         })
         .collect();
-    let outcomes = ensure_topics(&t.connections.brokers, &topics)
+    // A wrong password or CA would otherwise leave librdkafka reconnecting forever; this
+    // turns it into one error naming the connection, within a bounded time.
+    let opts = crate::connections::client_options(&t.connections)?;
+    let check = opts.clone();
+    tokio::task::spawn_blocking(move || {
+        sluice_connectors::kafka::check_connection(
+            &check,
+            crate::connections::CONNECT_CHECK_TIMEOUT,
+        )
+    })
+    .await??;
+    let outcomes = ensure_topics(&opts, &topics)
         .await
         .with_context(|| {
             format!(
@@ -368,13 +380,14 @@ pub(crate) async fn create_topics(
     Ok(plans.into_iter().zip(outcomes).collect())
 }
 
-fn client_options(shared: &Shared, stage: &str) -> ClientOptions {
-    let mut opts = ClientOptions::new(&shared.topology.connections.brokers);
+fn client_options(shared: &Shared, stage: &str) -> Result<ClientOptions, RuntimeError> {
+    let mut opts = crate::connections::client_options(&shared.topology.connections)
+        .map_err(|e| RuntimeError::Config(e.to_string()))?;
     opts.instance_id = shared.instance_id.as_ref().map(|i| format!("{i}-{stage}"));
     // Inputs and changelog restores must not see records of aborted transactions.
     opts.read_committed =
         shared.topology.processing.guarantee == Guarantee::ExactlyOnceTransactional;
-    opts
+    Ok(opts)
 }
 
 fn schema_id(shared: &Shared, subject: &str) -> Result<u32, RuntimeError> {
@@ -396,10 +409,11 @@ pub(crate) fn stage_def(
         .stage(name)
         .ok_or_else(|| RuntimeError::Config(format!("no stage {name}")))?
         .clone();
-    let opts = client_options(shared, name);
-    let registry = t.connections.registry.clone();
+    let opts = client_options(shared, name)?;
+    let registry = crate::connections::registry_client(&t.connections.registry)
+        .map_err(|e| RuntimeError::Config(e.to_string()))?;
     let rt = shared.rt.clone();
-    let schemas = move || Box::new(RegistrySchemas::new(&registry, rt.clone()));
+    let schemas = move || Box::new(RegistrySchemas::new(registry.clone(), rt.clone()));
     let stage = name.to_string();
     let (inputs, outputs, dead_letter, dedup_ids, factory): (
         Vec<String>,

@@ -75,7 +75,7 @@ pub(crate) async fn push_topology(
     loaded: &sluice_topology::Loaded,
 ) -> anyhow::Result<HashMap<String, u32>> {
     let t = &loaded.topology;
-    let client = sluice_schemas::client::RegistryClient::new(&t.connections.registry);
+    let client = crate::connections::registry_client(&t.connections.registry)?;
     let mut ids = HashMap::new();
     for spec in t.topics.values() {
         let (Some(subject), Some(schema)) = (&spec.subject, &spec.schema) else {

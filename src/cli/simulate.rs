@@ -5,7 +5,6 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use indicatif::{ProgressBar, ProgressStyle};
-use sluice_connectors::kafka::ClientOptions;
 use sluice_topology::StageSpec;
 
 use crate::sim::{produce, SimConfig, WriterIds};
@@ -81,7 +80,7 @@ pub(crate) fn run(a: Args) -> anyhow::Result<ExitCode> {
         )
         .expect("valid template"),
     );
-    let opts = ClientOptions::new(&t.connections.brokers);
+    let opts = crate::connections::client_options(&t.connections)?;
     let summary = produce(&opts, &raw, a.config(), ids, a.rate, &mut |sent, total| {
         bar.set_length(total);
         bar.set_position(sent);
@@ -115,7 +114,7 @@ pub(crate) async fn register_writers(
         .and_then(|s| s.subject.clone())
         .unwrap_or_else(|| format!("{raw}-value"));
     let dir = loaded.resolve(std::path::Path::new("../schemas"));
-    let client = sluice_schemas::client::RegistryClient::new(&t.connections.registry);
+    let client = crate::connections::registry_client(&t.connections.registry)?;
     let mut ids = [0u32; 2];
     for (i, file) in ["telemetry-v1.avsc", "telemetry-v2.avsc"]
         .iter()

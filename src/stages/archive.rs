@@ -29,6 +29,7 @@ pub fn s3_config(conn: &S3Connection, prefix: &str, rows_per_file: usize) -> S3A
     config.secret_access_key =
         (!conn.secret_access_key.is_empty()).then(|| conn.secret_access_key.clone());
     config.allow_http = conn.allow_http;
+    config.ca = conn.ca.clone();
     config.prefix = prefix.to_string();
     config.target_rows_per_file = rows_per_file;
     config

@@ -22,10 +22,10 @@ pub struct RegistrySchemas {
 }
 
 impl RegistrySchemas {
-    pub fn new(url: &str, rt: tokio::runtime::Handle) -> Self {
+    pub fn new(client: sluice_schemas::client::RegistryClient, rt: tokio::runtime::Handle) -> Self {
         RegistrySchemas {
-            url: url.to_string(),
-            client: sluice_schemas::client::RegistryClient::new(url),
+            url: client.base_url().to_string(),
+            client,
             rt,
             cache: HashMap::new(),
         }

@@ -3,6 +3,7 @@
 #![allow(dead_code, unreachable_pub)]
 
 pub mod fleet;
+pub mod secure;
 pub mod verify;
 
 use std::collections::BTreeMap;

@@ -9,6 +9,7 @@ mod load;
 mod model;
 mod pipeline;
 mod plan;
+mod security;
 mod stage;
 mod validate;
 
@@ -20,6 +21,10 @@ pub use model::{
     TopicSpec, Topology, API_VERSION,
 };
 pub use pipeline::PipelinePlan;
+pub use security::{
+    BasicAuthSpec, BrokerSecurity, RegistryConnection, SaslMechanism, SaslSpec, Secret,
+    SecretSource, SecurityProtocol, TlsSpec,
+};
 pub use plan::{
     StagePlan, StorePlan, TopicPlan, CHANGELOG_MIN_COMPACTION_LAG_MS, MIN_INSYNC_REPLICAS,
 };

@@ -3,12 +3,21 @@
 
 use std::collections::HashMap;
 
-/// Dotted key path to (line, column), both 1-based.
-#[derive(Debug, Default)]
+/// Dotted key path to (line, column), both 1-based. `Debug` shows the keys only: the values
+/// may hold secrets interpolated from the environment.
+#[derive(Default)]
 pub(crate) struct LineIndex {
     keys: HashMap<String, (usize, usize)>,
     /// Scalar value text of block entries, e.g. `processing.commit_interval` -> `1s`.
     values: HashMap<String, String>,
+}
+
+impl std::fmt::Debug for LineIndex {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LineIndex")
+            .field("keys", &self.keys.len())
+            .finish_non_exhaustive()
+    }
 }
 
 impl LineIndex {

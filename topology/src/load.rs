@@ -125,6 +125,7 @@ pub fn load_str(
         stages,
         ingest,
     };
+    crate::security::resolve_paths(&mut topology.connections, path);
     crate::pipeline::plan_all(&mut topology, path, &index, &mut problems);
     let loaded = Loaded {
         path: path.to_path_buf(),

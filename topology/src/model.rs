@@ -8,6 +8,7 @@ use std::time::Duration;
 use serde::{Deserialize, Deserializer};
 
 use crate::ingest::IngestBridge;
+use crate::security::{BrokerSecurity, RegistryConnection};
 use crate::stage::StageSpec;
 
 /// The version of the file format this build reads.
@@ -129,8 +130,12 @@ impl Default for Processing {
 pub struct Connections {
     /// Kafka bootstrap servers, `host:port[,host:port]`.
     pub brokers: String,
-    /// Confluent-compatible schema registry base URL.
-    pub registry: String,
+    /// TLS and SASL to the brokers (docs/SECURITY.md). Default: plaintext, no SASL.
+    #[serde(default)]
+    pub security: BrokerSecurity,
+    /// Confluent-compatible schema registry: its base URL, or `{url, tls: {ca},
+    /// basic_auth: {username, password_env | password_file}}`.
+    pub registry: RegistryConnection,
     /// questdb-rs configuration string for the ILP sink, e.g. `tcp::addr=127.0.0.1:9009;`.
     #[serde(default)]
     pub ilp: Option<String>,
@@ -139,7 +144,7 @@ pub struct Connections {
     pub s3: Option<S3Connection>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct S3Connection {
     /// Endpoint URL; empty means AWS itself.
@@ -157,6 +162,32 @@ pub struct S3Connection {
     /// Allow plain HTTP endpoints (local servers). Default false.
     #[serde(default)]
     pub allow_http: bool,
+    /// PEM file of an extra certificate authority for an https endpoint (a private S3
+    /// server); relative to the topology file. Default: the system's roots only.
+    #[serde(default)]
+    pub ca: Option<PathBuf>,
+}
+
+/// The secret key is left out: a topology is logged with `{:?}` in places.
+impl std::fmt::Debug for S3Connection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("S3Connection")
+            .field("endpoint", &self.endpoint)
+            .field("bucket", &self.bucket)
+            .field("region", &self.region)
+            .field("access_key_id", &self.access_key_id)
+            .field(
+                "secret_access_key",
+                &if self.secret_access_key.is_empty() {
+                    ""
+                } else {
+                    "<redacted>"
+                },
+            )
+            .field("allow_http", &self.allow_http)
+            .field("ca", &self.ca)
+            .finish()
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -44,6 +44,7 @@ pub(crate) fn check(loaded: &Loaded, api_version: &str, kind: &str, out: &mut Ve
         );
     }
     check_durability(t, &mut push);
+    crate::security::check(loaded, &mut push);
     for (topic, spec) in &t.topics {
         if spec.partitions < 1 {
             push(

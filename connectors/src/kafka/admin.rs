@@ -4,10 +4,9 @@ use std::time::Duration;
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
-use rdkafka::config::ClientConfig;
 use rdkafka::types::RDKafkaErrorCode;
 
-use super::client::KafkaError;
+use super::client::{admin_config, ClientOptions, KafkaError};
 
 /// A topic to create if it does not exist.
 #[derive(Debug, Clone)]
@@ -31,12 +30,11 @@ pub enum TopicOutcome {
 /// Creates the topics that are missing; existing ones are left as they are. Returns what
 /// happened to each, in the order of `topics`.
 pub async fn ensure_topics(
-    brokers: &str,
+    opts: &ClientOptions,
     topics: &[TopicToCreate],
 ) -> Result<Vec<TopicOutcome>, KafkaError> {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .create()?;
+    let brokers = opts.brokers.as_str();
+    let admin: AdminClient<DefaultClientContext> = admin_config(opts).create()?;
     let new: Vec<NewTopic<'_>> = topics
         .iter()
         .map(|t| {

@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use rdkafka::config::ClientConfig;
 
+use super::security::KafkaSecurity;
+
 /// `transaction.timeout.ms` of transactional producers (librdkafka's default, stated): how
 /// long a transaction left open by a crashed or stuck instance holds back read_committed
 /// readers before the broker aborts it. A commit must finish well within it.
@@ -19,6 +21,12 @@ pub enum KafkaError {
         #[source]
         source: rdkafka::error::KafkaError,
     },
+    #[error("authentication to {connection} failed: {reason}. Check the user and the password's source (connections.security.sasl); the password is not shown")]
+    Authentication { connection: String, reason: String },
+    #[error("TLS to {connection} failed: {reason}. Check `connections.security.ca` names the CA that signed the broker's certificate")]
+    Tls { connection: String, reason: String },
+    #[error("cannot reach {connection}: {reason}")]
+    Connect { connection: String, reason: String },
     #[error("kafka client error: {0}")]
     Client(#[from] rdkafka::error::KafkaError),
     #[error("creating topic {topic} on {brokers} failed: {reason}")]
@@ -46,6 +54,8 @@ pub struct ClientOptions {
     /// Idempotent producer: keeps per-partition order through retries. Brokers without
     /// InitProducerId support need `false` plus one request in flight (see BROKER_GAPS.md).
     pub idempotence: bool,
+    /// TLS and SASL (`connections.security`); default plaintext.
+    pub security: KafkaSecurity,
 }
 
 impl ClientOptions {
@@ -55,8 +65,31 @@ impl ClientOptions {
             instance_id: None,
             read_committed: false,
             idempotence: std::env::var("SLUICE_KAFKA_IDEMPOTENCE").map_or(true, |v| v != "false"),
+            security: KafkaSecurity::default(),
         }
     }
+
+    /// As [`ClientOptions::new`], with TLS and SASL.
+    pub fn secured(brokers: impl Into<String>, security: KafkaSecurity) -> Self {
+        ClientOptions {
+            security,
+            ..ClientOptions::new(brokers)
+        }
+    }
+
+    /// The connection as errors name it (address, protocol, SASL user; never the password).
+    pub fn describe(&self) -> String {
+        self.security.describe(&self.brokers)
+    }
+}
+
+/// A client with only the connection settings (address, TLS, SASL): admin clients and the
+/// consumers that only read metadata or offsets.
+pub fn admin_config(opts: &ClientOptions) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", &opts.brokers);
+    opts.security.apply(&mut c);
+    c
 }
 
 /// A consumer in `group`, committing offsets by hand (the changelog marker is the authority).
@@ -85,6 +118,7 @@ pub fn consumer_config(opts: &ClientOptions, group: &str) -> ClientConfig {
     if let Some(id) = &opts.instance_id {
         c.set("group.instance.id", id);
     }
+    opts.security.apply(&mut c);
     c
 }
 
@@ -112,6 +146,7 @@ pub fn producer_config(opts: &ClientOptions) -> ClientConfig {
     } else {
         c.set("max.in.flight.requests.per.connection", "1");
     }
+    opts.security.apply(&mut c);
     c
 }
 

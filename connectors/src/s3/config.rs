@@ -4,13 +4,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use object_store::aws::AmazonS3Builder;
-use object_store::{ClientOptions, ObjectStore, RetryConfig};
+use object_store::{Certificate, ClientOptions, ObjectStore, RetryConfig};
 use serde::Deserialize;
 
 use crate::util::de_duration;
 
-/// Configuration of [`super::S3ArchiveSink`].
-#[derive(Debug, Clone, Deserialize)]
+/// Configuration of [`super::S3ArchiveSink`]. `Debug` leaves the secret key out.
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct S3ArchiveConfig {
     /// S3 endpoint URL, e.g. `http://127.0.0.1:9000` for a local server. Default: none, the
@@ -39,6 +39,10 @@ pub struct S3ArchiveConfig {
     /// Allow a plain `http://` endpoint (local servers only). Default false.
     #[serde(default)]
     pub allow_http: bool,
+    /// PEM file of an extra certificate authority to trust for an https endpoint (a private
+    /// S3 server). Default: the system's roots only.
+    #[serde(default)]
+    pub ca: Option<std::path::PathBuf>,
     /// Timeout of one S3 request (`"30s"`). Default 30s.
     #[serde(default = "default_request_timeout", deserialize_with = "de_duration")]
     pub request_timeout: Duration,
@@ -48,6 +52,24 @@ pub struct S3ArchiveConfig {
     /// Longest delay between attempts; the delay doubles up to it. Default 30s.
     #[serde(default = "default_retry_max", deserialize_with = "de_duration")]
     pub retry_max: Duration,
+}
+
+impl std::fmt::Debug for S3ArchiveConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("S3ArchiveConfig")
+            .field("endpoint", &self.endpoint)
+            .field("bucket", &self.bucket)
+            .field("region", &self.region)
+            .field("access_key_id", &self.access_key_id)
+            .field(
+                "secret_access_key",
+                &self.secret_access_key.as_ref().map(|_| "<redacted>"),
+            )
+            .field("prefix", &self.prefix)
+            .field("allow_http", &self.allow_http)
+            .field("ca", &self.ca)
+            .finish_non_exhaustive()
+    }
 }
 
 fn default_region() -> String {
@@ -82,6 +104,7 @@ impl S3ArchiveConfig {
             prefix: default_prefix(),
             target_rows_per_file: default_target_rows(),
             allow_http: false,
+            ca: None,
             request_timeout: default_request_timeout(),
             retry_initial: default_retry_initial(),
             retry_max: default_retry_max(),
@@ -124,8 +147,25 @@ impl S3ArchiveConfig {
         }
     }
 
-    /// Builds the client (no I/O). Retries are ours (see the sink), so the client's are off.
+    /// Builds the client (no I/O but reading `ca`). Retries are ours (see the sink), so the
+    /// client's are off.
     pub fn build_store(&self) -> object_store::Result<Arc<dyn ObjectStore>> {
+        let mut client = ClientOptions::new()
+            .with_allow_http(self.allow_http)
+            .with_timeout(self.request_timeout)
+            .with_connect_timeout(self.request_timeout.min(Duration::from_secs(5)));
+        if let Some(ca) = &self.ca {
+            let generic = |source: Box<dyn std::error::Error + Send + Sync>| {
+                object_store::Error::Generic {
+                    store: "S3",
+                    source,
+                }
+            };
+            let pem = std::fs::read(ca).map_err(|e| {
+                generic(format!("cannot read the S3 CA file {}: {e}", ca.display()).into())
+            })?;
+            client = client.with_root_certificate(Certificate::from_pem(&pem)?);
+        }
         let env = |a: &str, b: &str| std::env::var(a).or_else(|_| std::env::var(b)).ok();
         let mut builder = AmazonS3Builder::from_env()
             .with_bucket_name(&self.bucket)
@@ -137,12 +177,7 @@ impl S3ArchiveConfig {
                 max_retries: 0,
                 ..RetryConfig::default()
             })
-            .with_client_options(
-                ClientOptions::new()
-                    .with_allow_http(self.allow_http)
-                    .with_timeout(self.request_timeout)
-                    .with_connect_timeout(self.request_timeout.min(Duration::from_secs(5))),
-            );
+            .with_client_options(client);
         if let Some(ep) = &self.endpoint {
             builder = builder.with_endpoint(ep);
         }

@@ -9,6 +9,7 @@
 
 mod api;
 mod log;
+mod secure;
 mod service;
 pub(crate) mod state;
 
@@ -33,6 +34,21 @@ pub struct RegistryConfig {
     /// The compacted topic schemas are stored in. Default `_schemas`, as Confluent's.
     #[serde(default = "default_topic")]
     pub topic: String,
+    /// Serve HTTPS with this PEM certificate chain and private key. Default: plain HTTP.
+    #[serde(default)]
+    pub tls: Option<TlsFiles>,
+    /// Require HTTP basic authentication from the users of this file (`user:password` per
+    /// line). Default: no authentication.
+    #[serde(default)]
+    pub basic_auth_file: Option<std::path::PathBuf>,
+}
+
+/// The server's certificate chain and key, PEM files.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsFiles {
+    pub cert: std::path::PathBuf,
+    pub key: std::path::PathBuf,
 }
 
 /// Mirrors Confluent's `kafkastore.topic` default, so both registries can share a broker's data.
@@ -47,6 +63,8 @@ impl RegistryConfig {
             listen,
             brokers: brokers.into(),
             topic: default_topic(),
+            tls: None,
+            basic_auth_file: None,
         }
     }
 }
@@ -66,6 +84,9 @@ pub enum RegistryError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    /// The TLS certificate or key, or the basic auth file, cannot be used (user's config).
+    #[error("{0}")]
+    Config(String),
     /// The HTTP server failed.
     #[error("HTTP server: {0}")]
     Serve(std::io::Error),
@@ -95,6 +116,15 @@ impl Registry {
     pub async fn bind(
         cfg: RegistryConfig,
     ) -> Result<(SocketAddr, impl Future<Output = Result<(), RegistryError>>), RegistryError> {
+        // Bad files are the user's mistake: say so before touching the broker.
+        let acceptor = match &cfg.tls {
+            Some(t) => Some(secure::acceptor(&t.cert, &t.key).map_err(RegistryError::Config)?),
+            None => None,
+        };
+        let auth = match &cfg.basic_auth_file {
+            Some(f) => Some(secure::BasicAuth::from_file(f).map_err(RegistryError::Config)?),
+            None => None,
+        };
         log::ensure_topic(&cfg.brokers, &cfg.topic).await?;
         let state = Arc::new(RwLock::new(State::default()));
         let (applied_tx, applied_rx) = watch::channel(0i64);
@@ -127,13 +157,32 @@ impl Registry {
                 source,
             })?;
         let addr = listener.local_addr().map_err(RegistryError::Serve)?;
-        tracing::info!(addr = %addr, topic = %cfg.topic, schemas_end = end, "Schema registry ready.");
-        let app = api::router(service);
+        tracing::info!(
+            addr = %addr,
+            topic = %cfg.topic,
+            schemas_end = end,
+            https = acceptor.is_some(),
+            basic_auth = auth.is_some(),
+            "Schema registry ready."
+        );
+        let mut app = api::router(service);
+        if let Some(auth) = auth {
+            app = app.layer(axum::middleware::from_fn_with_state(auth, secure::require));
+        }
         Ok((addr, async move {
             let _guard = guard;
-            axum::serve(listener, app)
-                .await
-                .map_err(RegistryError::Serve)
+            match acceptor {
+                Some(acceptor) => {
+                    let tls = secure::TlsListener {
+                        tcp: listener,
+                        acceptor,
+                    };
+                    axum::serve(tls, app).await.map_err(RegistryError::Serve)
+                }
+                None => axum::serve(listener, app)
+                    .await
+                    .map_err(RegistryError::Serve),
+            }
         }))
     }
 }
