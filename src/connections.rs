@@ -17,7 +17,10 @@ pub enum ConnectionError {
     Registry(#[from] sluice_schemas::client::ClientError),
 }
 
-fn read(source: Option<SecretSource>, what: impl Fn() -> String) -> Result<String, ConnectionError> {
+fn read(
+    source: Option<SecretSource>,
+    what: impl Fn() -> String,
+) -> Result<String, ConnectionError> {
     let source = source.ok_or_else(|| ConnectionError::Secret {
         what: what(),
         reason: "no `password_env` or `password_file` (run `sluice validate`)".into(),
@@ -32,10 +35,7 @@ fn read(source: Option<SecretSource>, what: impl Fn() -> String) -> Result<Strin
 }
 
 /// The broker's TLS and SASL settings with the password read.
-pub fn kafka_security(
-    brokers: &str,
-    s: &BrokerSecurity,
-) -> Result<KafkaSecurity, ConnectionError> {
+pub fn kafka_security(brokers: &str, s: &BrokerSecurity) -> Result<KafkaSecurity, ConnectionError> {
     let sasl = match &s.sasl {
         None => None,
         Some(sasl) => Some(SaslCredentials {

@@ -9,9 +9,7 @@ use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::secure::{
-    Pki, SecureBroker, SecureRegistry, REGISTRY_PASSWORD, REGISTRY_USER, USERS,
-};
+use common::secure::{Pki, SecureBroker, SecureRegistry, REGISTRY_PASSWORD, REGISTRY_USER, USERS};
 use common::*;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
@@ -28,7 +26,13 @@ use sluice_schemas::records::Telemetry;
 /// A check that does not answer within this is the hang the tests guard against.
 const CHECK_TIMEOUT: Duration = Duration::from_secs(20);
 
-fn scram(broker: &SecureBroker, ca: &Path, user: &str, password: &str, mech: &str) -> ClientOptions {
+fn scram(
+    broker: &SecureBroker,
+    ca: &Path,
+    user: &str,
+    password: &str,
+    mech: &str,
+) -> ClientOptions {
     ClientOptions::secured(
         broker.brokers(),
         KafkaSecurity {
@@ -165,8 +169,8 @@ stages: {{}}
     );
     let loaded =
         sluice_topology::load_str(&pki.dir.path().join("t.yaml"), &topology, &|_| None).unwrap();
-    let client = sluice::connections::registry_client(&loaded.topology.connections.registry)
-        .unwrap();
+    let client =
+        sluice::connections::registry_client(&loaded.topology.connections.registry).unwrap();
     let id = rt.block_on(client.register(&subject, &v2)).unwrap();
     let back = rt.block_on(client.schema_by_id(id)).unwrap();
     assert!(back.contains("Telemetry"), "{back}");
@@ -186,7 +190,10 @@ stages: {{}}
         matches!(err, ClientError::Unauthorized { status: 401, .. }),
         "{msg}"
     );
-    assert!(msg.contains(&registry.url) && msg.contains(REGISTRY_USER), "{msg}");
+    assert!(
+        msg.contains(&registry.url) && msg.contains(REGISTRY_USER),
+        "{msg}"
+    );
     assert!(!msg.contains("not-the-password") && !msg.contains(REGISTRY_PASSWORD));
 
     // Without our CA the system's roots do not trust the registry's certificate.
@@ -264,21 +271,26 @@ fn a_validate_stage_runs_end_to_end_over_sasl_ssl_and_an_https_registry() {
         &log,
     );
     let probe: BaseConsumer = consumer_config(&opts, &unique("probe-")).create().unwrap();
-    eventually("the run to create its topics", 240, Duration::from_millis(500), || {
-        if let Some(status) = run.exited() {
-            panic!(
-                "sluice run exited ({status}):\n{}",
-                std::fs::read_to_string(&log).unwrap_or_default()
-            );
-        }
-        let md = probe
-            .fetch_metadata(Some(&raw), Duration::from_secs(5))
-            .ok()?;
-        md.topics()
-            .iter()
-            .any(|t| t.name() == raw && !t.partitions().is_empty())
-            .then_some(())
-    });
+    eventually(
+        "the run to create its topics",
+        240,
+        Duration::from_millis(500),
+        || {
+            if let Some(status) = run.exited() {
+                panic!(
+                    "sluice run exited ({status}):\n{}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                );
+            }
+            let md = probe
+                .fetch_metadata(Some(&raw), Duration::from_secs(5))
+                .ok()?;
+            md.topics()
+                .iter()
+                .any(|t| t.name() == raw && !t.partitions().is_empty())
+                .then_some(())
+        },
+    );
 
     let mut producer = TrackedProducer::new(&opts).unwrap();
     let t0 = 1_767_225_600_000i64;

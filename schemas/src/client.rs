@@ -158,8 +158,7 @@ impl RegistryClient {
         }
         let resp = req.send().await?;
         let status = resp.status();
-        if status == reqwest::StatusCode::UNAUTHORIZED || status == reqwest::StatusCode::FORBIDDEN
-        {
+        if status == reqwest::StatusCode::UNAUTHORIZED || status == reqwest::StatusCode::FORBIDDEN {
             return Err(ClientError::Unauthorized {
                 url: self.base.clone(),
                 status: status.as_u16(),

@@ -358,14 +358,12 @@ pub(crate) async fn create_topics(
         )
     })
     .await??;
-    let outcomes = ensure_topics(&opts, &topics)
-        .await
-        .with_context(|| {
-            format!(
-                "creating the topology's topics on the broker at {}",
-                t.connections.brokers
-            )
-        })?;
+    let outcomes = ensure_topics(&opts, &topics).await.with_context(|| {
+        format!(
+            "creating the topology's topics on the broker at {}",
+            t.connections.brokers
+        )
+    })?;
     for (p, o) in plans.iter().zip(&outcomes) {
         if *o == sluice_connectors::kafka::TopicOutcome::Created {
             tracing::info!(

@@ -53,8 +53,20 @@ impl Pki {
             openssl(
                 d,
                 &[
-                    "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
-                    "-nodes", "-keyout", key, "-out", crt, "-days", "2", "-subj",
+                    "req",
+                    "-x509",
+                    "-newkey",
+                    "ec",
+                    "-pkeyopt",
+                    "ec_paramgen_curve:P-256",
+                    "-nodes",
+                    "-keyout",
+                    key,
+                    "-out",
+                    crt,
+                    "-days",
+                    "2",
+                    "-subj",
                     &format!("/CN={cn}"),
                 ],
             );
@@ -62,8 +74,18 @@ impl Pki {
         openssl(
             d,
             &[
-                "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
-                "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=localhost",
+                "req",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+                "-nodes",
+                "-keyout",
+                "server.key",
+                "-out",
+                "server.csr",
+                "-subj",
+                "/CN=localhost",
             ],
         );
         std::fs::write(
@@ -74,8 +96,21 @@ impl Pki {
         openssl(
             d,
             &[
-                "x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
-                "-CAcreateserial", "-out", "server.pem", "-days", "2", "-extfile", "san.ext",
+                "x509",
+                "-req",
+                "-in",
+                "server.csr",
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-out",
+                "server.pem",
+                "-days",
+                "2",
+                "-extfile",
+                "san.ext",
             ],
         );
         Pki {
@@ -105,15 +140,20 @@ fn nisshi() -> PathBuf {
 }
 
 fn wait_listening(port: u16, child: &mut Child, log: &Path) {
-    eventually("the secure broker to listen", 300, Duration::from_millis(100), || {
-        if let Ok(Some(status)) = child.try_wait() {
-            panic!(
-                "nisshi exited ({status}): {}",
-                std::fs::read_to_string(log).unwrap_or_default()
-            );
-        }
-        TcpStream::connect(("127.0.0.1", port)).ok()
-    });
+    eventually(
+        "the secure broker to listen",
+        300,
+        Duration::from_millis(100),
+        || {
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!(
+                    "nisshi exited ({status}): {}",
+                    std::fs::read_to_string(log).unwrap_or_default()
+                );
+            }
+            TcpStream::connect(("127.0.0.1", port)).ok()
+        },
+    );
 }
 
 /// Nisshi with TLS and SCRAM on 127.0.0.1:port (SQLite storage in its own folder).
@@ -241,9 +281,12 @@ impl SecureRegistry {
             &d.join("registry.log"),
         );
         // Ready once it listens: it binds only after reading its topic to the end.
-        eventually("the HTTPS registry to listen", 600, Duration::from_millis(100), || {
-            TcpStream::connect(("127.0.0.1", port)).ok()
-        });
+        eventually(
+            "the HTTPS registry to listen",
+            600,
+            Duration::from_millis(100),
+            || TcpStream::connect(("127.0.0.1", port)).ok(),
+        );
         SecureRegistry {
             _run: run,
             url: format!("https://127.0.0.1:{port}"),

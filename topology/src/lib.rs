@@ -21,12 +21,12 @@ pub use model::{
     TopicSpec, Topology, API_VERSION,
 };
 pub use pipeline::PipelinePlan;
+pub use plan::{
+    StagePlan, StorePlan, TopicPlan, CHANGELOG_MIN_COMPACTION_LAG_MS, MIN_INSYNC_REPLICAS,
+};
 pub use security::{
     BasicAuthSpec, BrokerSecurity, RegistryConnection, SaslMechanism, SaslSpec, Secret,
     SecretSource, SecurityProtocol, TlsSpec,
-};
-pub use plan::{
-    StagePlan, StorePlan, TopicPlan, CHANGELOG_MIN_COMPACTION_LAG_MS, MIN_INSYNC_REPLICAS,
 };
 pub use stage::{
     AggregateSpec, DetectSpec, PipelineSpec, QuestdbSinkSpec, S3ParquetSinkSpec, StageSpec,

@@ -197,8 +197,12 @@ impl<'de> Deserialize<'de> for RegistryConnection {
             fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
                 Ok(RegistryConnection::plain(v))
             }
-            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
-                let m = RegistryMap::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<Self::Value, A::Error> {
+                let m =
+                    RegistryMap::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
                 Ok(RegistryConnection {
                     url: m.url,
                     tls: m.tls,
@@ -295,10 +299,7 @@ pub(crate) fn resolve_paths(c: &mut crate::model::Connections, topology: &Path) 
 
 /// Checks of `connections` that need no network: protocol and SASL agree, each password has
 /// exactly one source and none is written inline, CA files exist.
-pub(crate) fn check(
-    loaded: &crate::load::Loaded,
-    push: &mut impl FnMut(String, String, String),
-) {
+pub(crate) fn check(loaded: &crate::load::Loaded, push: &mut impl FnMut(String, String, String)) {
     let c = &loaded.topology.connections;
     let s = &c.security;
     match (&s.sasl, s.protocol.uses_sasl()) {

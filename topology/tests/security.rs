@@ -57,7 +57,10 @@ fn sasl_ssl_broker_and_registry_with_basic_auth_load_with_paths_resolved() {
     .unwrap_or_else(|p| panic!("{p:#?}"));
     let c = &loaded.topology.connections;
     assert_eq!(c.security.protocol, SecurityProtocol::SaslSsl);
-    assert_eq!(c.security.ca.as_deref(), Some(dir().join("ca.pem").as_path()));
+    assert_eq!(
+        c.security.ca.as_deref(),
+        Some(dir().join("ca.pem").as_path())
+    );
     let sasl = c.security.sasl.as_ref().unwrap();
     assert_eq!(sasl.mechanism, SaslMechanism::ScramSha512);
     assert_eq!(
@@ -99,7 +102,10 @@ fn an_inline_password_is_rejected_with_where_to_put_it_and_is_not_echoed() {
     let p = problems(conn);
     let rendered: Vec<String> = p.iter().map(|p| p.render(Path::new("t.yaml"))).collect();
     let all = rendered.join("\n");
-    assert!(!all.contains("hunter2") && !all.contains("hunter3"), "{all}");
+    assert!(
+        !all.contains("hunter2") && !all.contains("hunter3"),
+        "{all}"
+    );
     let sasl = p
         .iter()
         .find(|p| p.key == "connections.security.sasl.password")

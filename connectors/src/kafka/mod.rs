@@ -9,8 +9,8 @@ mod security;
 
 pub use admin::{ensure_topics, TopicOutcome, TopicToCreate};
 pub use client::{
-    admin_config, consumer_config, producer_config, transactional_producer_config, ClientOptions, KafkaError,
-    TRANSACTION_TIMEOUT,
+    admin_config, consumer_config, producer_config, transactional_producer_config, ClientOptions,
+    KafkaError, TRANSACTION_TIMEOUT,
 };
 pub use headers::{dlq, header_str, IdWriter, MessageId, ID_HEADER};
 pub use producer::{DeliveryTracker, TrackedProducer};

@@ -132,9 +132,20 @@ impl ClientContext for CheckContext {
         }
     }
 
-    /// Silent: librdkafka retries every few milliseconds and logs each failure; the one
-    /// error [`check_connection`] returns says it once.
-    fn log(&self, _: RDKafkaLogLevel, _: &str, _: &str) {}
+    /// Not passed on: librdkafka retries every few milliseconds and logs each failure; the
+    /// one error [`check_connection`] returns says it once. A failed TLS handshake is kept
+    /// from here: librdkafka 2.12 logs it (`SSL handshake failed: ... certificate verify
+    /// failed`) without always raising an error event for it.
+    fn log(&self, level: RDKafkaLogLevel, _: &str, line: &str) {
+        if (level as i32) <= (RDKafkaLogLevel::Error as i32)
+            && classify(RDKafkaErrorCode::BrokerTransportFailure, line) == Failure::Tls
+        {
+            let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+            if seen.as_ref().is_none_or(|(f, _)| *f == Failure::Other) {
+                *seen = Some((Failure::Tls, line.to_string()));
+            }
+        }
+    }
 }
 
 impl ProducerContext for CheckContext {
@@ -216,11 +227,7 @@ mod tests {
         assert_eq!(c.get("sasl.password"), Some("not-in-logs"));
         let mut opts = ClientOptions::new("b:9093");
         opts.security = s.clone();
-        for text in [
-            format!("{s:?}"),
-            format!("{opts:?}"),
-            s.describe("b:9093"),
-        ] {
+        for text in [format!("{s:?}"), format!("{opts:?}"), s.describe("b:9093")] {
             assert!(!text.contains("not-in-logs"), "{text}");
         }
         assert_eq!(
@@ -257,8 +264,12 @@ mod tests {
     #[test]
     fn tls_failures_are_told_from_other_transport_errors() {
         let ssl = "sasl_ssl://127.0.0.1:1/bootstrap: error:0A000086:SSL routines::certificate verify failed (after 0ms in state SSL_HANDSHAKE)";
-        assert_eq!(classify(RDKafkaErrorCode::BrokerTransportFailure, ssl), Failure::Tls);
-        let refused = "127.0.0.1:1/bootstrap: Connect to ipv4#127.0.0.1:1 failed: Connection refused";
+        assert_eq!(
+            classify(RDKafkaErrorCode::BrokerTransportFailure, ssl),
+            Failure::Tls
+        );
+        let refused =
+            "127.0.0.1:1/bootstrap: Connect to ipv4#127.0.0.1:1 failed: Connection refused";
         assert_eq!(
             classify(RDKafkaErrorCode::BrokerTransportFailure, refused),
             Failure::Other
@@ -280,10 +291,17 @@ mod tests {
         let opts = ClientOptions::new(format!("127.0.0.1:{port}"));
         let started = Instant::now();
         let err = check_connection(&opts, Duration::from_secs(2)).unwrap_err();
-        assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            started.elapsed()
+        );
         let msg = err.to_string();
         assert!(matches!(err, KafkaError::Connect { .. }), "{msg}");
-        assert!(msg.contains(&format!("127.0.0.1:{port} (plaintext)")), "{msg}");
+        assert!(
+            msg.contains(&format!("127.0.0.1:{port} (plaintext)")),
+            "{msg}"
+        );
     }
 
     #[test]

@@ -155,12 +155,11 @@ impl S3ArchiveConfig {
             .with_timeout(self.request_timeout)
             .with_connect_timeout(self.request_timeout.min(Duration::from_secs(5)));
         if let Some(ca) = &self.ca {
-            let generic = |source: Box<dyn std::error::Error + Send + Sync>| {
-                object_store::Error::Generic {
+            let generic =
+                |source: Box<dyn std::error::Error + Send + Sync>| object_store::Error::Generic {
                     store: "S3",
                     source,
-                }
-            };
+                };
             let pem = std::fs::read(ca).map_err(|e| {
                 generic(format!("cannot read the S3 CA file {}: {e}", ca.display()).into())
             })?;

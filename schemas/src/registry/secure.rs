@@ -26,7 +26,10 @@ pub(crate) fn acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor, String> {
         .and_then(|it| it.collect::<Result<_, _>>())
         .map_err(|e| format!("certificate file {}: {e}", cert.display()))?;
     if certs.is_empty() {
-        return Err(format!("certificate file {} holds no certificate", cert.display()));
+        return Err(format!(
+            "certificate file {} holds no certificate",
+            cert.display()
+        ));
     }
     let key = PrivateKeyDer::from_pem_file(key)
         .map_err(|e| format!("key file {}: {e}", key.display()))?;
@@ -113,11 +116,7 @@ impl BasicAuth {
 }
 
 /// Answers 401 with Confluent's error body unless the request carries accepted credentials.
-pub(crate) async fn require(
-    State(auth): State<BasicAuth>,
-    req: Request,
-    next: Next,
-) -> Response {
+pub(crate) async fn require(State(auth): State<BasicAuth>, req: Request, next: Next) -> Response {
     let given = req
         .headers()
         .get(header::AUTHORIZATION)
