@@ -100,7 +100,7 @@ pub(crate) fn run(a: Args) -> anyhow::Result<ExitCode> {
         .worker_threads(2)
         .enable_all()
         .build()?;
-    let opts = ClientOptions::new(&t.connections.brokers);
+    let opts = crate::connections::client_options(&t.connections)?;
     let state_dir = sluice_topology::resolve_state_dir(&loaded.path, &t.state_dir);
     let dir = state_dir.join(&t.metadata.name);
     let (range, resumed) = bounds::load_or_capture(&dir, &a.from, &a.to, || {

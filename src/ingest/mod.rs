@@ -9,8 +9,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use rdkafka::producer::FutureProducer;
-use sluice_connectors::kafka::{producer_config, ClientOptions};
-use sluice_schemas::client::RegistryClient;
+use sluice_connectors::kafka::producer_config;
 use sluice_topology::{IngestBridge, IngestSpec, Loaded};
 
 pub use mqtt::{BridgeReport, MqttBridge};
@@ -64,11 +63,12 @@ pub async fn build(
             spec.output
         )));
     };
-    let registry = RegistryClient::new(&t.connections.registry);
+    let registry = crate::connections::registry_client(&t.connections.registry)
+        .map_err(|e| setup(e.to_string()))?;
     let schema_err = |reason: String| IngestError::Schema {
         bridge: bridge.name.clone(),
         subject: subject.clone(),
-        registry: t.connections.registry.clone(),
+        registry: t.connections.registry.url.clone(),
         reason,
     };
     let (id, text) = match registry.latest(subject).await {
@@ -96,7 +96,9 @@ pub async fn build(
         Some(registry),
     )
     .map_err(|e| schema_err(format!("cannot encode with it: {e}")))?;
-    let producer: FutureProducer = producer_config(&ClientOptions::new(&t.connections.brokers))
+    let opts = crate::connections::client_options(&t.connections)
+        .map_err(|e| setup(e.to_string()))?;
+    let producer: FutureProducer = producer_config(&opts)
         .create()
         .map_err(|e| setup(format!("Kafka producer: {e}")))?;
     Ok(MqttBridge {
