@@ -86,7 +86,8 @@ pub(crate) fn run(a: Args) -> anyhow::Result<ExitCode> {
             replication: p.replication,
         })
         .collect();
-    rt.block_on(ensure_topics(&t.connections.brokers, &create))
+    let opts = crate::connections::client_options(&t.connections)?;
+    rt.block_on(ensure_topics(&opts, &create))
         .with_context(|| format!("creating the bridges' topics on {}", t.connections.brokers))?;
 
     let health = Arc::new(Health::default());
