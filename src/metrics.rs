@@ -71,20 +71,32 @@ pub struct Metrics {
     /// Milliseconds from an input record's timestamp to the commit that made its output
     /// visible.
     pub latency_ms: HistogramVec,
-    /// `sluice ingest`, by bridge: MQTT messages received, records produced (acknowledged by
-    /// the Kafka broker), dead letters by class, messages acknowledged to the MQTT broker.
+    /// `sluice ingest`, by bridge: MQTT messages or HTTP requests received, records produced
+    /// (acknowledged by the Kafka broker), dead letters by class, MQTT messages acknowledged
+    /// or HTTP requests answered `202`.
     pub ingest_received: IntCounterVec,
     pub ingest_produced: IntCounterVec,
     pub ingest_dead_letters: IntCounterVec,
     pub ingest_acked: IntCounterVec,
-    /// Messages received and not yet acknowledged (their records are on their way).
+    /// MQTT messages received and not yet acknowledged; HTTP records accepted and not yet
+    /// acknowledged by the Kafka broker.
     pub ingest_acks_pending: IntGaugeVec,
-    /// 1 while the bridge's MQTT session is connected.
+    /// 1 while the bridge's MQTT session is connected, or its HTTP listener serves.
     pub ingest_connected: IntGaugeVec,
-    /// Seconds from sending a message's records to the Kafka broker's acknowledgement of all.
+    /// Seconds from sending a message's (request's) records to the Kafka broker's
+    /// acknowledgement of all.
     pub ingest_produce_seconds: HistogramVec,
-    /// Seconds from receiving a message to sending its MQTT acknowledgement.
+    /// Seconds from receiving a message to its MQTT acknowledgement; from receiving a request
+    /// to its `202`.
     pub ingest_ack_seconds: HistogramVec,
+    /// HTTP requests refused, by bridge and reason (`invalid_token`, `bad_json`, `busy`, ...).
+    pub ingest_refused: IntCounterVec,
+    /// HTTP responses by bridge and status code.
+    pub ingest_http_responses: IntCounterVec,
+    /// Token hashes an HTTP bridge holds.
+    pub ingest_tokens: IntGaugeVec,
+    /// Token file re-reads that failed and token records that were not hashes.
+    pub ingest_token_errors: IntCounterVec,
     /// The TSDB (ILP) sink's own: rows, flushes, flush errors, `retrying` while the server
     /// is away. One set per process, shared by every task's sink.
     pub questdb: sluice_connectors::questdb::QuestDbMetrics,
@@ -285,7 +297,7 @@ impl Metrics {
             ingest_received: counter(
                 &r,
                 "sluice_ingest_received_total",
-                "MQTT messages received by an ingest bridge.",
+                "MQTT messages or HTTP requests received by an ingest bridge.",
                 &["bridge"],
             ),
             ingest_produced: counter(
@@ -303,34 +315,58 @@ impl Metrics {
             ingest_acked: counter(
                 &r,
                 "sluice_ingest_acked_total",
-                "MQTT messages acknowledged to the MQTT broker.",
+                "MQTT messages acknowledged to the MQTT broker; HTTP requests answered 202.",
                 &["bridge"],
             ),
             ingest_acks_pending: gauge(
                 &r,
                 "sluice_ingest_acks_pending",
-                "MQTT messages received and not yet acknowledged.",
+                "MQTT messages received and not yet acknowledged; HTTP records accepted and not yet acknowledged by the Kafka broker.",
                 &["bridge"],
             ),
             ingest_connected: gauge(
                 &r,
                 "sluice_ingest_connected",
-                "1 while the bridge's MQTT session is connected.",
+                "1 while the bridge's MQTT session is connected or its HTTP listener serves.",
                 &["bridge"],
             ),
             ingest_produce_seconds: histogram(
                 &r,
                 "sluice_ingest_produce_seconds",
-                "Seconds from sending a message's records to the Kafka broker's acknowledgement.",
+                "Seconds from sending a message's or request's records to the Kafka broker's acknowledgement.",
                 &["bridge"],
                 exponential_buckets(0.0005, 1.5, 24).expect("buckets"),
             ),
             ingest_ack_seconds: histogram(
                 &r,
                 "sluice_ingest_ack_seconds",
-                "Seconds from receiving an MQTT message to acknowledging it.",
+                "Seconds from receiving an MQTT message to acknowledging it, or an HTTP request to its 202.",
                 &["bridge"],
                 exponential_buckets(0.0005, 1.5, 24).expect("buckets"),
+            ),
+            ingest_refused: counter(
+                &r,
+                "sluice_ingest_refused_total",
+                "HTTP requests an ingest bridge refused, by reason; nothing of them was produced.",
+                &["bridge", "reason"],
+            ),
+            ingest_http_responses: counter(
+                &r,
+                "sluice_ingest_http_responses_total",
+                "HTTP responses of an ingest bridge, by status code.",
+                &["bridge", "code"],
+            ),
+            ingest_tokens: gauge(
+                &r,
+                "sluice_ingest_tokens",
+                "Device token hashes an HTTP ingest bridge holds.",
+                &["bridge"],
+            ),
+            ingest_token_errors: counter(
+                &r,
+                "sluice_ingest_token_errors_total",
+                "Token file re-reads that failed and token topic records that were not token hashes.",
+                &["bridge"],
             ),
             questdb: sluice_connectors::questdb::QuestDbMetrics::register(&r)
                 .expect("unique metric"),

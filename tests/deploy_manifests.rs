@@ -711,9 +711,18 @@ fn bridge_arg(cmd: &[String]) -> Option<&str> {
         .map(String::as_str)
 }
 
+/// The Service port's target is a container port the container declares.
+fn svc_publishes(port: &Value, container: &Value) -> bool {
+    let target = port["targetPort"].as_str();
+    container["ports"]
+        .as_sequence()
+        .is_some_and(|ps| ps.iter().any(|p| p["name"].as_str() == target))
+}
+
 /// Every `ingest:` bridge runs in compose (beside a Mosquitto, scraped by Prometheus) and in
-/// k8s as exactly one pod that is never doubled during a roll (one MQTT session per
-/// bridge), with every `${VAR}` the topology reads.
+/// k8s: an MQTT bridge as exactly one pod that is never doubled during a roll (one MQTT
+/// session per bridge), an HTTP bridge as several pods behind a Service; each with every
+/// `${VAR}` the topology reads.
 #[test]
 fn every_ingest_bridge_runs_once_in_compose_and_k8s() {
     let exp = expect();
@@ -754,11 +763,33 @@ fn every_ingest_bridge_runs_once_in_compose_and_k8s() {
         assert!(prometheus.contains(&format!("{}:{}", str_of(name), exp.metrics_port)));
 
         let deploy = named(&docs, "Deployment", &format!("sluice-ingest-{bridge}"));
-        assert_eq!(deploy["spec"]["replicas"].as_u64(), Some(1));
-        assert_eq!(
-            deploy["spec"]["strategy"]["type"].as_str(),
-            Some("Recreate")
-        );
+        if exp.doc["ingest"][bridge.as_str()]["kind"].as_str() == Some("http") {
+            // Stateless: several pods behind a Service that publishes the listen port,
+            // rolled without dropping below the count.
+            assert!(deploy["spec"]["replicas"].as_u64() >= Some(2), "{deploy:?}");
+            assert_eq!(
+                deploy["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"].as_u64(),
+                Some(0)
+            );
+            let svc = named(&docs, "Service", &format!("sluice-ingest-{bridge}"));
+            assert_eq!(svc["spec"]["ports"][0]["targetPort"].as_str(), Some("ingest"));
+            let c = &deploy["spec"]["template"]["spec"]["containers"][0];
+            assert!(
+                c["ports"]
+                    .as_sequence()
+                    .unwrap()
+                    .iter()
+                    .any(|p| p["name"].as_str() == Some("ingest")),
+                "{c:?}"
+            );
+            assert!(svc_publishes(&svc["spec"]["ports"][0], c));
+        } else {
+            assert_eq!(deploy["spec"]["replicas"].as_u64(), Some(1));
+            assert_eq!(
+                deploy["spec"]["strategy"]["type"].as_str(),
+                Some("Recreate")
+            );
+        }
         let c = &deploy["spec"]["template"]["spec"]["containers"][0];
         let args = strings(&c["args"]);
         assert_eq!(bridge_arg(&args), Some(bridge.as_str()), "{args:?}");

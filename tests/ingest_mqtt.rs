@@ -6,7 +6,7 @@
 
 mod common;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use apache_avro::types::Value;
@@ -112,55 +112,6 @@ fn reading(seq: u64, with_device: Option<&str>) -> serde_json::Value {
     v
 }
 
-/// A record's key and value bytes.
-type KeyValue = (Option<Vec<u8>>, Option<Vec<u8>>);
-
-/// (device, seq) of every record in the raw topic, with how many copies each has; copies
-/// must be byte-identical (key and value).
-fn landed(brokers: &str, raw: &str) -> BTreeMap<(String, i64), usize> {
-    let client = sluice_schemas::client::RegistryClient::new(&common::env("SLUICE_REGISTRY_URL"));
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let mut schemas: BTreeMap<u32, apache_avro::Schema> = BTreeMap::new();
-    let mut first: BTreeMap<(String, i64), KeyValue> = BTreeMap::new();
-    let mut out = BTreeMap::new();
-    for r in read_topic(brokers, raw) {
-        let value = r.value.clone().expect("a raw record has a value");
-        let (id, body) = sluice_schemas::wire::parse(&value).expect("Confluent-framed");
-        let schema = schemas.entry(id).or_insert_with(|| {
-            let text = rt
-                .block_on(client.schema_by_id(id))
-                .expect("registry has the id");
-            apache_avro::Schema::parse_str(&text).unwrap()
-        });
-        let Value::Record(fields) = sluice_ops::codec::decode_once(schema, None, body).unwrap()
-        else {
-            panic!("not a record")
-        };
-        let get = |n: &str| fields.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone());
-        let (Some(Value::String(device)), Some(Value::Long(seq))) = (get("device_id"), get("seq"))
-        else {
-            panic!("no device_id/seq in {fields:?}")
-        };
-        assert_eq!(r.key.as_deref(), Some(device.as_bytes()), "keyed by device");
-        let k = (device, seq);
-        match first.get(&k) {
-            None => {
-                first.insert(k.clone(), (r.key.clone(), r.value.clone()));
-            }
-            Some(copy) => assert_eq!(
-                copy,
-                &(r.key.clone(), r.value.clone()),
-                "a repeat of {k:?} that is not an identical copy"
-            ),
-        }
-        *out.entry(k).or_insert(0) += 1;
-    }
-    out
-}
-
 #[test]
 fn mqtt_readings_land_once_bad_ones_are_dead_letters_and_a_kill_loses_nothing() {
     let (_, _) = mqtt();
@@ -207,7 +158,7 @@ fn mqtt_readings_land_once_bad_ones_are_dead_letters_and_a_kill_loses_nothing() 
 
     let log = t.dir.path().join("ingest.log");
     let path = t.path.to_str().unwrap().to_string();
-    let mut ingest = Sluice::spawn(&["ingest", &path], &log);
+    let mut ingest = Sluice::spawn(&["ingest", &path, "--bridge", "devices-mqtt", "--bridge", "devices-avro"], &log);
     let port = t.metrics_port;
     let log_tail = || std::fs::read_to_string(&log).unwrap_or_default();
     // Both sessions exist before anything is published (a first connection creates them).
@@ -339,7 +290,7 @@ fn mqtt_readings_land_once_bad_ones_are_dead_letters_and_a_kill_loses_nothing() 
         240,
         Duration::from_millis(500),
         || {
-            let got = landed(&brokers, &raw);
+            let got = common::landed_readings(&brokers, &raw);
             let keys: BTreeSet<_> = got.keys().cloned().collect();
             if keys == expected {
                 Ok(got)
@@ -468,7 +419,7 @@ fn mqtt_readings_land_once_bad_ones_are_dead_letters_and_a_kill_loses_nothing() 
     ingest.kill9();
     let killed_at = metric_lines_count(port);
     assert_eq!(killed_at, 0, "the killed process still answers");
-    let mut ingest = Sluice::spawn(&["ingest", &path], &log);
+    let mut ingest = Sluice::spawn(&["ingest", &path, "--bridge", "devices-mqtt", "--bridge", "devices-avro"], &log);
     // Up again (signal handlers installed, sessions resumed) before anything is asked of it:
     // the readings may all be there already, and a SIGTERM that lands while the process is
     // still starting kills it before it can answer the signal.
@@ -488,7 +439,7 @@ fn mqtt_readings_land_once_bad_ones_are_dead_letters_and_a_kill_loses_nothing() 
         480,
         Duration::from_millis(500),
         || {
-            let got = landed(&brokers, &raw);
+            let got = common::landed_readings(&brokers, &raw);
             let keys: BTreeSet<_> = got.keys().cloned().collect();
             let missing: Vec<_> = all.difference(&keys).take(5).collect();
             if missing.is_empty() {

@@ -30,6 +30,7 @@ create_topic telemetry.dlq 1
 create_topic iot.aggregates 4
 create_topic iot.anomalies 4
 create_topic iot.alerts 4
+create_topic devices.tokens 1 cleanup.policy=compact
 create_topic iot-validate-dedup-changelog 4 cleanup.policy=compact min.compaction.lag.ms=86400000 delete.retention.ms=86400000
 create_topic iot-aggregate-ids-changelog 4 cleanup.policy=compact min.compaction.lag.ms=86400000 delete.retention.ms=86400000
 create_topic iot-aggregate-windows-changelog 4 cleanup.policy=compact min.compaction.lag.ms=86400000 delete.retention.ms=86400000

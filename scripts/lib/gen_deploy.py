@@ -50,6 +50,8 @@ MOSQUITTO_IMAGE = "eclipse-mosquitto:2.0.21"
 NAMESPACE = "sluice"
 STATE_MOUNT = "/var/lib/sluice"
 METRICS_PORT_DEFAULT = 9464
+HTTP_INGEST_PORT = 8088  # an HTTP ingest bridge's port in containers (its `listen` default)
+HTTP_INGEST_REPLICAS = 2  # HTTP bridges keep no state: any number behind a Service
 K8S_REPLICAS = 3  # per stage; never more than the stage's input partitions
 
 
@@ -80,7 +82,12 @@ def stage_partitions(topo, stage):
 def topic_plan(topo):
     """(name, partitions, [configs]) for every declared topic and every changelog."""
     app = topo["metadata"]["name"]
-    plan = [(name, spec["partitions"], []) for name, spec in topo["topics"].items()]
+    # An HTTP bridge's token topic keeps each device's last record: compacted, as the planner
+    # (topology/src/plan.rs) creates it.
+    tokens = {(b.get("tokens") or {}).get("topic") for b in (topo.get("ingest") or {}).values()
+              if b.get("kind") == "http"}
+    plan = [(name, spec["partitions"], ["cleanup.policy=compact"] if name in tokens else [])
+            for name, spec in topo["topics"].items()]
     for sname, stage in topo["stages"].items():
         stores = stage.get("stores") or STORES_BY_KIND.get(stage["kind"], [])
         for store in stores:
@@ -148,12 +155,13 @@ def stage_env(topo, env, sname, port, where):
             "SLUICE_S3_SECRET_ACCESS_KEY": "sluice-secret",
             "SLUICE_TSDB_QUERY_URL": "http://questdb:9000",
             "SLUICE_MQTT_URL": "mqtt://mosquitto:1883",
+            "SLUICE_HTTP_INGEST_LISTEN": f"0.0.0.0:{HTTP_INGEST_PORT}",
             # One Redpanda: one copy of each topic (the topology's defaults are 3 and 2).
             "SLUICE_REPLICATION": "1",
             "SLUICE_MIN_INSYNC_REPLICAS": "1",
         }
     else:
-        svc = {}
+        svc = {"SLUICE_HTTP_INGEST_LISTEN": f"0.0.0.0:{HTTP_INGEST_PORT}"}
     svc["SLUICE_STATE_DIR"] = f"{STATE_MOUNT}/state"
     svc["SLUICE_METRICS_LISTEN"] = f"0.0.0.0:{port}"
     svc["RUST_LOG"] = "info"
@@ -246,7 +254,7 @@ def compose(topo, env):
             "depends_on": ["prometheus"],
         },
     }
-    if topo.get("ingest"):
+    if any(b.get("kind") == "mqtt" for b in (topo.get("ingest") or {}).values()):
         services["mosquitto"] = {
             "image": MOSQUITTO_IMAGE,
             "ports": ["127.0.0.1:1883:1883"],
@@ -255,7 +263,7 @@ def compose(topo, env):
                         "mosquitto-data:/mosquitto/data"],
         }
     volumes = {"redpanda-data": {}, "questdb-data": {}, "minio-data": {}}
-    if topo.get("ingest"):
+    if "mosquitto" in services:
         volumes["mosquitto-data"] = {}
     for sname, stage in topo["stages"].items():
         deps = {"topics": {"condition": "service_completed_successfully"}}
@@ -278,9 +286,12 @@ def compose(topo, env):
             "restart": "unless-stopped",
         }
         volumes[f"sluice-{sname}-state"] = {}
-    for bname in (topo.get("ingest") or {}):
+    for bname, bridge in (topo.get("ingest") or {}).items():
         env_ = stage_env(topo, env, bname, port, "compose")
         del env_["SLUICE_STATE_DIR"]  # a bridge keeps no state: the MQTT broker keeps its session
+        deps = {"topics": {"condition": "service_completed_successfully"}}
+        if bridge.get("kind") == "mqtt":
+            deps["mosquitto"] = {"condition": "service_started"}
         services[f"sluice-ingest-{bname}"] = {
             "image": SLUICE_IMAGE,
             "build": {"context": ".", "dockerfile": "deploy/Dockerfile"},
@@ -288,8 +299,9 @@ def compose(topo, env):
             "environment": env_,
             "volumes": ["./topology/iot.yaml:/topology/iot.yaml:ro"],
             "expose": [str(port)],
-            "depends_on": {"topics": {"condition": "service_completed_successfully"},
-                           "mosquitto": {"condition": "service_started"}},
+            **({"ports": [f"127.0.0.1:{HTTP_INGEST_PORT}:{HTTP_INGEST_PORT}"]}
+               if bridge.get("kind") == "http" else {}),
+            "depends_on": deps,
             "healthcheck": {
                 "test": ["CMD", "curl", "-fsS", f"http://127.0.0.1:{port}/healthz"],
                 "interval": "10s", "timeout": "3s", "retries": 6, "start_period": "30s",
@@ -337,7 +349,8 @@ def k8s_docs(topo, topo_text, env):
     files["00-namespace.yaml"] = [{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}}]
     # Addresses of the services sluice talks to; edit these for your cluster.
     conn_keys = {k: v for k, v in env.items() if not k.startswith("SLUICE_S3_ACCESS") and
-                 not k.startswith("SLUICE_S3_SECRET") and k not in ("SLUICE_STATE_DIR", "SLUICE_METRICS_LISTEN")}
+                 not k.startswith("SLUICE_S3_SECRET") and
+                 k not in ("SLUICE_STATE_DIR", "SLUICE_METRICS_LISTEN", "SLUICE_HTTP_INGEST_LISTEN")}
     defaults = {
         "SLUICE_BROKERS": "redpanda.redpanda.svc.cluster.local:9092",
         "SLUICE_REGISTRY_URL": "http://redpanda.redpanda.svc.cluster.local:8081",
@@ -465,7 +478,8 @@ def k8s_docs(topo, topo_text, env):
                  }],
              }},
         ]
-    for bname in (topo.get("ingest") or {}):
+    for bname, bridge in (topo.get("ingest") or {}).items():
+        http = bridge.get("kind") == "http"
         comp = f"ingest-{bname}"
         name = f"sluice-{comp}"
         env_list = [{"name": k, "valueFrom": {"configMapKeyRef": {"name": "sluice-connections", "key": k}}}
@@ -484,13 +498,23 @@ def k8s_docs(topo, topo_text, env):
                                           "prometheus.io/path": "/metrics"}},
              "spec": {"selector": labels(comp),
                       "ports": [{"name": "metrics", "port": port, "targetPort": "metrics"}]}},
+        ] + ([
+            # Devices reach the bridge here (put TLS in front, or set the bridge's `tls`).
+            {"apiVersion": "v1", "kind": "Service",
+             "metadata": {"name": name, "namespace": NAMESPACE, "labels": labels(comp)},
+             "spec": {"selector": labels(comp),
+                      "ports": [{"name": "ingest", "port": HTTP_INGEST_PORT, "targetPort": "ingest"}]}},
+        ] if http else []) + [
             {"apiVersion": "apps/v1", "kind": "Deployment",
              "metadata": {"name": name, "namespace": NAMESPACE, "labels": labels(comp)},
              "spec": {
-                 # One MQTT session per bridge (a fixed client id): a second pod would take the
+                 # MQTT: one session per bridge (a fixed client id): a second pod would take the
                  # session over from the first, so never two at once, not even during a roll.
-                 "replicas": 1,
-                 "strategy": {"type": "Recreate"},
+                 # HTTP: no state; several pods behind the Service, rolled one at a time
+                 # (a stopping pod answers what it holds; readiness drops first).
+                 "replicas": HTTP_INGEST_REPLICAS if http else 1,
+                 "strategy": ({"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}}
+                              if http else {"type": "Recreate"}),
                  "selector": {"matchLabels": labels(comp)},
                  "template": {
                      "metadata": {"labels": labels(comp)},
@@ -501,7 +525,8 @@ def k8s_docs(topo, topo_text, env):
                              "image": SLUICE_IMAGE,
                              "args": ["ingest", "/topology/iot.yaml", "--bridge", bname],
                              "env": env_list,
-                             "ports": [{"name": "metrics", "containerPort": port}],
+                             "ports": [{"name": "metrics", "containerPort": port}] + (
+                                 [{"name": "ingest", "containerPort": HTTP_INGEST_PORT}] if http else []),
                              "livenessProbe": probe("/healthz", 30),
                              "readinessProbe": probe("/readyz", 5),
                              "resources": {"requests": {"cpu": "100m", "memory": "128Mi"},
@@ -554,7 +579,7 @@ def main():
     env = env_refs(text)
     write("docker-compose.yml", compose(topo, env))
     write("deploy/prometheus/prometheus.yml", prometheus(topo, env))
-    if topo.get("ingest"):
+    if any(b.get("kind") == "mqtt" for b in (topo.get("ingest") or {}).values()):
         write("deploy/mosquitto/mosquitto.conf", MOSQUITTO_CONF)
     write("deploy/topics/create-topics.sh", topics_script(topo, "docker compose one-shot `topics`."))
     os.chmod(os.path.join(ROOT, "deploy/topics/create-topics.sh"), 0o755)

@@ -31,6 +31,9 @@ pub enum Command {
     /// Messages/s from Mosquitto through `sluice ingest` to the raw topic, per CPU-second of
     /// the ingest process, and its ack latency.
     IngestMqtt(super::bench_ingest::Args),
+    /// Requests/s and records/s through an HTTP ingest bridge to the raw topic, per
+    /// CPU-second of the ingest process, and the latency to `202`.
+    IngestHttp(super::bench_ingest_http::Args),
 }
 
 #[derive(Debug, clap::Args)]
@@ -66,6 +69,7 @@ pub(crate) fn run(c: Command) -> anyhow::Result<ExitCode> {
         Command::Pipeline(a) => a,
         Command::Engine(a) => return super::bench_engine::run(a),
         Command::IngestMqtt(a) => return super::bench_ingest::run(a),
+        Command::IngestHttp(a) => return super::bench_ingest_http::run(a),
     };
     let stages = if a.stages.is_empty() {
         vec!["validate".to_string(), "aggregate".into(), "detect".into()]

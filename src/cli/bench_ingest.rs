@@ -250,7 +250,7 @@ async fn publish(
 }
 
 /// One series of a Prometheus text page at 127.0.0.1:`port`, summed over labels.
-fn scrape(port: u16, name: &str) -> Option<f64> {
+pub(super) fn scrape(port: u16, name: &str) -> Option<f64> {
     let page = get_metrics(port)?;
     let mut sum = None;
     for l in page.lines().filter(|l| l.starts_with(name)) {
@@ -322,9 +322,26 @@ fn quantile(buckets: &[(f64, f64)], q: f64) -> f64 {
     prev.0
 }
 
+/// The `q` quantile of sorted samples (nearest rank).
+pub(super) fn quantile_of_sorted(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+    sorted[rank - 1]
+}
+
 #[cfg(test)]
 mod tests {
-    use super::quantile;
+    use super::{quantile, quantile_of_sorted};
+
+    #[test]
+    fn nearest_rank_quantiles() {
+        let v: Vec<f64> = (1..=100).map(f64::from).collect();
+        assert_eq!(quantile_of_sorted(&v, 0.5), 50.0);
+        assert_eq!(quantile_of_sorted(&v, 0.99), 99.0);
+        assert_eq!(quantile_of_sorted(&v[..1], 0.99), 1.0);
+    }
 
     #[test]
     fn quantiles_interpolate_inside_their_bucket() {

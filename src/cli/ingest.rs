@@ -1,5 +1,5 @@
-//! `sluice ingest FILE`: runs the topology's `ingest:` bridges (MQTT to its topics) with
-//! metrics and health endpoints, until SIGTERM or SIGINT.
+//! `sluice ingest FILE`: runs the topology's `ingest:` bridges (MQTT subscriptions and HTTP
+//! endpoints feeding its topics) with metrics and health endpoints, until SIGTERM or SIGINT.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -25,9 +25,9 @@ pub struct Args {
     /// `sluice run` on the same machine).
     #[arg(long, env = "SLUICE_INGEST_METRICS_LISTEN")]
     pub metrics_listen: Option<std::net::SocketAddr>,
-    /// On SIGTERM/SIGINT, how long the bridges get to acknowledge what is in flight before
-    /// the process exits anyway (what was not acknowledged comes again from the MQTT
-    /// broker at the next start).
+    /// On SIGTERM/SIGINT, how long the bridges get to acknowledge (answer) what is in flight
+    /// before the process exits anyway (what was not acknowledged comes again from the MQTT
+    /// broker at the next start; an HTTP request without an answer is resent by its device).
     #[arg(long, default_value = "30s")]
     pub shutdown_timeout: humantime::Duration,
     /// No summary on stderr.
@@ -66,10 +66,16 @@ pub(crate) fn run(a: Args) -> anyhow::Result<ExitCode> {
         .build()?;
 
     // The bridges' own topics only: a missing one would make every record wait out its
-    // delivery timeout (topics are never auto-created).
+    // delivery timeout (topics are never auto-created). Token topics are created compacted.
     let wanted: Vec<&str> = bridges
         .iter()
-        .flat_map(|b| b.spec.outputs().into_iter().map(|(_, topic)| topic))
+        .flat_map(|b| {
+            b.spec
+                .outputs()
+                .into_iter()
+                .chain(b.spec.inputs())
+                .map(|(_, topic)| topic)
+        })
         .collect();
     let create: Vec<TopicToCreate> = t
         .topic_plans()
@@ -108,8 +114,8 @@ pub(crate) fn run(a: Args) -> anyhow::Result<ExitCode> {
     super::run::listen_for_signals(
         &rt,
         health.clone(),
-        "bridges acknowledge what is in flight and disconnect.",
-        "Unacknowledged messages come again from the MQTT broker.",
+        "bridges acknowledge or answer what is in flight and stop.",
+        "Unacknowledged messages come again from the MQTT broker; HTTP requests without an answer are resent by their devices.",
         move || {
             let _ = stop_signal.send(true);
         },
@@ -124,18 +130,7 @@ pub(crate) fn run(a: Args) -> anyhow::Result<ExitCode> {
             .block_on(ingest::build(&loaded, b, connected))
             .map_err(|e| anyhow::anyhow!("{e}"))?;
         if !a.quiet {
-            eprintln!(
-                "sluice ingest: {} from {} ({}) topic {} as client {} to {}",
-                b.name,
-                bridge.spec.url,
-                match bridge.spec.protocol {
-                    sluice_topology::ingest::MqttProtocol::V311 => "MQTT 3.1.1",
-                    sluice_topology::ingest::MqttProtocol::V5 => "MQTT 5",
-                },
-                bridge.spec.topic.0,
-                bridge.client_id,
-                bridge.spec.output
-            );
+            eprintln!("sluice ingest: {} {}", b.name, bridge.describe());
         }
         tasks.push((b.name.clone(), rt.spawn(bridge.run(stop_rx.clone()))));
     }
@@ -178,10 +173,21 @@ pub(crate) fn run(a: Args) -> anyhow::Result<ExitCode> {
         match rt.block_on(task) {
             Ok(Ok(r)) => {
                 if !a.quiet {
-                    eprintln!(
-                        "sluice ingest: {name}: {} messages received, {} records produced, {} dead letters, {} acknowledged",
-                        r.received, r.produced, r.dead_letters, r.acked
+                    let http = matches!(
+                        t.ingest.iter().find(|b| b.name == name).map(|b| &b.spec),
+                        Some(sluice_topology::IngestSpec::Http(_))
                     );
+                    if http {
+                        eprintln!(
+                            "sluice ingest: {name}: {} requests received, {} records produced, {} answered 202, {} refused",
+                            r.received, r.produced, r.acked, r.refused
+                        );
+                    } else {
+                        eprintln!(
+                            "sluice ingest: {name}: {} messages received, {} records produced, {} dead letters, {} acknowledged",
+                            r.received, r.produced, r.dead_letters, r.acked
+                        );
+                    }
                 }
             }
             Ok(Err(e)) => {

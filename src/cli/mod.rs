@@ -4,6 +4,7 @@ mod backfill;
 mod bench;
 mod bench_engine;
 mod bench_ingest;
+mod bench_ingest_http;
 mod dlq;
 pub mod graph;
 mod ingest;

@@ -1,7 +1,8 @@
 //! `sluice ingest`: bridges that bring device data from outside into the topology's topics,
-//! one folder or file per kind (`mqtt/`), the payload mapping they share (`payload.rs`).
+//! one folder per kind (`mqtt/`, `http/`), the payload mapping they share (`payload.rs`).
 //! docs/INGEST.md has the guarantees.
 
+pub mod http;
 pub mod mqtt;
 pub mod payload;
 
@@ -10,9 +11,28 @@ use std::sync::Arc;
 
 use rdkafka::producer::FutureProducer;
 use sluice_connectors::kafka::producer_config;
+use sluice_schemas::client::RegistryClient;
+use sluice_topology::ingest::{PayloadFormat, TokenStore};
 use sluice_topology::{IngestBridge, IngestSpec, Loaded};
+use tokio::sync::watch;
 
-pub use mqtt::{BridgeReport, MqttBridge};
+pub use http::{HttpBridge, TokenSource};
+pub use mqtt::MqttBridge;
+
+/// What a bridge did, for the exit summary.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct BridgeReport {
+    /// MQTT messages or HTTP requests received.
+    pub received: u64,
+    /// Records the Kafka broker acknowledged.
+    pub produced: u64,
+    /// MQTT messages sent to the dead-letter topic.
+    pub dead_letters: u64,
+    /// MQTT messages acknowledged; HTTP requests answered `202`.
+    pub acked: u64,
+    /// HTTP requests refused (4xx) or not stored (503): the device keeps and resends them.
+    pub refused: u64,
+}
 
 /// Why a bridge stopped or could not start. None is the user's payload (those are dead
 /// letters); all are external systems, and a restart retries them.
@@ -39,34 +59,72 @@ pub enum IngestError {
     Setup { bridge: String, reason: String },
 }
 
-/// Builds a bridge: the output schema and its id from the registry (the subject's latest
-/// version; the topology's `.avsc` is registered first when the subject has none), the
-/// producer, the mapper.
-pub async fn build(
+/// A bridge ready to run, of any kind.
+pub enum Bridge {
+    Mqtt(MqttBridge),
+    Http(HttpBridge),
+}
+
+impl Bridge {
+    /// Runs until `stop` turns true, then finishes what is in flight (see each kind).
+    pub async fn run(self, stop: watch::Receiver<bool>) -> Result<BridgeReport, IngestError> {
+        match self {
+            Bridge::Mqtt(b) => b.run(stop).await,
+            Bridge::Http(b) => b.run(stop).await,
+        }
+    }
+
+    /// One line on where the bridge reads and writes, for the start-up message.
+    pub fn describe(&self) -> String {
+        match self {
+            Bridge::Mqtt(b) => format!(
+                "from {} ({}) topic {} as client {} to {}",
+                b.spec.url,
+                match b.spec.protocol {
+                    sluice_topology::ingest::MqttProtocol::V311 => "MQTT 3.1.1",
+                    sluice_topology::ingest::MqttProtocol::V5 => "MQTT 5",
+                },
+                b.spec.topic.0,
+                b.client_id,
+                b.spec.output
+            ),
+            Bridge::Http(b) => format!(
+                "POST {}://{}/v1/telemetry (tokens from {}) to {}",
+                if b.spec.tls.is_some() { "https" } else { "http" },
+                b.spec.listen,
+                match &b.spec.tokens {
+                    TokenStore::File(f) => format!("file {}", f.display()),
+                    TokenStore::Topic(t) => format!("topic {t}"),
+                },
+                b.spec.output
+            ),
+        }
+    }
+}
+
+/// The output topic's schema and its registry id (the subject's latest version; the
+/// topology's `.avsc` is registered first when the subject has none), and the registry.
+async fn output_schema(
     loaded: &Loaded,
-    bridge: &IngestBridge,
-    connected: Arc<AtomicBool>,
-) -> Result<MqttBridge, IngestError> {
+    bridge: &str,
+    output: &str,
+) -> Result<(apache_avro::Schema, u32, RegistryClient), IngestError> {
     let t = &loaded.topology;
-    let IngestSpec::Mqtt(spec) = &bridge.spec;
     let setup = |reason: String| IngestError::Setup {
-        bridge: bridge.name.clone(),
+        bridge: bridge.to_string(),
         reason,
     };
     let out = t
         .topics
-        .get(&spec.output)
-        .ok_or_else(|| setup(format!("topic {} is not declared", spec.output)))?;
+        .get(output)
+        .ok_or_else(|| setup(format!("topic {output} is not declared")))?;
     let (Some(subject), Some(file)) = (&out.subject, &out.schema) else {
-        return Err(setup(format!(
-            "topic {} needs `subject` and `schema`",
-            spec.output
-        )));
+        return Err(setup(format!("topic {output} needs `subject` and `schema`")));
     };
     let registry = crate::connections::registry_client(&t.connections.registry)
         .map_err(|e| setup(e.to_string()))?;
     let schema_err = |reason: String| IngestError::Schema {
-        bridge: bridge.name.clone(),
+        bridge: bridge.to_string(),
         subject: subject.clone(),
         registry: t.connections.registry.url.clone(),
         reason,
@@ -87,26 +145,86 @@ pub async fn build(
     };
     let schema = apache_avro::Schema::parse_str(&text)
         .map_err(|e| schema_err(format!("not an Avro schema: {e}")))?;
-    let mapper = payload::Mapper::new(
-        schema,
-        id,
-        &spec.device_field,
-        spec.format,
-        spec.max_payload,
-        Some(registry),
-    )
-    .map_err(|e| schema_err(format!("cannot encode with it: {e}")))?;
+    Ok((schema, id, registry))
+}
+
+/// Builds a bridge: the output schema and its id from the registry, the producer, the
+/// mapper, and what its kind needs besides (the HTTP bridge's certificate and tokens).
+pub async fn build(
+    loaded: &Loaded,
+    bridge: &IngestBridge,
+    connected: Arc<AtomicBool>,
+) -> Result<Bridge, IngestError> {
+    let t = &loaded.topology;
+    let setup = |reason: String| IngestError::Setup {
+        bridge: bridge.name.clone(),
+        reason,
+    };
+    let (output, device_field) = bridge.spec.output_and_device_field();
+    let (schema, id, registry) = output_schema(loaded, &bridge.name, output).await?;
+    let schema_err = |reason: String| IngestError::Setup {
+        bridge: bridge.name.clone(),
+        reason: format!("the schema of {output}: {reason}"),
+    };
     let opts = crate::connections::client_options(&t.connections)
         .map_err(|e| setup(e.to_string()))?;
     let producer: FutureProducer = producer_config(&opts)
         .create()
         .map_err(|e| setup(format!("Kafka producer: {e}")))?;
-    Ok(MqttBridge {
-        name: bridge.name.clone(),
-        client_id: spec.client_id(&t.metadata.name, &bridge.name),
-        spec: spec.clone(),
-        mapper,
-        producer,
-        connected,
-    })
+    match &bridge.spec {
+        IngestSpec::Mqtt(spec) => {
+            let mapper = payload::Mapper::new(
+                schema,
+                id,
+                device_field,
+                spec.format,
+                spec.max_payload,
+                Some(registry),
+            )
+            .map_err(|e| schema_err(format!("cannot encode with it: {e}")))?;
+            Ok(Bridge::Mqtt(MqttBridge {
+                name: bridge.name.clone(),
+                client_id: spec.client_id(&t.metadata.name, &bridge.name),
+                spec: spec.clone(),
+                mapper,
+                producer,
+                connected,
+            }))
+        }
+        IngestSpec::Http(spec) => {
+            let mapper = payload::Mapper::new(
+                schema,
+                id,
+                device_field,
+                PayloadFormat::Json,
+                spec.max_body,
+                Some(registry),
+            )
+            .map_err(|e| schema_err(format!("cannot encode with it: {e}")))?
+            .for_source("token", true);
+            let tls = match &spec.tls {
+                None => None,
+                Some(tls) => Some(
+                    http::tls_config(&loaded.resolve(&tls.cert), &loaded.resolve(&tls.key))
+                        .map_err(setup)?,
+                ),
+            };
+            let tokens = match &spec.tokens {
+                TokenStore::File(f) => TokenSource::File(loaded.resolve(f)),
+                TokenStore::Topic(topic) => TokenSource::Topic {
+                    topic: topic.clone(),
+                    opts,
+                },
+            };
+            Ok(Bridge::Http(HttpBridge {
+                name: bridge.name.clone(),
+                spec: spec.clone(),
+                tls,
+                tokens,
+                mapper,
+                producer,
+                connected,
+            }))
+        }
+    }
 }

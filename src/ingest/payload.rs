@@ -79,6 +79,10 @@ pub struct Mapper {
     registry: Option<RegistryClient>,
     /// A decoder per writer schema id seen, resolving to `schema`.
     decoders: HashMap<u32, Decoder>,
+    /// What names the device, for messages: `topic` (MQTT) or `token` (HTTP).
+    device_from: &'static str,
+    /// Whether an Avro payload may hold several framed records back to back (HTTP).
+    avro_batches: bool,
 }
 
 impl Mapper {
@@ -105,11 +109,31 @@ impl Mapper {
             max_payload,
             registry,
             decoders,
+            device_from: "topic",
+            avro_batches: false,
         })
+    }
+
+    /// Messages name the device's origin `what` ("the token's device is ..."); Avro payloads
+    /// may hold several framed records back to back when `avro_batches`.
+    pub fn for_source(mut self, what: &'static str, avro_batches: bool) -> Mapper {
+        self.device_from = what;
+        self.avro_batches = avro_batches;
+        self
     }
 
     /// The framed records (each `0, id, body`) one payload for `device` holds, in order.
     pub async fn map(&mut self, device: &str, payload: &[u8]) -> Result<Vec<Vec<u8>>, MapError> {
+        self.map_as(self.format, device, payload).await
+    }
+
+    /// As [`Mapper::map`], for a payload in `format` (an HTTP request's content type).
+    pub async fn map_as(
+        &mut self,
+        format: PayloadFormat,
+        device: &str,
+        payload: &[u8],
+    ) -> Result<Vec<Vec<u8>>, MapError> {
         if payload.len() > self.max_payload {
             return Err(reject(
                 OVERSIZE,
@@ -121,9 +145,27 @@ impl Mapper {
             )
             .into());
         }
-        let values = match self.format {
+        let values = match format {
             PayloadFormat::Json => self.map_json(device, payload)?,
-            PayloadFormat::Avro => vec![self.map_avro(device, payload).await?],
+            PayloadFormat::Avro => {
+                let mut values = Vec::new();
+                let mut rest = payload;
+                loop {
+                    let (v, after) = self.map_avro(device, rest, values.len()).await?;
+                    values.push(v);
+                    if after.is_empty() {
+                        break values;
+                    }
+                    if !self.avro_batches {
+                        return Err(reject(
+                            BAD_AVRO,
+                            format!("{} bytes after the record", after.len()),
+                        )
+                        .into());
+                    }
+                    rest = after;
+                }
+            }
         };
         values
             .into_iter()
@@ -183,8 +225,8 @@ impl Mapper {
                         return Err(reject(
                             DEVICE_MISMATCH,
                             format!(
-                                "{at}{} is `{d}` but the topic's device is `{device}`",
-                                self.device_field
+                                "{at}{} is `{d}` but the {}'s device is `{device}`",
+                                self.device_field, self.device_from
                             ),
                         ))
                     }
@@ -204,9 +246,17 @@ impl Mapper {
             .collect()
     }
 
-    async fn map_avro(&mut self, device: &str, payload: &[u8]) -> Result<Value, MapError> {
+    /// The record framed at the start of `payload` (the `i`th of the payload) and what
+    /// follows it.
+    async fn map_avro<'p>(
+        &mut self,
+        device: &str,
+        payload: &'p [u8],
+        i: usize,
+    ) -> Result<(Value, &'p [u8]), MapError> {
+        let at = if i > 0 { format!("record [{i}]: ") } else { String::new() };
         let (id, mut body) = sluice_schemas::wire::parse(payload)
-            .map_err(|e| reject(BAD_AVRO, format!("not Confluent-framed Avro: {e}")))?;
+            .map_err(|e| reject(BAD_AVRO, format!("{at}not Confluent-framed Avro: {e}")))?;
         if !self.decoders.contains_key(&id) {
             let Some(registry) = &self.registry else {
                 return Err(reject(UNKNOWN_SCHEMA, format!("schema id {id} is not known")).into());
@@ -241,27 +291,28 @@ impl Mapper {
         let value = self.decoders[&id].decode(&mut body).map_err(|e| {
             reject(
                 BAD_AVRO,
-                format!("body does not decode with schema id {id}: {e}"),
+                format!("{at}body does not decode with schema id {id}: {e}"),
             )
         })?;
-        if !body.is_empty() {
-            return Err(reject(BAD_AVRO, format!("{} bytes after the record", body.len())).into());
-        }
         let Value::Record(fields) = &value else {
-            return Err(reject(BAD_AVRO, "not a record").into());
+            return Err(reject(BAD_AVRO, format!("{at}not a record")).into());
         };
         let named = fields.iter().find(|(n, _)| *n == self.device_field);
         match named.map(|(_, v)| v) {
-            Some(Value::String(d)) if d == device => Ok(value),
+            Some(Value::String(d)) if d == device => Ok((value, body)),
             Some(Value::String(d)) => Err(reject(
                 DEVICE_MISMATCH,
                 format!(
-                    "{} is `{d}` but the topic's device is `{device}`",
-                    self.device_field
+                    "{at}{} is `{d}` but the {}'s device is `{device}`",
+                    self.device_field, self.device_from
                 ),
             )
             .into()),
-            _ => Err(reject(WRONG_TYPE, format!("{} is not a string", self.device_field)).into()),
+            _ => Err(reject(
+                WRONG_TYPE,
+                format!("{at}{} is not a string", self.device_field),
+            )
+            .into()),
         }
     }
 }

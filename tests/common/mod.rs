@@ -95,6 +95,8 @@ pub struct TestTopology {
     pub app: String,
     pub suffix: String,
     pub metrics_port: u16,
+    /// Where the `devices-http` ingest bridge listens.
+    pub http_port: u16,
 }
 
 impl TestTopology {
@@ -103,6 +105,7 @@ impl TestTopology {
         let text = std::fs::read_to_string(repo().join("topology/iot.yaml")).unwrap();
         let schemas = repo().join("schemas");
         let metrics_port = free_port();
+        let http_port = free_port();
         let mut text = text
             .replace("name: iot ", &format!("name: iot{suffix} "))
             .replace("../schemas/", &format!("{}/", schemas.display()))
@@ -110,6 +113,10 @@ impl TestTopology {
             .replace(
                 "${SLUICE_METRICS_LISTEN:-127.0.0.1:9464}",
                 &format!("127.0.0.1:{metrics_port}"),
+            )
+            .replace(
+                "${SLUICE_HTTP_INGEST_LISTEN:-127.0.0.1:8088}",
+                &format!("127.0.0.1:{http_port}"),
             )
             // The local stack has one broker; `scripts/stack env` says so too, this keeps a
             // test right without it.
@@ -125,6 +132,7 @@ impl TestTopology {
             "iot.aggregates",
             "iot.anomalies",
             "iot.alerts",
+            "devices.tokens",
         ] {
             text = text.replace(topic, &format!("{suffix}.{topic}"));
         }
@@ -151,6 +159,7 @@ impl TestTopology {
             app: format!("iot{suffix}"),
             suffix,
             metrics_port,
+            http_port,
         }
     }
 
@@ -637,4 +646,53 @@ pub fn http_status(port: u16, path: &str) -> Option<u16> {
     let mut head = String::new();
     s.read_to_string(&mut head).ok()?;
     head.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// A record's key and value bytes.
+pub type KeyValue = (Option<Vec<u8>>, Option<Vec<u8>>);
+
+/// (device, seq) of every reading in a raw topic (ingest tests), with how many copies each has; copies
+/// must be byte-identical (key and value).
+pub fn landed_readings(brokers: &str, raw: &str) -> BTreeMap<(String, i64), usize> {
+    let client = sluice_schemas::client::RegistryClient::new(&env("SLUICE_REGISTRY_URL"));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut schemas: BTreeMap<u32, apache_avro::Schema> = BTreeMap::new();
+    let mut first: BTreeMap<(String, i64), KeyValue> = BTreeMap::new();
+    let mut out = BTreeMap::new();
+    for r in read_topic(brokers, raw) {
+        let value = r.value.clone().expect("a raw record has a value");
+        let (id, body) = sluice_schemas::wire::parse(&value).expect("Confluent-framed");
+        let schema = schemas.entry(id).or_insert_with(|| {
+            let text = rt
+                .block_on(client.schema_by_id(id))
+                .expect("registry has the id");
+            apache_avro::Schema::parse_str(&text).unwrap()
+        });
+        let apache_avro::types::Value::Record(fields) = sluice_ops::codec::decode_once(schema, None, body).unwrap()
+        else {
+            panic!("not a record")
+        };
+        let get = |n: &str| fields.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone());
+        let (Some(apache_avro::types::Value::String(device)), Some(apache_avro::types::Value::Long(seq))) = (get("device_id"), get("seq"))
+        else {
+            panic!("no device_id/seq in {fields:?}")
+        };
+        assert_eq!(r.key.as_deref(), Some(device.as_bytes()), "keyed by device");
+        let k = (device, seq);
+        match first.get(&k) {
+            None => {
+                first.insert(k.clone(), (r.key.clone(), r.value.clone()));
+            }
+            Some(copy) => assert_eq!(
+                copy,
+                &(r.key.clone(), r.value.clone()),
+                "a repeat of {k:?} that is not an identical copy"
+            ),
+        }
+        *out.entry(k).or_insert(0) += 1;
+    }
+    out
 }

@@ -92,7 +92,14 @@ impl Topology {
     /// `topic_defaults`; changelogs from `topic_defaults`.
     pub fn topic_plans(&self) -> Vec<TopicPlan> {
         let d = self.topic_defaults;
-        let tables = self.table_topics();
+        // Tables and the HTTP bridges' token topics keep every key's last value.
+        let mut tables = self.table_topics();
+        tables.extend(
+            self.ingest
+                .iter()
+                .flat_map(|b| b.spec.inputs())
+                .map(|(_, t)| t.to_string()),
+        );
         let mut out: Vec<TopicPlan> = self
             .topics
             .iter()

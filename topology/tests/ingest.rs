@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use sluice_topology::ingest::{MqttProtocol, PayloadFormat};
+use sluice_topology::ingest::{MqttProtocol, PayloadFormat, TokenStore};
 use sluice_topology::{load, load_str, IngestSpec};
 
 fn iot_path() -> PathBuf {
@@ -33,10 +33,12 @@ fn problem(from: &str, to: &str) -> sluice_topology::Problem {
 fn the_reference_bridge_loads() {
     let loaded = load(&iot_path()).unwrap_or_else(|e| panic!("{e}"));
     let t = &loaded.topology;
-    assert_eq!(t.ingest.len(), 1);
+    assert_eq!(t.ingest.len(), 2);
     let b = &t.ingest[0];
     assert_eq!(b.name, "devices-mqtt");
-    let IngestSpec::Mqtt(m) = &b.spec;
+    let IngestSpec::Mqtt(m) = &b.spec else {
+        panic!("devices-mqtt is an MQTT bridge")
+    };
     assert_eq!(m.topic.0, "devices/+/telemetry");
     assert_eq!(m.topic.device_of("devices/abc/telemetry"), Some("abc"));
     assert_eq!(m.url.port, 1883);
@@ -97,4 +99,77 @@ fn a_bad_url_a_typo_and_an_unknown_kind_are_located() {
     assert!(p.fix.contains("json"), "{p}");
     let p = problem("max_payload: 64KiB", "max_payload: 2MiB");
     assert_eq!(p.key, "ingest.devices-mqtt.max_payload");
+}
+
+#[test]
+fn the_reference_http_bridge_loads_and_its_token_topic_is_compacted() {
+    let loaded = load(&iot_path()).unwrap_or_else(|e| panic!("{e}"));
+    let t = &loaded.topology;
+    let b = t.ingest.iter().find(|b| b.name == "devices-http").unwrap();
+    let IngestSpec::Http(h) = &b.spec else {
+        panic!("devices-http is an HTTP bridge")
+    };
+    assert_eq!(h.listen.port(), 8088);
+    assert_eq!(h.tokens, TokenStore::Topic("devices.tokens".into()));
+    assert_eq!((h.max_body, h.max_records, h.max_pending), (1 << 20, 10_000, 50_000));
+    assert!(h.tls.is_none());
+    let plan = t
+        .topic_plans()
+        .into_iter()
+        .find(|p| p.name == "devices.tokens")
+        .unwrap();
+    assert!(plan
+        .all_configs()
+        .iter()
+        .any(|(k, v)| *k == "cleanup.policy" && v == "compact"));
+}
+
+#[test]
+fn http_bridge_mistakes_are_located() {
+    let p = problem("tokens: { topic: devices.tokens }", "tokens: { topic: devices.tokenz }");
+    assert_eq!(p.key, "ingest.devices-http.tokens.topic");
+    assert!(p.fix.contains("did you mean `devices.tokens`"), "{p}");
+    let p = problem("max_pending: 50000 ", "max_pending: 500 ");
+    assert_eq!(p.key, "ingest.devices-http.max_pending");
+    assert!(p.fix.contains("at least max_records"), "{p}");
+    let p = problem("max_body: 1MiB ", "max_body: 64MiB ");
+    assert_eq!(p.key, "ingest.devices-http.max_body");
+    let p = problem(
+        "listen: ${SLUICE_HTTP_INGEST_LISTEN:-127.0.0.1:8088}",
+        "listen: localhost",
+    );
+    assert!(p.key.starts_with("ingest.devices-http"), "{p}");
+    let p = problem(
+        "tokens: { topic: devices.tokens }",
+        "tokens: { file: no-such-tokens.yaml }",
+    );
+    assert_eq!(p.key, "ingest.devices-http.tokens.file");
+    assert!(p.message.contains("no-such-tokens.yaml"), "{p}");
+    let text = iot_text().replacen(
+        "# tls: { cert: ingest-cert.pem, key: ingest-key.pem }",
+        "tls: { cert: ingest-cert.pem, key: ingest-key.pem }",
+        1,
+    );
+    let err = load_str(&iot_path(), &text, &|_| None).expect_err("missing PEM files");
+    let keys: Vec<&str> = err.problems().iter().map(|p| p.key.as_str()).collect();
+    assert_eq!(
+        keys,
+        ["ingest.devices-http.tls.cert", "ingest.devices-http.tls.key"],
+        "{err}"
+    );
+}
+
+#[test]
+fn token_files_hold_hashes_never_tokens() {
+    use sluice_topology::ingest::parse_token_file;
+    let h1 = "a".repeat(64);
+    let h2 = "B".repeat(64);
+    let ok = parse_token_file(&format!("d1: {h1}\nd2: [{h2}, {}]\n", "c".repeat(64))).unwrap();
+    assert_eq!(ok.len(), 3);
+    assert!(ok.contains(&("b".repeat(64), "d2".to_string())), "hashes are lowercased");
+    let err = parse_token_file("d1: my-secret-token\n").unwrap_err();
+    assert!(err.contains("not a SHA-256"), "{err}");
+    let err = parse_token_file(&format!("d1: {h1}\nd2: {h1}\n")).unwrap_err();
+    assert!(err.contains("same token hash"), "{err}");
+    assert!(parse_token_file("").unwrap().is_empty());
 }

@@ -16,7 +16,7 @@ use sluice_topology::ingest::MqttIngestSpec;
 use tokio::sync::watch;
 
 use super::payload::{MapError, Mapper, Rejected, BAD_TOPIC};
-use super::IngestError;
+use super::{BridgeReport, IngestError};
 use crate::metrics::METRICS;
 use session::{AckToken, Incoming, SessionConfig};
 
@@ -32,15 +32,6 @@ pub struct MqttBridge {
     pub producer: FutureProducer,
     /// Set while the MQTT session is connected (readiness).
     pub connected: Arc<AtomicBool>,
-}
-
-/// What a bridge did, for the exit summary.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct BridgeReport {
-    pub received: u64,
-    pub produced: u64,
-    pub dead_letters: u64,
-    pub acked: u64,
 }
 
 /// One received message whose records are on their way to the Kafka broker.

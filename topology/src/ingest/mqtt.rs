@@ -126,44 +126,8 @@ impl MqttIngestSpec {
             }
         }
         let Some(out) = output else { return }; // undeclared: reported by the caller
-        if out.subject.is_none() {
-            push(
-                format!("{base}.output"),
-                format!("topic `{}` has no `subject`", self.output),
-                "declare the topic with `subject:` and `schema:`: records are produced with the registry id of its subject".into(),
-            );
-        }
-        match out.fields {
-            Err(why) => push(
-                format!("{base}.output"),
-                format!("topic `{}` {why}", self.output),
-                "declare the topic with `schema: <file>.avsc` (a record); payloads are mapped to it".into(),
-            ),
-            Ok(fields) => match fields.iter().find(|(n, _)| *n == self.device_field) {
-                None => push(
-                    format!("{base}.device_field"),
-                    format!(
-                        "the `+` of `{}` fills `{}`, which `{}`'s schema does not have",
-                        self.topic.0, self.device_field, self.output
-                    ),
-                    format!(
-                        "name a string field of the schema: {}",
-                        fields
-                            .iter()
-                            .filter(|(_, s)| *s)
-                            .map(|(n, _)| n.as_str())
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    ),
-                ),
-                Some((_, false)) => push(
-                    format!("{base}.device_field"),
-                    format!("field `{}` is not a string", self.device_field),
-                    "the device id from the topic is a string: name a string field".into(),
-                ),
-                Some(_) => {}
-            },
-        }
+        let filler = format!("the `+` of `{}`", self.topic.0);
+        super::check_output(base, &self.output, &self.device_field, &filler, out, push);
     }
 }
 
@@ -309,7 +273,7 @@ fn default_max_unacked() -> usize {
 }
 
 /// `512B`, `64KiB`, `1MiB` (or a plain number of bytes): sizes written for people.
-fn human_size<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
+pub(crate) fn human_size<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
     #[derive(Deserialize)]
     #[serde(untagged)]
     enum Raw {
