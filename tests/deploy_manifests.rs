@@ -772,7 +772,10 @@ fn every_ingest_bridge_runs_once_in_compose_and_k8s() {
                 Some(0)
             );
             let svc = named(&docs, "Service", &format!("sluice-ingest-{bridge}"));
-            assert_eq!(svc["spec"]["ports"][0]["targetPort"].as_str(), Some("ingest"));
+            assert_eq!(
+                svc["spec"]["ports"][0]["targetPort"].as_str(),
+                Some("ingest")
+            );
             let c = &deploy["spec"]["template"]["spec"]["containers"][0];
             assert!(
                 c["ports"]

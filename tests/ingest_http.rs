@@ -14,7 +14,9 @@ use std::time::Duration;
 
 use apache_avro::types::Value;
 use common::secure::Pki;
-use common::{eventually_or, free_port, landed_readings, metric_where, unique, Sluice, TestTopology};
+use common::{
+    eventually_or, free_port, landed_readings, metric_where, unique, Sluice, TestTopology,
+};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::ClientConfig;
 
@@ -203,16 +205,22 @@ fn http_readings_land_once_refusals_store_nothing_and_tokens_follow_their_stores
     let port = t.metrics_port;
     let log_tail = || std::fs::read_to_string(&log).unwrap_or_default();
     let wait_up = |what: &str| {
-        eventually_or(what, 240, Duration::from_millis(250), || {
-            match metric_where(port, "sluice_ingest_connected", "") {
+        eventually_or(
+            what,
+            240,
+            Duration::from_millis(250),
+            || match metric_where(port, "sluice_ingest_connected", "") {
                 Some(n) if n >= 2.0 => Ok(()),
                 other => Err(format!("serving {other:?}; log:\n{}", log_tail())),
-            }
-        })
+            },
+        )
     };
     wait_up("both bridges to serve");
     let http = Client::new(format!("http://127.0.0.1:{}", t.http_port), None);
-    let https = Client::new(format!("https://127.0.0.1:{https_port}"), Some(pki.ca.as_path()));
+    let https = Client::new(
+        format!("https://127.0.0.1:{https_port}"),
+        Some(pki.ca.as_path()),
+    );
 
     // Every reading answered 202, and how many requests each bridge answered with each code.
     let mut expected: BTreeSet<(String, i64)> = BTreeSet::new();
@@ -258,7 +266,9 @@ fn http_readings_land_once_refusals_store_nothing_and_tokens_follow_their_stores
     }
     for s in 1..=10 {
         let body = reading(Some(dev("b").as_str()), s).to_string().into_bytes();
-        let a = http.post(&tok("b"), "application/json; charset=utf-8", body).unwrap();
+        let a = http
+            .post(&tok("b"), "application/json; charset=utf-8", body)
+            .unwrap();
         note("devices-http", &a);
         assert_eq!(a.status, 202, "{:?}", a.body);
         expected.insert((dev("b"), s));
@@ -290,7 +300,12 @@ fn http_readings_land_once_refusals_store_nothing_and_tokens_follow_their_stores
         .post(&tok("b"), "application/vnd.confluent.avro", avro)
         .unwrap();
     note("devices-http", &a);
-    assert_eq!((a.status, a.body["accepted"].as_u64()), (202, Some(3)), "{:?}", a.body);
+    assert_eq!(
+        (a.status, a.body["accepted"].as_u64()),
+        (202, Some(3)),
+        "{:?}",
+        a.body
+    );
     expected.extend((500..503).map(|s| (dev("b"), s)));
 
     // --- refusals: each answered with its reason; none of their readings may land --------
@@ -304,67 +319,145 @@ fn http_readings_land_once_refusals_store_nothing_and_tokens_follow_their_stores
         (
             401,
             "missing_token",
-            http.request(reqwest::Method::POST, "/v1/telemetry", None, Some(JSON), json_body(&batch(9020, 1))),
+            http.request(
+                reqwest::Method::POST,
+                "/v1/telemetry",
+                None,
+                Some(JSON),
+                json_body(&batch(9020, 1)),
+            ),
         ),
         (
             401,
             "missing_token",
-            http.request(reqwest::Method::POST, "/v1/telemetry", Some("Basic YTpi".into()), Some(JSON), json_body(&batch(9021, 1))),
+            http.request(
+                reqwest::Method::POST,
+                "/v1/telemetry",
+                Some("Basic YTpi".into()),
+                Some(JSON),
+                json_body(&batch(9021, 1)),
+            ),
         ),
         (
             401,
             "invalid_token",
-            http.request(reqwest::Method::POST, "/v1/telemetry", Some(bearer("no-such-token")), Some(JSON), json_body(&batch(9022, 1))),
+            http.request(
+                reqwest::Method::POST,
+                "/v1/telemetry",
+                Some(bearer("no-such-token")),
+                Some(JSON),
+                json_body(&batch(9022, 1)),
+            ),
         ),
         (
             403,
             "device_mismatch",
-            http.request(reqwest::Method::POST, "/v1/telemetry", Some(bearer(&tok("a1"))), Some(JSON), json_body(&[reading(Some(dev("b").as_str()), 9023)])),
+            http.request(
+                reqwest::Method::POST,
+                "/v1/telemetry",
+                Some(bearer(&tok("a1"))),
+                Some(JSON),
+                json_body(&[reading(Some(dev("b").as_str()), 9023)]),
+            ),
         ),
         (
             400,
             "bad_json",
-            http.request(reqwest::Method::POST, "/v1/telemetry", Some(bearer(&tok("a1"))), Some(JSON), b"{not json".to_vec()),
+            http.request(
+                reqwest::Method::POST,
+                "/v1/telemetry",
+                Some(bearer(&tok("a1"))),
+                Some(JSON),
+                b"{not json".to_vec(),
+            ),
         ),
         (
             400,
             "wrong_type",
-            http.request(reqwest::Method::POST, "/v1/telemetry", Some(bearer(&tok("a1"))), Some(JSON), json_body(&good_and_bad)),
+            http.request(
+                reqwest::Method::POST,
+                "/v1/telemetry",
+                Some(bearer(&tok("a1"))),
+                Some(JSON),
+                json_body(&good_and_bad),
+            ),
         ),
         (
             400,
             "missing_field",
-            http.request(reqwest::Method::POST, "/v1/telemetry", Some(bearer(&tok("a1"))), Some(JSON), br#"[{"metric":"t","ts":1,"value":1.0}]"#.to_vec()),
+            http.request(
+                reqwest::Method::POST,
+                "/v1/telemetry",
+                Some(bearer(&tok("a1"))),
+                Some(JSON),
+                br#"[{"metric":"t","ts":1,"value":1.0}]"#.to_vec(),
+            ),
         ),
         (
             400,
             "bad_avro",
-            http.request(reqwest::Method::POST, "/v1/telemetry", Some(bearer(&tok("b"))), Some("avro/binary"), b"{\"seq\":9030}".to_vec()),
+            http.request(
+                reqwest::Method::POST,
+                "/v1/telemetry",
+                Some(bearer(&tok("b"))),
+                Some("avro/binary"),
+                b"{\"seq\":9030}".to_vec(),
+            ),
         ),
         (
             413,
             "too_large",
-            http.request(reqwest::Method::POST, "/v1/telemetry", Some(bearer(&tok("a1"))), Some(JSON), json_body(&[huge])),
+            http.request(
+                reqwest::Method::POST,
+                "/v1/telemetry",
+                Some(bearer(&tok("a1"))),
+                Some(JSON),
+                json_body(&[huge]),
+            ),
         ),
         (
             413,
             "too_many_records",
-            http.request(reqwest::Method::POST, "/v1/telemetry", Some(bearer(&tok("a1"))), Some(JSON), json_body(&batch(9100, 51))),
+            http.request(
+                reqwest::Method::POST,
+                "/v1/telemetry",
+                Some(bearer(&tok("a1"))),
+                Some(JSON),
+                json_body(&batch(9100, 51)),
+            ),
         ),
         (
             415,
             "unsupported_media_type",
-            http.request(reqwest::Method::POST, "/v1/telemetry", Some(bearer(&tok("a1"))), Some("text/plain"), json_body(&batch(9040, 1))),
+            http.request(
+                reqwest::Method::POST,
+                "/v1/telemetry",
+                Some(bearer(&tok("a1"))),
+                Some("text/plain"),
+                json_body(&batch(9040, 1)),
+            ),
         ),
         (
             405,
             "method_not_allowed",
-            http.request(reqwest::Method::GET, "/v1/telemetry", Some(bearer(&tok("a1"))), None, vec![]),
+            http.request(
+                reqwest::Method::GET,
+                "/v1/telemetry",
+                Some(bearer(&tok("a1"))),
+                None,
+                vec![],
+            ),
         ),
         (
             404,
             "not_found",
-            http.request(reqwest::Method::POST, "/v2/telemetry", Some(bearer(&tok("a1"))), Some(JSON), json_body(&batch(9050, 1))),
+            http.request(
+                reqwest::Method::POST,
+                "/v2/telemetry",
+                Some(bearer(&tok("a1"))),
+                Some(JSON),
+                json_body(&batch(9050, 1)),
+            ),
         ),
     ];
     let mut refused: BTreeMap<&str, u64> = BTreeMap::new();
@@ -424,7 +517,9 @@ fn http_readings_land_once_refusals_store_nothing_and_tokens_follow_their_stores
                     *refused.entry("busy").or_default() += 1;
                     // Resent alone until it fits, as a device would.
                     loop {
-                        let again = http.post(&tok("a2"), JSON, json_body(&batch(start, 50))).unwrap();
+                        let again = http
+                            .post(&tok("a2"), JSON, json_body(&batch(start, 50)))
+                            .unwrap();
                         note("devices-http", &again);
                         if again.status == 202 {
                             break;
@@ -442,10 +537,15 @@ fn http_readings_land_once_refusals_store_nothing_and_tokens_follow_their_stores
             break;
         }
     }
-    assert!(busy > 0, "16 requests of 50 at once never exceeded max_pending 100");
+    assert!(
+        busy > 0,
+        "16 requests of 50 at once never exceeded max_pending 100"
+    );
 
     // --- HTTPS with the file's tokens; the file re-read on change; a broken edit ignored --
-    let a = https.post(&tok("c"), JSON, json_body(&batch(1, 5))).unwrap();
+    let a = https
+        .post(&tok("c"), JSON, json_body(&batch(1, 5)))
+        .unwrap();
     note("devices-https", &a);
     assert_eq!(a.status, 202, "{:?}", a.body);
     expected.extend((1..6).map(|s| (dev("c"), s)));
@@ -456,7 +556,9 @@ fn http_readings_land_once_refusals_store_nothing_and_tokens_follow_their_stores
     println!("client without the CA: {err}");
     let plain = Client::new(format!("http://127.0.0.1:{https_port}"), None);
     assert!(
-        plain.post(&tok("c"), JSON, json_body(&batch(9061, 1))).is_err(),
+        plain
+            .post(&tok("c"), JSON, json_body(&batch(9061, 1)))
+            .is_err(),
         "plain HTTP to the HTTPS bridge must fail"
     );
     std::fs::write(
@@ -470,26 +572,40 @@ fn http_readings_land_once_refusals_store_nothing_and_tokens_follow_their_stores
         ),
     )
     .unwrap();
-    eventually_or("the token file to be re-read", 120, Duration::from_millis(250), || {
-        let a = https.post(&tok("d"), JSON, json_body(&batch(1, 1)))?;
-        note("devices-https", &a);
-        match a.status {
-            202 => Ok(()),
-            401 => Err("still 401".to_string()),
-            s => panic!("unexpected {s}: {:?}", a.body),
-        }
-    });
+    eventually_or(
+        "the token file to be re-read",
+        120,
+        Duration::from_millis(250),
+        || {
+            let a = https.post(&tok("d"), JSON, json_body(&batch(1, 1)))?;
+            note("devices-https", &a);
+            match a.status {
+                202 => Ok(()),
+                401 => Err("still 401".to_string()),
+                s => panic!("unexpected {s}: {:?}", a.body),
+            }
+        },
+    );
     expected.insert((dev("d"), 1));
     std::fs::write(&token_file, "this: is: not: yaml: [\n").unwrap();
-    eventually_or("the broken file to be noticed", 120, Duration::from_millis(250), || {
-        match metric_where(port, "sluice_ingest_token_errors_total", "devices-https") {
+    eventually_or(
+        "the broken file to be noticed",
+        120,
+        Duration::from_millis(250),
+        || match metric_where(port, "sluice_ingest_token_errors_total", "devices-https") {
             Some(n) if n >= 1.0 => Ok(()),
             other => Err(format!("token errors {other:?}")),
-        }
-    });
-    let a = https.post(&tok("d"), JSON, json_body(&batch(2, 1))).unwrap();
+        },
+    );
+    let a = https
+        .post(&tok("d"), JSON, json_body(&batch(2, 1)))
+        .unwrap();
     note("devices-https", &a);
-    assert_eq!(a.status, 202, "the tokens read before stay in force: {:?}", a.body);
+    assert_eq!(
+        a.status, 202,
+        "the tokens read before stay in force: {:?}",
+        a.body
+    );
     expected.insert((dev("d"), 2));
 
     // --- rotation and revocation through the topic -------------------------------------
@@ -501,47 +617,65 @@ fn http_readings_land_once_refusals_store_nothing_and_tokens_follow_their_stores
     // Until the bridge read them, the old tokens still work: a probe answered 202 stored its
     // reading (expected from then on); done once both are 401.
     let mut probe = 30_000i64;
-    eventually_or("the rotation and the revocation", 120, Duration::from_millis(250), || {
-        let mut in_force = Vec::new();
-        for (token, device) in [(tok("a1"), dev("a")), (tok("b"), dev("b"))] {
-            probe += 1;
-            let a = http.post(&token, JSON, json_body(&batch(probe, 1)))?;
-            note("devices-http", &a);
-            match a.status {
-                202 => {
-                    expected.insert((device, probe));
-                    in_force.push(token);
+    eventually_or(
+        "the rotation and the revocation",
+        120,
+        Duration::from_millis(250),
+        || {
+            let mut in_force = Vec::new();
+            for (token, device) in [(tok("a1"), dev("a")), (tok("b"), dev("b"))] {
+                probe += 1;
+                let a = http.post(&token, JSON, json_body(&batch(probe, 1)))?;
+                note("devices-http", &a);
+                match a.status {
+                    202 => {
+                        expected.insert((device, probe));
+                        in_force.push(token);
+                    }
+                    401 => *refused.entry("invalid_token").or_default() += 1,
+                    s => panic!("unexpected {s}: {:?}", a.body),
                 }
-                401 => *refused.entry("invalid_token").or_default() += 1,
-                s => panic!("unexpected {s}: {:?}", a.body),
             }
-        }
-        if in_force.is_empty() {
-            Ok(())
-        } else {
-            Err(format!("still in force: {in_force:?}"))
-        }
-    });
-    let a = http.post(&tok("a2"), JSON, json_body(&batch(600, 5))).unwrap();
+            if in_force.is_empty() {
+                Ok(())
+            } else {
+                Err(format!("still in force: {in_force:?}"))
+            }
+        },
+    );
+    let a = http
+        .post(&tok("a2"), JSON, json_body(&batch(600, 5)))
+        .unwrap();
     note("devices-http", &a);
     assert_eq!(a.status, 202, "the rotated-in token works: {:?}", a.body);
     expected.extend((600..605).map(|s| (dev("a"), s)));
 
     // --- what landed: exactly the accepted readings, once each ---------------------------
-    let got = eventually_or("every accepted reading in the raw topic", 240, Duration::from_millis(500), || {
-        let got = landed_readings(&brokers, &raw);
-        let keys: BTreeSet<_> = got.keys().cloned().collect();
-        if keys.is_superset(&expected) {
-            Ok(got)
-        } else {
-            Err(format!("{} missing", expected.difference(&keys).count()))
-        }
-    });
+    let got = eventually_or(
+        "every accepted reading in the raw topic",
+        240,
+        Duration::from_millis(500),
+        || {
+            let got = landed_readings(&brokers, &raw);
+            let keys: BTreeSet<_> = got.keys().cloned().collect();
+            if keys.is_superset(&expected) {
+                Ok(got)
+            } else {
+                Err(format!("{} missing", expected.difference(&keys).count()))
+            }
+        },
+    );
     let keys: BTreeSet<_> = got.keys().cloned().collect();
     let extra: Vec<_> = keys.difference(&expected).take(10).collect();
-    assert!(extra.is_empty(), "readings that were refused landed: {extra:?}");
+    assert!(
+        extra.is_empty(),
+        "readings that were refused landed: {extra:?}"
+    );
     let repeats: Vec<_> = got.iter().filter(|(_, n)| **n > 1).take(10).collect();
-    assert!(repeats.is_empty(), "readings stored twice without a crash: {repeats:?}");
+    assert!(
+        repeats.is_empty(),
+        "readings stored twice without a crash: {repeats:?}"
+    );
     println!("{} readings landed once each", got.len());
 
     // --- the metrics count what the clients saw ------------------------------------------
@@ -564,7 +698,10 @@ fn http_readings_land_once_refusals_store_nothing_and_tokens_follow_their_stores
     let produced = metric_where(port, "sluice_ingest_produced_total", "devices-http").unwrap()
         + metric_where(port, "sluice_ingest_produced_total", "devices-https").unwrap();
     assert_eq!(produced as usize, expected.len());
-    assert_eq!(metric_where(port, "sluice_ingest_acks_pending", ""), Some(0.0));
+    assert_eq!(
+        metric_where(port, "sluice_ingest_acks_pending", ""),
+        Some(0.0)
+    );
     assert_eq!(
         metric_where(port, "sluice_ingest_tokens", "devices-http"),
         Some(1.0),
@@ -572,8 +709,10 @@ fn http_readings_land_once_refusals_store_nothing_and_tokens_follow_their_stores
     );
 
     // --- kill -9 in mid-stream; the restart reads the tokens again; nothing acknowledged lost
-    let stream_expected: BTreeSet<(String, i64)> =
-        (0..100).flat_map(|i| (0..5).map(move |j| 40_000 + i * 5 + j)).map(|s| (dev("a"), s)).collect();
+    let stream_expected: BTreeSet<(String, i64)> = (0..100)
+        .flat_map(|i| (0..5).map(move |j| 40_000 + i * 5 + j))
+        .map(|s| (dev("a"), s))
+        .collect();
     let (accepted_tx, accepted_rx) = std::sync::mpsc::channel::<i64>();
     let streamer = {
         let url = format!("http://127.0.0.1:{}", t.http_port);
@@ -598,30 +737,48 @@ fn http_readings_land_once_refusals_store_nothing_and_tokens_follow_their_stores
         })
     };
     for _ in 0..20 {
-        accepted_rx.recv_timeout(Duration::from_secs(240)).expect("the stream under way");
+        accepted_rx
+            .recv_timeout(Duration::from_secs(240))
+            .expect("the stream under way");
     }
     ingest.kill9();
     let mut ingest = Sluice::spawn(&args, &log);
     wait_up("both bridges to serve again");
     streamer.join().expect("streamer");
     let all: BTreeSet<_> = expected.union(&stream_expected).cloned().collect();
-    let got = eventually_or("every reading after the kill", 240, Duration::from_millis(500), || {
-        let got = landed_readings(&brokers, &raw);
-        let keys: BTreeSet<_> = got.keys().cloned().collect();
-        if keys.is_superset(&all) {
-            Ok(got)
-        } else {
-            Err(format!("{} missing; log:\n{}", all.difference(&keys).count(), log_tail()))
-        }
-    });
+    let got = eventually_or(
+        "every reading after the kill",
+        240,
+        Duration::from_millis(500),
+        || {
+            let got = landed_readings(&brokers, &raw);
+            let keys: BTreeSet<_> = got.keys().cloned().collect();
+            if keys.is_superset(&all) {
+                Ok(got)
+            } else {
+                Err(format!(
+                    "{} missing; log:\n{}",
+                    all.difference(&keys).count(),
+                    log_tail()
+                ))
+            }
+        },
+    );
     let keys: BTreeSet<_> = got.keys().cloned().collect();
     assert_eq!(keys, all, "exactly the accepted readings");
     let repeats: usize = got.values().map(|n| n - 1).sum();
-    println!("after kill -9 and restart: {} readings, {repeats} repeats (identical copies)", got.len());
+    println!(
+        "after kill -9 and restart: {} readings, {repeats} repeats (identical copies)",
+        got.len()
+    );
 
     // --- SIGTERM: answers what is in flight, exits 0 ----------------------------------------
     let status = ingest.terminate();
-    assert!(status.success(), "SIGTERM exit {status:?}; log:\n{}", log_tail());
+    assert!(
+        status.success(),
+        "SIGTERM exit {status:?}; log:\n{}",
+        log_tail()
+    );
     assert!(
         log_tail().contains("requests received"),
         "the exit summary: {}",

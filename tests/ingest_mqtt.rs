@@ -158,7 +158,17 @@ fn mqtt_readings_land_once_bad_ones_are_dead_letters_and_a_kill_loses_nothing() 
 
     let log = t.dir.path().join("ingest.log");
     let path = t.path.to_str().unwrap().to_string();
-    let mut ingest = Sluice::spawn(&["ingest", &path, "--bridge", "devices-mqtt", "--bridge", "devices-avro"], &log);
+    let mut ingest = Sluice::spawn(
+        &[
+            "ingest",
+            &path,
+            "--bridge",
+            "devices-mqtt",
+            "--bridge",
+            "devices-avro",
+        ],
+        &log,
+    );
     let port = t.metrics_port;
     let log_tail = || std::fs::read_to_string(&log).unwrap_or_default();
     // Both sessions exist before anything is published (a first connection creates them).
@@ -419,7 +429,17 @@ fn mqtt_readings_land_once_bad_ones_are_dead_letters_and_a_kill_loses_nothing() 
     ingest.kill9();
     let killed_at = metric_lines_count(port);
     assert_eq!(killed_at, 0, "the killed process still answers");
-    let mut ingest = Sluice::spawn(&["ingest", &path, "--bridge", "devices-mqtt", "--bridge", "devices-avro"], &log);
+    let mut ingest = Sluice::spawn(
+        &[
+            "ingest",
+            &path,
+            "--bridge",
+            "devices-mqtt",
+            "--bridge",
+            "devices-avro",
+        ],
+        &log,
+    );
     // Up again (signal handlers installed, sessions resumed) before anything is asked of it:
     // the readings may all be there already, and a SIGTERM that lands while the process is
     // still starting kills it before it can answer the signal.

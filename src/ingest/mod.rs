@@ -90,7 +90,11 @@ impl Bridge {
             ),
             Bridge::Http(b) => format!(
                 "POST {}://{}/v1/telemetry (tokens from {}) to {}",
-                if b.spec.tls.is_some() { "https" } else { "http" },
+                if b.spec.tls.is_some() {
+                    "https"
+                } else {
+                    "http"
+                },
                 b.spec.listen,
                 match &b.spec.tokens {
                     TokenStore::File(f) => format!("file {}", f.display()),
@@ -119,7 +123,9 @@ async fn output_schema(
         .get(output)
         .ok_or_else(|| setup(format!("topic {output} is not declared")))?;
     let (Some(subject), Some(file)) = (&out.subject, &out.schema) else {
-        return Err(setup(format!("topic {output} needs `subject` and `schema`")));
+        return Err(setup(format!(
+            "topic {output} needs `subject` and `schema`"
+        )));
     };
     let registry = crate::connections::registry_client(&t.connections.registry)
         .map_err(|e| setup(e.to_string()))?;
@@ -166,8 +172,8 @@ pub async fn build(
         bridge: bridge.name.clone(),
         reason: format!("the schema of {output}: {reason}"),
     };
-    let opts = crate::connections::client_options(&t.connections)
-        .map_err(|e| setup(e.to_string()))?;
+    let opts =
+        crate::connections::client_options(&t.connections).map_err(|e| setup(e.to_string()))?;
     let producer: FutureProducer = producer_config(&opts)
         .create()
         .map_err(|e| setup(format!("Kafka producer: {e}")))?;

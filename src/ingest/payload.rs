@@ -254,7 +254,11 @@ impl Mapper {
         payload: &'p [u8],
         i: usize,
     ) -> Result<(Value, &'p [u8]), MapError> {
-        let at = if i > 0 { format!("record [{i}]: ") } else { String::new() };
+        let at = if i > 0 {
+            format!("record [{i}]: ")
+        } else {
+            String::new()
+        };
         let (id, mut body) = sluice_schemas::wire::parse(payload)
             .map_err(|e| reject(BAD_AVRO, format!("{at}not Confluent-framed Avro: {e}")))?;
         if !self.decoders.contains_key(&id) {

@@ -671,12 +671,16 @@ pub fn landed_readings(brokers: &str, raw: &str) -> BTreeMap<(String, i64), usiz
                 .expect("registry has the id");
             apache_avro::Schema::parse_str(&text).unwrap()
         });
-        let apache_avro::types::Value::Record(fields) = sluice_ops::codec::decode_once(schema, None, body).unwrap()
+        let apache_avro::types::Value::Record(fields) =
+            sluice_ops::codec::decode_once(schema, None, body).unwrap()
         else {
             panic!("not a record")
         };
         let get = |n: &str| fields.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone());
-        let (Some(apache_avro::types::Value::String(device)), Some(apache_avro::types::Value::Long(seq))) = (get("device_id"), get("seq"))
+        let (
+            Some(apache_avro::types::Value::String(device)),
+            Some(apache_avro::types::Value::Long(seq)),
+        ) = (get("device_id"), get("seq"))
         else {
             panic!("no device_id/seq in {fields:?}")
         };

@@ -135,7 +135,12 @@ pub(crate) fn check(t: &Topology, path: &Path, push: &mut impl FnMut(String, Str
                 "rename one: dead letters and metrics name their writer".into(),
             );
         }
-        for (field, topic) in bridge.spec.outputs().into_iter().chain(bridge.spec.inputs()) {
+        for (field, topic) in bridge
+            .spec
+            .outputs()
+            .into_iter()
+            .chain(bridge.spec.inputs())
+        {
             if !t.topics.contains_key(topic) {
                 let fix = crate::validate::undeclared_topic_fix(topic, &topic_names);
                 push(
@@ -203,8 +208,8 @@ pub fn parse_token_file(text: &str) -> Result<Vec<(String, String)>, String> {
     if text.trim().is_empty() {
         return Ok(vec![]);
     }
-    let map: std::collections::BTreeMap<String, Option<Hashes>> =
-        serde_yaml::from_str(text).map_err(|e| format!("not a map of device ids to token hashes ({e})"))?;
+    let map: std::collections::BTreeMap<String, Option<Hashes>> = serde_yaml::from_str(text)
+        .map_err(|e| format!("not a map of device ids to token hashes ({e})"))?;
     let mut out = Vec::new();
     let mut seen = std::collections::HashMap::new();
     for (device, hashes) in map {
@@ -260,9 +265,7 @@ pub(crate) fn check_output(
         Ok(fields) => match fields.iter().find(|(n, _)| n == device_field) {
             None => push(
                 format!("{base}.device_field"),
-                format!(
-                    "{filler} fills `{device_field}`, which `{output}`'s schema does not have"
-                ),
+                format!("{filler} fills `{device_field}`, which `{output}`'s schema does not have"),
                 format!(
                     "name a string field of the schema: {}",
                     fields

@@ -111,7 +111,10 @@ fn the_reference_http_bridge_loads_and_its_token_topic_is_compacted() {
     };
     assert_eq!(h.listen.port(), 8088);
     assert_eq!(h.tokens, TokenStore::Topic("devices.tokens".into()));
-    assert_eq!((h.max_body, h.max_records, h.max_pending), (1 << 20, 10_000, 50_000));
+    assert_eq!(
+        (h.max_body, h.max_records, h.max_pending),
+        (1 << 20, 10_000, 50_000)
+    );
     assert!(h.tls.is_none());
     let plan = t
         .topic_plans()
@@ -126,7 +129,10 @@ fn the_reference_http_bridge_loads_and_its_token_topic_is_compacted() {
 
 #[test]
 fn http_bridge_mistakes_are_located() {
-    let p = problem("tokens: { topic: devices.tokens }", "tokens: { topic: devices.tokenz }");
+    let p = problem(
+        "tokens: { topic: devices.tokens }",
+        "tokens: { topic: devices.tokenz }",
+    );
     assert_eq!(p.key, "ingest.devices-http.tokens.topic");
     assert!(p.fix.contains("did you mean `devices.tokens`"), "{p}");
     let p = problem("max_pending: 50000 ", "max_pending: 500 ");
@@ -154,7 +160,10 @@ fn http_bridge_mistakes_are_located() {
     let keys: Vec<&str> = err.problems().iter().map(|p| p.key.as_str()).collect();
     assert_eq!(
         keys,
-        ["ingest.devices-http.tls.cert", "ingest.devices-http.tls.key"],
+        [
+            "ingest.devices-http.tls.cert",
+            "ingest.devices-http.tls.key"
+        ],
         "{err}"
     );
 }
@@ -166,7 +175,10 @@ fn token_files_hold_hashes_never_tokens() {
     let h2 = "B".repeat(64);
     let ok = parse_token_file(&format!("d1: {h1}\nd2: [{h2}, {}]\n", "c".repeat(64))).unwrap();
     assert_eq!(ok.len(), 3);
-    assert!(ok.contains(&("b".repeat(64), "d2".to_string())), "hashes are lowercased");
+    assert!(
+        ok.contains(&("b".repeat(64), "d2".to_string())),
+        "hashes are lowercased"
+    );
     let err = parse_token_file("d1: my-secret-token\n").unwrap_err();
     assert!(err.contains("not a SHA-256"), "{err}");
     let err = parse_token_file(&format!("d1: {h1}\nd2: {h1}\n")).unwrap_err();

@@ -57,7 +57,10 @@ pub fn tls_config(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, String> 
         .and_then(|it| it.collect::<Result<_, _>>())
         .map_err(|e| format!("certificate {}: {e}", cert.display()))?;
     if certs.is_empty() {
-        return Err(format!("certificate {}: no certificate in it", cert.display()));
+        return Err(format!(
+            "certificate {}: no certificate in it",
+            cert.display()
+        ));
     }
     let key_der = PrivateKeyDer::from_pem_file(key)
         .map_err(|e| format!("private key {}: {e}", key.display()))?;
@@ -126,7 +129,8 @@ impl HttpBridge {
         let tokens_stop = Arc::new(AtomicBool::new(false));
         match tokio::time::timeout(
             TOKEN_LOAD_TIMEOUT,
-            self.tokens.start(&name, tokens.clone(), tokens_stop.clone()),
+            self.tokens
+                .start(&name, tokens.clone(), tokens_stop.clone()),
         )
         .await
         {
@@ -407,7 +411,11 @@ async fn telemetry(s: &Shared, req: Request<Incoming>) -> Result<usize, Refusal>
             return Err(refuse(StatusCode::FORBIDDEN, DEVICE_MISMATCH, r.message))
         }
         Err(MapError::Rejected(r)) if r.class == OVERSIZE => {
-            return Err(refuse(StatusCode::PAYLOAD_TOO_LARGE, "too_large", r.message))
+            return Err(refuse(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too_large",
+                r.message,
+            ))
         }
         Err(MapError::Rejected(r)) => {
             return Err(refuse(StatusCode::BAD_REQUEST, r.class, r.message))
@@ -471,7 +479,8 @@ async fn telemetry(s: &Shared, req: Request<Incoming>) -> Result<usize, Refusal>
 /// Sends every record (keyed by the device) and waits for every acknowledgement.
 async fn produce(s: &Shared, device: &str, records: &[Vec<u8>]) -> Result<(), Refusal> {
     use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-    let not_stored = |i: usize, e: String| Refusal {
+    let not_stored = |i: usize, e: String| {
+        Refusal {
         retry_after: Some(1),
         ..refuse(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -481,6 +490,7 @@ async fn produce(s: &Shared, device: &str, records: &[Vec<u8>]) -> Result<(), Re
                 records.len()
             ),
         )
+    }
     };
     let mut futures = Vec::with_capacity(records.len());
     for (i, r) in records.iter().enumerate() {

@@ -154,9 +154,9 @@ impl TokenSource {
                     .name(format!("tokens-{bridge}"))
                     .spawn(move || follow_topic(&bridge, &topic, &opts, &tokens, &stop, loaded_tx))
                     .map_err(|e| format!("starting the token reader: {e}"))?;
-                loaded_rx
-                    .await
-                    .map_err(|_| "the token reader stopped before it had read the topic".to_string())?
+                loaded_rx.await.map_err(|_| {
+                    "the token reader stopped before it had read the topic".to_string()
+                })?
             }
         }
     }
@@ -267,7 +267,13 @@ fn follow_topic(
         if pending.is_empty() {
             if let Some(tx) = loaded.take() {
                 gauge.set(tokens.len() as i64);
-                tracing::info!(bridge, topic, records = read, tokens = tokens.len(), "Token topic read.");
+                tracing::info!(
+                    bridge,
+                    topic,
+                    records = read,
+                    tokens = tokens.len(),
+                    "Token topic read."
+                );
                 let _ = tx.send(Ok(()));
             }
         }
@@ -284,7 +290,12 @@ fn follow_topic(
         read += 1;
         let Some(device) = m.key().and_then(|k| std::str::from_utf8(k).ok()) else {
             errors.inc();
-            tracing::warn!(bridge, topic, offset = m.offset(), "Token record without a UTF-8 key (the device id); ignored.");
+            tracing::warn!(
+                bridge,
+                topic,
+                offset = m.offset(),
+                "Token record without a UTF-8 key (the device id); ignored."
+            );
             continue;
         };
         let hashes = match m.payload() {

@@ -116,7 +116,14 @@ impl HttpIngestSpec {
             }
         }
         let Some(out) = output else { return }; // undeclared: reported by the caller
-        super::check_output(base, &self.output, &self.device_field, "the token", out, push);
+        super::check_output(
+            base,
+            &self.output,
+            &self.device_field,
+            "the token",
+            out,
+            push,
+        );
     }
 }
 
