@@ -71,7 +71,7 @@ fn fixture(stores: &[&'static str]) -> Fixture {
             configs: vec![("cleanup.policy".into(), "compact".into())],
         })
         .collect();
-    rt.block_on(ensure_topics(&ClientOptions::new(brokers), &create)).unwrap_or_else(|e| {
+    rt.block_on(ensure_topics(&ClientOptions::new(&brokers), &create)).unwrap_or_else(|e| {
         panic!("cannot create topics on {brokers}: {e}. Start the stack with `eval \"$(scripts/stack up)\"`")
     });
     let opts = ClientOptions::new(brokers);

@@ -607,6 +607,19 @@ fn http_readings_land_once_refusals_store_nothing_and_tokens_follow_their_stores
         a.body
     );
     expected.insert((dev("d"), 2));
+    // A start with a broken file is refused (`sluice validate` names the file): mend it for
+    // the restart below.
+    std::fs::write(
+        &token_file,
+        format!(
+            "{}: {}\n{}: [{}]\n",
+            dev("c"),
+            sha256_hex(&tok("c")),
+            dev("d"),
+            sha256_hex(&tok("d"))
+        ),
+    )
+    .unwrap();
 
     // --- rotation and revocation through the topic -------------------------------------
     put_tokens(
@@ -695,15 +708,25 @@ fn http_readings_land_once_refusals_store_nothing_and_tokens_follow_their_stores
         );
         assert_eq!(m, Some(*n as f64), "refused {reason}");
     }
-    let produced = metric_where(port, "sluice_ingest_produced_total", "devices-http").unwrap()
-        + metric_where(port, "sluice_ingest_produced_total", "devices-https").unwrap();
+    let produced = metric_where(
+        port,
+        "sluice_ingest_produced_total",
+        "bridge=\"devices-http\"",
+    )
+    .unwrap()
+        + metric_where(
+            port,
+            "sluice_ingest_produced_total",
+            "bridge=\"devices-https\"",
+        )
+        .unwrap();
     assert_eq!(produced as usize, expected.len());
     assert_eq!(
         metric_where(port, "sluice_ingest_acks_pending", ""),
         Some(0.0)
     );
     assert_eq!(
-        metric_where(port, "sluice_ingest_tokens", "devices-http"),
+        metric_where(port, "sluice_ingest_tokens", "bridge=\"devices-http\""),
         Some(1.0),
         "a2 only: a1 rotated out, b revoked"
     );

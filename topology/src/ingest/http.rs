@@ -61,14 +61,34 @@ pub struct HttpTls {
     pub key: PathBuf,
 }
 
-/// Where tokens are kept.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "snake_case")]
+/// Where tokens are kept: `{ file: PATH }` or `{ topic: NAME }`.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TokenStore {
     /// A YAML file: `device-id: <sha256 hex>` or `device-id: [<hex>, <hex>]` (rotation).
     File(PathBuf),
     /// A compacted topic keyed by device id.
     Topic(String),
+}
+
+impl<'de> Deserialize<'de> for TokenStore {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Raw {
+            #[serde(default)]
+            file: Option<PathBuf>,
+            #[serde(default)]
+            topic: Option<String>,
+        }
+        let r = Raw::deserialize(d)?;
+        match (r.file, r.topic) {
+            (Some(f), None) => Ok(TokenStore::File(f)),
+            (None, Some(t)) => Ok(TokenStore::Topic(t)),
+            _ => Err(serde::de::Error::custom(
+                "give exactly one of `file` (a YAML file of token hashes) or `topic` (a compacted topic of them)",
+            )),
+        }
+    }
 }
 
 /// The largest request body a bridge may accept.
