@@ -483,7 +483,6 @@ pub(crate) fn stage_def(
                 .or_else(|| t.connections.ilp.clone())
                 .unwrap_or_default();
             let kinds = tsdb_kinds(t, &q.inputs)?;
-            let tables = (q.aggregates_table.clone(), q.anomalies_table.clone());
             let rt = shared.rt.clone();
             (
                 q.inputs.clone(),
@@ -494,7 +493,6 @@ pub(crate) fn stage_def(
                     Ok(Box::new(tsdb::TsdbSink::new(
                         &stage,
                         &addr,
-                        (&tables.0, &tables.1),
                         &kinds,
                         schemas(),
                         rt.clone(),
@@ -613,7 +611,6 @@ pub(crate) fn stage_def(
         on_restore: None,
         ready,
         leave_group: shared.leave_group,
-        bounds: None,
     })
 }
 
@@ -739,7 +736,7 @@ impl Summary {
     }
 }
 
-pub(crate) fn print_destinations(t: &Topology) {
+fn print_destinations(t: &Topology) {
     eprintln!("outputs:");
     for s in &t.stages {
         match &s.spec {

@@ -5,10 +5,8 @@
 //! and closes before the partition can be given to another instance (so it stops writing
 //! first), and an assigned task restores its stores before its first record is processed.
 //!
-//! `exactly_once_transactional` swaps the commit for the one in `txn.rs`; `sluice backfill`
-//! bounds the input with `bounded.rs`.
+//! `exactly_once_transactional` swaps the commit for the one in `txn.rs`.
 
-mod bounded;
 mod txn;
 
 use std::collections::HashMap;
@@ -37,16 +35,10 @@ use sluice_state::protocol::{self, TaskCommit};
 use sluice_state::table::AnyTable;
 use sluice_state::{accept_id, ids_table, IdsTable};
 
-pub use bounded::{Ends, StageBounds};
 pub use txn::transactional_id;
-
-use bounded::Bounded;
 
 /// How often idle tasks are offered an idle tick (`Processor::idle`).
 const IDLE_CHECK_EVERY: Duration = Duration::from_secs(1);
-
-/// How often a bounded stage checks whether it has committed its whole range.
-const BOUND_CHECK_EVERY: Duration = Duration::from_millis(200);
 
 /// Builds the processor of one task (input partition).
 pub type ProcessorFactory =
@@ -86,9 +78,6 @@ pub struct StageDef {
     /// otherwise stays in the group so a restart within the session timeout gets its
     /// partitions back without a rebalance; a dynamic member always leaves.
     pub leave_group: bool,
-    /// Bounded input (`sluice backfill`): the stage stops by itself once it has committed
-    /// every input partition up to these ends. `None`: runs until stopped.
-    pub bounds: Option<Arc<StageBounds>>,
 }
 
 struct Task {
@@ -135,7 +124,6 @@ struct Inner {
     /// When this run of the stage last knew it was not paused (see `pause`).
     pause_mark: pause::Mark,
     lag: Arc<StageLag>,
-    bounded: Option<Bounded>,
 }
 
 struct Ctx {
@@ -372,9 +360,6 @@ impl Inner {
             return Ok(());
         }
         self.in_counter.inc();
-        if let Some(b) = self.bounded.as_ref() {
-            b.records.inc();
-        }
         task.next_offset = Some(offset + 1);
         task.idle_since = Instant::now();
         task.times.push(m.timestamp().to_millis());
@@ -579,9 +564,6 @@ impl Inner {
     /// per input record of every task committed (a held task's wait until its sink flushes).
     fn committed(&mut self, tpl: &TopicPartitionList, held: &[(usize, i32)]) {
         self.lag.committed(tpl);
-        if let Some(b) = self.bounded.as_mut() {
-            b.committed(tpl);
-        }
         let hist = METRICS.latency_ms.with_label_values(&[&self.def.name]);
         let now = lag::now_ms();
         for (key, task) in self.tasks.iter_mut() {
@@ -589,46 +571,6 @@ impl Inner {
                 task.times.committed(&hist, now);
             }
         }
-    }
-}
-
-impl Inner {
-    /// Bounded mode: true when `m` is at or past its partition's end (not to be
-    /// processed); the partition is paused so the live input beyond is not fetched.
-    fn past_end(&mut self, m: &BorrowedMessage<'_>, consumer: &BaseConsumer<Ctx>) -> bool {
-        let Some(b) = self.bounded.as_mut() else {
-            return false;
-        };
-        if !b.past_end(m.topic(), m.partition(), m.offset()) {
-            return false;
-        }
-        for (topic, partition) in b.to_pause.drain(..) {
-            let mut tpl = TopicPartitionList::new();
-            tpl.add_partition(&topic, partition);
-            if let Err(e) = consumer.pause(&tpl) {
-                tracing::debug!(stage = %self.def.name, topic = %topic, partition, error = %e, "Could not pause a partition past its backfill end; its records are skipped.");
-            }
-        }
-        true
-    }
-
-    /// Bounded mode: whether every input partition is committed up to its end.
-    fn bounded_done(&mut self, consumer: &BaseConsumer<Ctx>) -> Result<bool, RuntimeError> {
-        let Inner {
-            def,
-            tasks,
-            bounded,
-            ..
-        } = self;
-        let Some(b) = bounded.as_mut() else {
-            return Ok(false);
-        };
-        let reached = |topic: &str, partition: i32| {
-            let i = def.inputs.iter().position(|t| t == topic)?;
-            let t = tasks.get(&(i, partition))?;
-            Some(t.skip_below)
-        };
-        Ok(b.done(consumer, reached)?)
     }
 }
 
@@ -697,7 +639,6 @@ pub fn run_stage(def: StageDef, stop: &AtomicBool) -> Result<(), RuntimeError> {
     let leave_group = def.leave_group;
     let name = def.name.clone();
     let lag = Arc::new(StageLag::new(&name, def.opts.read_committed));
-    let bounded = def.bounds.clone().map(|b| Bounded::new(&name, b));
     let inner = Arc::new(Mutex::new(Inner {
         def,
         producer,
@@ -711,7 +652,6 @@ pub fn run_stage(def: StageDef, stop: &AtomicBool) -> Result<(), RuntimeError> {
         standbys,
         pause_mark: pause::mark(),
         lag: lag.clone(),
-        bounded,
     }));
     let opts = inner
         .lock()
@@ -735,7 +675,6 @@ pub fn run_stage(def: StageDef, stop: &AtomicBool) -> Result<(), RuntimeError> {
     let mut last_error: Option<String> = None;
     let mut last_standby_turn = Instant::now();
     let mut last_idle_check = Instant::now();
-    let mut last_bound_check = Instant::now();
     // Idle ticks emit between batches, outside any transaction: not under Kafka
     // transactions (docs/TOPOLOGY.md says `idle_timeout` needs `exactly_once`).
     let idle_checks = !transactional;
@@ -770,13 +709,10 @@ pub fn run_stage(def: StageDef, stop: &AtomicBool) -> Result<(), RuntimeError> {
                 if let Err(e) = g.check_not_paused() {
                     break Err(e);
                 }
-                if g.past_end(&m, &consumer) {
-                    // Past the backfill's range: not processed.
-                } else if let Err(e) = g.process(&m) {
+                if let Err(e) = g.process(&m) {
                     break Err(e);
-                } else {
-                    pending += 1;
                 }
+                pending += 1;
             }
         }
         if idle_checks && last_idle_check.elapsed() >= IDLE_CHECK_EVERY {
@@ -793,18 +729,6 @@ pub fn run_stage(def: StageDef, stop: &AtomicBool) -> Result<(), RuntimeError> {
             }
             pending = 0;
             last_commit = Instant::now();
-        }
-        if pending == 0 && g.bounded.is_some() && last_bound_check.elapsed() >= BOUND_CHECK_EVERY {
-            last_bound_check = Instant::now();
-            match g.bounded_done(&consumer) {
-                Ok(false) => {}
-                Ok(true) => {
-                    tracing::info!(stage = %name, committed = %g.positions(), "Backfill range committed: the stage stops.");
-                    g.drop_tasks();
-                    break Ok(());
-                }
-                Err(e) => break Err(e),
-            }
         }
         if g.standbys.enabled() && last_standby_turn.elapsed() >= TICK_EVERY {
             g.standby_turn(&consumer);
