@@ -39,6 +39,7 @@ fn private_topology(dir: &Path) -> (PathBuf, String) {
         "iot.aggregates",
         "iot.anomalies",
         "iot.alerts",
+        "devices.tokens",
     ] {
         text = text.replace(topic, &format!("{suffix}.{topic}"));
     }
@@ -93,7 +94,11 @@ fn topics_create_prints_what_it_set_and_the_broker_holds_it() {
     .unwrap_or_else(|e| panic!("{e}"))
     .topology
     .topic_plans();
-    assert_eq!(plans.len(), 13, "6 declared topics and 7 changelogs");
+    assert_eq!(
+        plans.len(),
+        14,
+        "7 declared topics (one the HTTP bridge's compacted token topic) and 7 changelogs"
+    );
 
     let first = sluice(&["topics", "create", path], &env);
     let (stdout, stderr) = text(&first);
@@ -113,7 +118,7 @@ fn topics_create_prints_what_it_set_and_the_broker_holds_it() {
     }
     assert!(
         stdout.starts_with(&format!(
-            "13 topics on {brokers}: 13 created, 0 already existed"
+            "14 topics on {brokers}: 14 created, 0 already existed"
         )),
         "{stdout}"
     );
