@@ -43,20 +43,9 @@ pub struct Args {
 
 pub(crate) fn run(a: Args) -> anyhow::Result<ExitCode> {
     let url = sluice_topology::ingest::MqttUrl::parse(&a.mqtt).map_err(|e| anyhow::anyhow!(e))?;
-    let tag = format!("{:08x}", rand::random::<u32>());
-    let dir = std::env::temp_dir().join(format!("sluice-bench-ingest-{tag}"));
-    std::fs::create_dir_all(&dir)?;
-    let schema = dir.join("telemetry-v1.avsc");
-    let bundled = sluice_schemas::BUNDLED
-        .iter()
-        .find(|(f, _)| *f == "telemetry-v1.avsc")
-        .map(|(_, s)| *s)
-        .context("the bundled telemetry-v1.avsc")?;
-    std::fs::write(&schema, bundled)?;
+    let (tag, dir, schema) = bench_dir("ingest")?;
     let raw = format!("bench-ingest-{tag}.raw");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
+    let port = free_port()?;
     let prefix = format!("bench-{tag}");
     let topology = format!(
         "apiVersion: sluice/v1\nkind: Topology\nmetadata:\n  name: bench{tag}\nconnections:\n  brokers: {brokers}\n  registry: {registry}\nmetrics:\n  listen: 127.0.0.1:{port}\ntopic_defaults:\n  replication: 1\n  min_insync_replicas: 1\ntopics:\n  {raw}: {{ partitions: {parts}, subject: {raw}-value, schema: {schema} }}\n  {raw}.dlq: {{ partitions: 1 }}\nstages: {{}}\ningest:\n  bench:\n    kind: mqtt\n    url: {url}\n    protocol: \"{proto}\"\n    topic: {prefix}/+/telemetry\n    output: {raw}\n    dead_letter: {raw}.dlq\n    client_id: sluice-bench-{tag}\n",
@@ -66,15 +55,7 @@ pub(crate) fn run(a: Args) -> anyhow::Result<ExitCode> {
         schema = schema.display(),
         proto = a.protocol,
     );
-    let path = dir.join("bench.yaml");
-    std::fs::write(&path, topology)?;
-    let log = std::fs::File::create(dir.join("ingest.log"))?;
-    let mut child = Command::new(std::env::current_exe()?)
-        .args(["ingest", path.to_str().context("utf-8 path")?, "--quiet"])
-        .stdout(Stdio::from(log.try_clone()?))
-        .stderr(Stdio::from(log))
-        .spawn()
-        .context("starting `sluice ingest`")?;
+    let mut child = spawn_ingest(&dir, &topology)?;
     let pid = child.id().to_string();
     println!(
         "# sluice bench ingest-mqtt: {} messages, MQTT {} at {url}, brokers {}, raw topic {raw} ({} partitions), window {}",
@@ -247,6 +228,48 @@ async fn publish(
         drop(driver);
     }
     Ok(())
+}
+
+/// A fresh temporary folder for one bench run, named with a random tag, holding the bundled
+/// `telemetry-v1.avsc`: (tag, folder, schema file).
+pub(super) fn bench_dir(
+    kind: &str,
+) -> anyhow::Result<(String, std::path::PathBuf, std::path::PathBuf)> {
+    let tag = format!("{:08x}", rand::random::<u32>());
+    let dir = std::env::temp_dir().join(format!("sluice-bench-{kind}-{tag}"));
+    std::fs::create_dir_all(&dir)?;
+    let schema = dir.join("telemetry-v1.avsc");
+    let bundled = sluice_schemas::BUNDLED
+        .iter()
+        .find(|(f, _)| *f == "telemetry-v1.avsc")
+        .map(|(_, s)| *s)
+        .context("the bundled telemetry-v1.avsc")?;
+    std::fs::write(&schema, bundled)?;
+    Ok((tag, dir, schema))
+}
+
+/// A free port on 127.0.0.1.
+pub(super) fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+/// Writes `topology` to `dir/bench.yaml` and starts `sluice ingest` on it as a child
+/// process (its CPU is its own), logging to `dir/ingest.log`.
+pub(super) fn spawn_ingest(
+    dir: &std::path::Path,
+    topology: &str,
+) -> anyhow::Result<std::process::Child> {
+    let path = dir.join("bench.yaml");
+    std::fs::write(&path, topology)?;
+    let log = std::fs::File::create(dir.join("ingest.log"))?;
+    Command::new(std::env::current_exe()?)
+        .args(["ingest", path.to_str().context("utf-8 path")?, "--quiet"])
+        .stdout(Stdio::from(log.try_clone()?))
+        .stderr(Stdio::from(log))
+        .spawn()
+        .context("starting `sluice ingest`")
 }
 
 /// One series of a Prometheus text page at 127.0.0.1:`port`, summed over labels.

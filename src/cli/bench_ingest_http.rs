@@ -5,14 +5,14 @@
 //! them, each sending its requests one after the other like a device; the raw topic's end
 //! offsets are checked against what was accepted.
 
-use std::process::{Command, ExitCode, Stdio};
+use std::process::{Command, ExitCode};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::ClientConfig;
 
-use super::bench_ingest::{quantile_of_sorted, scrape};
+use super::bench_ingest::{bench_dir, free_port, quantile_of_sorted, scrape, spawn_ingest};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -50,16 +50,7 @@ pub(crate) fn run(a: Args) -> anyhow::Result<ExitCode> {
         a.requests > 0 && a.records > 0 && a.concurrency > 0 && a.devices > 0,
         "--requests, --records, --concurrency and --devices must be positive"
     );
-    let tag = format!("{:08x}", rand::random::<u32>());
-    let dir = std::env::temp_dir().join(format!("sluice-bench-ingest-http-{tag}"));
-    std::fs::create_dir_all(&dir)?;
-    let schema = dir.join("telemetry-v1.avsc");
-    let bundled = sluice_schemas::BUNDLED
-        .iter()
-        .find(|(f, _)| *f == "telemetry-v1.avsc")
-        .map(|(_, s)| *s)
-        .context("the bundled telemetry-v1.avsc")?;
-    std::fs::write(&schema, bundled)?;
+    let (tag, dir, schema) = bench_dir("ingest-http")?;
     let mut tokens = String::new();
     for i in 0..a.devices {
         let h = crate::ingest::http::tokens::hash(&token(i));
@@ -68,12 +59,7 @@ pub(crate) fn run(a: Args) -> anyhow::Result<ExitCode> {
     }
     std::fs::write(dir.join("tokens.yaml"), tokens)?;
     let raw = format!("bench-ingest-http-{tag}.raw");
-    let free = || -> anyhow::Result<u16> {
-        Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-            .local_addr()?
-            .port())
-    };
-    let (metrics_port, http_port) = (free()?, free()?);
+    let (metrics_port, http_port) = (free_port()?, free_port()?);
     let topology = format!(
         "apiVersion: sluice/v1\nkind: Topology\nmetadata:\n  name: bench{tag}\nconnections:\n  brokers: {brokers}\n  registry: {registry}\nmetrics:\n  listen: 127.0.0.1:{metrics_port}\ntopic_defaults:\n  replication: 1\n  min_insync_replicas: 1\ntopics:\n  {raw}: {{ partitions: {parts}, subject: {raw}-value, schema: {schema} }}\nstages: {{}}\ningest:\n  bench:\n    kind: http\n    listen: 127.0.0.1:{http_port}\n    tokens: {{ file: tokens.yaml }}\n    output: {raw}\n    max_records: {records}\n    max_pending: {pending}\n",
         brokers = a.brokers,
@@ -83,15 +69,7 @@ pub(crate) fn run(a: Args) -> anyhow::Result<ExitCode> {
         records = a.records,
         pending = a.records * a.concurrency,
     );
-    let path = dir.join("bench.yaml");
-    std::fs::write(&path, topology)?;
-    let log = std::fs::File::create(dir.join("ingest.log"))?;
-    let mut child = Command::new(std::env::current_exe()?)
-        .args(["ingest", path.to_str().context("utf-8 path")?, "--quiet"])
-        .stdout(Stdio::from(log.try_clone()?))
-        .stderr(Stdio::from(log))
-        .spawn()
-        .context("starting `sluice ingest`")?;
+    let mut child = spawn_ingest(&dir, &topology)?;
     let pid = child.id().to_string();
     println!(
         "# sluice bench ingest-http: {} requests x {} readings (JSON), {} clients, {} devices, brokers {}, raw topic {raw} ({} partitions)",
