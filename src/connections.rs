@@ -88,6 +88,22 @@ pub fn registry_client(r: &RegistryConnection) -> Result<RegistryClient, Connect
 /// How long the start-up connection check waits for the broker to answer.
 pub const CONNECT_CHECK_TIMEOUT: Duration = Duration::from_secs(20);
 
+/// The client of `connections.fluvio`, when the topology has topics there.
+pub async fn fluvio_client(
+    c: &Connections,
+) -> Result<
+    Option<std::sync::Arc<sluice_connectors::fluvio::FluvioClient>>,
+    sluice_connectors::fluvio::FluvioError,
+> {
+    let Some(f) = &c.fluvio else {
+        return Ok(None);
+    };
+    let client =
+        sluice_connectors::fluvio::FluvioClient::connect(&f.endpoint, CONNECT_CHECK_TIMEOUT)
+            .await?;
+    Ok(Some(std::sync::Arc::new(client)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -278,6 +278,7 @@ impl Topics {
         opts.idempotence = true;
         let marker_producer: FutureProducer = producer_config(&opts).create().unwrap();
         StageDef {
+            fluvio: None,
             app: self.app.clone(),
             name: STAGE.into(),
             inputs: vec![self.input.clone()],

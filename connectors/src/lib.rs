@@ -2,9 +2,11 @@
 //!
 //! Connectors, in one list so `grep` finds them all:
 //! - [`kafka`]: client settings, topic creation, the delivery-tracking producer, headers.
+//! - [`fluvio`]: a Fluvio cluster's client, topic creation, acknowledged producer, readers.
 //! - [`questdb`]: aggregates and anomalies to a time-series DB over ILP.
 //! - [`s3`]: valid raw telemetry as Hive-partitioned Parquet in S3.
 
+pub mod fluvio;
 pub mod kafka;
 pub mod questdb;
 pub mod s3;

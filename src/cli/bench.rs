@@ -62,6 +62,18 @@ pub struct PipelineArgs {
     /// cost is reported then.
     #[arg(long, value_parser = ["exactly_once", "at_least_once"])]
     pub only: Option<String>,
+    /// Put the raw topic on the Fluvio cluster (docs/FLUVIO.md): the input is produced
+    /// there, the ceiling is a plain Fluvio consumer reading every partition at once, and
+    /// the validate stage reads Fluvio. No latency run.
+    #[arg(long)]
+    pub raw_on_fluvio: bool,
+    /// The Fluvio SC for `--raw-on-fluvio`.
+    #[arg(
+        long,
+        env = "SLUICE_FLUVIO_ENDPOINT",
+        default_value = "127.0.0.1:19003"
+    )]
+    pub fluvio: String,
 }
 
 pub(crate) fn run(c: Command) -> anyhow::Result<ExitCode> {
@@ -81,11 +93,16 @@ pub(crate) fn run(c: Command) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()?;
     println!(
-        "# sluice bench pipeline: {} devices x 4 metrics x {} steps, brokers {}, stages {}",
+        "# sluice bench pipeline: {} devices x 4 metrics x {} steps, brokers {}, stages {}{}",
         a.devices,
         a.steps,
         a.brokers,
-        stages.join(",")
+        stages.join(","),
+        if a.raw_on_fluvio {
+            format!("; raw topic on the Fluvio cluster at {}", a.fluvio)
+        } else {
+            String::new()
+        }
     );
     let mut costs = Vec::new();
     let mut eo_rates = Vec::new();
@@ -173,7 +190,7 @@ pub(crate) fn run(c: Command) -> anyhow::Result<ExitCode> {
                 .join(" ")
         );
     }
-    if !a.no_latency && !eo_rates.is_empty() {
+    if !a.no_latency && !a.raw_on_fluvio && !eo_rates.is_empty() {
         let eo_rate = median(&mut eo_rates);
         let rate = (eo_rate / 2.0).max(1.0) as u64;
         let l = latency_run(&a, &stages, rate, &rt)?;
@@ -399,12 +416,28 @@ fn one_run(
     };
     let opts = ClientOptions::new(&a.brokers);
     let started = Instant::now();
-    let summary = produce(&opts, &raw, cfg, ids, 0, &mut |_, _| {})?;
-    let produce_s = started.elapsed().as_secs_f64();
-    let records = summary.records;
-
-    // The ceiling: one plain consumer reading the raw topic to its end.
-    let ceiling = consume_rate(&a.brokers, &raw, records)?;
+    let (records, produce_s, ceiling) = match &shared.fluvio {
+        Some(client) if a.raw_on_fluvio => {
+            // Fluvio stamps its own times: no skewed-clock readings (docs/FLUVIO.md).
+            let cfg = SimConfig {
+                skewed: false,
+                ..cfg
+            };
+            let summary =
+                crate::sim::produce_fluvio(client, rt.handle(), &raw, cfg, ids, 0, &mut |_, _| {})?;
+            let produce_s = started.elapsed().as_secs_f64();
+            // The ceiling: a plain Fluvio consumer reading every partition to its end.
+            let ceiling = rt.block_on(fluvio_consume_rate(client, &raw, summary.records))?;
+            (summary.records, produce_s, ceiling)
+        }
+        _ => {
+            let summary = produce(&opts, &raw, cfg, ids, 0, &mut |_, _| {})?;
+            let produce_s = started.elapsed().as_secs_f64();
+            // The ceiling: one plain consumer reading the raw topic to its end.
+            let ceiling = consume_rate(&a.brokers, &raw, summary.records)?;
+            (summary.records, produce_s, ceiling)
+        }
+    };
 
     let base: Vec<u64> = stages
         .iter()
@@ -558,7 +591,13 @@ fn prepare(
     let text = std::fs::read_to_string(&a.topology)
         .with_context(|| format!("reading {}", a.topology.display()))?;
     let text = isolate(&text, suffix, guarantee);
+    let text = if a.raw_on_fluvio {
+        raw_on_fluvio(&text, suffix)
+    } else {
+        text
+    };
     let env = |k: &str| match k {
+        "SLUICE_FLUVIO_ENDPOINT" => Some(a.fluvio.clone()),
         "SLUICE_BROKERS" => Some(a.brokers.clone()),
         // The bench brokers are single local ones: one copy of each topic unless told otherwise.
         "SLUICE_REPLICATION" | "SLUICE_MIN_INSYNC_REPLICAS" => {
@@ -608,6 +647,68 @@ pub(crate) fn isolate(text: &str, suffix: &str, guarantee: Guarantee) -> String 
         text = text.replace(topic, &format!("{suffix}.{topic}"));
     }
     text.replace("${SLUICE_METRICS_LISTEN:-127.0.0.1:9464}", "127.0.0.1:0")
+}
+
+/// Moves an [`isolate`]d topology's raw topic to Fluvio (`<suffix>-telemetry-raw`: Fluvio
+/// names take no dots), without the ingest bridges (Kafka producers) and with no clock-skew
+/// re-stamping (Fluvio's timestamps are produce times, not the simulated ones).
+pub(crate) fn raw_on_fluvio(text: &str, suffix: &str) -> String {
+    let raw = format!("{suffix}-telemetry-raw");
+    let text = text.replace(&format!("{suffix}.telemetry.raw"), &raw);
+    let text = match text.split_once("\ningest:") {
+        Some((head, rest)) => match rest.split_once("\nstages:") {
+            Some((_, stages)) => format!("{head}\nstages:{stages}"),
+            None => text.clone(),
+        },
+        None => text.clone(),
+    };
+    text.replace(
+        &format!("  {raw}:   {{ partitions:"),
+        &format!("  {raw}:   {{ broker: fluvio, partitions:"),
+    )
+    .replace(
+        "connections:\n",
+        "connections:\n  fluvio: { endpoint: ${SLUICE_FLUVIO_ENDPOINT} }\n",
+    )
+    .replace("max_clock_skew: 15m", "max_clock_skew: 1000d")
+}
+
+/// Records/s of a plain Fluvio consumer reading the `total` records of `topic` from the
+/// start, every partition at once (the SC's view of the ends is awaited first).
+async fn fluvio_consume_rate(
+    client: &sluice_connectors::fluvio::FluvioClient,
+    topic: &str,
+    total: u64,
+) -> anyhow::Result<f64> {
+    let waited = Instant::now();
+    let ends = loop {
+        let ends = client.ends(topic).await?;
+        if ends.values().sum::<i64>() as u64 >= total {
+            break ends;
+        }
+        anyhow::ensure!(
+            waited.elapsed() < Duration::from_secs(60),
+            "Fluvio's {topic} holds {} of {total} records after 60 s",
+            ends.values().sum::<i64>()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let started = Instant::now();
+    let reads = ends.iter().map(|(&p, &end)| async move {
+        let mut reader = client.reader(topic, p, None, 1000).await?;
+        let mut n = 0i64;
+        while n < end {
+            let batch = reader.next_batch().await?;
+            n += batch.len() as i64;
+            std::hint::black_box(&batch);
+        }
+        Ok::<i64, sluice_connectors::fluvio::FluvioError>(n)
+    });
+    let read: i64 = futures::future::try_join_all(reads)
+        .await?
+        .into_iter()
+        .sum();
+    Ok(read as f64 / started.elapsed().as_secs_f64())
 }
 
 fn stage_input(t: &sluice_topology::Topology, kind: &str) -> Option<String> {

@@ -200,6 +200,11 @@ struct Meter {
     watermarks: BaseConsumer,
     groups: Vec<Group>,
     brokers: String,
+    /// For inputs on Fluvio: the cluster's client (ends) and a runtime to ask it on.
+    fluvio: Option<(
+        std::sync::Arc<sluice_connectors::fluvio::FluvioClient>,
+        tokio::runtime::Runtime,
+    )>,
 }
 
 /// A stage's group: its name, a client in it, and the input partitions it reads.
@@ -208,6 +213,9 @@ struct Group {
     group: String,
     consumer: BaseConsumer,
     partitions: Vec<(String, i32)>,
+    /// Claim topic to Fluvio topic, for inputs on Fluvio (`runtime/fluvio.rs`): the group
+    /// commits Fluvio positions on the claim topic.
+    claims: BTreeMap<String, String>,
 }
 
 const TIMEOUT: Duration = Duration::from_secs(10);
@@ -221,13 +229,37 @@ impl Meter {
             .context("creating a Kafka client")?;
         let mut partitions: BTreeMap<String, Vec<i32>> = BTreeMap::new();
         let mut groups = Vec::new();
+        let fluvio = if t.claim_topics().is_empty() {
+            None
+        } else {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let client = rt
+                .block_on(crate::connections::fluvio_client(&t.connections))?
+                .context("connections.fluvio")?;
+            Some((client, rt))
+        };
         for (stage, inputs) in stages {
+            let mut claims = BTreeMap::new();
+            let inputs: Vec<String> = inputs
+                .iter()
+                .map(|i| {
+                    if t.broker_of(i) == sluice_topology::Broker::Fluvio {
+                        let claim = t.claim_topic(stage, i);
+                        claims.insert(claim.clone(), i.clone());
+                        claim
+                    } else {
+                        i.clone()
+                    }
+                })
+                .collect();
             let group = t.group_id(stage);
             let consumer: BaseConsumer = consumer_config(&opts, &group)
                 .create()
                 .context("creating a Kafka client")?;
             let mut tps = Vec::new();
-            for topic in inputs {
+            for topic in &inputs {
                 if !partitions.contains_key(topic) {
                     let ids = super::report::partitions(&watermarks, topic, &brokers)?
                         .with_context(|| {
@@ -242,12 +274,14 @@ impl Meter {
                 group,
                 consumer,
                 partitions: tps,
+                claims,
             });
         }
         Ok(Meter {
             watermarks,
             groups,
             brokers,
+            fluvio,
         })
     }
 
@@ -259,8 +293,16 @@ impl Meter {
             group,
             consumer,
             partitions: tps,
+            claims,
         } in &self.groups
         {
+            let mut fluvio_ends = BTreeMap::new();
+            if let Some((client, rt)) = &self.fluvio {
+                for (claim, topic) in claims {
+                    let ends = rt.block_on(client.ends(topic))?;
+                    fluvio_ends.insert(claim.clone(), (topic.clone(), ends));
+                }
+            }
             let mut tpl = TopicPartitionList::new();
             for (topic, p) in tps {
                 tpl.add_partition(topic, *p);
@@ -273,15 +315,18 @@ impl Meter {
             })?;
             let mut partitions = Vec::with_capacity(tps.len());
             for (topic, p) in tps {
-                let (start, end) = self
-                    .watermarks
-                    .fetch_watermarks(topic, *p, TIMEOUT)
-                    .with_context(|| {
-                        format!(
-                            "reading the watermarks of {topic}/{p} from {}",
-                            self.brokers
-                        )
-                    })?;
+                let (start, end) = if let Some((_, ends)) = fluvio_ends.get(topic) {
+                    (0, ends.get(p).copied().unwrap_or(0))
+                } else {
+                    self.watermarks
+                        .fetch_watermarks(topic, *p, TIMEOUT)
+                        .with_context(|| {
+                            format!(
+                                "reading the watermarks of {topic}/{p} from {}",
+                                self.brokers
+                            )
+                        })?
+                };
                 let committed =
                     committed
                         .find_partition(topic, *p)
@@ -290,7 +335,9 @@ impl Meter {
                             _ => None,
                         });
                 partitions.push(PartitionLag {
-                    topic: topic.clone(),
+                    topic: fluvio_ends
+                        .get(topic)
+                        .map_or_else(|| topic.clone(), |(t, _)| t.clone()),
                     partition: *p,
                     start,
                     end,

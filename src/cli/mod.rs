@@ -5,6 +5,7 @@ mod bench_engine;
 mod bench_ingest;
 mod bench_ingest_http;
 mod dlq;
+mod fluvio;
 pub mod graph;
 mod ingest;
 mod lag;
@@ -75,6 +76,9 @@ pub enum Command {
     Graph(graph::Args),
     /// A live view of a running topology's stages, from every instance's `/metrics`.
     Top(top::Args),
+    /// A Fluvio cluster: register an SPU (the local stack), see a topic's partition ends.
+    #[command(subcommand)]
+    Fluvio(fluvio::Command),
 }
 
 pub fn init_tracing(verbose: u8) {
@@ -109,5 +113,6 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Bench(c) => bench::run(c),
         Command::Graph(a) => graph::run(a),
         Command::Top(a) => top::run(a),
+        Command::Fluvio(c) => fluvio::run(c),
     }
 }

@@ -12,7 +12,7 @@ use anyhow::Context as _;
 use rdkafka::producer::FutureProducer;
 use sluice_connectors::kafka::{ensure_topics, producer_config, ClientOptions, TopicToCreate};
 use sluice_state::{RocksConfig, RocksEnv};
-use sluice_topology::{Guarantee, StageSpec, Topology};
+use sluice_topology::{Broker, Guarantee, StageSpec, Topology};
 
 use crate::http::{self, Health};
 use crate::metrics::METRICS;
@@ -71,6 +71,8 @@ pub(crate) struct Shared {
     pub(crate) leave_group: bool,
     /// The tables the pipelines' joins read, loaded on first use.
     pub(crate) tables: Arc<TableHost>,
+    /// The Fluvio cluster, when some stage input is there.
+    pub(crate) fluvio: Option<Arc<sluice_connectors::fluvio::FluvioClient>>,
 }
 
 impl Shared {
@@ -108,7 +110,13 @@ impl Shared {
                     as Box<dyn SchemaSource>
             }),
         });
+        let fluvio = if t.claim_topics().is_empty() {
+            None
+        } else {
+            rt.block_on(crate::connections::fluvio_client(&t.connections))?
+        };
         Ok(Shared {
+            fluvio,
             topology: t.clone(),
             loaded_path: loaded.path.clone(),
             schema_ids,
@@ -375,7 +383,22 @@ pub(crate) async fn create_topics(
             );
         }
     }
-    Ok(plans.into_iter().zip(outcomes).collect())
+    let mut done: Vec<_> = plans.into_iter().zip(outcomes).collect();
+    let fluvio_plans = t.fluvio_topic_plans();
+    if let Some(client) = crate::connections::fluvio_client(&t.connections).await? {
+        let wanted: Vec<(String, i32, i32)> = fluvio_plans
+            .iter()
+            .map(|p| (p.name.clone(), p.partitions, p.replication))
+            .collect();
+        let outcomes = client.ensure_topics(&wanted).await?;
+        for (p, o) in fluvio_plans.iter().zip(&outcomes) {
+            if *o == sluice_connectors::kafka::TopicOutcome::Created {
+                tracing::info!(topic = %p.name, partitions = p.partitions, replication = p.replication, fluvio = %client.endpoint(), "Created Fluvio topic.");
+            }
+        }
+        done.extend(fluvio_plans.into_iter().zip(outcomes));
+    }
+    Ok(done)
 }
 
 fn client_options(shared: &Shared, stage: &str) -> Result<ClientOptions, RuntimeError> {
@@ -592,7 +615,25 @@ pub(crate) fn stage_def(
             nonce: shared.nonce,
         })
     };
+    let claims: Vec<Option<String>> = inputs
+        .iter()
+        .map(|i| (t.broker_of(i) == Broker::Fluvio).then(|| t.claim_topic(name, i)))
+        .collect();
+    let fluvio = match (&shared.fluvio, claims.iter().any(Option::is_some)) {
+        (_, false) => None,
+        (Some(client), true) => Some(crate::runtime::fluvio::FluvioInputs {
+            client: client.clone(),
+            rt: shared.rt.clone(),
+            claims,
+        }),
+        (None, true) => {
+            return Err(RuntimeError::Config(format!(
+            "stage {name} reads a Fluvio topic, but no Fluvio client was made (connections.fluvio)"
+        )))
+        }
+    };
     Ok(StageDef {
+        fluvio,
         app: t.metadata.name.clone(),
         name: name.to_string(),
         inputs,

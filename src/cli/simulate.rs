@@ -80,12 +80,34 @@ pub(crate) fn run(a: Args) -> anyhow::Result<ExitCode> {
         )
         .expect("valid template"),
     );
-    let opts = crate::connections::client_options(&t.connections)?;
-    let summary = produce(&opts, &raw, a.config(), ids, a.rate, &mut |sent, total| {
+    let mut progress = |sent, total| {
         bar.set_length(total);
         bar.set_position(sent);
-    })
-    .with_context(|| format!("producing to {raw} on {}", t.connections.brokers))?;
+    };
+    let summary = match (t.broker_of(&raw), &t.connections.fluvio) {
+        (sluice_topology::Broker::Fluvio, Some(f)) => {
+            let client = rt
+                .block_on(crate::connections::fluvio_client(&t.connections))?
+                .context("connections.fluvio")?;
+            crate::sim::produce_fluvio(
+                &client,
+                rt.handle(),
+                &raw,
+                a.config(),
+                ids,
+                a.rate,
+                &mut progress,
+            )
+            .with_context(|| {
+                format!("producing to {raw} on the Fluvio cluster at {}", f.endpoint)
+            })?
+        }
+        _ => {
+            let opts = crate::connections::client_options(&t.connections)?;
+            produce(&opts, &raw, a.config(), ids, a.rate, &mut progress)
+                .with_context(|| format!("producing to {raw} on {}", t.connections.brokers))?
+        }
+    };
     bar.finish_and_clear();
     eprintln!(
         "simulate: {} records to {raw} in {:.1}s ({:.0}/s); {} injected anomalies",

@@ -23,18 +23,27 @@ pub(crate) fn run(c: Command) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()?;
     let done = rt.block_on(super::run::create_topics(&loaded.topology))?;
-    let created = done
+    let t = &loaded.topology;
+    let (fluvio, kafka): (Vec<_>, Vec<_>) = done
         .iter()
-        .filter(|(_, o)| *o == TopicOutcome::Created)
-        .count();
-    println!(
-        "{} topics on {}: {created} created, {} already existed",
-        done.len(),
-        loaded.topology.connections.brokers,
-        done.len() - created
-    );
-    for (plan, outcome) in &done {
-        println!("{}", describe(plan, *outcome));
+        .partition(|(p, _)| t.broker_of(&p.name) == sluice_topology::Broker::Fluvio);
+    let cluster = |on: &[&(TopicPlan, TopicOutcome)], at: &str| {
+        let created = on
+            .iter()
+            .filter(|(_, o)| *o == TopicOutcome::Created)
+            .count();
+        println!(
+            "{} topics on {at}: {created} created, {} already existed",
+            on.len(),
+            on.len() - created
+        );
+        for (plan, outcome) in on {
+            println!("{}", describe(plan, *outcome));
+        }
+    };
+    cluster(&kafka, &t.connections.brokers);
+    if let Some(f) = &t.connections.fluvio {
+        cluster(&fluvio, &format!("the Fluvio cluster at {}", f.endpoint));
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -42,6 +42,12 @@ struct LagState {
     /// The label sets of `sluice_consumer_lag` this stage has set, to remove when a
     /// partition leaves it.
     shown: BTreeSet<(String, i32)>,
+    /// Claim topics of inputs on Fluvio (`runtime/fluvio.rs`): never fetched, so not in the
+    /// statistics; their lag is set by [`StageLag::fluvio_end`], labelled with the Fluvio
+    /// topic.
+    claims: BTreeSet<String>,
+    /// Fluvio gauges set, by (claim topic, partition), with the Fluvio topic they show.
+    shown_fluvio: BTreeMap<(String, i32), String>,
 }
 
 /// The part of librdkafka's statistics JSON lag needs (unknown fields are skipped).
@@ -75,6 +81,28 @@ impl StageLag {
         }
     }
 
+    /// Names the claim topics of the stage's Fluvio inputs.
+    pub(crate) fn claims(&self, claims: impl Iterator<Item = String>) {
+        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        st.claims = claims.collect();
+    }
+
+    /// A Fluvio partition's end (`fluvio` topic, read through `claim`) as the SC last
+    /// reported it: its lag is the end minus the position committed (or started from).
+    pub(crate) fn fluvio_end(&self, fluvio: &str, claim: &str, partition: i32, end: i64) {
+        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let key = (claim.to_string(), partition);
+        if !st.owned.contains(&key) {
+            return;
+        }
+        let from = st.committed.get(&key).copied().unwrap_or(0);
+        METRICS
+            .consumer_lag
+            .with_label_values(&[&self.stage, fluvio, &partition.to_string()])
+            .set((end - from).max(0));
+        st.shown_fluvio.insert(key, fluvio.to_string());
+    }
+
     /// The input partitions the stage now owns (after a rebalance): only theirs are shown.
     pub(crate) fn owned(&self, partitions: impl Iterator<Item = (String, i32)>) {
         let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
@@ -84,6 +112,21 @@ impl StageLag {
         } = &mut *st;
         // A partition that left may come back with another member's commits.
         committed.retain(|k, _| owned.contains(k));
+        let gone: Vec<_> = st
+            .shown_fluvio
+            .keys()
+            .filter(|k| !st.owned.contains(*k))
+            .cloned()
+            .collect();
+        for k in gone {
+            if let Some(topic) = st.shown_fluvio.remove(&k) {
+                let _ = METRICS.consumer_lag.remove_label_values(&[
+                    &self.stage,
+                    &topic,
+                    &k.1.to_string(),
+                ]);
+            }
+        }
     }
 
     /// Records the offsets a commit just made durable.
@@ -113,7 +156,7 @@ impl StageLag {
         for (topic, t) in &stats.topics {
             for p in t.partitions.values() {
                 let key = (topic.clone(), p.partition);
-                if !st.owned.contains(&key) {
+                if !st.owned.contains(&key) || st.claims.contains(topic) {
                     continue;
                 }
                 let ours = st.committed.get(&key).copied();
@@ -143,7 +186,8 @@ impl Drop for StageLag {
     /// A stopped stage reports no lag (a restarted one sets it again).
     fn drop(&mut self) {
         let st = self.state.get_mut().unwrap_or_else(|p| p.into_inner());
-        for (topic, partition) in &st.shown {
+        let fluvio = st.shown_fluvio.iter().map(|((_, p), t)| (t, p));
+        for (topic, partition) in st.shown.iter().map(|(t, p)| (t, p)).chain(fluvio) {
             let _ = METRICS.consumer_lag.remove_label_values(&[
                 &self.stage,
                 topic,

@@ -3,6 +3,7 @@
 
 mod changelog;
 mod emit;
+pub mod fluvio;
 mod lag;
 mod pause;
 mod processor;
@@ -31,6 +32,8 @@ pub enum RuntimeError {
     State(#[from] sluice_state::StateError),
     #[error("{0}")]
     Config(String),
+    #[error(transparent)]
+    Fluvio(#[from] sluice_connectors::fluvio::FluvioError),
     /// A bug in sluice.
     #[error("internal error: {0}")]
     Internal(String),

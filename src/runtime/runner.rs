@@ -25,6 +25,7 @@ use sluice_topology::Guarantee;
 
 use super::changelog::{restore_task, KafkaCommit, LogEnv, RestoreProgress, TaskLog};
 use super::emit::Emitter;
+use super::fluvio::{FluvioInputs, Readers};
 use super::lag::{self, BatchTimes, StageLag};
 use super::pause;
 use super::processor::{Input, Processor};
@@ -78,6 +79,8 @@ pub struct StageDef {
     /// otherwise stays in the group so a restart within the session timeout gets its
     /// partitions back without a rebalance; a dynamic member always leaves.
     pub leave_group: bool,
+    /// Set when some inputs are on Fluvio (`runtime/fluvio.rs`).
+    pub fluvio: Option<FluvioInputs>,
 }
 
 struct Task {
@@ -108,6 +111,11 @@ impl Task {
 
 struct Inner {
     def: StageDef,
+    /// The topics the stage's consumer subscribes to, by input index: the input itself, or
+    /// its claim topic for an input on Fluvio.
+    kafka_inputs: Vec<String>,
+    /// Readers of the owned partitions of inputs on Fluvio.
+    readers: Option<Readers>,
     producer: TrackedProducer,
     /// By (input index, partition).
     tasks: HashMap<(usize, i32), Task>,
@@ -168,7 +176,10 @@ impl ConsumerContext for Ctx {
                 return;
             }
             for el in tpl.elements() {
-                if let Some(i) = inner.def.inputs.iter().position(|t| t == el.topic()) {
+                if let Some(i) = inner.input_index(el.topic()) {
+                    if let Some(r) = inner.readers.as_mut() {
+                        r.stop(i, el.partition());
+                    }
                     if let Some(mut task) = inner.tasks.remove(&(i, el.partition())) {
                         for t in task.tables() {
                             if let Some(e) = t.detach() {
@@ -197,10 +208,15 @@ impl ConsumerContext for Ctx {
                     return;
                 }
             }
+            // Claim partitions are never fetched (`runtime/fluvio.rs`).
+            let mut claimed = TopicPartitionList::new();
             for el in tpl.elements() {
-                let Some(i) = inner.def.inputs.iter().position(|t| t == el.topic()) else {
+                let Some(i) = inner.input_index(el.topic()) else {
                     continue;
                 };
+                if inner.readers.as_ref().and_then(|r| r.claim(i)).is_some() {
+                    claimed.add_partition(el.topic(), el.partition());
+                }
                 if inner.tasks.contains_key(&(i, el.partition())) {
                     continue;
                 }
@@ -213,7 +229,14 @@ impl ConsumerContext for Ctx {
                 }
                 match inner.open_task(el.partition()) {
                     Ok(task) => {
+                        let from = task.skip_below;
                         inner.tasks.insert((i, el.partition()), task);
+                        if inner.readers.is_some() {
+                            if let Err(e) = inner.start_reader(consumer, i, el.partition(), from) {
+                                inner.failed = Some(e);
+                                return;
+                            }
+                        }
                     }
                     Err(RuntimeError::Interrupted) => {
                         // Stopping: the task is not opened and nothing is committed for it;
@@ -227,6 +250,12 @@ impl ConsumerContext for Ctx {
                     }
                 }
             }
+            if claimed.count() > 0 {
+                if let Err(e) = consumer.pause(&claimed) {
+                    inner.failed = Some(e.into());
+                    return;
+                }
+            }
             inner.owned_changed();
             inner.standbys.replace_soon();
             inner.def.ready.store(true, Ordering::Relaxed);
@@ -235,6 +264,50 @@ impl ConsumerContext for Ctx {
 }
 
 impl Inner {
+    /// The input index of a topic the consumer was assigned.
+    fn input_index(&self, topic: &str) -> Option<usize> {
+        self.kafka_inputs.iter().position(|t| t == topic)
+    }
+
+    /// Starts reading Fluvio partition `partition` of input `i` where the task resumes:
+    /// its restored position (`restored`, from the commit markers), else the position the
+    /// group committed on the claim partition, else the beginning.
+    fn start_reader(
+        &mut self,
+        consumer: &BaseConsumer<Ctx>,
+        i: usize,
+        partition: i32,
+        restored: i64,
+    ) -> Result<(), RuntimeError> {
+        let Some(claim) = self
+            .readers
+            .as_ref()
+            .and_then(|r| r.claim(i))
+            .map(str::to_string)
+        else {
+            return Ok(());
+        };
+        let mut from = (restored >= 0).then_some(restored);
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition(&claim, partition);
+        let committed = consumer.committed_offsets(tpl, Duration::from_secs(30))?;
+        if let Some(Offset::Offset(o)) = committed
+            .find_partition(&claim, partition)
+            .map(|e| e.offset())
+        {
+            from = Some(from.map_or(o, |f| f.max(o)));
+        }
+        if let Some(o) = from {
+            let mut at = TopicPartitionList::new();
+            at.add_partition_offset(&claim, partition, Offset::Offset(o))?;
+            self.lag.committed(&at);
+        }
+        if let Some(r) = self.readers.as_mut() {
+            r.start(i, partition, from);
+        }
+        Ok(())
+    }
+
     /// The error that ends this run of the stage when it may have become a zombie: the
     /// uncommitted batch is dropped, queued outputs are purged, and `run_supervised` rejoins
     /// the group and restores from the last commit.
@@ -267,6 +340,9 @@ impl Inner {
                 }
             }
         }
+        if let Some(r) = self.readers.as_mut() {
+            r.stop_all();
+        }
         self.owned_changed();
     }
 
@@ -276,7 +352,7 @@ impl Inner {
             .partitions_owned
             .with_label_values(&[&self.def.name])
             .set(self.tasks.len() as i64);
-        let inputs = &self.def.inputs;
+        let inputs = &self.kafka_inputs;
         self.lag
             .owned(self.tasks.keys().map(|&(i, p)| (inputs[i].clone(), p)));
     }
@@ -348,61 +424,83 @@ impl Inner {
     }
 
     fn process(&mut self, m: &BorrowedMessage<'_>) -> Result<(), RuntimeError> {
-        let Some(i) = self.def.inputs.iter().position(|t| t == m.topic()) else {
+        let Some(i) = self.input_index(m.topic()) else {
             return Ok(());
         };
-        let Some(task) = self.tasks.get_mut(&(i, m.partition())) else {
+        let id = m
+            .headers()
+            .and_then(|h| h.iter().find(|h| h.key == ID_HEADER).and_then(|h| h.value));
+        self.process_one(
+            i,
+            m.partition(),
+            m.offset(),
+            m.timestamp().to_millis(),
+            m.key(),
+            m.payload(),
+            id,
+        )
+    }
+
+    /// Processes one input record of input `i` (from Kafka or Fluvio); `id` is its
+    /// `sluice.id` header, if it has one.
+    #[allow(clippy::too_many_arguments)]
+    fn process_one(
+        &mut self,
+        i: usize,
+        partition: i32,
+        offset: i64,
+        timestamp: Option<i64>,
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+        id: Option<&[u8]>,
+    ) -> Result<(), RuntimeError> {
+        let Inner {
+            def,
+            tasks,
+            producer,
+            out_counters,
+            id_buf,
+            in_counter,
+            id_key,
+            ..
+        } = self;
+        let Some(task) = tasks.get_mut(&(i, partition)) else {
             // Not ours (a message fetched just before a revoke): it will be read by the owner.
             return Ok(());
         };
-        let offset = m.offset();
         if offset < task.skip_below {
             return Ok(());
         }
-        self.in_counter.inc();
+        in_counter.inc();
         task.next_offset = Some(offset + 1);
         task.idle_since = Instant::now();
-        task.times.push(m.timestamp().to_millis());
-        if let (Some(ids), true) = (
-            task.ids.as_mut(),
-            self.def.guarantee != Guarantee::AtLeastOnce,
-        ) {
-            let id = m
-                .headers()
-                .and_then(|h| h.iter().find(|h| h.key == ID_HEADER).and_then(|h| h.value))
-                .and_then(|v| MessageId::decode(v).ok());
-            if let Some(id) = id {
-                if !accept_id(ids, &id, &mut self.id_key)? {
+        task.times.push(timestamp);
+        let input = Input {
+            topic: &def.inputs[i],
+            partition,
+            offset,
+            timestamp: timestamp.unwrap_or(0),
+            key,
+            value,
+        };
+        if let (Some(ids), true) = (task.ids.as_mut(), def.guarantee != Guarantee::AtLeastOnce) {
+            if let Some(id) = id.and_then(|v| MessageId::decode(v).ok()) {
+                if !accept_id(ids, &id, id_key)? {
                     METRICS
                         .duplicates_dropped
-                        .with_label_values(&[&self.def.name, "replayed_id"])
+                        .with_label_values(&[&def.name, "replayed_id"])
                         .inc();
-                    task.processor.skipped(&Input {
-                        topic: m.topic(),
-                        partition: m.partition(),
-                        offset,
-                        timestamp: m.timestamp().to_millis().unwrap_or(0),
-                        key: m.key(),
-                        value: m.payload(),
-                    })?;
+                    task.processor.skipped(&input)?;
                     return Ok(());
                 }
             }
         }
-        let input = Input {
-            topic: m.topic(),
-            partition: m.partition(),
-            offset,
-            timestamp: m.timestamp().to_millis().unwrap_or(0),
-            key: m.key(),
-            value: m.payload(),
-        };
         let mut em = emitter(
-            &self.def,
-            &self.producer,
-            &self.out_counters,
-            &mut self.id_buf,
-            m.partition(),
+            def,
+            producer,
+            out_counters,
+            id_buf,
+            partition,
             &mut task.output_seq,
         );
         task.processor.process(&input, &mut em)?;
@@ -410,6 +508,43 @@ impl Inner {
             return Err(e.into());
         }
         Ok(())
+    }
+
+    /// Processes the Fluvio batches waiting, up to `room` records or so; returns how many
+    /// records were processed.
+    fn process_fluvio(&mut self, room: usize) -> Result<usize, RuntimeError> {
+        let mut done = 0;
+        while done < room {
+            let Some(d) = self.readers.as_mut().and_then(|r| r.next()) else {
+                break;
+            };
+            let records = d.batch?;
+            for r in &records {
+                self.process_one(
+                    d.input,
+                    d.partition,
+                    r.offset,
+                    (r.timestamp >= 0).then_some(r.timestamp),
+                    r.key.as_deref(),
+                    Some(&r.value),
+                    None,
+                )?;
+            }
+            done += records.len();
+        }
+        Ok(done)
+    }
+
+    /// Sets the lag of the owned Fluvio partitions from their last known ends.
+    fn fluvio_lag(&self) {
+        let Some(r) = self.readers.as_ref() else {
+            return;
+        };
+        for (i, p, end) in r.ends() {
+            if let Some(claim) = r.claim(i) {
+                self.lag.fluvio_end(&self.def.inputs[i], claim, p, end);
+            }
+        }
     }
 
     /// Hands every task its idle time (`Processor::idle`); returns how many tasks recorded
@@ -484,6 +619,7 @@ impl Inner {
         // partitions waits for the broker twice, not twice per partition.
         let Inner {
             def,
+            kafka_inputs,
             producer,
             tasks,
             pause_mark,
@@ -527,7 +663,7 @@ impl Inner {
             env: def.log.as_ref(),
             producer,
             consumer,
-            inputs: &def.inputs,
+            inputs: kafka_inputs,
             stage: &def.name,
             pause_mark: Some(*pause_mark),
         };
@@ -536,7 +672,7 @@ impl Inner {
         let mut tpl = TopicPartitionList::new();
         for c in &commits {
             tpl.add_partition_offset(
-                &def.inputs[c.input],
+                &kafka_inputs[c.input],
                 c.partition,
                 Offset::Offset(c.input_end),
             )?;
@@ -624,6 +760,21 @@ pub fn run_stage(def: StageDef, stop: &AtomicBool) -> Result<(), RuntimeError> {
     let names = std::iter::once(client_id.clone())
         .chain(def.opts.instance_id.clone())
         .collect();
+    let inputs = def.inputs.clone();
+    let kafka_inputs: Vec<String> = match &def.fluvio {
+        Some(f) => inputs
+            .iter()
+            .enumerate()
+            .map(|(i, t)| {
+                f.claims
+                    .get(i)
+                    .cloned()
+                    .flatten()
+                    .unwrap_or_else(|| t.clone())
+            })
+            .collect(),
+        None => inputs.clone(),
+    };
     let standbys = Standbys::new(
         if def.log.is_some() {
             def.standby_replicas
@@ -632,15 +783,18 @@ pub fn run_stage(def: StageDef, stop: &AtomicBool) -> Result<(), RuntimeError> {
         },
         group.clone(),
         names,
-        def.inputs.first().cloned().unwrap_or_default(),
+        kafka_inputs.first().cloned().unwrap_or_default(),
     );
-    let inputs = def.inputs.clone();
+    let readers = def.fluvio.clone().map(|f| Readers::new(f, inputs.clone()));
     let (commit_interval, max_batch) = (def.commit_interval, def.max_batch);
     let leave_group = def.leave_group;
     let name = def.name.clone();
     let lag = Arc::new(StageLag::new(&name, def.opts.read_committed));
+    lag.claims(kafka_inputs.iter().filter(|t| !inputs.contains(t)).cloned());
     let inner = Arc::new(Mutex::new(Inner {
         def,
+        kafka_inputs: kafka_inputs.clone(),
+        readers,
         producer,
         tasks: HashMap::new(),
         out_counters,
@@ -666,15 +820,17 @@ pub fn run_stage(def: StageDef, stop: &AtomicBool) -> Result<(), RuntimeError> {
             inner: inner.clone(),
             lag,
         })?;
-    let topics: Vec<&str> = inputs.iter().map(String::as_str).collect();
+    let topics: Vec<&str> = kafka_inputs.iter().map(String::as_str).collect();
     consumer.subscribe(&topics)?;
     tracing::info!(stage = %name, group = %group, inputs = ?inputs, "Stage started.");
+    let has_fluvio = kafka_inputs != inputs;
 
     let mut pending = 0usize;
     let mut last_commit = Instant::now();
     let mut last_error: Option<String> = None;
     let mut last_standby_turn = Instant::now();
     let mut last_idle_check = Instant::now();
+    let mut fluvio_ready = false;
     // Idle ticks emit between batches, outside any transaction: not under Kafka
     // transactions (docs/TOPOLOGY.md says `idle_timeout` needs `exactly_once`).
     let idle_checks = !transactional;
@@ -690,10 +846,31 @@ pub fn run_stage(def: StageDef, stop: &AtomicBool) -> Result<(), RuntimeError> {
             }
             break committed;
         }
-        let polled = consumer.poll(Duration::from_millis(50));
+        // With Fluvio inputs, the consumer only serves rebalances and statistics, so it is
+        // polled briefly between the readers' batches.
+        let wait = if !has_fluvio {
+            Duration::from_millis(50)
+        } else if fluvio_ready {
+            Duration::ZERO
+        } else {
+            Duration::from_millis(10)
+        };
+        let polled = consumer.poll(wait);
         let mut g = inner.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(e) = g.failed.take() {
             break Err(e);
+        }
+        if has_fluvio {
+            if let Err(e) = g.check_not_paused() {
+                break Err(e);
+            }
+            match g.process_fluvio(max_batch.saturating_sub(pending).max(1)) {
+                Ok(n) => {
+                    fluvio_ready = n > 0;
+                    pending += n;
+                }
+                Err(e) => break Err(e),
+            }
         }
         match polled {
             None => {}
@@ -715,11 +892,14 @@ pub fn run_stage(def: StageDef, stop: &AtomicBool) -> Result<(), RuntimeError> {
                 pending += 1;
             }
         }
-        if idle_checks && last_idle_check.elapsed() >= IDLE_CHECK_EVERY {
+        if last_idle_check.elapsed() >= IDLE_CHECK_EVERY {
             last_idle_check = Instant::now();
-            match g.idle_tasks() {
-                Ok(n) => pending += n,
-                Err(e) => break Err(e),
+            g.fluvio_lag();
+            if idle_checks {
+                match g.idle_tasks() {
+                    Ok(n) => pending += n,
+                    Err(e) => break Err(e),
+                }
             }
         }
         if pending > 0 && (pending >= max_batch || last_commit.elapsed() >= commit_interval) {

@@ -200,6 +200,10 @@ pub struct SimConfig {
     pub warmup_steps: u64,
     /// Device ids are `<prefix><n>`; tests use a fresh prefix to find their own rows.
     pub device_prefix: String,
+    /// Inject readings with a skewed device clock (one kind of bad record, re-stamped from
+    /// the record's timestamp). Off for a raw topic whose record timestamps are not the
+    /// simulated ones: Fluvio's producer stamps its own (docs/FLUVIO.md).
+    pub skewed: bool,
 }
 
 impl Default for SimConfig {
@@ -215,6 +219,7 @@ impl Default for SimConfig {
             bad_prob: 0.001,
             warmup_steps: 120,
             device_prefix: "dev-".into(),
+            skewed: true,
         }
     }
 }
@@ -366,7 +371,7 @@ impl Simulator {
                     kafka_ts: t,
                     true_time: t,
                 };
-                if self.rng.f64() < self.cfg.bad_prob {
+                if self.rng.f64() < self.cfg.bad_prob && self.cfg.skewed {
                     rec.kind = Kind::Skewed;
                     let skew = (3_600_000 + self.rng.below(30 * 86_400_000)) as i64;
                     rec.telemetry.event_time = if self.rng.f64() < 0.5 {

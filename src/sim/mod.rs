@@ -7,6 +7,7 @@ pub mod generator;
 use std::time::{Duration, Instant};
 
 use rdkafka::producer::BaseRecord;
+use sluice_connectors::fluvio::{FluvioClient, FluvioError};
 use sluice_connectors::kafka::{ClientOptions, KafkaError, TrackedProducer};
 use sluice_schemas::codec::AvroRecord;
 use sluice_schemas::wire;
@@ -98,6 +99,58 @@ pub fn produce(
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<SimSummary, KafkaError> {
     let mut producer = TrackedProducer::new(opts)?;
+    let mut send = |key: &[u8], value: &[u8], ts: i64| {
+        producer.send(BaseRecord::to(topic).key(key).payload(value).timestamp(ts))
+    };
+    let started = Instant::now();
+    let mut summary = generate(cfg, ids, rate, progress, &mut send)?;
+    producer.flush(Duration::from_secs(300))?;
+    summary.seconds = started.elapsed().as_secs_f64();
+    Ok(summary)
+}
+
+/// [`produce`] to a topic on Fluvio. Fluvio's producer stamps each batch with its own clock,
+/// so the records' timestamps are the time they were produced, not the simulated one
+/// (docs/BROKER_GAPS.md); returns once the cluster acknowledged every record.
+pub fn produce_fluvio(
+    client: &FluvioClient,
+    rt: &tokio::runtime::Handle,
+    topic: &str,
+    cfg: SimConfig,
+    ids: WriterIds,
+    rate: u64,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<SimSummary, FluvioError> {
+    /// Records between waits for acknowledgements: bounds what is held unacknowledged.
+    const ACK_EVERY: u64 = 20_000;
+    let mut producer = rt.block_on(client.producer(topic))?;
+    let mut queued = 0u64;
+    let mut send = |key: &[u8], value: &[u8], _ts: i64| {
+        rt.block_on(producer.send(key, value))?;
+        queued += 1;
+        if queued % ACK_EVERY == 0 {
+            rt.block_on(producer.flush())?;
+        }
+        Ok::<(), FluvioError>(())
+    };
+    let started = Instant::now();
+    let mut summary = generate(cfg, ids, rate, progress, &mut send)?;
+    rt.block_on(producer.flush())?;
+    summary.seconds = started.elapsed().as_secs_f64();
+    Ok(summary)
+}
+
+/// Where [`generate`] hands each record: `send(key, value, timestamp)`.
+type SendFn<'a, E> = &'a mut dyn FnMut(&[u8], &[u8], i64) -> Result<(), E>;
+
+/// Runs the simulation, handing each record to `send(key, value, timestamp)`.
+fn generate<E>(
+    cfg: SimConfig,
+    ids: WriterIds,
+    rate: u64,
+    progress: &mut dyn FnMut(u64, u64),
+    send: SendFn<'_, E>,
+) -> Result<SimSummary, E> {
     let mut sim = Simulator::new(cfg);
     let estimate = sim.config().steps * sim.series_count() as u64;
     let started = Instant::now();
@@ -113,12 +166,7 @@ pub fn produce(
         sim.step(&mut batch);
         for rec in &batch {
             encode(rec, ids, &mut buf);
-            producer.send(
-                BaseRecord::to(topic)
-                    .key(rec.telemetry.device_id.as_bytes())
-                    .payload(&buf[..])
-                    .timestamp(rec.kafka_ts),
-            )?;
+            send(rec.telemetry.device_id.as_bytes(), &buf, rec.kafka_ts)?;
             summary.records += 1;
             *summary
                 .by_kind
@@ -134,8 +182,6 @@ pub fn produce(
             }
         }
     }
-    producer.flush(Duration::from_secs(300))?;
     summary.injected = sim.injected;
-    summary.seconds = started.elapsed().as_secs_f64();
     Ok(summary)
 }

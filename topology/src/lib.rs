@@ -2,6 +2,7 @@
 //! topics, consumer groups and state stores it needs.
 
 mod error;
+pub mod fluvio;
 pub mod ingest;
 mod interp;
 mod lines;
@@ -14,6 +15,7 @@ mod stage;
 mod validate;
 
 pub use error::{Problem, TopologyError};
+pub use fluvio::{Broker, FluvioConnection};
 pub use ingest::{IngestBridge, IngestSpec, INGEST_KINDS};
 pub use load::{load, load_str, resolve_state_dir, Loaded};
 pub use model::{

@@ -142,6 +142,9 @@ pub struct Connections {
     /// S3-compatible object store for archives.
     #[serde(default)]
     pub s3: Option<S3Connection>,
+    /// A Fluvio cluster holding the topics declared with `broker: fluvio` (docs/FLUVIO.md).
+    #[serde(default)]
+    pub fluvio: Option<crate::fluvio::FluvioConnection>,
 }
 
 #[derive(Clone, Deserialize)]
@@ -248,6 +251,10 @@ pub struct TopicSpec {
     /// The `.avsc` registered under `subject` by `sluice schemas push`.
     #[serde(default)]
     pub schema: Option<PathBuf>,
+    /// Where the topic lives: `kafka` (the default, `connections.brokers`) or `fluvio`
+    /// (`connections.fluvio`; a stage input only, docs/FLUVIO.md).
+    #[serde(default)]
+    pub broker: crate::fluvio::Broker,
 }
 
 fn default_state_dir() -> PathBuf {

@@ -277,6 +277,7 @@ pub(crate) fn plan_all(t: &mut Topology, path: &Path, index: &LineIndex, out: &m
                         min_insync_replicas: None,
                         subject: Some(output_subject.clone()),
                         schema: None,
+                        broker: crate::fluvio::Broker::Kafka,
                     },
                 ));
             }

@@ -103,6 +103,7 @@ impl Topology {
         let mut out: Vec<TopicPlan> = self
             .topics
             .iter()
+            .filter(|(_, t)| t.broker == crate::fluvio::Broker::Kafka)
             .map(|(name, t)| TopicPlan {
                 name: name.clone(),
                 partitions: t.partitions,
@@ -116,6 +117,18 @@ impl Topology {
                 },
             })
             .collect();
+        // Empty: only their assignment is used (`claim_topic`); the committed offsets are
+        // Fluvio positions, kept as long as the group's.
+        for (_, topic, claim) in self.claim_topics() {
+            let t = &self.topics[&topic];
+            out.push(TopicPlan {
+                name: claim,
+                partitions: t.partitions,
+                replication: d.replication,
+                min_insync_replicas: d.min_insync_replicas,
+                configs: vec![],
+            });
+        }
         for plan in self.stage_plans() {
             for store in &plan.stores {
                 out.push(TopicPlan {

@@ -183,6 +183,7 @@ pub(crate) fn check(loaded: &Loaded, api_version: &str, kind: &str, out: &mut Ve
         }
     }
     crate::ingest::check(t, &loaded.path, &mut push);
+    crate::fluvio::check(t, &mut push);
 }
 
 /// `1 <= min_insync_replicas <= replication`, for the defaults and for every topic that

@@ -188,7 +188,7 @@ impl Inner {
                 .map_err(|e| classify(&self.producer, &id, "changelog writes", e, false))?;
                 pending.push(((i, partition), p));
             }
-            tpl.add_partition_offset(&self.def.inputs[i], partition, Offset::Offset(next))?;
+            tpl.add_partition_offset(&self.kafka_inputs[i], partition, Offset::Offset(next))?;
         }
         // Every record of the batch acknowledged (and the markers' offsets known) before
         // the offsets join the transaction.

@@ -1,0 +1,353 @@
+//! The reference pipeline with its raw topic on the local Fluvio cluster and everything else
+//! on the durable Kafka-compatible broker (docs/FLUVIO.md): the input is produced to Fluvio
+//! with the `fluvio` crate, the `validate` stage reads it there, and every output is read
+//! back where it landed (topics as a plain consumer, the TSDB's export, the Parquet objects)
+//! and compared with what the input determines. The second test kills the stage that reads
+//! Fluvio with -9 while the input streams in.
+
+mod common;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use common::*;
+use sluice::sim::expect::{expected, Expected, Rules};
+use sluice::sim::SimConfig;
+use sluice_connectors::fluvio::{kafka_partition, FluvioClient};
+
+/// Fluvio's producer stamps records with its own clock, not the simulated time, so the
+/// test topology accepts any device clock (no re-stamping) and the input has no readings
+/// with a skewed clock (`SimConfig::skewed`): the outputs then do not depend on when the
+/// records were produced.
+const MAX_SKEW: &str = "1000d";
+
+fn fluvio_rules() -> Rules {
+    Rules {
+        max_clock_skew_ms: 1000 * 86_400_000,
+        ..rules()
+    }
+}
+
+struct FluvioScenario {
+    topo: TestTopology,
+    /// The raw topic's name on Fluvio.
+    raw: String,
+    cfg: SimConfig,
+    exp: Expected,
+    sent: Arc<AtomicU64>,
+    producer: Option<JoinHandle<u64>>,
+}
+
+fn endpoint() -> String {
+    env("SLUICE_FLUVIO_ENDPOINT")
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn connect(rt: &tokio::runtime::Runtime) -> FluvioClient {
+    rt.block_on(FluvioClient::connect(&endpoint(), Duration::from_secs(20)))
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+impl FluvioScenario {
+    /// `seed` picks an input that determines no two anomalies with one natural key (a late
+    /// reading can share its event time with an earlier one; `verify` refuses such inputs).
+    fn new(devices: u32, steps: u64, seed: u64) -> FluvioScenario {
+        let topo = TestTopology::new(|text| {
+            // `<suffix>.telemetry.raw` becomes `<suffix>-telemetry-raw` on Fluvio (its topic
+            // names take no dots); the ingest bridges (Kafka producers) are left out.
+            let at = text.find(".telemetry.raw").expect("raw topic");
+            let suffix = text[..at]
+                .rsplit(|c: char| c.is_whitespace())
+                .next()
+                .unwrap();
+            let raw = format!("{suffix}-telemetry-raw");
+            let text = text.replace(&format!("{suffix}.telemetry.raw"), &raw);
+            let (head, rest) = text.split_once("\ningest:").expect("ingest section");
+            let (_, stages) = rest.split_once("\nstages:").expect("stages section");
+            format!("{head}\nstages:{stages}")
+                .replace(
+                    &format!("  {raw}:   {{ partitions: 4,"),
+                    &format!("  {raw}:   {{ broker: fluvio, partitions: 4,"),
+                )
+                .replace(
+                    "connections:\n",
+                    "connections:\n  fluvio: { endpoint: ${SLUICE_FLUVIO_ENDPOINT} }\n",
+                )
+                .replace(
+                    "max_clock_skew: 15m",
+                    &format!("max_clock_skew: {MAX_SKEW}"),
+                )
+        });
+        let text = std::fs::read_to_string(&topo.path).unwrap();
+        let raw = format!("{}-telemetry-raw", topo.suffix);
+        assert!(
+            text.contains(&format!("{raw}:   {{ broker: fluvio")),
+            "the raw topic is on Fluvio in:\n{text}"
+        );
+        let cfg = SimConfig {
+            devices,
+            steps,
+            bad_prob: 0.004,
+            anomaly_prob: 0.4,
+            device_prefix: format!("{}-d", topo.suffix),
+            skewed: false,
+            seed,
+            ..SimConfig::default()
+        };
+        let exp = expected(&cfg, &fluvio_rules());
+        FluvioScenario {
+            topo,
+            raw,
+            cfg,
+            exp,
+            sent: Arc::new(AtomicU64::new(0)),
+            producer: None,
+        }
+    }
+
+    fn total(&self) -> u64 {
+        self.exp.records.len() as u64
+    }
+
+    /// Produces the input to Fluvio at `rate` records/s in the background, once the
+    /// pipeline created the raw topic there.
+    fn start_input(&mut self, rate: u64) {
+        let rt = runtime();
+        let client = connect(&rt);
+        let raw = self.raw.clone();
+        eventually(
+            "the pipeline to create the raw topic on Fluvio",
+            240,
+            Duration::from_millis(500),
+            || {
+                let ends = rt.block_on(client.ends(&raw)).ok()?;
+                (ends.len() == 4).then_some(())
+            },
+        );
+        let ids = registry_ids(&format!("{raw}-value"));
+        let cfg = self.cfg.clone();
+        let sent = self.sent.clone();
+        self.producer = Some(std::thread::spawn(move || {
+            let summary = sluice::sim::produce_fluvio(
+                &client,
+                rt.handle(),
+                &raw,
+                cfg,
+                ids,
+                rate,
+                &mut |n, _| sent.store(n, Ordering::Relaxed),
+            )
+            .unwrap_or_else(|e| panic!("the input is produced to Fluvio: {e}"));
+            sent.store(summary.records, Ordering::Relaxed);
+            summary.records
+        }));
+    }
+
+    fn wait_sent(&self, n: u64) {
+        eventually(
+            &format!("{n} input records to be sent"),
+            6000,
+            Duration::from_millis(100),
+            || (self.sent.load(Ordering::Relaxed) >= n).then_some(()),
+        );
+    }
+
+    fn finish_input(&mut self) {
+        let records = self.producer.take().unwrap().join().unwrap();
+        assert_eq!(records, self.total(), "input records produced");
+    }
+
+    /// The raw topic as a plain Fluvio consumer sees it: every record produced, once (the
+    /// producer's retries could have written a batch twice; none did, or validate's
+    /// (device, seq) de-duplication would be what kept the outputs exact), each in the
+    /// partition Kafka's partitioner gives its key.
+    fn check_raw(&self) {
+        let rt = runtime();
+        let client = connect(&rt);
+        let ends = rt.block_on(client.ends(&self.raw)).unwrap();
+        let mut n = 0u64;
+        for (&p, &end) in &ends {
+            let mut reader = rt
+                .block_on(client.reader(&self.raw, p, None, 1000))
+                .unwrap_or_else(|e| panic!("{e}"));
+            let mut next = 0;
+            while next < end {
+                let batch = rt.block_on(reader.next_batch()).unwrap();
+                for r in &batch {
+                    assert_eq!(r.offset, next, "{}/{p}: offsets in order", self.raw);
+                    // Co-partitioned with the Kafka topics downstream (docs/FLUVIO.md).
+                    let key = r.key.as_deref().expect("records are keyed by device");
+                    assert_eq!(
+                        kafka_partition(key, ends.len() as u32) as i32,
+                        p,
+                        "{}/{p}: key {:?} is in Kafka's partition for it",
+                        self.raw,
+                        String::from_utf8_lossy(key)
+                    );
+                    next += 1;
+                }
+                n += batch.len() as u64;
+            }
+        }
+        assert_eq!(n, self.total(), "records on Fluvio's {}", self.raw);
+    }
+
+    /// `sluice lag --stage validate --wait`: the group committed the end of every Fluvio
+    /// partition (its positions are on the claim topic).
+    fn check_lag_drained(&self) {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .args([
+                "lag",
+                self.topo.path.to_str().unwrap(),
+                "--stage",
+                "validate",
+            ])
+            .args(["--wait", "--json"])
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "sluice lag --wait: {}\n{stdout}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            stdout.contains(&self.raw),
+            "the lag is reported for the Fluvio topic: {stdout}"
+        );
+    }
+}
+
+/// One stage instance of the test topology: `--stage` as given, its own state directory.
+struct Proc {
+    name: String,
+    args: Vec<String>,
+    state: String,
+    log: std::path::PathBuf,
+    proc: Option<Sluice>,
+}
+
+impl Proc {
+    fn new(s: &FluvioScenario, name: &str, stages: &[&str]) -> Proc {
+        let mut args = vec![
+            "run".to_string(),
+            s.topo.path.display().to_string(),
+            "--quiet".into(),
+            "--metrics-listen".into(),
+            format!("127.0.0.1:{}", free_port()),
+            "--instance-id".into(),
+            name.into(),
+        ];
+        for st in stages {
+            args.extend(["--stage".to_string(), st.to_string()]);
+        }
+        Proc {
+            name: name.into(),
+            args,
+            state: s
+                .topo
+                .dir
+                .path()
+                .join(format!("state-{name}"))
+                .display()
+                .to_string(),
+            log: s.topo.dir.path().join(format!("{name}.log")),
+            proc: None,
+        }
+    }
+
+    fn start(&mut self) {
+        let args: Vec<&str> = self.args.iter().map(String::as_str).collect();
+        self.proc = Some(Sluice::spawn_with_env(
+            &args,
+            &[("SLUICE_STATE_DIR", &self.state)],
+            &self.log,
+        ));
+    }
+
+    fn kill9(&mut self) {
+        if let Some(mut p) = self.proc.take() {
+            p.kill9();
+        }
+    }
+
+    fn check_alive(&mut self) -> Result<(), String> {
+        match self.proc.as_mut().map(|p| p.exited()) {
+            Some(Some(st)) => Err(format!(
+                "{} exited ({st}); log {}:\n{}",
+                self.name,
+                self.log.display(),
+                std::fs::read_to_string(&self.log).unwrap_or_default()
+            )),
+            _ => Ok(()),
+        }
+    }
+}
+
+const DOWNSTREAM: [&str; 4] = ["aggregate", "detect", "tsdb", "archive"];
+
+#[test]
+fn raw_topic_on_fluvio_outputs_exact() {
+    let mut s = FluvioScenario::new(12, 240, 42);
+    let mut validate = Proc::new(&s, "validate-0", &["validate"]);
+    let mut rest = Proc::new(&s, "rest-0", &DOWNSTREAM);
+    validate.start();
+    rest.start();
+    s.start_input(0);
+    s.finish_input();
+    let out = verify::check_outputs(&s.topo, &s.cfg, &s.exp, &mut || {
+        validate.check_alive()?;
+        rest.check_alive()
+    });
+    out.assert_no_repeats();
+    s.check_raw();
+    s.check_lag_drained();
+    eprintln!(
+        "FIGURE fluvio_pipeline records={} valid={} aggregates={} dead_letters={}",
+        s.total(),
+        s.exp.valid.len(),
+        s.exp.aggregates.len(),
+        s.exp.dead_letters.values().sum::<u64>()
+    );
+}
+
+#[test]
+fn kill9_of_the_stage_reading_fluvio_loses_and_repeats_nothing() {
+    let mut s = FluvioScenario::new(12, 300, 43);
+    let mut validate = Proc::new(&s, "validate-0", &["validate"]);
+    let mut rest = Proc::new(&s, "rest-0", &DOWNSTREAM);
+    validate.start();
+    rest.start();
+    s.start_input(1500);
+    let mut kills = Vec::new();
+    for k in 1..=3u64 {
+        s.wait_sent(s.total() * k / 4);
+        validate.check_alive().unwrap_or_else(|e| panic!("{e}"));
+        rest.check_alive().unwrap_or_else(|e| panic!("{e}"));
+        kills.push(verify::Disruption::now(
+            &s.topo,
+            &format!("kill -9 of validate-0 at {}/4 of the input", k),
+            &["validate"],
+        ));
+        validate.kill9();
+        validate.start();
+    }
+    s.finish_input();
+    let out = verify::check_outputs(&s.topo, &s.cfg, &s.exp, &mut || {
+        validate.check_alive()?;
+        rest.check_alive()
+    });
+    verify::check_crash_repeats(&s.topo, &out, &kills, "fluvio_kill9_repeats_per_kill");
+    s.check_raw();
+    s.check_lag_drained();
+}
