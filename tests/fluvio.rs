@@ -172,7 +172,7 @@ impl FluvioScenario {
     /// partition Kafka's partitioner gives its key.
     fn check_raw(&self) {
         let rt = runtime();
-        let client = connect(&rt);
+        let client = Arc::new(connect(&rt));
         let ends = rt.block_on(client.ends(&self.raw)).unwrap();
         let mut n = 0u64;
         for (&p, &end) in &ends {

@@ -676,7 +676,7 @@ pub(crate) fn raw_on_fluvio(text: &str, suffix: &str) -> String {
 /// Records/s of a plain Fluvio consumer reading the `total` records of `topic` from the
 /// start, every partition at once (the SC's view of the ends is awaited first).
 async fn fluvio_consume_rate(
-    client: &sluice_connectors::fluvio::FluvioClient,
+    client: &Arc<sluice_connectors::fluvio::FluvioClient>,
     topic: &str,
     total: u64,
 ) -> anyhow::Result<f64> {

@@ -6,6 +6,7 @@
 //! (docs/FLUVIO.md). Records carry the same Confluent-framed Avro as on Kafka.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use ::fluvio::metadata::customspu::CustomSpuSpec;
@@ -213,14 +214,36 @@ impl FluvioClient {
 
     /// A reader of partition `partition` of `topic` from `start` (an offset; `None` is the
     /// beginning), read-committed, in batches of at most `batch` records. A cluster that
-    /// goes away is retried by the client.
+    /// goes away is retried by the client; a stream that skips records is reopened at the
+    /// first one missing ([`PartitionReader::next_batch`]).
     pub async fn reader(
-        &self,
+        self: &Arc<Self>,
         topic: &str,
         partition: i32,
         start: Option<i64>,
         batch: usize,
     ) -> Result<PartitionReader, FluvioError> {
+        let chunks = self.open(topic, partition, start, batch).await?;
+        Ok(PartitionReader {
+            client: self.clone(),
+            topic: topic.to_string(),
+            partition,
+            batch,
+            next: start,
+            reopened: 0,
+            reopened_at: None,
+            error: None,
+            chunks,
+        })
+    }
+
+    async fn open(
+        &self,
+        topic: &str,
+        partition: i32,
+        start: Option<i64>,
+        batch: usize,
+    ) -> Result<Chunks, FluvioError> {
         let what = format!("reading {topic}/{partition}");
         let offset = match start {
             Some(o) => Offset::absolute(o).map_err(|e| self.failed(what.clone(), e))?,
@@ -238,13 +261,8 @@ impl FluvioClient {
             .fluvio
             .consumer_with_config(config)
             .await
-            .map_err(|e| self.failed(what.clone(), e))?;
-        Ok(PartitionReader {
-            error: None,
-            endpoint: self.endpoint.clone(),
-            what,
-            chunks: Box::pin(stream.ready_chunks(batch.max(1))),
-        })
+            .map_err(|e| self.failed(what, e))?;
+        Ok(Box::pin(stream.ready_chunks(batch.max(1))))
     }
 }
 
@@ -258,51 +276,92 @@ type Chunks = std::pin::Pin<
     >,
 >;
 
-/// Batches of one partition's records, in offset order.
+/// Batches of one partition's records, in offset order, none skipped.
 pub struct PartitionReader {
+    client: Arc<FluvioClient>,
+    topic: String,
+    partition: i32,
+    batch: usize,
+    /// The offset after the last record handed over (`None`: nothing yet, from the start).
+    next: Option<i64>,
+    reopened: u64,
+    /// The offset the last reopening was for: a gap there again is not the client's (the
+    /// records are gone, e.g. past retention) and is accepted.
+    reopened_at: Option<i64>,
     chunks: Chunks,
     /// An error met after the records of the last batch, handed over next.
     error: Option<FluvioError>,
-    endpoint: String,
-    /// `reading TOPIC/PARTITION`, for errors.
-    what: String,
 }
 
 impl PartitionReader {
-    /// The next batch (at least one record), or the error that ends the stream.
+    /// The next batch (at least one record, offsets consecutive with the last batch's), or
+    /// the error that ends the stream.
+    ///
+    /// The 0.50 client's stream can skip records: reading a backlog of 1.8 MB, it jumped
+    /// from offset 13,084 to 13,214 (docs/BROKER_GAPS.md). Every offset is checked, and at
+    /// a gap the stream is reopened at the missing offset, which delivers it; a record seen
+    /// again is dropped.
     pub async fn next_batch(&mut self) -> Result<Vec<FluvioRecord>, FluvioError> {
-        if let Some(e) = self.error.take() {
-            return Err(e);
-        }
-        let Some(chunk) = self.chunks.next().await else {
-            return Err(self.with_reason("the stream ended".into()));
-        };
-        let mut records = Vec::with_capacity(chunk.len());
-        for r in chunk {
-            match r {
-                Ok(r) => records.push(FluvioRecord {
+        loop {
+            if let Some(e) = self.error.take() {
+                return Err(e);
+            }
+            let Some(chunk) = self.chunks.next().await else {
+                return Err(self.with_reason("the stream ended".into()));
+            };
+            let mut records = Vec::with_capacity(chunk.len());
+            let mut gap = false;
+            for r in chunk {
+                let r = match r {
+                    Ok(r) => r,
+                    Err(code) => {
+                        self.error = Some(self.with_reason(format!("{code:?}")));
+                        break;
+                    }
+                };
+                match self.next {
+                    Some(n) if r.offset() < n => continue, // seen already
+                    Some(n) if r.offset() > n && self.reopened_at != Some(n) => {
+                        gap = true;
+                        tracing::debug!(topic = %self.topic, partition = self.partition, expected = n, got = r.offset(), "Fluvio stream skipped records; reopening it at the first one missing.");
+                        break;
+                    }
+                    Some(n) if r.offset() > n => {
+                        tracing::warn!(topic = %self.topic, partition = self.partition, expected = n, got = r.offset(), "Fluvio records missing even when read from their offset (removed by retention?); going on from the next one held.");
+                    }
+                    _ => {}
+                }
+                self.next = Some(r.offset() + 1);
+                records.push(FluvioRecord {
                     offset: r.offset(),
                     timestamp: r.timestamp(),
                     key: r.key().map(<[u8]>::to_vec),
                     value: r.value().to_vec(),
-                }),
-                Err(code) => {
-                    let e = self.with_reason(format!("{code:?}"));
-                    if records.is_empty() {
-                        return Err(e);
-                    }
-                    self.error = Some(e);
-                    break;
-                }
+                });
+            }
+            if gap {
+                self.reopened_at = self.next;
+                self.chunks = self
+                    .client
+                    .open(&self.topic, self.partition, self.next, self.batch)
+                    .await?;
+                self.reopened += 1;
+            }
+            if !records.is_empty() {
+                return Ok(records);
             }
         }
-        Ok(records)
+    }
+
+    /// How often the stream skipped records and was reopened at the first one missing.
+    pub fn reopened(&self) -> u64 {
+        self.reopened
     }
 
     fn with_reason(&self, reason: String) -> FluvioError {
         FluvioError::Request {
-            endpoint: self.endpoint.clone(),
-            what: self.what.clone(),
+            endpoint: self.client.endpoint.clone(),
+            what: format!("reading {}/{}", self.topic, self.partition),
             reason,
         }
     }
