@@ -230,7 +230,6 @@ impl FluvioClient {
             partition,
             batch,
             next: start,
-            reopened: 0,
             reopened_at: None,
             error: None,
             chunks,
@@ -284,7 +283,6 @@ pub struct PartitionReader {
     batch: usize,
     /// The offset after the last record handed over (`None`: nothing yet, from the start).
     next: Option<i64>,
-    reopened: u64,
     /// The offset the last reopening was for: a gap there again is not the client's (the
     /// records are gone, e.g. past retention) and is accepted.
     reopened_at: Option<i64>,
@@ -345,17 +343,11 @@ impl PartitionReader {
                     .client
                     .open(&self.topic, self.partition, self.next, self.batch)
                     .await?;
-                self.reopened += 1;
             }
             if !records.is_empty() {
                 return Ok(records);
             }
         }
-    }
-
-    /// How often the stream skipped records and was reopened at the first one missing.
-    pub fn reopened(&self) -> u64 {
-        self.reopened
     }
 
     fn with_reason(&self, reason: String) -> FluvioError {
