@@ -15,7 +15,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http_body_util::{BodyExt as _, Full, Limited};
 use hyper::body::Incoming;
-use hyper::header::{HeaderValue, ALLOW, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE};
+use hyper::header::{HeaderValue, ALLOW, AUTHORIZATION, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE};
+use hyper::http::request::Parts;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -31,6 +32,14 @@ pub use tokens::{TokenSource, Tokens};
 
 /// The one endpoint.
 pub const PATH: &str = "/v1/telemetry";
+
+/// A request refused before its body was read still has its body read, up to this much
+/// beyond `max_body` and for at most [`DRAIN_TIMEOUT`], so the connection stays usable: a
+/// server that answers and closes with the body unread makes the kernel reset the
+/// connection, and the client may lose the answer (or reuse the dead connection for its
+/// next request). Past either bound the answer says `Connection: close`.
+const DRAIN_SLACK: usize = 1 << 20;
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How long the token topic may take to be read to its end before the bridge gives up.
 const TOKEN_LOAD_TIMEOUT: Duration = Duration::from_secs(120);
@@ -104,6 +113,8 @@ struct Refusal {
     error: &'static str,
     reason: String,
     retry_after: Option<u32>,
+    /// Part of the body was left unread: the connection cannot carry another request.
+    close: bool,
 }
 
 fn refuse(status: StatusCode, error: &'static str, reason: impl Into<String>) -> Refusal {
@@ -112,6 +123,7 @@ fn refuse(status: StatusCode, error: &'static str, reason: impl Into<String>) ->
         error,
         reason: reason.into(),
         retry_after: None,
+        close: false,
     }
 }
 
@@ -247,13 +259,15 @@ where
 
 async fn handle(s: &Shared, req: Request<Incoming>) -> Response<Full<Bytes>> {
     let started = Instant::now();
-    let outcome = if req.uri().path() != PATH {
+    let (parts, body) = req.into_parts();
+    let mut body = Some(body);
+    let outcome = if parts.uri.path() != PATH {
         Err(refuse(
             StatusCode::NOT_FOUND,
             "not_found",
             format!("the endpoint is POST {PATH}"),
         ))
-    } else if req.method() != Method::POST {
+    } else if parts.method != Method::POST {
         Err(refuse(
             StatusCode::METHOD_NOT_ALLOWED,
             "method_not_allowed",
@@ -262,7 +276,11 @@ async fn handle(s: &Shared, req: Request<Incoming>) -> Response<Full<Bytes>> {
     } else {
         s.received.fetch_add(1, Ordering::Relaxed);
         METRICS.ingest_received.with_label_values(&[&s.name]).inc();
-        telemetry(s, req).await
+        telemetry(s, &parts, &mut body).await
+    };
+    let mut keep_alive = match body.take() {
+        Some(unread) => drain(unread, s.spec.max_body + DRAIN_SLACK).await,
+        None => true,
     };
     let (status, body, retry_after, allow) = match outcome {
         Ok(n) => {
@@ -280,6 +298,7 @@ async fn handle(s: &Shared, req: Request<Incoming>) -> Response<Full<Bytes>> {
             )
         }
         Err(r) => {
+            keep_alive &= !r.close;
             s.refused.fetch_add(1, Ordering::Relaxed);
             METRICS
                 .ingest_refused
@@ -308,6 +327,9 @@ async fn handle(s: &Shared, req: Request<Incoming>) -> Response<Full<Bytes>> {
     if allow {
         h.insert(ALLOW, HeaderValue::from_static("POST"));
     }
+    if !keep_alive {
+        h.insert(CONNECTION, HeaderValue::from_static("close"));
+    }
     if status == StatusCode::UNAUTHORIZED {
         h.insert(
             hyper::header::WWW_AUTHENTICATE,
@@ -317,9 +339,18 @@ async fn handle(s: &Shared, req: Request<Incoming>) -> Response<Full<Bytes>> {
     resp
 }
 
+/// Reads and discards a body nobody needs, so the connection can carry the next request:
+/// whether it was read to its end within `limit` bytes and [`DRAIN_TIMEOUT`].
+async fn drain(body: Incoming, limit: usize) -> bool {
+    matches!(
+        tokio::time::timeout(DRAIN_TIMEOUT, Limited::new(body, limit).collect()).await,
+        Ok(Ok(_))
+    )
+}
+
 /// The body's format from its `Content-Type` (JSON when there is none).
-fn format_of(req: &Request<Incoming>) -> Result<PayloadFormat, Refusal> {
-    let Some(ct) = req.headers().get(CONTENT_TYPE) else {
+fn format_of(req: &Parts) -> Result<PayloadFormat, Refusal> {
+    let Some(ct) = req.headers.get(CONTENT_TYPE) else {
         return Ok(PayloadFormat::Json);
     };
     let essence = ct
@@ -345,9 +376,12 @@ fn format_of(req: &Request<Incoming>) -> Result<PayloadFormat, Refusal> {
 
 /// Authenticates, reads, maps, admits, produces and waits for the broker: the number of
 /// records stored, or why the request was refused.
-async fn telemetry(s: &Shared, req: Request<Incoming>) -> Result<usize, Refusal> {
+///
+/// The body is taken out of `body` only when it is read; a refusal made before leaves it
+/// there for the caller to drain.
+async fn telemetry(s: &Shared, req: &Parts, body: &mut Option<Incoming>) -> Result<usize, Refusal> {
     let token = req
-        .headers()
+        .headers
         .get(AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| {
@@ -369,7 +403,7 @@ async fn telemetry(s: &Shared, req: Request<Incoming>) -> Result<usize, Refusal>
             "the token is not known (or was revoked)",
         )
     })?;
-    let format = format_of(&req)?;
+    let format = format_of(req)?;
     let max = s.spec.max_body;
     let too_large = |n: String| {
         refuse(
@@ -379,7 +413,7 @@ async fn telemetry(s: &Shared, req: Request<Incoming>) -> Result<usize, Refusal>
         )
     };
     if let Some(n) = req
-        .headers()
+        .headers
         .get(CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok())
@@ -388,10 +422,20 @@ async fn telemetry(s: &Shared, req: Request<Incoming>) -> Result<usize, Refusal>
             return Err(too_large(n.to_string()));
         }
     }
-    let body = match Limited::new(req.into_body(), max).collect().await {
+    let Some(unread) = body.take() else {
+        return Err(refuse(
+            StatusCode::BAD_REQUEST,
+            "bad_body",
+            "the body was already read",
+        ));
+    };
+    let body = match Limited::new(unread, max).collect().await {
         Ok(b) => b.to_bytes(),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => {
-            return Err(too_large("more than max_body".into()))
+            return Err(Refusal {
+                close: true,
+                ..too_large("more than max_body".into())
+            })
         }
         Err(e) => {
             return Err(refuse(
