@@ -17,6 +17,9 @@ pub struct Metrics {
     pub dead_letters: IntCounterVec,
     /// Input records dropped as already seen, by stage and reason (`retransmission`, `replayed_id`).
     pub duplicates_dropped: IntCounterVec,
+    /// Fluvio partition streams reopened by sluice's reader, by topic and reason (`gap`:
+    /// the client's stream skipped offsets; `stall`: it sent nothing with records owed).
+    pub fluvio_reopens: IntCounterVec,
     /// Records whose device clock was replaced by the broker timestamp.
     pub clock_restamped: IntCounterVec,
     /// Windows closed and emitted, by stage and window length.
@@ -150,6 +153,12 @@ impl Metrics {
                 "sluice_duplicates_dropped_total",
                 "Input records dropped as already seen.",
                 &["stage", "reason"],
+            ),
+            fluvio_reopens: counter(
+                &r,
+                "sluice_fluvio_stream_reopens_total",
+                "Fluvio partition streams reopened (the client skipped records, or stalled).",
+                &["topic", "reason"],
             ),
             clock_restamped: counter(
                 &r,

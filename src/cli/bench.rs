@@ -673,6 +673,10 @@ pub(crate) fn raw_on_fluvio(text: &str, suffix: &str) -> String {
     .replace("max_clock_skew: 15m", "max_clock_skew: 1000d")
 }
 
+/// How long a Fluvio partition may send nothing while records are owed before the bench
+/// gives up naming it (a stalled stream, not a slow one).
+const STALL: Duration = Duration::from_secs(30);
+
 /// Records/s of a plain Fluvio consumer reading the `total` records of `topic` from the
 /// start, every partition at once (the SC's view of the ends is awaited first).
 async fn fluvio_consume_rate(
@@ -694,20 +698,33 @@ async fn fluvio_consume_rate(
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
     let started = Instant::now();
-    let reads = ends.iter().map(|(&p, &end)| async move {
-        let mut reader = client.reader(topic, p, None, 1000).await?;
-        let mut n = 0i64;
-        while n < end {
-            let batch = reader.next_batch().await?;
-            n += batch.len() as i64;
-            std::hint::black_box(&batch);
-        }
-        Ok::<i64, sluice_connectors::fluvio::FluvioError>(n)
-    });
-    let read: i64 = futures::future::try_join_all(reads)
-        .await?
-        .into_iter()
-        .sum();
+    // One task per partition, as the stage runtime reads them.
+    let reads: Vec<_> = ends
+        .iter()
+        .map(|(&p, &end)| {
+            let (client, topic) = (client.clone(), topic.to_string());
+            tokio::spawn(async move {
+                let mut reader = client.reader(&topic, p, None, 1000).await?;
+                let mut n = 0i64;
+                while n < end {
+                    let batch = match tokio::time::timeout(STALL, reader.next_batch()).await {
+                        Ok(b) => b?,
+                        Err(_) => anyhow::bail!(
+                            "Fluvio's {topic}/{p} sent nothing for {} s at offset {n} of {end}",
+                            STALL.as_secs()
+                        ),
+                    };
+                    n += batch.len() as i64;
+                    std::hint::black_box(&batch);
+                }
+                Ok::<i64, anyhow::Error>(n)
+            })
+        })
+        .collect();
+    let mut read = 0i64;
+    for r in reads {
+        read += r.await??;
+    }
     Ok(read as f64 / started.elapsed().as_secs_f64())
 }
 

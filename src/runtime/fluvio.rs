@@ -134,8 +134,18 @@ impl Readers {
                     return;
                 }
             };
+            let mut reopens = (0, 0);
             loop {
                 let batch = reader.next_batch().await;
+                let now = reader.reopens();
+                if now != reopens {
+                    let m = &crate::metrics::METRICS.fluvio_reopens;
+                    m.with_label_values(&[&topic, "gap"])
+                        .inc_by(now.0 - reopens.0);
+                    m.with_label_values(&[&topic, "stall"])
+                        .inc_by(now.1 - reopens.1);
+                    reopens = now;
+                }
                 let failed = batch.is_err();
                 if tx.send(send(batch)).await.is_err() || failed {
                     return;

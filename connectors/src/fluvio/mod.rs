@@ -233,6 +233,8 @@ impl FluvioClient {
             reopened_at: None,
             error: None,
             chunks,
+            gaps: 0,
+            stalls: 0,
         })
     }
 
@@ -275,6 +277,9 @@ type Chunks = std::pin::Pin<
     >,
 >;
 
+/// How long a reader waits for its stream before it asks the SC whether records are owed.
+const STALL_CHECK: Duration = Duration::from_secs(5);
+
 /// Batches of one partition's records, in offset order, none skipped.
 pub struct PartitionReader {
     client: Arc<FluvioClient>,
@@ -289,6 +294,8 @@ pub struct PartitionReader {
     chunks: Chunks,
     /// An error met after the records of the last batch, handed over next.
     error: Option<FluvioError>,
+    gaps: u64,
+    stalls: u64,
 }
 
 impl PartitionReader {
@@ -304,8 +311,13 @@ impl PartitionReader {
             if let Some(e) = self.error.take() {
                 return Err(e);
             }
-            let Some(chunk) = self.chunks.next().await else {
-                return Err(self.with_reason("the stream ended".into()));
+            let chunk = match tokio::time::timeout(STALL_CHECK, self.chunks.next()).await {
+                Ok(Some(chunk)) => chunk,
+                Ok(None) => return Err(self.with_reason("the stream ended".into())),
+                Err(_) => {
+                    self.unstall().await?;
+                    continue;
+                }
             };
             let mut records = Vec::with_capacity(chunk.len());
             let mut gap = false;
@@ -338,6 +350,7 @@ impl PartitionReader {
                 });
             }
             if gap {
+                self.gaps += 1;
                 self.reopened_at = self.next;
                 self.chunks = self
                     .client
@@ -348,6 +361,33 @@ impl PartitionReader {
                 return Ok(records);
             }
         }
+    }
+
+    /// Nothing came for [`STALL_CHECK`]: if the SC says the partition holds records past
+    /// ours, the stream has stalled (docs/BROKER_GAPS.md) and is reopened where we are; if
+    /// not, the partition is just quiet.
+    async fn unstall(&mut self) -> Result<(), FluvioError> {
+        let from = self.next.unwrap_or(0);
+        let end = match self.client.ends(&self.topic).await {
+            Ok(ends) => ends.get(&self.partition).copied().unwrap_or(0),
+            // The stream itself reports a cluster that went away; nothing to decide here.
+            Err(_) => return Ok(()),
+        };
+        if end <= from {
+            return Ok(());
+        }
+        tracing::warn!(topic = %self.topic, partition = self.partition, at = from, end, "Fluvio stream sent nothing for {} s with records owed; reopening it.", STALL_CHECK.as_secs());
+        self.stalls += 1;
+        self.chunks = self
+            .client
+            .open(&self.topic, self.partition, self.next, self.batch)
+            .await?;
+        Ok(())
+    }
+
+    /// How often the stream was reopened: at a gap, and found stalled.
+    pub fn reopens(&self) -> (u64, u64) {
+        (self.gaps, self.stalls)
     }
 
     fn with_reason(&self, reason: String) -> FluvioError {
