@@ -65,6 +65,12 @@ pub struct Metrics {
     pub consumer_lag: IntGaugeVec,
     /// Rows or objects written by sinks.
     pub sink_rows: IntCounterVec,
+    /// `sluice backfill`: input records of the range processed, by stage.
+    pub backfill_records: IntCounterVec,
+    /// `sluice backfill`: input records of the range not yet committed, by stage (set once
+    /// the stage's end offsets are known: at once for a first stage, after its upstream
+    /// stages finished for the others).
+    pub backfill_remaining: IntGaugeVec,
     /// Milliseconds from an input record's timestamp to the commit that made its output
     /// visible.
     pub latency_ms: HistogramVec,
@@ -277,6 +283,18 @@ impl Metrics {
                 "sluice_sink_rows_total",
                 "Rows written by sinks.",
                 &["stage", "sink"],
+            ),
+            backfill_records: counter(
+                &r,
+                "sluice_backfill_records_total",
+                "Input records of a backfill's range processed.",
+                &["stage"],
+            ),
+            backfill_remaining: gauge(
+                &r,
+                "sluice_backfill_remaining",
+                "Input records of a backfill's range not yet committed.",
+                &["stage"],
             ),
             latency_ms: histogram(
                 &r,

@@ -311,6 +311,7 @@ impl Topics {
             on_restore: None,
             ready: Arc::new(AtomicBool::new(false)),
             leave_group: false,
+            bounds: None,
         }
     }
 }

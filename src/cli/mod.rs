@@ -1,5 +1,6 @@
 //! The subcommands, one module each. `anyhow` lives here, at the edge, and nowhere else.
 
+mod backfill;
 mod bench;
 mod bench_engine;
 mod bench_ingest;
@@ -44,6 +45,9 @@ pub enum Command {
     Run(run::Args),
     /// Run the topology's `ingest:` bridges: device messages from MQTT into its topics.
     Ingest(ingest::Args),
+    /// Run a topology over a bounded past range of its input, into a namespace of its own
+    /// (`--version`), beside the live pipeline; stops by itself with a summary.
+    Backfill(backfill::Args),
     /// Produce simulated device telemetry with injected anomalies and bad records.
     Simulate(simulate::Args),
     /// Serve a Confluent-compatible schema registry backed by a `_schemas` topic.
@@ -100,6 +104,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Validate(a) => validate::run(a),
         Command::Run(a) => run::run(a),
         Command::Ingest(a) => ingest::run(a),
+        Command::Backfill(a) => backfill::run(a),
         Command::Simulate(a) => simulate::run(a),
         Command::Registry(a) => registry::run(a),
         Command::Schemas(c) => schemas::run(c),

@@ -227,7 +227,10 @@ fn tsdb_tables(t: &Topology) -> Vec<String> {
         match &s.spec {
             StageSpec::QuestdbSink(q) => {
                 let addr = q.addr.as_ref().or(t.connections.ilp.as_ref());
-                let config = sluice_connectors::questdb::QuestDbConfig::new(addr.map_or("", |a| a));
+                let mut config =
+                    sluice_connectors::questdb::QuestDbConfig::new(addr.map_or("", |a| a));
+                config.aggregates_table = q.aggregates_table.clone();
+                config.anomalies_table = q.anomalies_table.clone();
                 out.extend(
                     sluice_connectors::questdb::table_ddl(&config)
                         .into_iter()

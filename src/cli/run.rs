@@ -506,6 +506,7 @@ pub(crate) fn stage_def(
                 .or_else(|| t.connections.ilp.clone())
                 .unwrap_or_default();
             let kinds = tsdb_kinds(t, &q.inputs)?;
+            let tables = (q.aggregates_table.clone(), q.anomalies_table.clone());
             let rt = shared.rt.clone();
             (
                 q.inputs.clone(),
@@ -516,6 +517,7 @@ pub(crate) fn stage_def(
                     Ok(Box::new(tsdb::TsdbSink::new(
                         &stage,
                         &addr,
+                        (&tables.0, &tables.1),
                         &kinds,
                         schemas(),
                         rt.clone(),
@@ -652,6 +654,7 @@ pub(crate) fn stage_def(
         on_restore: None,
         ready,
         leave_group: shared.leave_group,
+        bounds: None,
     })
 }
 
@@ -777,7 +780,7 @@ impl Summary {
     }
 }
 
-fn print_destinations(t: &Topology) {
+pub(crate) fn print_destinations(t: &Topology) {
     eprintln!("outputs:");
     for s in &t.stages {
         match &s.spec {

@@ -28,12 +28,25 @@ pub enum Command {
         /// in docker compose). Default `0s`: fail at once.
         #[arg(long, default_value = "0s")]
         wait: humantime::Duration,
+        /// Create the tables of a backfill's namespace (`sluice backfill --version V`):
+        /// `<table>_V`.
+        #[arg(long)]
+        version: Option<String>,
     },
 }
 
 pub(crate) fn run(c: Command) -> anyhow::Result<ExitCode> {
-    let Command::Init { file, url, wait } = c;
-    let loaded = sluice_topology::load(&file).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let Command::Init {
+        file,
+        url,
+        wait,
+        version,
+    } = c;
+    let loaded = match version {
+        Some(v) => sluice_topology::load_namespaced(&file, &sluice_topology::Namespace::new(&v)?),
+        None => sluice_topology::load(&file),
+    }
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
     let sinks = sinks(&loaded.topology)?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -78,7 +91,10 @@ fn sinks(t: &Topology) -> anyhow::Result<Vec<Sink>> {
         let (own, tables) = match &s.spec {
             StageSpec::QuestdbSink(q) => {
                 let addr = q.addr.as_deref().or(t.connections.ilp.as_deref());
-                let tables = table_ddl(&QuestDbConfig::new(addr.unwrap_or_default()));
+                let mut config = QuestDbConfig::new(addr.unwrap_or_default());
+                config.aggregates_table = q.aggregates_table.clone();
+                config.anomalies_table = q.anomalies_table.clone();
+                let tables = table_ddl(&config);
                 (q.addr.as_deref(), tables)
             }
             StageSpec::Pipeline(p) => match p.sink_plan() {

@@ -44,7 +44,18 @@ pub(crate) fn load_or_exit(path: &std::path::Path) -> Result<sluice_topology::Lo
 pub(crate) fn load_checked(
     path: &std::path::Path,
 ) -> Result<sluice_topology::Loaded, TopologyError> {
-    let loaded = sluice_topology::load(path)?;
+    checked(sluice_topology::load(path)?)
+}
+
+/// As [`load_checked`], renamed into a backfill's namespace.
+pub(crate) fn load_checked_namespaced(
+    path: &std::path::Path,
+    ns: &sluice_topology::Namespace,
+) -> Result<sluice_topology::Loaded, TopologyError> {
+    checked(sluice_topology::load_namespaced(path, ns)?)
+}
+
+fn checked(loaded: sluice_topology::Loaded) -> Result<sluice_topology::Loaded, TopologyError> {
     let mut problems = Vec::new();
     for stage in &loaded.topology.stages {
         if let StageSpec::Detect(d) = &stage.spec {
@@ -72,7 +83,7 @@ pub(crate) fn load_checked(
         Ok(loaded)
     } else {
         Err(TopologyError::Invalid {
-            path: path.to_path_buf(),
+            path: loaded.path.clone(),
             problems,
         })
     }

@@ -1,6 +1,7 @@
 //! The stage runtime: one consumer group per stage, one task per input partition, and the
 //! commit path that makes outputs exactly once (docs/EXACTLY_ONCE.md).
 
+pub mod bounds;
 mod changelog;
 mod emit;
 pub mod fluvio;
@@ -15,7 +16,8 @@ pub mod tables;
 pub use changelog::{commit_task, restore_task, LogEnv, RestoreProgress, Resume, TaskLog};
 pub use processor::{Emit, Input, ProcessError, Processor, Rejection};
 pub use runner::{
-    run_stage, run_supervised, transactional_id, ProcessorFactory, RestoreCallback, StageDef,
+    run_stage, run_supervised, transactional_id, Ends, ProcessorFactory, RestoreCallback,
+    StageBounds, StageDef,
 };
 pub use sluice_state::table::{AnyTable, CachedTable, Codec, DecodeFn, Encode, OrderedTable};
 

@@ -5,8 +5,10 @@
 //! and closes before the partition can be given to another instance (so it stops writing
 //! first), and an assigned task restores its stores before its first record is processed.
 //!
-//! `exactly_once_transactional` swaps the commit for the one in `txn.rs`.
+//! `exactly_once_transactional` swaps the commit for the one in `txn.rs`; `sluice backfill`
+//! bounds the input with `bounded.rs`.
 
+mod bounded;
 mod txn;
 
 use std::collections::HashMap;
@@ -36,10 +38,16 @@ use sluice_state::protocol::{self, TaskCommit};
 use sluice_state::table::AnyTable;
 use sluice_state::{accept_id, ids_table, IdsTable};
 
+pub use bounded::{Ends, StageBounds};
 pub use txn::transactional_id;
+
+use bounded::Bounded;
 
 /// How often idle tasks are offered an idle tick (`Processor::idle`).
 const IDLE_CHECK_EVERY: Duration = Duration::from_secs(1);
+
+/// How often a bounded stage checks whether it has committed its whole range.
+const BOUND_CHECK_EVERY: Duration = Duration::from_millis(200);
 
 /// Builds the processor of one task (input partition).
 pub type ProcessorFactory =
@@ -81,6 +89,9 @@ pub struct StageDef {
     pub leave_group: bool,
     /// Set when some inputs are on Fluvio (`runtime/fluvio.rs`).
     pub fluvio: Option<FluvioInputs>,
+    /// Bounded input (`sluice backfill`): the stage stops by itself once it has committed
+    /// every input partition up to these ends. `None`: runs until stopped.
+    pub bounds: Option<Arc<StageBounds>>,
 }
 
 struct Task {
@@ -132,6 +143,7 @@ struct Inner {
     /// When this run of the stage last knew it was not paused (see `pause`).
     pause_mark: pause::Mark,
     lag: Arc<StageLag>,
+    bounded: Option<Bounded>,
 }
 
 struct Ctx {
@@ -462,6 +474,7 @@ impl Inner {
             id_buf,
             in_counter,
             id_key,
+            bounded,
             ..
         } = self;
         let Some(task) = tasks.get_mut(&(i, partition)) else {
@@ -472,6 +485,9 @@ impl Inner {
             return Ok(());
         }
         in_counter.inc();
+        if let Some(b) = bounded.as_ref() {
+            b.records.inc();
+        }
         task.next_offset = Some(offset + 1);
         task.idle_since = Instant::now();
         task.times.push(timestamp);
@@ -700,6 +716,9 @@ impl Inner {
     /// per input record of every task committed (a held task's wait until its sink flushes).
     fn committed(&mut self, tpl: &TopicPartitionList, held: &[(usize, i32)]) {
         self.lag.committed(tpl);
+        if let Some(b) = self.bounded.as_mut() {
+            b.committed(tpl);
+        }
         let hist = METRICS.latency_ms.with_label_values(&[&self.def.name]);
         let now = lag::now_ms();
         for (key, task) in self.tasks.iter_mut() {
@@ -707,6 +726,46 @@ impl Inner {
                 task.times.committed(&hist, now);
             }
         }
+    }
+}
+
+impl Inner {
+    /// Bounded mode: true when `m` is at or past its partition's end (not to be
+    /// processed); the partition is paused so the live input beyond is not fetched.
+    fn past_end(&mut self, m: &BorrowedMessage<'_>, consumer: &BaseConsumer<Ctx>) -> bool {
+        let Some(b) = self.bounded.as_mut() else {
+            return false;
+        };
+        if !b.past_end(m.topic(), m.partition(), m.offset()) {
+            return false;
+        }
+        for (topic, partition) in b.to_pause.drain(..) {
+            let mut tpl = TopicPartitionList::new();
+            tpl.add_partition(&topic, partition);
+            if let Err(e) = consumer.pause(&tpl) {
+                tracing::debug!(stage = %self.def.name, topic = %topic, partition, error = %e, "Could not pause a partition past its backfill end; its records are skipped.");
+            }
+        }
+        true
+    }
+
+    /// Bounded mode: whether every input partition is committed up to its end.
+    fn bounded_done(&mut self, consumer: &BaseConsumer<Ctx>) -> Result<bool, RuntimeError> {
+        let Inner {
+            def,
+            tasks,
+            bounded,
+            ..
+        } = self;
+        let Some(b) = bounded.as_mut() else {
+            return Ok(false);
+        };
+        let reached = |topic: &str, partition: i32| {
+            let i = def.inputs.iter().position(|t| t == topic)?;
+            let t = tasks.get(&(i, partition))?;
+            Some(t.skip_below)
+        };
+        Ok(b.done(consumer, reached)?)
     }
 }
 
@@ -791,6 +850,7 @@ pub fn run_stage(def: StageDef, stop: &AtomicBool) -> Result<(), RuntimeError> {
     let name = def.name.clone();
     let lag = Arc::new(StageLag::new(&name, def.opts.read_committed));
     lag.claims(kafka_inputs.iter().filter(|t| !inputs.contains(t)).cloned());
+    let bounded = def.bounds.clone().map(|b| Bounded::new(&name, b));
     let inner = Arc::new(Mutex::new(Inner {
         def,
         kafka_inputs: kafka_inputs.clone(),
@@ -806,6 +866,7 @@ pub fn run_stage(def: StageDef, stop: &AtomicBool) -> Result<(), RuntimeError> {
         standbys,
         pause_mark: pause::mark(),
         lag: lag.clone(),
+        bounded,
     }));
     let opts = inner
         .lock()
@@ -831,6 +892,7 @@ pub fn run_stage(def: StageDef, stop: &AtomicBool) -> Result<(), RuntimeError> {
     let mut last_standby_turn = Instant::now();
     let mut last_idle_check = Instant::now();
     let mut fluvio_ready = false;
+    let mut last_bound_check = Instant::now();
     // Idle ticks emit between batches, outside any transaction: not under Kafka
     // transactions (docs/TOPOLOGY.md says `idle_timeout` needs `exactly_once`).
     let idle_checks = !transactional;
@@ -886,10 +948,13 @@ pub fn run_stage(def: StageDef, stop: &AtomicBool) -> Result<(), RuntimeError> {
                 if let Err(e) = g.check_not_paused() {
                     break Err(e);
                 }
-                if let Err(e) = g.process(&m) {
+                if g.past_end(&m, &consumer) {
+                    // Past the backfill's range: not processed.
+                } else if let Err(e) = g.process(&m) {
                     break Err(e);
+                } else {
+                    pending += 1;
                 }
-                pending += 1;
             }
         }
         if last_idle_check.elapsed() >= IDLE_CHECK_EVERY {
@@ -909,6 +974,19 @@ pub fn run_stage(def: StageDef, stop: &AtomicBool) -> Result<(), RuntimeError> {
             }
             pending = 0;
             last_commit = Instant::now();
+        }
+        if pending == 0 && g.bounded.is_some() && last_bound_check.elapsed() >= BOUND_CHECK_EVERY
+        {
+            last_bound_check = Instant::now();
+            match g.bounded_done(&consumer) {
+                Ok(false) => {}
+                Ok(true) => {
+                    tracing::info!(stage = %name, committed = %g.positions(), "Backfill range committed: the stage stops.");
+                    g.drop_tasks();
+                    break Ok(());
+                }
+                Err(e) => break Err(e),
+            }
         }
         if g.standbys.enabled() && last_standby_turn.elapsed() >= TICK_EVERY {
             g.standby_turn(&consumer);

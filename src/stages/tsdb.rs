@@ -36,11 +36,14 @@ impl TsdbSink {
     pub fn new(
         stage: &str,
         addr: &str,
+        tables: (&str, &str),
         inputs: &[(String, TsdbKind)],
         schemas: Box<dyn SchemaSource>,
         rt: tokio::runtime::Handle,
     ) -> Result<Self, RuntimeError> {
-        let config = QuestDbConfig::new(addr);
+        let mut config = QuestDbConfig::new(addr);
+        (config.aggregates_table, config.anomalies_table) =
+            (tables.0.to_string(), tables.1.to_string());
         let sink = QuestDbSink::new(config, crate::metrics::METRICS.questdb.clone())
             .map_err(|e| RuntimeError::Config(format!("QuestDB sink of stage {stage}: {e}")))?;
         Ok(TsdbSink {

@@ -722,7 +722,7 @@ pub fn check_outputs(
 }
 
 /// Every row under `prefix` in the stack's bucket.
-fn read_archive(prefix: &str) -> Vec<ArchivedRow> {
+pub fn read_archive(prefix: &str) -> Vec<ArchivedRow> {
     use futures::TryStreamExt;
     use object_store::ObjectStoreExt;
     let store = s3();

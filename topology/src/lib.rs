@@ -8,6 +8,7 @@ mod interp;
 mod lines;
 mod load;
 mod model;
+mod namespace;
 mod pipeline;
 mod plan;
 mod security;
@@ -17,11 +18,14 @@ mod validate;
 pub use error::{Problem, TopologyError};
 pub use fluvio::{Broker, FluvioConnection};
 pub use ingest::{IngestBridge, IngestSpec, INGEST_KINDS};
-pub use load::{load, load_str, resolve_state_dir, Loaded};
+pub use load::{
+    load, load_namespaced, load_namespaced_str, load_str, resolve_state_dir, Loaded,
+};
 pub use model::{
     Connections, Guarantee, Metadata, Metrics, Processing, S3Connection, Stage, TopicDefaults,
     TopicSpec, Topology, API_VERSION,
 };
+pub use namespace::{BadVersion, Namespace};
 pub use pipeline::PipelinePlan;
 pub use plan::{
     StagePlan, StorePlan, TopicPlan, CHANGELOG_MIN_COMPACTION_LAG_MS, MIN_INSYNC_REPLICAS,

@@ -9,6 +9,7 @@ use crate::ingest::IngestBridge;
 use crate::interp::interpolate;
 use crate::lines::LineIndex;
 use crate::model::{Stage, Topology, TopologyFile};
+use crate::namespace::Namespace;
 use crate::stage::{StageSpec, STAGE_KINDS};
 use crate::validate::check;
 
@@ -53,11 +54,40 @@ pub fn load(path: &Path) -> Result<Loaded, TopologyError> {
     load_str(path, &text, &|k| std::env::var(k).ok())
 }
 
+/// As [`load`], renamed into the namespace `ns` (`sluice backfill --version`) before its
+/// pipelines are planned, so their repartition topics, derived subjects and sinks follow.
+pub fn load_namespaced(path: &Path, ns: &Namespace) -> Result<Loaded, TopologyError> {
+    let text = std::fs::read_to_string(path).map_err(|source| TopologyError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    load_namespaced_str(path, &text, &|k| std::env::var(k).ok(), ns)
+}
+
+/// As [`load_namespaced`], from text, with the environment given.
+pub fn load_namespaced_str(
+    path: &Path,
+    raw: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+    ns: &Namespace,
+) -> Result<Loaded, TopologyError> {
+    load_inner(path, raw, env, Some(ns))
+}
+
 /// As [`load`], from text, with the environment given.
 pub fn load_str(
     path: &Path,
     raw: &str,
     env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Loaded, TopologyError> {
+    load_inner(path, raw, env, None)
+}
+
+fn load_inner(
+    path: &Path,
+    raw: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+    ns: Option<&Namespace>,
 ) -> Result<Loaded, TopologyError> {
     let invalid = |problems| TopologyError::Invalid {
         path: path.to_path_buf(),
@@ -126,6 +156,9 @@ pub fn load_str(
         ingest,
     };
     crate::security::resolve_paths(&mut topology.connections, path);
+    if let Some(ns) = ns {
+        topology = ns.apply(&topology);
+    }
     crate::pipeline::plan_all(&mut topology, path, &index, &mut problems);
     let loaded = Loaded {
         path: path.to_path_buf(),

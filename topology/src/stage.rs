@@ -201,6 +201,13 @@ pub struct QuestdbSinkSpec {
     /// questdb-rs configuration string; default `connections.ilp`.
     #[serde(default)]
     pub addr: Option<String>,
+    /// Table for closed windows. Default `aggregates` (`sluice backfill` writes
+    /// `aggregates_<version>`).
+    #[serde(default = "default_aggregates_table")]
+    pub aggregates_table: String,
+    /// Table for anomalies. Default `anomalies`.
+    #[serde(default = "default_anomalies_table")]
+    pub anomalies_table: String,
 }
 
 /// `kind: s3_parquet_sink`: records archived as Parquet, Hive-partitioned by date and hour.
@@ -235,6 +242,12 @@ fn default_threshold() -> f64 {
 }
 fn default_suppression() -> Duration {
     Duration::from_secs(300)
+}
+fn default_aggregates_table() -> String {
+    "aggregates".into()
+}
+fn default_anomalies_table() -> String {
+    "anomalies".into()
 }
 fn default_prefix() -> String {
     "telemetry".into()

@@ -1,0 +1,347 @@
+//! `sluice backfill` on the durable local stack: the reference topology runs live over a
+//! simulated input to its end, then a backfill of the same range into namespace `v2` must
+//! give the same outputs record for record, as an outside consumer reads them (every output
+//! topic after dropping repeated `sluice.id`s, the TSDB's export API, the Parquet objects).
+//! A second test kills the backfill with SIGKILL part way and reruns the same command.
+//! Numbers are printed on lines starting `FIGURE`.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::fleet::{Instance, Scenario};
+use common::*;
+
+/// The outputs compared: every topic the reference topology writes.
+const OUTPUTS: [&str; 5] = [
+    "telemetry.valid",
+    "telemetry.dlq",
+    "iot.aggregates",
+    "iot.anomalies",
+    "iot.alerts",
+];
+
+/// The live pipeline over the whole input, produced before it starts (a backlog it catches
+/// up on); returns the seconds it took from start to every stage committed.
+fn live_run(s: &mut Scenario) -> (Instance, f64) {
+    let brokers = env("SLUICE_BROKERS");
+    let log = s.log("topics");
+    let mut create = Sluice::spawn(&["topics", "create", &s.path()], &log);
+    wait_exit(&mut create, "sluice topics create", &log, Duration::from_secs(120));
+    s.start_input(100_000);
+    s.finish_input();
+    let mut live = Instance::new(s, "live", false);
+    let started = Instant::now();
+    live.start();
+    eventually_or(
+        "the live pipeline to commit its whole input",
+        6000,
+        Duration::from_millis(100),
+        || {
+            live.check_alive()?;
+            if s.finished() {
+                Ok(())
+            } else {
+                Err("not yet".into())
+            }
+        },
+    );
+    let secs = started.elapsed().as_secs_f64();
+    wait_for_topic(&brokers, &s.topo.topic("iot.alerts"));
+    (live, secs)
+}
+
+/// Waits for a child to exit (hang guard: `limit`) and checks it succeeded.
+fn wait_exit(p: &mut Sluice, what: &str, log: &Path, limit: Duration) {
+    let st = eventually(
+        &format!("{what} to exit"),
+        (limit.as_millis() / 50) as u32,
+        Duration::from_millis(50),
+        || p.exited(),
+    );
+    assert!(
+        st.success(),
+        "{what} exited with {st}; log {}:\n{}",
+        log.display(),
+        common::fleet::log_tail(log)
+    );
+}
+
+fn backfill_args(s: &Scenario, port: u16) -> Vec<String> {
+    [
+        "backfill",
+        &s.path(),
+        "--from",
+        "earliest",
+        "--to",
+        "now",
+        "--version",
+        "v2",
+        "--metrics-listen",
+        &format!("127.0.0.1:{port}"),
+    ]
+    .iter()
+    .map(|a| a.to_string())
+    .collect()
+}
+
+fn spawn(args: &[String], log: &Path) -> Sluice {
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    Sluice::spawn(&args, log)
+}
+
+/// What identifies an output record for the comparison: its key, its Avro body (without
+/// the schema id, which depends on the subject it was registered under), its `sluice.id`
+/// (stage, input partition, sequence: the same input gives the same ids), and for a dead
+/// letter its class and stage.
+type Natural = (Option<Vec<u8>>, Vec<u8>, String, String);
+
+fn natural(r: &Read) -> Natural {
+    // Dead letters hold the record read, outputs the record written; either way the schema
+    // id in front depends on the subject, the body does not.
+    let body = r
+        .value
+        .as_deref()
+        .and_then(|v| v.get(5..))
+        .unwrap_or_default()
+        .to_vec();
+    let dead = format!(
+        "{}/{}",
+        r.headers
+            .get("sluice.dlq.error_class")
+            .cloned()
+            .unwrap_or_default(),
+        r.headers
+            .get("sluice.dlq.stage")
+            .cloned()
+            .unwrap_or_default()
+    );
+    let id = r.headers.get("sluice.id").cloned().unwrap_or_default();
+    (r.key.clone(), body, id, dead)
+}
+
+/// Records of `topic` (after dropping repeated ids) counted by natural key; and how many
+/// repeats a plain consumer saw.
+fn by_natural_key(brokers: &str, topic: &str) -> (BTreeMap<Natural, usize>, usize) {
+    let (reads, repeats) = read_deduplicated(brokers, topic);
+    let mut m = BTreeMap::new();
+    for r in &reads {
+        *m.entry(natural(r)).or_default() += 1;
+    }
+    (m, repeats)
+}
+
+/// TSDB samples of this test's devices by (metric name without the version, labels,
+/// timestamp): the live tables' and the v2 tables'.
+type Samples = BTreeMap<(String, String, i64), u64>;
+
+fn tsdb_samples(prefix: &str) -> (Samples, Samples) {
+    let series = tsdb_export(&format!(
+        "{{__name__=~\"(aggregates|anomalies)_.*\",device_id=~\"{prefix}.*\"}}"
+    ));
+    let (mut live, mut v2) = (Samples::new(), Samples::new());
+    for (mut labels, values, ts) in series {
+        let name = labels.remove("__name__").unwrap_or_default();
+        let (into, name) = match name
+            .strip_prefix("aggregates_v2_")
+            .map(|n| format!("aggregates_{n}"))
+            .or_else(|| {
+                name.strip_prefix("anomalies_v2_")
+                    .map(|n| format!("anomalies_{n}"))
+            }) {
+            Some(n) => (&mut v2, n),
+            None => (&mut live, name),
+        };
+        for (v, t) in values.iter().zip(ts) {
+            into.insert((name.clone(), format!("{labels:?}"), t), v.to_bits());
+        }
+    }
+    (live, v2)
+}
+
+/// Parquet rows by (device, seq, metric, event time, value bits).
+fn parquet_rows(prefix: &str) -> BTreeMap<(String, i64, String, i64, u64), usize> {
+    let mut m = BTreeMap::new();
+    for r in verify::read_archive(prefix) {
+        *m.entry((r.device_id, r.seq, r.metric, r.event_time, r.value.to_bits()))
+            .or_default() += 1;
+    }
+    m
+}
+
+/// Every output of the backfill equals the live one's; returns the plain consumer's repeats
+/// in the backfill's topics.
+fn assert_same_outputs(s: &Scenario) -> usize {
+    let brokers = env("SLUICE_BROKERS");
+    let mut repeats = 0;
+    for name in OUTPUTS {
+        let live_topic = s.topo.topic(name);
+        let (live, _) = by_natural_key(&brokers, &live_topic);
+        let (v2, r) = by_natural_key(&brokers, &format!("{live_topic}.v2"));
+        repeats += r;
+        let n_live: usize = live.values().sum();
+        let n_v2: usize = v2.values().sum();
+        eprintln!("{name}: live {n_live} records, backfill {n_v2} (plain consumer saw {r} repeats)");
+        assert!(n_live > 0 || name == "iot.alerts", "{name}: the live run wrote nothing");
+        let missing = live.iter().filter(|(k, n)| v2.get(*k) != Some(n)).count();
+        let extra = v2.iter().filter(|(k, _)| !live.contains_key(*k)).count();
+        assert!(
+            missing == 0 && extra == 0,
+            "{name}: the backfill differs from the live run: {missing} live records missing or counted differently, {extra} extra"
+        );
+    }
+    // The sinks write after the topics are committed; the TSDB and the objects are read
+    // until they hold as much as the live run's (a hang guard, then compared exactly).
+    let (live, v2) = eventually(
+        "the TSDB to hold the backfill's rows",
+        600,
+        Duration::from_millis(200),
+        || {
+            let (live, v2) = tsdb_samples(&s.cfg.device_prefix);
+            (v2.len() >= live.len()).then_some((live, v2))
+        },
+    );
+    eprintln!(
+        "TSDB samples: live {}, backfill {}",
+        live.len(),
+        v2.len()
+    );
+    assert!(!live.is_empty(), "the live run wrote no TSDB rows");
+    assert_eq!(live, v2, "TSDB rows of the backfill (tables *_v2) against the live ones");
+    let prefix = s.topo.archive_prefix();
+    let live_rows = parquet_rows(&prefix);
+    let n_live: usize = live_rows.values().sum();
+    let v2_rows = eventually(
+        "the archive to hold the backfill's rows",
+        600,
+        Duration::from_millis(200),
+        || {
+            let rows = parquet_rows(&format!("{prefix}-v2"));
+            (rows.values().sum::<usize>() >= n_live).then_some(rows)
+        },
+    );
+    eprintln!(
+        "Parquet rows: live {n_live}, backfill {}",
+        v2_rows.values().sum::<usize>()
+    );
+    assert!(n_live > 0, "the live run archived nothing");
+    assert_eq!(live_rows, v2_rows, "Parquet rows under {prefix}-v2 against {prefix}");
+    repeats
+}
+
+#[test]
+fn backfill_of_the_whole_input_gives_the_live_outputs() {
+    let mut s = Scenario::new(32, 500, |t| t);
+    let total = s.total();
+    let (mut live, live_secs) = live_run(&mut s);
+    verify::check_outputs(&s.topo, &s.cfg, &s.exp, &mut || live.check_alive());
+
+    // The live pipeline keeps running beside the backfill.
+    let port = free_port();
+    let log = s.log("backfill");
+    let args = backfill_args(&s, port);
+    let started = Instant::now();
+    let mut b = spawn(&args, &log);
+    wait_exit(&mut b, "sluice backfill", &log, Duration::from_secs(600));
+    let backfill_secs = started.elapsed().as_secs_f64();
+    live.check_alive().unwrap_or_else(|e| panic!("{e}"));
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("backfill done"), "no summary in {}:\n{text}", log.display());
+    assert!(
+        text.contains(&format!("stage validate: {total} input records")),
+        "the summary counts every input record for validate:\n{text}"
+    );
+    let repeats = assert_same_outputs(&s);
+    assert_eq!(repeats, 0, "a backfill without a crash repeats nothing");
+    eprintln!(
+        "FIGURE backfill_rate records={total} backfill_s={backfill_secs:.1} backfill_per_s={:.0} live_catch_up_s={live_secs:.1} live_per_s={:.0}",
+        total as f64 / backfill_secs,
+        total as f64 / live_secs
+    );
+
+    // A rerun of the finished backfill resumes the saved range, has nothing left and
+    // writes nothing.
+    let before = end_offsets(&env("SLUICE_BROKERS"), &format!("{}.v2", s.topo.topic("iot.aggregates")));
+    let mut again = spawn(&args, &log);
+    wait_exit(&mut again, "a rerun of the finished backfill", &log, Duration::from_secs(300));
+    let after = end_offsets(&env("SLUICE_BROKERS"), &format!("{}.v2", s.topo.topic("iot.aggregates")));
+    assert_eq!(before, after, "a rerun of a finished backfill wrote aggregates");
+
+    // The same version with another range is refused, with what to do.
+    let mut other = args.clone();
+    let to = other.iter().position(|a| a == "--to").unwrap();
+    other[to + 1] = "2030-01-01T00:00:00Z".into();
+    let refused = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(&other)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success(), "a different range for v2 was accepted");
+    assert!(err.contains("--from earliest --to now") && err.contains("--version"), "{err}");
+}
+
+#[test]
+fn backfill_killed_part_way_and_rerun_gives_the_same_outputs() {
+    let mut s = Scenario::new(32, 500, |t| t);
+    let total = s.total() as f64;
+    let (mut live, _) = live_run(&mut s);
+    let port = free_port();
+    let log = s.log("backfill");
+    let args = backfill_args(&s, port);
+    let mut b = spawn(&args, &log);
+    let at = eventually(
+        "the backfill to process 30% of the input",
+        6000,
+        Duration::from_millis(20),
+        || {
+            assert!(b.exited().is_none(), "the backfill ended before it was killed: make the input longer\n{}", common::fleet::log_tail(&log));
+            let n = metric_where(port, "sluice_backfill_records_total", "stage=\"validate\"")?;
+            (n >= 0.3 * total).then_some(n)
+        },
+    );
+    let remaining = metric(port, "sluice_backfill_remaining").unwrap_or(-1.0);
+    b.kill9();
+    eprintln!("SIGKILL of the backfill at {at} of {total} validate records ({remaining} remaining over all stages)");
+    assert!(remaining > 0.0, "sluice_backfill_remaining was not set while the backfill ran");
+    let mut rerun = spawn(&args, &log);
+    wait_exit(&mut rerun, "the rerun of the killed backfill", &log, Duration::from_secs(600));
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("resumed"), "the rerun did not resume the saved range:\n{text}");
+    live.check_alive().unwrap_or_else(|e| panic!("{e}"));
+    let repeats = assert_same_outputs(&s);
+    eprintln!("FIGURE backfill_kill_rerun killed_at={at} of={total} plain_consumer_repeats={repeats}");
+}
+
+/// Bad input is refused before anything runs, each with its reason.
+#[test]
+fn bad_backfill_arguments_are_refused_with_a_reason() {
+    let topo = TestTopology::new(|t| t);
+    let path = topo.path.to_str().unwrap();
+    let cases: [(&[&str], &str); 5] = [
+        (
+            &["--from", "2026-12-06T10:00:00Z", "--to", "2026-12-06T09:00:00Z"],
+            "is after --to",
+        ),
+        (&["--from", "yesterday"], "RFC 3339"),
+        (&["--from", "earliest", "--stage", "nosuch"], "no stage `nosuch`"),
+        (&["--from", "earliest", "--to", "earliest"], "`now`"),
+        (&["--from", "3000-01-01T00:00:00Z"], "is after --to"),
+    ];
+    for (extra, want) in cases {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .args(["backfill", path, "--version", "v2"])
+            .args(extra)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{extra:?} was accepted");
+        assert!(err.contains(want), "{extra:?}: want `{want}` in:\n{err}");
+    }
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["backfill", path, "--from", "earliest", "--version", "v-2"])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot name a namespace"));
+}
