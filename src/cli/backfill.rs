@@ -115,7 +115,10 @@ pub(crate) fn run(a: Args) -> anyhow::Result<ExitCode> {
         a.to,
         range.records(),
         if resumed {
-            format!(", resumed: captured {}", bounds::format_ms(range.captured_at_ms))
+            format!(
+                ", resumed: captured {}",
+                bounds::format_ms(range.captured_at_ms)
+            )
         } else {
             String::new()
         },
@@ -211,7 +214,10 @@ pub(crate) fn run(a: Args) -> anyhow::Result<ExitCode> {
             if s.bounds.ends().is_some() || stop.load(Ordering::Relaxed) {
                 continue;
             }
-            if flow.upstream[&s.name].iter().all(|u| finished.contains(u.as_str())) {
+            if flow.upstream[&s.name]
+                .iter()
+                .all(|u| finished.contains(u.as_str()))
+            {
                 let ends = high_watermarks(&opts, &flow.inputs[&s.name])?;
                 tracing::info!(stage = %s.name, ends = ?ends, "Upstream stages finished: the stage's range ends here.");
                 s.bounds.close(ends);
@@ -259,7 +265,11 @@ impl Flow {
             .collect();
         let writers: HashMap<String, &String> = specs
             .iter()
-            .flat_map(|(n, s)| s.outputs().into_iter().map(move |(_, o)| (o.to_string(), *n)))
+            .flat_map(|(n, s)| {
+                s.outputs()
+                    .into_iter()
+                    .map(move |(_, o)| (o.to_string(), *n))
+            })
             .collect();
         let mut external = BTreeSet::new();
         let mut inputs = HashMap::new();
@@ -385,10 +395,7 @@ impl Bars {
 
     fn tick(&self, stages: &[Running]) {
         for (b, s) in self.bars.iter().zip(stages) {
-            let done = METRICS
-                .backfill_records
-                .with_label_values(&[&s.name])
-                .get();
+            let done = METRICS.backfill_records.with_label_values(&[&s.name]).get();
             let left = METRICS
                 .backfill_remaining
                 .with_label_values(&[&s.name])

@@ -98,7 +98,12 @@ fn parse(
 }
 
 /// Checks the two ends against each other and the clock (`now_ms`).
-pub fn check_order(from: Bound, to: Bound, args: (&str, &str), now_ms: i64) -> Result<(), BoundsError> {
+pub fn check_order(
+    from: Bound,
+    to: Bound,
+    args: (&str, &str),
+    now_ms: i64,
+) -> Result<(), BoundsError> {
     let to_ms = match to {
         Bound::At(t) => t,
         _ => now_ms,
@@ -165,8 +170,11 @@ pub fn load_or_capture(
     };
     match std::fs::read_to_string(&path) {
         Ok(text) => {
-            let saved: Range = serde_json::from_str(&text)
-                .map_err(|e| file_err(format!("not a saved backfill range ({e}); it is written by `sluice backfill` only")))?;
+            let saved: Range = serde_json::from_str(&text).map_err(|e| {
+                file_err(format!(
+                    "not a saved backfill range ({e}); it is written by `sluice backfill` only"
+                ))
+            })?;
             if saved.from != from || saved.to != to {
                 return Err(BoundsError::DifferentRange {
                     saved_from: saved.from,
@@ -352,7 +360,10 @@ mod tests {
             Bound::At(1_796_551_200_000)
         );
         let e = Bound::parse_to("yesterday").unwrap_err().to_string();
-        assert!(e.contains("--to") && e.contains("RFC 3339") && e.contains("`now`"), "{e}");
+        assert!(
+            e.contains("--to") && e.contains("RFC 3339") && e.contains("`now`"),
+            "{e}"
+        );
         // Each keyword belongs to its own end.
         assert!(Bound::parse_from("now").is_err());
         assert!(Bound::parse_to("earliest").is_err());
@@ -386,9 +397,10 @@ mod tests {
     #[test]
     fn a_rerun_resumes_the_saved_range_and_a_different_one_is_refused() {
         let dir = tempfile::tempdir().unwrap();
-        let (first, resumed) =
-            load_or_capture(dir.path(), "earliest", "now", || Ok(range("earliest", "now")))
-                .unwrap();
+        let (first, resumed) = load_or_capture(dir.path(), "earliest", "now", || {
+            Ok(range("earliest", "now"))
+        })
+        .unwrap();
         assert!(!resumed);
         assert_eq!(first.records(), 7);
         // `now` has moved on, but the rerun gets the range captured the first time.

@@ -975,8 +975,7 @@ pub fn run_stage(def: StageDef, stop: &AtomicBool) -> Result<(), RuntimeError> {
             pending = 0;
             last_commit = Instant::now();
         }
-        if pending == 0 && g.bounded.is_some() && last_bound_check.elapsed() >= BOUND_CHECK_EVERY
-        {
+        if pending == 0 && g.bounded.is_some() && last_bound_check.elapsed() >= BOUND_CHECK_EVERY {
             last_bound_check = Instant::now();
             match g.bounded_done(&consumer) {
                 Ok(false) => {}

@@ -18,9 +18,7 @@ mod validate;
 pub use error::{Problem, TopologyError};
 pub use fluvio::{Broker, FluvioConnection};
 pub use ingest::{IngestBridge, IngestSpec, INGEST_KINDS};
-pub use load::{
-    load, load_namespaced, load_namespaced_str, load_str, resolve_state_dir, Loaded,
-};
+pub use load::{load, load_namespaced, load_namespaced_str, load_str, resolve_state_dir, Loaded};
 pub use model::{
     Connections, Guarantee, Metadata, Metrics, Processing, S3Connection, Stage, TopicDefaults,
     TopicSpec, Topology, API_VERSION,

@@ -29,7 +29,9 @@ impl Namespace {
     pub fn new(version: &str) -> Result<Namespace, BadVersion> {
         let ok = !version.is_empty()
             && version.len() <= 32
-            && version.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+            && version
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_');
         if !ok {
             return Err(BadVersion(version.to_string()));
         }
@@ -87,7 +89,11 @@ impl Namespace {
         let produced: BTreeSet<String> = t
             .stages
             .iter()
-            .filter(|s| self.stages.as_ref().is_none_or(|only| only.contains(&s.name)))
+            .filter(|s| {
+                self.stages
+                    .as_ref()
+                    .is_none_or(|only| only.contains(&s.name))
+            })
             .flat_map(|s| s.spec.outputs().into_iter().map(|(_, o)| o.to_string()))
             .collect();
         let rename = |topic: &mut String| {
@@ -234,7 +240,11 @@ stages:
     fn parsed() -> Topology {
         // The plain load checks the stages; the namespace works on what it parsed.
         let schema = concat!(env!("CARGO_MANIFEST_DIR"), "/../schemas/telemetry-v2.avsc");
-        match load_str(Path::new("t.yaml"), &FILE.replace("x.avsc", schema), &|_| None) {
+        match load_str(
+            Path::new("t.yaml"),
+            &FILE.replace("x.avsc", schema),
+            &|_| None,
+        ) {
             Ok(l) => l.topology,
             Err(e) => panic!("{e}"),
         }
@@ -257,7 +267,14 @@ stages:
         let names: Vec<&str> = t.topics.keys().map(String::as_str).collect();
         assert_eq!(
             names,
-            ["aggs.v2", "alerts.v2", "anoms.v2", "dlq.v2", "raw", "valid.v2"]
+            [
+                "aggs.v2",
+                "alerts.v2",
+                "anoms.v2",
+                "dlq.v2",
+                "raw",
+                "valid.v2"
+            ]
         );
         let StageSpec::Validate(v) = spec(&t, "validate") else {
             panic!()
@@ -271,7 +288,10 @@ stages:
             panic!()
         };
         assert_eq!(d.input, "valid.v2");
-        assert_eq!((d.output.as_str(), d.alerts.as_str()), ("anoms.v2", "alerts.v2"));
+        assert_eq!(
+            (d.output.as_str(), d.alerts.as_str()),
+            ("anoms.v2", "alerts.v2")
+        );
         // A subject that did not follow the topic's name is suffixed, and the stage follows.
         assert_eq!(d.output_subject, "anomaly-subject.v2");
         assert_eq!(
@@ -289,7 +309,10 @@ stages:
         let StageSpec::S3ParquetSink(s) = spec(&t, "archive") else {
             panic!()
         };
-        assert_eq!((s.input.as_str(), s.prefix.as_str()), ("valid.v2", "telemetry-v2"));
+        assert_eq!(
+            (s.input.as_str(), s.prefix.as_str()),
+            ("valid.v2", "telemetry-v2")
+        );
     }
 
     #[test]
