@@ -139,8 +139,10 @@ fn by_natural_key(brokers: &str, topic: &str) -> (BTreeMap<Natural, usize>, usiz
 }
 
 /// TSDB samples of this test's devices by (metric name without the version, labels,
-/// timestamp): the live tables' and the v2 tables'.
-type Samples = BTreeMap<(String, String, i64), u64>;
+/// timestamp), each with every value exported there (sorted bits): the live tables' and the
+/// v2 tables'. An input may determine two anomalies with the same natural key; the TSDB
+/// then holds two samples at one timestamp, exported in no fixed order.
+type Samples = BTreeMap<(String, String, i64), Vec<u64>>;
 
 fn tsdb_samples(prefix: &str) -> (Samples, Samples) {
     let series = tsdb_export(&format!(
@@ -160,7 +162,11 @@ fn tsdb_samples(prefix: &str) -> (Samples, Samples) {
             None => (&mut live, name),
         };
         for (v, t) in values.iter().zip(ts) {
-            into.insert((name.clone(), format!("{labels:?}"), t), v.to_bits());
+            let at = into
+                .entry((name.clone(), format!("{labels:?}"), t))
+                .or_default();
+            at.push(v.to_bits());
+            at.sort_unstable();
         }
     }
     (live, v2)
