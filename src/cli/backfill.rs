@@ -18,6 +18,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use sluice_connectors::kafka::{consumer_config, ClientOptions};
 use sluice_topology::{Namespace, Topology};
 
+use sluice_topology::Broker;
 use super::run::{create_topics, listen_for_signals, print_destinations, stage_def, Shared};
 use crate::http::{self, Health};
 use crate::metrics::METRICS;
@@ -95,6 +96,12 @@ pub(crate) fn run(a: Args) -> anyhow::Result<ExitCode> {
         .map(|s| s.name.clone())
         .collect();
     let flow = Flow::of(t, &names);
+    if let Some(topic) = flow.external.iter().find(|topic| t.broker_of(topic) == Broker::Fluvio) {
+        anyhow::bail!(
+            "{}: the backfill reads `{topic}`, a topic on Fluvio; a bounded range is captured from Kafka's offsets only, and a backfill from Fluvio is not built (docs/FLUVIO.md). Backfill the stages downstream of it with --stage.",
+            a.file.display()
+        );
+    }
 
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -146,7 +153,17 @@ pub(crate) fn run(a: Args) -> anyhow::Result<ExitCode> {
         }
     });
     let stop = Arc::new(AtomicBool::new(false));
-    listen_for_signals(&rt, stop.clone(), health.clone())?;
+    let stop_flag = stop.clone();
+    listen_for_signals(
+        &rt,
+        health.clone(),
+        "stages finish their batch, flush their sinks and commit; run the same command again to resume the range.",
+        "What the stages processed since their last commit is processed again when the backfill resumes.",
+        move || {
+            stop_flag.store(true, Ordering::Relaxed);
+            crate::runtime::shutdown::request();
+        },
+    )?;
 
     let ends = range.ends();
     let mut stages: Vec<Running> = Vec::new();
