@@ -18,12 +18,12 @@ use rdkafka::{Offset, TopicPartitionList};
 use sluice_connectors::kafka::{consumer_config, ClientOptions};
 use sluice_topology::{Namespace, Topology};
 
-use sluice_topology::Broker;
 use super::run::{create_topics, listen_for_signals, print_destinations, stage_def, Shared};
 use crate::http::{self, Health};
 use crate::metrics::METRICS;
 use crate::runtime::bounds::{self, Bound, Range};
 use crate::runtime::{run_supervised, Ends, StageBounds};
+use sluice_topology::Broker;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -96,7 +96,11 @@ pub(crate) fn run(a: Args) -> anyhow::Result<ExitCode> {
         .map(|s| s.name.clone())
         .collect();
     let flow = Flow::of(t, &names);
-    if let Some(topic) = flow.external.iter().find(|topic| t.broker_of(topic) == Broker::Fluvio) {
+    if let Some(topic) = flow
+        .external
+        .iter()
+        .find(|topic| t.broker_of(topic) == Broker::Fluvio)
+    {
         anyhow::bail!(
             "{}: the backfill reads `{topic}`, a topic on Fluvio; a bounded range is captured from Kafka's offsets only, and a backfill from Fluvio is not built (docs/FLUVIO.md). Backfill the stages downstream of it with --stage.",
             a.file.display()

@@ -84,8 +84,12 @@ impl Namespace {
 
     /// `t` renamed into the namespace. Pipelines must not be planned yet (their plans name
     /// topics and sinks); [`crate::load_namespaced`] applies it at the right moment.
+    ///
+    /// The `ingest:` bridges are left out: they feed the live pipeline's inputs from the
+    /// devices, which a backfill reads and never writes.
     pub fn apply(&self, t: &Topology) -> Topology {
         let mut t = t.clone();
+        t.ingest.clear();
         let produced: BTreeSet<String> = t
             .stages
             .iter()
@@ -406,5 +410,23 @@ stages:
             Some(sluice_ops::sink::SinkPlan::Questdb(q)) => assert_eq!(q.table, "site_totals_v2"),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn the_reference_topology_loads_namespaced_without_its_ingest_bridges() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("iot.yaml");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let live = load_str(&path, &text, &|_| None).unwrap_or_else(|e| panic!("{e}"));
+        assert!(
+            !live.topology.ingest.is_empty(),
+            "iot.yaml has ingest bridges"
+        );
+        let ns = Namespace::new("v2").unwrap();
+        // The bridges name the live dead-letter topic, which the namespace renames: kept,
+        // they would not validate.
+        let loaded =
+            load_namespaced_str(&path, &text, &|_| None, &ns).unwrap_or_else(|e| panic!("{e}"));
+        assert!(loaded.topology.ingest.is_empty());
+        assert_eq!(loaded.topology.metadata.name, "iot-v2");
     }
 }
