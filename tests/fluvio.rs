@@ -62,37 +62,16 @@ impl FluvioScenario {
     /// reading can share its event time with an earlier one; `verify` refuses such inputs).
     fn new(devices: u32, steps: u64, seed: u64) -> FluvioScenario {
         let topo = TestTopology::new(|text| {
-            // `<suffix>.telemetry.raw` becomes `<suffix>-telemetry-raw` on Fluvio (its topic
-            // names take no dots); the ingest bridges (Kafka producers) are left out.
-            let at = text.find(".telemetry.raw").expect("raw topic");
-            let suffix = text[..at]
-                .rsplit(|c: char| c.is_whitespace())
-                .next()
-                .unwrap();
-            let raw = format!("{suffix}-telemetry-raw");
-            let text = text.replace(&format!("{suffix}.telemetry.raw"), &raw);
+            // The ingest bridges are left out: the simulator produces to Fluvio.
+            let (text, _) = common::raw_on_fluvio(&text);
             let (head, rest) = text.split_once("\ningest:").expect("ingest section");
             let (_, stages) = rest.split_once("\nstages:").expect("stages section");
-            format!("{head}\nstages:{stages}")
-                .replace(
-                    &format!("  {raw}:   {{ partitions: 4,"),
-                    &format!("  {raw}:   {{ broker: fluvio, partitions: 4,"),
-                )
-                .replace(
-                    "connections:\n",
-                    "connections:\n  fluvio: { endpoint: ${SLUICE_FLUVIO_ENDPOINT} }\n",
-                )
-                .replace(
-                    "max_clock_skew: 15m",
-                    &format!("max_clock_skew: {MAX_SKEW}"),
-                )
+            format!("{head}\nstages:{stages}").replace(
+                "max_clock_skew: 15m",
+                &format!("max_clock_skew: {MAX_SKEW}"),
+            )
         });
-        let text = std::fs::read_to_string(&topo.path).unwrap();
         let raw = format!("{}-telemetry-raw", topo.suffix);
-        assert!(
-            text.contains(&format!("{raw}:   {{ broker: fluvio")),
-            "the raw topic is on Fluvio in:\n{text}"
-        );
         let cfg = SimConfig {
             devices,
             steps,

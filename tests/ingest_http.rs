@@ -881,3 +881,77 @@ fn http_readings_land_once_refusals_store_nothing_and_tokens_follow_their_stores
         log_tail()
     );
 }
+
+/// The raw topic on Fluvio (docs/FLUVIO.md): each request is answered `202` only once
+/// Fluvio acknowledged all of its readings, and a plain Fluvio reader finds every accepted
+/// reading once, in Kafka's partition for its device.
+#[test]
+fn http_readings_land_once_on_a_raw_topic_on_fluvio() {
+    let brokers = common::env("SLUICE_BROKERS");
+    let t = TestTopology::new(|text| common::raw_on_fluvio(&text).0);
+    let raw = format!("{}-telemetry-raw", t.suffix);
+    let tokens_topic = t.topic("devices.tokens");
+    let p = unique("");
+    let dev = |n: i64| format!("{p}-h{n}");
+    let tok = |n: i64| format!("token-{p}-{n}");
+
+    let log = t.dir.path().join("ingest.log");
+    let path = t.path.to_str().unwrap().to_string();
+    let mut ingest = Sluice::spawn(&["ingest", &path, "--bridge", "devices-http"], &log);
+    let port = t.metrics_port;
+    let log_tail = || std::fs::read_to_string(&log).unwrap_or_default();
+    eventually_or(
+        "the bridge to serve",
+        240,
+        Duration::from_millis(250),
+        || match metric_where(port, "sluice_ingest_connected", "") {
+            Some(n) if n >= 1.0 => Ok(()),
+            other => Err(format!("serving {other:?}; log:\n{}", log_tail())),
+        },
+    );
+    let http = Client::new(format!("http://127.0.0.1:{}", t.http_port), None);
+    put_tokens(
+        &brokers,
+        &tokens_topic,
+        &(0..4)
+            .map(|d| (dev(d), Some(vec![tok(d)])))
+            .collect::<Vec<_>>(),
+    );
+    let mut expected: BTreeSet<(String, i64)> = BTreeSet::new();
+    eventually_or(
+        "the tokens to be read",
+        240,
+        Duration::from_millis(250),
+        || {
+            let a = http.post(&tok(0), JSON, json_body(&[reading(None, 1)]))?;
+            match a.status {
+                202 => Ok(()),
+                401 => Err(format!("still 401: {:?}", a.body)),
+                s => panic!("unexpected {s}: {:?}", a.body),
+            }
+        },
+    );
+    expected.insert((dev(0), 1));
+    for d in 0..4 {
+        for i in 0..5 {
+            let from = 10 + i * 20;
+            let a = http
+                .post(&tok(d), JSON, json_body(&batch(from, 20)))
+                .unwrap();
+            assert_eq!(a.status, 202, "{:?}", a.body);
+            assert_eq!(a.body["accepted"], 20);
+            expected.extend((from..from + 20).map(|s| (dev(d), s)));
+        }
+    }
+    let (got, partitions) = common::fluvio_readings(&raw, expected.len());
+    let keys: BTreeSet<_> = got.keys().cloned().collect();
+    assert_eq!(keys, expected, "every reading answered 202, and only those");
+    let repeats: usize = got.values().map(|n| n - 1).sum();
+    assert_eq!(repeats, 0, "no crash, no repeats");
+    println!(
+        "{} readings on Fluvio's {raw}, once each, in {partitions} partitions",
+        got.len()
+    );
+    let st = ingest.terminate();
+    assert!(st.success(), "SIGTERM exits 0: {st}; log:\n{}", log_tail());
+}

@@ -526,3 +526,79 @@ fn forget_session(proto: Proto, id: &str) {
 fn metric_lines_count(port: u16) -> usize {
     common::metric_lines(port).len()
 }
+
+/// The raw topic on Fluvio (docs/FLUVIO.md): the MQTT bridge produces there, acknowledging
+/// each message only after Fluvio acknowledged its records, and a plain Fluvio reader finds
+/// every reading once, each in Kafka's partition for its device (as stages downstream
+/// expect), Confluent-framed as on Kafka.
+#[test]
+fn mqtt_readings_land_once_on_a_raw_topic_on_fluvio() {
+    let (_, _) = mqtt();
+    let prefix = unique("fl-");
+    let cid = unique("sluice-it-");
+    let t = TestTopology::new(|text| {
+        common::raw_on_fluvio(&text)
+            .0
+            .replace(
+                "topic: devices/+/telemetry",
+                &format!("topic: {prefix}/+/telemetry"),
+            )
+            .replace(
+                "client_id: sluice-iot-devices-mqtt",
+                &format!("client_id: {cid}"),
+            )
+    });
+    let raw = format!("{}-telemetry-raw", t.suffix);
+
+    let log = t.dir.path().join("ingest.log");
+    let path = t.path.to_str().unwrap().to_string();
+    let mut ingest = Sluice::spawn(&["ingest", &path, "--bridge", "devices-mqtt"], &log);
+    let port = t.metrics_port;
+    let log_tail = || std::fs::read_to_string(&log).unwrap_or_default();
+    eventually_or(
+        "the bridge to connect",
+        240,
+        Duration::from_millis(250),
+        || match metric_where(port, "sluice_ingest_connected", "") {
+            Some(n) if n >= 1.0 => Ok(()),
+            other => Err(format!("connected {other:?}; log:\n{}", log_tail())),
+        },
+    );
+
+    let mut expected: BTreeSet<(String, i64)> = BTreeSet::new();
+    let mut msgs = Vec::new();
+    for d in 0..8 {
+        let device = format!("{prefix}-d{d}");
+        for seq in 1..=40u64 {
+            msgs.push((
+                format!("{prefix}/{device}/telemetry"),
+                reading(seq, None).to_string().into_bytes(),
+            ));
+            expected.insert((device.clone(), seq as i64));
+        }
+    }
+    publish(Proto::V5, &msgs);
+    // Every message acknowledged to MQTT, so every record acknowledged by Fluvio.
+    eventually_or(
+        "every message acknowledged",
+        240,
+        Duration::from_millis(250),
+        || match metric_where(port, "sluice_ingest_acked_total", "") {
+            Some(n) if n >= msgs.len() as f64 => Ok(()),
+            other => Err(format!("acked {other:?}; log:\n{}", log_tail())),
+        },
+    );
+
+    let (got, partitions) = common::fluvio_readings(&raw, msgs.len());
+    let keys: BTreeSet<_> = got.keys().cloned().collect();
+    assert_eq!(keys, expected, "every reading, and only those");
+    let repeats: usize = got.values().map(|n| n - 1).sum();
+    assert_eq!(repeats, 0, "no crash, no repeats");
+    println!(
+        "{} readings on Fluvio's {raw}, once each, in {} partitions",
+        got.len(),
+        partitions
+    );
+    let st = ingest.terminate();
+    assert!(st.success(), "SIGTERM exits 0: {st}; log:\n{}", log_tail());
+}

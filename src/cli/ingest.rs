@@ -95,6 +95,18 @@ pub(crate) fn run(a: Args) -> anyhow::Result<ExitCode> {
     let opts = crate::connections::client_options(&t.connections)?;
     rt.block_on(ensure_topics(&opts, &create))
         .with_context(|| format!("creating the bridges' topics on {}", t.connections.brokers))?;
+    // An output on Fluvio (docs/FLUVIO.md) is created there.
+    let on_fluvio: Vec<(String, i32, i32)> = t
+        .fluvio_topic_plans()
+        .into_iter()
+        .filter(|p| wanted.contains(&p.name.as_str()))
+        .map(|p| (p.name, p.partitions, p.replication))
+        .collect();
+    if !on_fluvio.is_empty() {
+        if let Some(client) = rt.block_on(crate::connections::fluvio_client(&t.connections))? {
+            rt.block_on(client.ensure_topics(&on_fluvio))?;
+        }
+    }
 
     let health = Arc::new(Health::default());
     health.stages_total.store(bridges.len(), Ordering::Relaxed);

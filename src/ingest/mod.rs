@@ -19,6 +19,67 @@ use tokio::sync::watch;
 pub use http::{HttpBridge, TokenSource};
 pub use mqtt::MqttBridge;
 
+/// A record's acknowledgement: resolves once the broker stored it, or says why not.
+pub type Ack = futures::future::BoxFuture<'static, Result<(), String>>;
+
+/// Where a bridge's records go. Kafka: the bridge's producer (dead letters and token topics
+/// are always Kafka). Fluvio: a producer of the output topic, when the topology puts it on
+/// Fluvio; its records carry no headers, and none are needed: repeats are dropped
+/// downstream by (device, seq) on both (docs/INGEST.md).
+pub struct Writer {
+    pub kafka: FutureProducer,
+    pub fluvio: Option<sluice_connectors::fluvio::Producer>,
+}
+
+impl Writer {
+    /// Queues one record for `topic` (the output or, on Kafka only, the dead-letter topic),
+    /// waiting for room while librdkafka's queue is full.
+    pub async fn send(
+        &self,
+        topic: &str,
+        key: Option<&[u8]>,
+        payload: &[u8],
+        headers: Option<rdkafka::message::OwnedHeaders>,
+        to_fluvio: bool,
+    ) -> Result<Ack, String> {
+        use futures::FutureExt as _;
+        use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+        if let (true, Some(f)) = (to_fluvio, self.fluvio.as_ref()) {
+            let ack = f
+                .send_acked(key.unwrap_or_default(), payload)
+                .await
+                .map_err(|e| e.to_string())?;
+            return Ok(ack.map(|r| r.map_err(|e| e.to_string())).boxed());
+        }
+        let mut rec = rdkafka::producer::FutureRecord::<[u8], [u8]>::to(topic).payload(payload);
+        if let Some(k) = key {
+            rec = rec.key(k);
+        }
+        if let Some(h) = headers {
+            rec = rec.headers(h);
+        }
+        loop {
+            match self.kafka.send_result(rec) {
+                Ok(f) => {
+                    return Ok(f
+                        .map(|r| match r {
+                            Ok(Ok(_)) => Ok(()),
+                            Ok(Err((e, _))) => Err(e.to_string()),
+                            Err(_) => Err("the producer went away".to_string()),
+                        })
+                        .boxed())
+                }
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                    rec = r;
+                    // The producer's thread drains the queue; give it a moment.
+                    tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+                }
+                Err((e, _)) => return Err(e.to_string()),
+            }
+        }
+    }
+}
+
 /// What a bridge did, for the exit summary.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct BridgeReport {
@@ -174,9 +235,30 @@ pub async fn build(
     };
     let opts =
         crate::connections::client_options(&t.connections).map_err(|e| setup(e.to_string()))?;
-    let producer: FutureProducer = producer_config(&opts)
+    let kafka: FutureProducer = producer_config(&opts)
         .create()
         .map_err(|e| setup(format!("Kafka producer: {e}")))?;
+    let fluvio = match t.broker_of(output) {
+        sluice_topology::Broker::Kafka => None,
+        sluice_topology::Broker::Fluvio => {
+            // `sluice validate` refuses a Fluvio topic without `connections.fluvio`.
+            let client = crate::connections::fluvio_client(&t.connections)
+                .await
+                .map_err(|e| setup(e.to_string()))?
+                .ok_or_else(|| {
+                    setup(format!(
+                        "{output} is on Fluvio and `connections.fluvio` is not set"
+                    ))
+                })?;
+            Some(
+                client
+                    .producer(output)
+                    .await
+                    .map_err(|e| setup(e.to_string()))?,
+            )
+        }
+    };
+    let writer = Writer { kafka, fluvio };
     match &bridge.spec {
         IngestSpec::Mqtt(spec) => {
             let mapper = payload::Mapper::new(
@@ -193,7 +275,7 @@ pub async fn build(
                 client_id: spec.client_id(&t.metadata.name, &bridge.name),
                 spec: spec.clone(),
                 mapper,
-                producer,
+                writer,
                 connected,
             }))
         }
@@ -228,7 +310,7 @@ pub async fn build(
                 tls,
                 tokens,
                 mapper,
-                producer,
+                writer,
                 connected,
             }))
         }

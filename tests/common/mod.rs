@@ -700,3 +700,104 @@ pub fn landed_readings(brokers: &str, raw: &str) -> BTreeMap<(String, i64), usiz
     }
     out
 }
+
+/// A `TestTopology` rewrite: the raw topic `<suffix>.telemetry.raw` becomes
+/// `<suffix>-telemetry-raw` (Fluvio's names take no dots) and lives on the local Fluvio
+/// cluster (`SLUICE_FLUVIO_ENDPOINT`). Returns the text and the raw topic's name.
+pub fn raw_on_fluvio(text: &str) -> (String, String) {
+    let at = text.find(".telemetry.raw").expect("raw topic");
+    let suffix = text[..at]
+        .rsplit(|c: char| c.is_whitespace())
+        .next()
+        .unwrap();
+    let raw = format!("{suffix}-telemetry-raw");
+    let text = text
+        .replace(&format!("{suffix}.telemetry.raw"), &raw)
+        .replace(
+            &format!("  {raw}:   {{ partitions: 4,"),
+            &format!("  {raw}:   {{ broker: fluvio, partitions: 4,"),
+        )
+        .replace(
+            "connections:\n",
+            "connections:\n  fluvio: { endpoint: ${SLUICE_FLUVIO_ENDPOINT} }\n",
+        );
+    assert!(
+        text.contains(&format!("{raw}:   {{ broker: fluvio")),
+        "the raw topic is on Fluvio in:\n{text}"
+    );
+    (text, raw)
+}
+
+/// The readings of a raw topic on the local Fluvio cluster, read by a plain Fluvio reader
+/// once its partitions' ends count at least `at_least` records: how often each (device,
+/// seq) is there, and the number of partitions. Each record must be keyed by its device,
+/// in Kafka's partition for that key (4 partitions), and Confluent-framed.
+pub fn fluvio_readings(raw: &str, at_least: usize) -> (BTreeMap<(String, i64), usize>, usize) {
+    use apache_avro::types::Value;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let client = std::sync::Arc::new(
+        rt.block_on(sluice_connectors::fluvio::FluvioClient::connect(
+            &env("SLUICE_FLUVIO_ENDPOINT"),
+            Duration::from_secs(20),
+        ))
+        .unwrap_or_else(|e| panic!("{e}")),
+    );
+    let ends = eventually_or(
+        "Fluvio's ends to count every reading",
+        240,
+        Duration::from_millis(250),
+        || {
+            let ends = rt.block_on(client.ends(raw)).map_err(|e| e.to_string())?;
+            let n: i64 = ends.values().sum();
+            if n >= at_least as i64 {
+                Ok(ends)
+            } else {
+                Err(format!("{n} of {at_least} records"))
+            }
+        },
+    );
+    let registry = sluice_schemas::client::RegistryClient::new(&env("SLUICE_REGISTRY_URL"));
+    let mut got: BTreeMap<(String, i64), usize> = BTreeMap::new();
+    for (&p, &end) in &ends {
+        let records = rt.block_on(async {
+            let mut reader = client.reader(raw, p, None, 1000).await?;
+            let mut out = Vec::new();
+            while (out.len() as i64) < end {
+                out.extend(reader.next_batch().await?);
+            }
+            Ok::<_, sluice_connectors::fluvio::FluvioError>(out)
+        });
+        for r in records.unwrap_or_else(|e| panic!("{e}")) {
+            let key = r.key.expect("keyed by the device");
+            assert_eq!(
+                sluice_connectors::fluvio::kafka_partition(&key, 4) as i32,
+                p,
+                "{} is in Kafka's partition for its key",
+                String::from_utf8_lossy(&key)
+            );
+            let (id, body) = sluice_schemas::wire::parse(&r.value).expect("Confluent-framed");
+            let text = rt
+                .block_on(registry.schema_by_id(id))
+                .expect("the registry has the id");
+            let schema = apache_avro::Schema::parse_str(&text).unwrap();
+            let Value::Record(fields) =
+                sluice_ops::codec::decode_once(&schema, None, body).unwrap()
+            else {
+                panic!("not a record")
+            };
+            let get = |n: &str| fields.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone());
+            let (Some(Value::String(device)), Some(Value::Long(seq))) =
+                (get("device_id"), get("seq"))
+            else {
+                panic!("no device_id/seq in {fields:?}")
+            };
+            assert_eq!(device.as_bytes(), &key[..]);
+            *got.entry((device, seq)).or_default() += 1;
+        }
+    }
+    (got, ends.len())
+}

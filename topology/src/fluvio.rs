@@ -157,8 +157,10 @@ pub(crate) fn check(t: &Topology, push: &mut impl FnMut(String, String, String))
     }
     for b in &t.ingest {
         let base = format!("ingest.{}", b.name);
+        // The output may be on Fluvio (its repeats are dropped by (device, seq), no header
+        // needed); dead letters carry their reason in headers, and token topics are
+        // compacted: those stay on Kafka.
         let mut io: Vec<(&str, &str)> = b.spec.inputs();
-        io.push(("output", b.spec.output_and_device_field().0));
         if let IngestSpec::Mqtt(m) = &b.spec {
             io.push(("dead_letter", &m.dead_letter));
         }
@@ -166,8 +168,8 @@ pub(crate) fn check(t: &Topology, push: &mut impl FnMut(String, String, String))
             if on_fluvio(topic) {
                 push(
                     format!("{base}.{field}"),
-                    format!("bridge `{}` uses `{topic}`, which is on Fluvio; ingest bridges produce to and read Kafka topics", b.name),
-                    "point the bridge at a Kafka topic, or feed Fluvio with a Fluvio producer (docs/FLUVIO.md)".into(),
+                    format!("bridge `{}` uses `{topic}`, which is on Fluvio; only a bridge's output may be (dead letters need headers, token topics compaction)", b.name),
+                    "keep this topic on Kafka (remove its `broker: fluvio`)".into(),
                 );
             }
         }

@@ -14,7 +14,7 @@ fn env(k: &str) -> Option<String> {
 }
 
 /// The reference topology with its raw topic renamed `telemetry-raw` and on Fluvio, without
-/// the ingest bridges (Kafka producers).
+/// the ingest bridges.
 fn on_fluvio() -> String {
     let text = with_raw_on_fluvio();
     let (head, rest) = text.split_once("\ningest:").unwrap();
@@ -120,11 +120,26 @@ fn a_stage_writing_to_fluvio_is_refused() {
 }
 
 #[test]
-fn an_ingest_bridge_producing_to_fluvio_is_refused() {
+fn an_ingest_bridge_may_produce_to_fluvio_but_its_dead_letters_stay_on_kafka() {
+    // Both bridges write the raw topic, now on Fluvio: accepted.
     let p = problems(&with_raw_on_fluvio());
     assert!(
+        !p.iter().any(|(_, k, _, _)| k.starts_with("ingest.")),
+        "{p:?}"
+    );
+    // Dead letters carry their reason in headers, which Fluvio records do not have.
+    let text = with_raw_on_fluvio()
+        .replace("telemetry.dlq", "telemetry-dlq")
+        .replace(
+            "  telemetry-dlq:   { partitions: 1 }",
+            "  telemetry-dlq:   { broker: fluvio, partitions: 1 }",
+        );
+    let p = problems(&text);
+    assert!(
         p.iter()
-            .any(|(_, k, m, _)| k == "ingest.devices-mqtt.output" && m.contains("on Fluvio")),
+            .any(|(_, k, m, f)| k == "ingest.devices-mqtt.dead_letter"
+                && m.contains("on Fluvio")
+                && f.contains("Kafka")),
         "{p:?}"
     );
 }

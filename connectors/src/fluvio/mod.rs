@@ -427,6 +427,40 @@ impl Producer {
         Ok(())
     }
 
+    /// Queues one record and returns what resolves once the cluster acknowledged it (for
+    /// callers that acknowledge upstream per record, as the ingest bridges do).
+    pub async fn send_acked(
+        &self,
+        key: &[u8],
+        value: &[u8],
+    ) -> Result<
+        impl std::future::Future<Output = Result<(), FluvioError>> + Send + 'static,
+        FluvioError,
+    > {
+        let out = self
+            .inner
+            .send(RecordKey::from(key.to_vec()), value.to_vec())
+            .await
+            .map_err(|e| self.failed("producing", format!("{e:#}")))?;
+        let (endpoint, what) = (
+            self.endpoint.clone(),
+            format!(
+                "waiting for the acknowledgement of a record to {}",
+                self.topic
+            ),
+        );
+        Ok(async move {
+            out.wait()
+                .await
+                .map(|_| ())
+                .map_err(|e| FluvioError::Request {
+                    endpoint,
+                    what,
+                    reason: format!("{e:#}"),
+                })
+        })
+    }
+
     /// Sends what is queued and waits until the cluster acknowledged every record.
     pub async fn flush(&mut self) -> Result<u64, FluvioError> {
         self.inner

@@ -19,7 +19,6 @@ use hyper::header::{HeaderValue, ALLOW, AUTHORIZATION, CONNECTION, CONTENT_LENGT
 use hyper::http::request::Parts;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
-use rdkafka::producer::{FutureProducer, FutureRecord};
 use sluice_topology::ingest::{HttpIngestSpec, PayloadFormat};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{watch, Semaphore};
@@ -52,8 +51,9 @@ pub struct HttpBridge {
     pub tls: Option<Arc<ServerConfig>>,
     pub tokens: TokenSource,
     pub mapper: Mapper,
-    /// From `sluice_connectors::kafka::producer_config`: acks=all, idempotent.
-    pub producer: FutureProducer,
+    /// Kafka's from `sluice_connectors::kafka::producer_config` (acks=all, idempotent), and
+    /// Fluvio's when the output topic lives there.
+    pub writer: super::Writer,
     /// Set while the bridge listens with its tokens loaded (readiness).
     pub connected: Arc<AtomicBool>,
 }
@@ -97,7 +97,7 @@ struct Shared {
     tokens: Arc<Tokens>,
     /// Mapping is microseconds per record; one request maps at a time (the decoder cache).
     mapper: tokio::sync::Mutex<Mapper>,
-    producer: FutureProducer,
+    writer: super::Writer,
     /// One permit per record accepted and not yet acknowledged by the Kafka broker.
     pending: Arc<Semaphore>,
     received: AtomicU64,
@@ -165,7 +165,7 @@ impl HttpBridge {
             spec: self.spec,
             tokens,
             mapper: tokio::sync::Mutex::new(self.mapper),
-            producer: self.producer,
+            writer: self.writer,
             received: AtomicU64::new(0),
             produced: AtomicU64::new(0),
             accepted: AtomicU64::new(0),
@@ -522,7 +522,6 @@ async fn telemetry(s: &Shared, req: &Parts, body: &mut Option<Incoming>) -> Resu
 
 /// Sends every record (keyed by the device) and waits for every acknowledgement.
 async fn produce(s: &Shared, device: &str, records: &[Vec<u8>]) -> Result<(), Refusal> {
-    use rdkafka::error::{KafkaError, RDKafkaErrorCode};
     let not_stored = |i: usize, e: String| {
         Refusal {
         retry_after: Some(1),
@@ -530,7 +529,7 @@ async fn produce(s: &Shared, device: &str, records: &[Vec<u8>]) -> Result<(), Re
             StatusCode::SERVICE_UNAVAILABLE,
             "not_stored",
             format!(
-                "record {i} of {} was not stored by the Kafka broker ({e}); resend the request (records of it already stored come again and are dropped downstream as repeats by (device, seq))",
+                "record {i} of {} was not stored by the broker ({e}); resend the request (records of it already stored come again and are dropped downstream as repeats by (device, seq))",
                 records.len()
             ),
         )
@@ -538,34 +537,20 @@ async fn produce(s: &Shared, device: &str, records: &[Vec<u8>]) -> Result<(), Re
     };
     let mut futures = Vec::with_capacity(records.len());
     for (i, r) in records.iter().enumerate() {
-        let mut rec = FutureRecord::<[u8], [u8]>::to(&s.spec.output)
-            .payload(&r[..])
-            .key(device.as_bytes());
-        loop {
-            match s.producer.send_result(rec) {
-                Ok(f) => {
-                    futures.push(f);
-                    break;
-                }
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
-                    // Admitted by max_pending: the producer's thread drains the queue.
-                    rec = r;
-                    tokio::time::sleep(Duration::from_millis(1)).await;
-                }
-                Err((e, _)) => return Err(not_stored(i, e.to_string())),
-            }
-        }
+        // Admitted by max_pending: a full librdkafka queue is waited out.
+        let ack = s
+            .writer
+            .send(&s.spec.output, Some(device.as_bytes()), &r[..], None, true)
+            .await
+            .map_err(|e| not_stored(i, e))?;
+        futures.push(ack);
     }
     for (i, r) in futures::future::join_all(futures)
         .await
         .into_iter()
         .enumerate()
     {
-        match r {
-            Ok(Ok(_)) => {}
-            Ok(Err((e, _))) => return Err(not_stored(i, e.to_string())),
-            Err(_) => return Err(not_stored(i, "the producer went away".into())),
-        }
+        r.map_err(|e| not_stored(i, e))?;
     }
     Ok(())
 }

@@ -10,7 +10,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::stream::{FuturesOrdered, StreamExt};
-use rdkafka::producer::{FutureProducer, FutureRecord};
 use sluice_connectors::kafka::{dlq, IdWriter};
 use sluice_topology::ingest::MqttIngestSpec;
 use tokio::sync::watch;
@@ -29,7 +28,7 @@ pub struct MqttBridge {
     /// Built from `sluice_connectors::kafka::producer_config`: acks=all and idempotence as
     /// every producer sluice has (docs/EXACTLY_ONCE.md, A1); a future per record is what
     /// acknowledging each MQTT message after its own delivery needs.
-    pub producer: FutureProducer,
+    pub writer: super::Writer,
     /// Set while the MQTT session is connected (readiness).
     pub connected: Arc<AtomicBool>,
 }
@@ -187,11 +186,10 @@ impl MqttBridge {
         let (records, dead) = match mapped {
             Ok(records) => {
                 for r in &records {
-                    let mut rec = FutureRecord::<[u8], [u8]>::to(&self.spec.output).payload(&r[..]);
-                    if let Some(k) = key {
-                        rec = rec.key(k);
-                    }
-                    futures.push(self.send(rec).await?);
+                    futures.push(
+                        self.send(&self.spec.output, key, &r[..], None, true)
+                            .await?,
+                    );
                 }
                 (records.len() as u64, None)
             }
@@ -215,13 +213,16 @@ impl MqttBridge {
                     ids.id(0, *dead_seq),
                 );
                 let keep = m.payload.len().min(self.spec.max_payload);
-                let mut rec = FutureRecord::<[u8], [u8]>::to(&self.spec.dead_letter)
-                    .payload(&m.payload[..keep])
-                    .headers(headers);
-                if let Some(k) = key {
-                    rec = rec.key(k);
-                }
-                futures.push(self.send(rec).await?);
+                futures.push(
+                    self.send(
+                        &self.spec.dead_letter,
+                        key,
+                        &m.payload[..keep],
+                        Some(headers),
+                        false,
+                    )
+                    .await?,
+                );
                 (1, Some(r.class))
             }
         };
@@ -231,11 +232,6 @@ impl MqttBridge {
             let results = futures::future::join_all(futures)
                 .await
                 .into_iter()
-                .map(|r| match r {
-                    Ok(Ok(_)) => Ok(()),
-                    Ok(Err((e, _))) => Err(e.to_string()),
-                    Err(_) => Err("the producer went away".to_string()),
-                })
                 .collect();
             InFlight {
                 ack,
@@ -248,27 +244,22 @@ impl MqttBridge {
         }))
     }
 
-    /// Queues one record, waiting for room when the producer's queue is full.
+    /// Queues one record (the output to Fluvio when it lives there), waiting for room
+    /// when the producer's queue is full.
     async fn send(
         &self,
-        mut rec: FutureRecord<'_, [u8], [u8]>,
-    ) -> Result<rdkafka::producer::DeliveryFuture, IngestError> {
-        use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-        loop {
-            match self.producer.send_result(rec) {
-                Ok(f) => return Ok(f),
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
-                    rec = r;
-                    // The producer's thread drains the queue; give it a moment.
-                    tokio::time::sleep(Duration::from_millis(1)).await;
-                }
-                Err((e, _)) => {
-                    return Err(IngestError::Delivery {
-                        bridge: self.name.clone(),
-                        reason: e.to_string(),
-                    })
-                }
-            }
-        }
+        topic: &str,
+        key: Option<&[u8]>,
+        payload: &[u8],
+        headers: Option<rdkafka::message::OwnedHeaders>,
+        output: bool,
+    ) -> Result<super::Ack, IngestError> {
+        self.writer
+            .send(topic, key, payload, headers, output)
+            .await
+            .map_err(|reason| IngestError::Delivery {
+                bridge: self.name.clone(),
+                reason,
+            })
     }
 }
