@@ -18,8 +18,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use sluice_connectors::kafka::{consumer_config, ClientOptions};
 use sluice_topology::{Namespace, Topology};
 
-use super::run::{create_topics, listen_for_signals, print_destinations, stage_def, Shared};
-use crate::http::{self, Health};
+use super::run::{create_topics, print_destinations, serve_stages, stage_def, Shared};
 use crate::metrics::METRICS;
 use crate::runtime::bounds::{self, Bound, Range};
 use crate::runtime::{run_supervised, Ends, StageBounds};
@@ -147,26 +146,12 @@ pub(crate) fn run(a: Args) -> anyhow::Result<ExitCode> {
         false,
     )?);
 
-    let health = Arc::new(Health::default());
-    health.stages_total.store(names.len(), Ordering::Relaxed);
-    let metrics_addr = a.metrics_listen.unwrap_or(t.metrics.listen);
-    let h = health.clone();
-    rt.spawn(async move {
-        if let Err(e) = http::serve(metrics_addr, h).await {
-            tracing::error!(error = %e, "Metrics endpoint failed.");
-        }
-    });
-    let stop = Arc::new(AtomicBool::new(false));
-    let stop_flag = stop.clone();
-    listen_for_signals(
+    let (_health, stop) = serve_stages(
         &rt,
-        health.clone(),
+        a.metrics_listen.unwrap_or(t.metrics.listen),
+        names.len(),
         "stages finish their batch, flush their sinks and commit; run the same command again to resume the range.",
         "What the stages processed since their last commit is processed again when the backfill resumes.",
-        move || {
-            stop_flag.store(true, Ordering::Relaxed);
-            crate::runtime::shutdown::request();
-        },
     )?;
 
     let ends = range.ends();

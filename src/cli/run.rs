@@ -177,27 +177,13 @@ pub(crate) fn run(a: Args) -> anyhow::Result<ExitCode> {
         names
     };
 
-    let health = Arc::new(Health::default());
-    health.stages_total.store(names.len(), Ordering::Relaxed);
     let metrics_addr = a.metrics_listen.unwrap_or(t.metrics.listen);
-    let h = health.clone();
-    rt.spawn(async move {
-        if let Err(e) = http::serve(metrics_addr, h).await {
-            tracing::error!(error = %e, "Metrics endpoint failed.");
-        }
-    });
-
-    let stop = Arc::new(AtomicBool::new(false));
-    let stop_flag = stop.clone();
-    listen_for_signals(
+    let (health, stop) = serve_stages(
         &rt,
-        health.clone(),
+        metrics_addr,
+        names.len(),
         "stages finish their batch, flush their sinks and commit.",
         "What the stages processed since their last commit is processed again at the next start.",
-        move || {
-            stop_flag.store(true, Ordering::Relaxed);
-            crate::runtime::shutdown::request();
-        },
     )?;
 
     let mut threads = Vec::new();
@@ -291,6 +277,33 @@ pub(crate) fn run(a: Args) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// What `sluice run` and `sluice backfill` set up around their stages: `/metrics`,
+/// `/healthz` and `/readyz` on `addr`, and the signal handling; returns the health and the
+/// flag the stages stop on.
+pub(crate) fn serve_stages(
+    rt: &tokio::runtime::Runtime,
+    addr: std::net::SocketAddr,
+    stages: usize,
+    stopping: &'static str,
+    at_once: &'static str,
+) -> anyhow::Result<(Arc<Health>, Arc<AtomicBool>)> {
+    let health = Arc::new(Health::default());
+    health.stages_total.store(stages, Ordering::Relaxed);
+    let h = health.clone();
+    rt.spawn(async move {
+        if let Err(e) = http::serve(addr, h).await {
+            tracing::error!(error = %e, "Metrics endpoint failed.");
+        }
+    });
+    let stop = Arc::new(AtomicBool::new(false));
+    let stop_flag = stop.clone();
+    listen_for_signals(rt, health.clone(), stopping, at_once, move || {
+        stop_flag.store(true, Ordering::Relaxed);
+        crate::runtime::shutdown::request();
+    })?;
+    Ok((health, stop))
 }
 
 /// SIGTERM (Kubernetes, systemd) and SIGINT (Ctrl-C): the first makes `/readyz` unready,
