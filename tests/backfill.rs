@@ -75,21 +75,24 @@ fn wait_exit(p: &mut Sluice, what: &str, log: &Path, limit: Duration) {
 }
 
 fn backfill_args(s: &Scenario, port: u16) -> Vec<String> {
-    [
+    version_args(s, port, "v2", &["--from", "earliest", "--to", "now"])
+}
+
+/// `sluice backfill` of the scenario into namespace `version`, with `extra` arguments.
+fn version_args(s: &Scenario, port: u16, version: &str, extra: &[&str]) -> Vec<String> {
+    let port = format!("127.0.0.1:{port}");
+    let path = s.path();
+    let mut args = vec![
         "backfill",
-        &s.path(),
-        "--from",
-        "earliest",
-        "--to",
-        "now",
+        &path,
         "--version",
-        "v2",
+        version,
         "--metrics-listen",
-        &format!("127.0.0.1:{port}"),
-    ]
-    .iter()
-    .map(|a| a.to_string())
-    .collect()
+        &port,
+        "--quiet",
+    ];
+    args.extend_from_slice(extra);
+    args.iter().map(|a| a.to_string()).collect()
 }
 
 fn spawn(args: &[String], log: &Path) -> Sluice {
@@ -145,22 +148,31 @@ fn by_natural_key(brokers: &str, topic: &str) -> (BTreeMap<Natural, usize>, usiz
 type Samples = BTreeMap<(String, String, i64), Vec<u64>>;
 
 fn tsdb_samples(prefix: &str) -> (Samples, Samples) {
+    let mut by = tsdb_versions(prefix, &["v2"]);
+    (
+        by.remove("").unwrap_or_default(),
+        by.remove("v2").unwrap_or_default(),
+    )
+}
+
+/// TSDB samples of this test's devices per namespace (`""`: the live tables), the metric
+/// names without the version, for the namespaces `versions`.
+fn tsdb_versions(prefix: &str, versions: &[&str]) -> BTreeMap<String, Samples> {
     let series = tsdb_export(&format!(
         "{{__name__=~\"(aggregates|anomalies)_.*\",device_id=~\"{prefix}.*\"}}"
     ));
-    let (mut live, mut v2) = (Samples::new(), Samples::new());
+    let mut by: BTreeMap<String, Samples> = BTreeMap::new();
     for (mut labels, values, ts) in series {
         let name = labels.remove("__name__").unwrap_or_default();
-        let (into, name) = match name
-            .strip_prefix("aggregates_v2_")
-            .map(|n| format!("aggregates_{n}"))
-            .or_else(|| {
-                name.strip_prefix("anomalies_v2_")
-                    .map(|n| format!("anomalies_{n}"))
-            }) {
-            Some(n) => (&mut v2, n),
-            None => (&mut live, name),
-        };
+        let (kind, rest) = name.split_once('_').unwrap_or((&name, ""));
+        let (version, name) = versions
+            .iter()
+            .find_map(|v| {
+                rest.strip_prefix(&format!("{v}_"))
+                    .map(|r| (v.to_string(), format!("{kind}_{r}")))
+            })
+            .unwrap_or_else(|| (String::new(), name.clone()));
+        let into = by.entry(version).or_default();
         for (v, t) in values.iter().zip(ts) {
             let at = into
                 .entry((name.clone(), format!("{labels:?}"), t))
@@ -169,7 +181,7 @@ fn tsdb_samples(prefix: &str) -> (Samples, Samples) {
             at.sort_unstable();
         }
     }
-    (live, v2)
+    by
 }
 
 /// Parquet rows by (device, seq, metric, event time, value bits).
@@ -380,12 +392,212 @@ fn backfill_killed_part_way_and_rerun_gives_the_same_outputs() {
     );
 }
 
+/// A record of a topic as stored: partition, key and Avro body (without the schema id).
+type Stored = (i32, Option<Vec<u8>>, Vec<u8>);
+
+/// Runs `sluice backfill` with `args` to its end; returns its log and the seconds it took.
+fn backfill_to_end(s: &Scenario, args: &[String], name: &str) -> (String, f64) {
+    let log = s.log(name);
+    let started = Instant::now();
+    let mut b = spawn(args, &log);
+    wait_exit(&mut b, name, &log, Duration::from_secs(600));
+    let secs = started.elapsed().as_secs_f64();
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.contains("backfill done"),
+        "{name}: no summary in {}:\n{text}",
+        log.display()
+    );
+    (text, secs)
+}
+
+/// The records of the stage outputs `a` and `b` (topic suffixes, `""` for the live ones)
+/// must be the same record for record; returns how many.
+fn assert_same_stage_outputs(s: &Scenario, a: &str, b: &str) -> usize {
+    let brokers = env("SLUICE_BROKERS");
+    let name = |topic: &str, v: &str| {
+        if v.is_empty() {
+            topic.to_string()
+        } else {
+            format!("{topic}.{v}")
+        }
+    };
+    let mut total = 0;
+    for out in ["iot.aggregates", "iot.anomalies", "iot.alerts"] {
+        let topic = s.topo.topic(out);
+        let (x, _) = by_natural_key(&brokers, &name(&topic, a));
+        let (y, _) = by_natural_key(&brokers, &name(&topic, b));
+        let (nx, ny): (usize, usize) = (x.values().sum(), y.values().sum());
+        eprintln!("{out}: `{a}` {nx} records, `{b}` {ny}");
+        assert!(nx > 0 || out == "iot.alerts", "{out}: `{a}` wrote nothing");
+        let missing = x.iter().filter(|(k, n)| y.get(*k) != Some(n)).count();
+        let extra = y.iter().filter(|(k, _)| !x.contains_key(*k)).count();
+        assert!(
+            missing == 0 && extra == 0,
+            "{out}: `{b}` differs from `{a}`: {missing} records of `{a}` missing or counted differently, {extra} extra"
+        );
+        total += nx;
+    }
+    total
+}
+
+/// The TSDB rows of namespaces `a` and `b` (`""`: live) are the same, once `b` has as many.
+fn assert_same_tsdb(s: &Scenario, a: &str, b: &str, versions: &[&str]) {
+    let (x, y) = eventually(
+        "the TSDB to hold the backfill's rows",
+        600,
+        Duration::from_millis(200),
+        || {
+            let mut by = tsdb_versions(&s.cfg.device_prefix, versions);
+            let x = by.remove(a).unwrap_or_default();
+            let y = by.remove(b).unwrap_or_default();
+            (y.len() >= x.len()).then_some((x, y))
+        },
+    );
+    eprintln!("TSDB samples: `{a}` {}, `{b}` {}", x.len(), y.len());
+    assert!(!x.is_empty(), "`{a}` wrote no TSDB rows");
+    assert_eq!(x, y, "TSDB rows of `{b}` against `{a}`");
+}
+
+/// `--source archive`: the stages downstream of the archived topic run over the archive's
+/// records, restored into the namespace's copy of that topic. Over the whole archive they
+/// give the live outputs; over a time range, what a backfill of the same stages from the
+/// topic gives (both select the first record stamped at or after each end, per partition).
+#[test]
+fn backfill_from_the_archive_gives_what_the_topics_give() {
+    let mut s = Scenario::new(32, 500, |t| t);
+    let brokers = env("SLUICE_BROKERS");
+    let (mut live, live_secs) = live_run(&mut s);
+    let prefix = s.topo.archive_prefix();
+    let archived = verify::read_archive(&prefix);
+    assert!(!archived.is_empty(), "the live run archived nothing");
+
+    // The whole archive.
+    let args = version_args(
+        &s,
+        free_port(),
+        "a1",
+        &["--source", "archive", "--from", "earliest", "--to", "now"],
+    );
+    let (text, secs) = backfill_to_end(&s, &args, "backfill-a1");
+    live.check_alive().unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        text.contains(&format!("archive restored: {} records", archived.len())),
+        "the summary counts every archived record as restored:\n{text}"
+    );
+    assert!(
+        !text.contains("stage validate:"),
+        "validate ran though the archive stands in for it:\n{text}"
+    );
+    let n = assert_same_stage_outputs(&s, "", "a1");
+    assert_same_tsdb(&s, "", "a1", &["a1"]);
+    // The restored copy holds what the live topic held: each record once, same key and body.
+    let valid = s.topo.topic("telemetry.valid");
+    let bodies = |topic: &str| {
+        let (reads, _) = read_deduplicated(&brokers, topic);
+        let mut m: BTreeMap<Stored, usize> = BTreeMap::new();
+        for r in reads {
+            let body = r
+                .value
+                .as_deref()
+                .and_then(|v| v.get(5..))
+                .unwrap_or_default();
+            *m.entry((r.partition, r.key.clone(), body.to_vec()))
+                .or_default() += 1;
+        }
+        m
+    };
+    let (live_valid, restored) = (bodies(&valid), bodies(&format!("{valid}.a1")));
+    assert_eq!(
+        restored.values().sum::<usize>(),
+        archived.len(),
+        "records restored against rows archived"
+    );
+    assert!(
+        live_valid == restored,
+        "the restored {valid}.a1 differs from {valid} (partition, key, Avro body)"
+    );
+    assert!(
+        verify::read_archive(&format!("{prefix}-a1")).is_empty(),
+        "the archive stage ran and wrote the lake's copy again"
+    );
+    let restore_line = text
+        .lines()
+        .find(|l| l.contains("archive restored:"))
+        .unwrap_or_default();
+    eprintln!("FIGURE backfill_archive_restore {}", restore_line.trim());
+    eprintln!(
+        "FIGURE backfill_archive_rate records={} archive_backfill_s={secs:.1} archive_per_s={:.0} live_catch_up_s={live_secs:.1} outputs={n}",
+        archived.len(),
+        archived.len() as f64 / secs,
+    );
+
+    // A rerun whose restore marker is gone finds every record restored (by the `sluice.id`
+    // of the last one per partition) and writes nothing again.
+    let state = s.topo.path.parent().unwrap().join("state");
+    let marker = state
+        .join(format!("{}-a1", s.topo.app))
+        .join("archive-restored");
+    std::fs::remove_file(&marker).unwrap_or_else(|e| panic!("{}: {e}", marker.display()));
+    let before = end_offsets(&brokers, &format!("{valid}.a1"));
+    let (text, _) = backfill_to_end(&s, &args, "backfill-a1-again");
+    assert!(
+        text.contains("resumed")
+            && text.contains(&format!("{} of them by an earlier run", archived.len())),
+        "the rerun did not find the restored records:\n{text}"
+    );
+    assert_eq!(
+        before,
+        end_offsets(&brokers, &format!("{valid}.a1")),
+        "the rerun restored records again"
+    );
+
+    // A time range: the middle third of the event times, backfilled for the stages reading
+    // the archived topic from the live topic (t1) and from the archive (a2).
+    let lo = archived.iter().map(|r| r.event_time).min().unwrap();
+    let hi = archived.iter().map(|r| r.event_time).max().unwrap();
+    let at = |ms: i64| {
+        let secs = (ms / 1000) as u64;
+        humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + Duration::from_secs(secs))
+            .to_string()
+    };
+    let (from, to) = (at(lo + (hi - lo) / 3), at(lo + 2 * (hi - lo) / 3));
+    let range = ["--from", from.as_str(), "--to", to.as_str()];
+    let stages = [
+        "--stage",
+        "aggregate",
+        "--stage",
+        "detect",
+        "--stage",
+        "tsdb",
+    ];
+    let mut t1: Vec<&str> = range.to_vec();
+    t1.extend(stages);
+    let mut a2 = t1.clone();
+    a2.extend(["--source", "archive"]);
+    let (_, t1_secs) =
+        backfill_to_end(&s, &version_args(&s, free_port(), "t1", &t1), "backfill-t1");
+    let (_, a2_secs) =
+        backfill_to_end(&s, &version_args(&s, free_port(), "a2", &a2), "backfill-a2");
+    let n = assert_same_stage_outputs(&s, "t1", "a2");
+    assert_same_tsdb(&s, "t1", "a2", &["t1", "a2"]);
+    let (all, _) = by_natural_key(&brokers, &s.topo.topic("iot.aggregates"));
+    let (part, _) = by_natural_key(&brokers, &format!("{}.t1", s.topo.topic("iot.aggregates")));
+    assert!(
+        part.values().sum::<usize>() < all.values().sum::<usize>(),
+        "the range {from} .. {to} covered the whole input"
+    );
+    eprintln!(
+        "FIGURE backfill_range {from}..{to} outputs={n} topic_s={t1_secs:.1} archive_s={a2_secs:.1}"
+    );
+}
+
 /// Bad input is refused before anything runs, each with its reason.
 #[test]
 fn bad_backfill_arguments_are_refused_with_a_reason() {
     let topo = TestTopology::new(|t| t);
     let path = topo.path.to_str().unwrap();
-    let cases: [(&[&str], &str); 5] = [
+    let cases: [(&[&str], &str); 8] = [
         (
             &[
                 "--from",
@@ -402,6 +614,28 @@ fn bad_backfill_arguments_are_refused_with_a_reason() {
         ),
         (&["--from", "earliest", "--to", "earliest"], "`now`"),
         (&["--from", "3000-01-01T00:00:00Z"], "is after --to"),
+        // The archive stands in for the stages upstream of the archived topic.
+        (
+            &[
+                "--from", "earliest", "--source", "archive", "--stage", "validate",
+            ],
+            "only the stages downstream of the archived topic",
+        ),
+        (
+            &["--from", "earliest", "--archive", "archive"],
+            "with --source archive",
+        ),
+        (
+            &[
+                "--from",
+                "earliest",
+                "--source",
+                "archive",
+                "--archive",
+                "nosuch",
+            ],
+            "no `s3_parquet_sink` stage `nosuch`",
+        ),
     ];
     for (extra, want) in cases {
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))

@@ -10,6 +10,7 @@ use std::time::Duration;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use sluice_connectors::kafka::{consumer_config, ClientOptions};
 
@@ -42,7 +43,7 @@ pub enum BoundsError {
     },
     #[error("--from {from} is after --to {to}: the range would be empty")]
     FromAfterTo { from: String, to: String },
-    #[error("--from {from} is outside the retention of {topic} partition {partition}: its earliest record still held is at offset {low}, from {earliest}; backfill from `earliest` or a later --from (the lake, `--source archive`, is not built yet)")]
+    #[error("--from {from} is outside the retention of {topic} partition {partition}: its earliest record still held is at offset {low}, from {earliest}; backfill from `earliest` or a later --from or read the range from the lake with `--source archive`")]
     OutsideRetention {
         from: String,
         topic: String,
@@ -154,47 +155,63 @@ impl Range {
     }
 }
 
-/// The saved range of the namespace in `dir` when it was started with the same `from`
-/// and `to`; else the range `capture` gives, saved first. A different range for the same
-/// namespace is refused.
-pub fn load_or_capture(
-    dir: &Path,
+/// What a backfill saves before it starts: the range as captured, with the `--from` and
+/// `--to` it was captured for.
+pub trait Saved: Serialize + DeserializeOwned {
+    /// `--from` and `--to` as given when this was captured.
+    fn args(&self) -> (&str, &str);
+}
+
+impl Saved for Range {
+    fn args(&self) -> (&str, &str) {
+        (&self.from, &self.to)
+    }
+}
+
+/// What is saved in `path` when the namespace was started with the same `from` and `to`;
+/// else what `capture` gives, saved first. A different range for the same namespace is
+/// refused.
+pub fn load_or_capture<T: Saved, E: From<BoundsError>>(
+    path: &Path,
     from: &str,
     to: &str,
-    capture: impl FnOnce() -> Result<Range, BoundsError>,
-) -> Result<(Range, bool), BoundsError> {
-    let path = dir.join(RANGE_FILE);
+    capture: impl FnOnce() -> Result<T, E>,
+) -> Result<(T, bool), E> {
     let file_err = |detail: String| BoundsError::File {
-        path: path.clone(),
+        path: path.to_path_buf(),
         detail,
     };
-    match std::fs::read_to_string(&path) {
+    match std::fs::read_to_string(path) {
         Ok(text) => {
-            let saved: Range = serde_json::from_str(&text).map_err(|e| {
+            let saved: T = serde_json::from_str(&text).map_err(|e| {
                 file_err(format!(
                     "not a saved backfill range ({e}); it is written by `sluice backfill` only"
                 ))
             })?;
-            if saved.from != from || saved.to != to {
+            let (saved_from, saved_to) = saved.args();
+            if saved_from != from || saved_to != to {
                 return Err(BoundsError::DifferentRange {
-                    saved_from: saved.from,
-                    saved_to: saved.to,
-                    path,
-                });
+                    saved_from: saved_from.to_string(),
+                    saved_to: saved_to.to_string(),
+                    path: path.to_path_buf(),
+                }
+                .into());
             }
             Ok((saved, true))
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let range = capture()?;
+            let dir = path.parent().unwrap_or(Path::new("."));
             std::fs::create_dir_all(dir).map_err(|e| file_err(e.to_string()))?;
             // Written whole or not at all: a crash while saving leaves no half range.
-            let tmp = dir.join(format!("{RANGE_FILE}.tmp"));
+            let mut tmp = path.as_os_str().to_owned();
+            tmp.push(".tmp");
             let text = serde_json::to_string_pretty(&range).expect("serialisable");
             std::fs::write(&tmp, text).map_err(|e| file_err(e.to_string()))?;
-            std::fs::rename(&tmp, &path).map_err(|e| file_err(e.to_string()))?;
+            std::fs::rename(&tmp, path).map_err(|e| file_err(e.to_string()))?;
             Ok((range, false))
         }
-        Err(e) => Err(file_err(e.to_string())),
+        Err(e) => Err(file_err(e.to_string()).into()),
     }
 }
 
@@ -397,22 +414,27 @@ mod tests {
     #[test]
     fn a_rerun_resumes_the_saved_range_and_a_different_one_is_refused() {
         let dir = tempfile::tempdir().unwrap();
-        let (first, resumed) = load_or_capture(dir.path(), "earliest", "now", || {
+        let path = dir.path().join(RANGE_FILE);
+        let (first, resumed) = load_or_capture::<_, BoundsError>(&path, "earliest", "now", || {
             Ok(range("earliest", "now"))
         })
         .unwrap();
         assert!(!resumed);
         assert_eq!(first.records(), 7);
         // `now` has moved on, but the rerun gets the range captured the first time.
-        let (again, resumed) = load_or_capture(dir.path(), "earliest", "now", || {
-            panic!("a saved range is not captured again")
-        })
-        .unwrap();
+        let (again, resumed) =
+            load_or_capture::<Range, BoundsError>(&path, "earliest", "now", || {
+                panic!("a saved range is not captured again")
+            })
+            .unwrap();
         assert!(resumed);
         assert_eq!(again, first);
-        let e = load_or_capture(dir.path(), "earliest", "2026-12-06T10:00:00Z", || {
-            panic!("refused before capturing")
-        })
+        let e = load_or_capture::<Range, BoundsError>(
+            &path,
+            "earliest",
+            "2026-12-06T10:00:00Z",
+            || panic!("refused before capturing"),
+        )
         .unwrap_err();
         assert!(matches!(e, BoundsError::DifferentRange { .. }), "{e}");
         assert!(e.to_string().contains("--version"), "{e}");

@@ -18,6 +18,9 @@ pub struct Namespace {
     version: String,
     /// Only these stages' outputs are renamed (`--stage`); `None`: every stage's.
     stages: Option<BTreeSet<String>>,
+    /// Topics renamed whoever writes them (`--source archive` restores one into the
+    /// namespace, even an input no stage writes).
+    topics: BTreeSet<String>,
 }
 
 /// Why a version cannot name a namespace.
@@ -38,6 +41,7 @@ impl Namespace {
         Ok(Namespace {
             version: version.to_string(),
             stages: None,
+            topics: BTreeSet::new(),
         })
     }
 
@@ -45,6 +49,12 @@ impl Namespace {
     /// (a backfill of `detect` alone reads the live `telemetry.valid`).
     pub fn only(mut self, stages: impl IntoIterator<Item = String>) -> Namespace {
         self.stages = Some(stages.into_iter().collect());
+        self
+    }
+
+    /// Renames `topic` too, for every stage that reads or writes it.
+    pub fn with_topic(mut self, topic: impl Into<String>) -> Namespace {
+        self.topics.insert(topic.into());
         self
     }
 
@@ -99,6 +109,7 @@ impl Namespace {
                     .is_none_or(|only| only.contains(&s.name))
             })
             .flat_map(|s| s.spec.outputs().into_iter().map(|(_, o)| o.to_string()))
+            .chain(self.topics.iter().cloned())
             .collect();
         let rename = |topic: &mut String| {
             if produced.contains(topic.as_str()) {
@@ -317,6 +328,35 @@ stages:
             (s.input.as_str(), s.prefix.as_str()),
             ("valid.v2", "telemetry-v2")
         );
+    }
+
+    #[test]
+    fn a_topic_added_is_renamed_for_its_readers_even_when_no_stage_writes_it() {
+        // `--source archive --stage detect` restores the archive into `valid.v2`, and an
+        // archive of the raw input into `raw.v2`.
+        let ns = Namespace::new("v2")
+            .unwrap()
+            .only(["detect".to_string()])
+            .with_topic("valid")
+            .with_topic("raw");
+        let t = ns.apply(&parsed());
+        let StageSpec::Detect(d) = spec(&t, "detect") else {
+            panic!()
+        };
+        assert_eq!(
+            (d.input.as_str(), d.output.as_str()),
+            ("valid.v2", "anoms.v2")
+        );
+        let StageSpec::Validate(v) = spec(&t, "validate") else {
+            panic!()
+        };
+        assert_eq!(
+            (v.input.as_str(), v.output.as_str()),
+            ("raw.v2", "valid.v2")
+        );
+        // Not in `only`: its outputs are read as the live pipeline wrote them.
+        assert_eq!(v.dead_letter, "dlq");
+        assert!(t.topics.contains_key("raw.v2") && !t.topics.contains_key("raw"));
     }
 
     #[test]

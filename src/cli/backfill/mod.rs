@@ -18,6 +18,8 @@ use rdkafka::{Offset, TopicPartitionList};
 use sluice_connectors::kafka::{consumer_config, ClientOptions};
 use sluice_topology::{Namespace, Topology};
 
+mod archive;
+
 use super::run::{create_topics, print_destinations, serve_stages, stage_def, Shared};
 use crate::metrics::METRICS;
 use crate::runtime::bounds::{self, Bound, Range};
@@ -46,6 +48,15 @@ pub struct Args {
     /// several. Default: every stage.
     #[arg(long = "stage")]
     pub stages: Vec<String>,
+    /// Where the range is read: `topic` (the input topics, as long as they hold it) or
+    /// `archive` (the S3 Parquet archive, for ranges older than the topics' retention: it
+    /// is restored into the namespace's copy of the archived topic, and the stages
+    /// downstream of that topic run).
+    #[arg(long, value_enum, default_value_t = Source::Topic)]
+    pub source: Source,
+    /// With `--source archive`: the archive stage to read, when the topology has several.
+    #[arg(long)]
+    pub archive: Option<String>,
     /// Serve metrics here instead of the topology's `metrics.listen` (which the live
     /// pipeline may hold on this machine).
     #[arg(long)]
@@ -53,6 +64,13 @@ pub struct Args {
     /// No progress bars; the summary is still printed.
     #[arg(long)]
     pub quiet: bool,
+}
+
+/// Where a backfill reads its range.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Source {
+    Topic,
+    Archive,
 }
 
 pub(crate) fn run(a: Args) -> anyhow::Result<ExitCode> {
@@ -77,24 +95,53 @@ pub(crate) fn run(a: Args) -> anyhow::Result<ExitCode> {
             file_stages.join(", ")
         );
     }
+    let archive = match a.source {
+        Source::Archive => Some(archive::Archive::find(
+            &live.topology,
+            &a.file,
+            a.archive.as_deref(),
+        )?),
+        Source::Topic => {
+            anyhow::ensure!(
+                a.archive.is_none(),
+                "--archive {} names the archive to read with --source archive",
+                a.archive.as_deref().unwrap_or_default()
+            );
+            None
+        }
+    };
     let mut ns = Namespace::new(&a.version)?;
     if !a.stages.is_empty() {
         ns = ns.only(a.stages.iter().cloned());
     }
+    if let Some(ar) = &archive {
+        ns = ns.with_topic(&ar.topic);
+    }
+    let restored = archive.as_ref().map(|ar| ns.topic(&ar.topic));
     let loaded = super::validate::load_checked_namespaced(&a.file, &ns)
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     let t = &loaded.topology;
-    let names: Vec<String> = t
-        .stages
-        .iter()
-        .filter(|s| {
-            a.stages.is_empty()
-                || a.stages.contains(&s.name)
-                || s.part_of.as_ref().is_some_and(|p| a.stages.contains(p))
-        })
-        .map(|s| s.name.clone())
-        .collect();
+    let names: Vec<String> = match (&archive, &restored) {
+        (Some(ar), Some(restored)) => ar.stages(&live.topology, t, restored, &a.stages, &a.file)?,
+        _ => t
+            .stages
+            .iter()
+            .filter(|s| {
+                a.stages.is_empty()
+                    || a.stages.contains(&s.name)
+                    || s.part_of.as_ref().is_some_and(|p| a.stages.contains(p))
+            })
+            .map(|s| s.name.clone())
+            .collect(),
+    };
     let flow = Flow::of(t, &names);
+    if let Some(restored) = &restored {
+        anyhow::ensure!(
+            t.broker_of(restored) != Broker::Fluvio,
+            "{}: `{restored}` would be on Fluvio; the archive is restored into a Kafka topic only",
+            a.file.display()
+        );
+    }
     if let Some(topic) = flow
         .external
         .iter()
@@ -113,9 +160,103 @@ pub(crate) fn run(a: Args) -> anyhow::Result<ExitCode> {
     let opts = ClientOptions::new(&t.connections.brokers);
     let state_dir = sluice_topology::resolve_state_dir(&loaded.path, &t.state_dir);
     let dir = state_dir.join(&t.metadata.name);
-    let (range, resumed) = bounds::load_or_capture(&dir, &a.from, &a.to, || {
-        bounds::capture(&opts, &flow.external, (from, &a.from), (to, &a.to), now_ms)
-    })?;
+    // From the archive: which objects hold the range, found and saved before anything is
+    // written, like a topic range.
+    let archived = match (&archive, &restored) {
+        (Some(ar), Some(restored)) => {
+            let partitions = t.topics.get(restored).map(|s| s.partitions).ok_or_else(|| {
+                anyhow::anyhow!(
+                    "{}: topic `{}` is not declared under `topics:`; the archive is restored into a copy with its partitions",
+                    a.file.display(),
+                    ar.topic
+                )
+            })?;
+            let (r, resumed) = bounds::load_or_capture(
+                &dir.join(archive::ARCHIVE_RANGE_FILE),
+                &a.from,
+                &a.to,
+                || archive::capture(ar, &opts, partitions, (from, &a.from), (to, &a.to), &rt),
+            )?;
+            eprintln!(
+                "sluice: backfill from the archive {} of {}: {} batches, offsets spanning {} records{}, restored into {restored}",
+                r.archive,
+                r.topic,
+                r.batches(),
+                r.span(),
+                if resumed {
+                    format!(", resumed: captured {}", bounds::format_ms(r.captured_at_ms))
+                } else {
+                    String::new()
+                }
+            );
+            Some(r)
+        }
+        _ => None,
+    };
+    let capture_topics = |from: (Bound, &str), to: (Bound, &str)| {
+        bounds::load_or_capture(&dir.join(bounds::RANGE_FILE), &a.from, &a.to, || {
+            bounds::capture(&opts, &flow.external, from, to, now_ms)
+        })
+    };
+    let topic_range = if archived.is_none() {
+        Some(capture_topics((from, &a.from), (to, &a.to))?)
+    } else {
+        None
+    };
+
+    rt.block_on(create_topics(t))?;
+    let schema_ids = rt.block_on(super::schemas::push_topology(&loaded))?;
+    let shared = Arc::new(Shared::new(
+        &loaded,
+        schema_ids,
+        rt.handle().clone(),
+        None,
+        false,
+    )?);
+
+    let (_health, stop) = serve_stages(
+        &rt,
+        a.metrics_listen.unwrap_or(t.metrics.listen),
+        names.len(),
+        "stages finish their batch, flush their sinks and commit; run the same command again to resume the range.",
+        "What the stages processed since their last commit is processed again when the backfill resumes.",
+    )?;
+
+    let mut restored_summary = None;
+    if let (Some(ar), Some(restored), Some(r)) = (&archive, &restored, &archived) {
+        let done_file = dir.join(archive::RESTORED_FILE);
+        if done_file.exists() {
+            eprintln!("sluice: the archive was restored into {restored} by an earlier run");
+        } else {
+            let subject = t.topics[restored].subject.clone().ok_or_else(|| {
+                anyhow::anyhow!(
+                    "{}: topic `{}` has no `subject` (and `schema`) under `topics:`; the restored records are written with its schema",
+                    a.file.display(),
+                    ar.topic
+                )
+            })?;
+            let schema_id = *shared.schema_ids.get(&subject).ok_or_else(|| {
+                anyhow::anyhow!("subject `{subject}` of `{restored}` is not registered: give the topic a `schema:`")
+            })?;
+            let started = Instant::now();
+            let done = archive::restore(ar, r, &opts, restored, schema_id, &rt, &stop, a.quiet)?;
+            if done.interrupted {
+                eprintln!(
+                    "backfill stopped while restoring the archive ({} of its records restored); rerun the same command to resume",
+                    done.records + done.resumed
+                );
+                return Ok(ExitCode::FAILURE);
+            }
+            std::fs::write(&done_file, format!("{}\n", done.records + done.resumed))
+                .with_context(|| format!("writing {}", done_file.display()))?;
+            restored_summary = Some((done, started.elapsed().as_secs_f64()));
+        }
+    }
+    let (range, resumed) = match topic_range {
+        Some(r) => r,
+        // The restored copy is the range: all of it.
+        None => capture_topics((Bound::Earliest, &a.from), (Bound::Now, &a.to))?,
+    };
     eprintln!(
         "sluice: backfill {} of {} as {} over {} .. {} ({} input records{}; range in {})",
         names.join(", "),
@@ -134,25 +275,7 @@ pub(crate) fn run(a: Args) -> anyhow::Result<ExitCode> {
         },
         dir.join(bounds::RANGE_FILE).display()
     );
-
-    rt.block_on(create_topics(t))?;
-    let schema_ids = rt.block_on(super::schemas::push_topology(&loaded))?;
     start_first_stages_at(&opts, t, &flow, &range)?;
-    let shared = Arc::new(Shared::new(
-        &loaded,
-        schema_ids,
-        rt.handle().clone(),
-        None,
-        false,
-    )?);
-
-    let (_health, stop) = serve_stages(
-        &rt,
-        a.metrics_listen.unwrap_or(t.metrics.listen),
-        names.len(),
-        "stages finish their batch, flush their sinks and commit; run the same command again to resume the range.",
-        "What the stages processed since their last commit is processed again when the backfill resumes.",
-    )?;
 
     let ends = range.ends();
     let mut stages: Vec<Running> = Vec::new();
@@ -235,6 +358,19 @@ pub(crate) fn run(a: Args) -> anyhow::Result<ExitCode> {
     shared.tables.shutdown();
     let interrupted = stop.load(Ordering::Relaxed) && !failed;
     summary(t, &names, started, interrupted || failed);
+    if let Some((r, secs)) = &restored_summary {
+        eprintln!(
+            "  archive restored: {} records from {} objects in {secs:.1} s ({:.0}/s){}",
+            r.records + r.resumed,
+            r.objects,
+            r.records as f64 / secs.max(1e-3),
+            if r.resumed > 0 {
+                format!(", {} of them by an earlier run", r.resumed)
+            } else {
+                String::new()
+            }
+        );
+    }
     if !interrupted && !failed {
         print_destinations(t);
     }
