@@ -100,6 +100,12 @@ impl FluvioScenario {
     /// Produces the input to Fluvio at `rate` records/s in the background, once the
     /// pipeline created the raw topic there.
     fn start_input(&mut self, rate: u64) {
+        self.start_input_held(rate, u64::MAX, std::sync::mpsc::channel().1);
+    }
+
+    /// As [`start_input`](Self::start_input), and the producer stops once `at` records are
+    /// sent (at the end of a simulation step) until `release` gets a message or is dropped.
+    fn start_input_held(&mut self, rate: u64, at: u64, release: std::sync::mpsc::Receiver<()>) {
         let rt = runtime();
         let client = connect(&rt);
         let raw = self.raw.clone();
@@ -116,6 +122,7 @@ impl FluvioScenario {
         let cfg = self.cfg.clone();
         let sent = self.sent.clone();
         self.producer = Some(std::thread::spawn(move || {
+            let mut held = false;
             let summary = sluice::sim::produce_fluvio(
                 &client,
                 rt.handle(),
@@ -123,7 +130,13 @@ impl FluvioScenario {
                 cfg,
                 ids,
                 rate,
-                &mut |n, _| sent.store(n, Ordering::Relaxed),
+                &mut |n, _| {
+                    sent.store(n, Ordering::Relaxed);
+                    if n >= at && !held {
+                        held = true;
+                        let _ = release.recv();
+                    }
+                },
             )
             .unwrap_or_else(|e| panic!("the input is produced to Fluvio: {e}"));
             sent.store(summary.records, Ordering::Relaxed);
@@ -210,6 +223,8 @@ impl FluvioScenario {
 /// One stage instance of the test topology: `--stage` as given, its own state directory.
 struct Proc {
     name: String,
+    /// Its metrics port.
+    port: u16,
     args: Vec<String>,
     state: String,
     log: std::path::PathBuf,
@@ -218,12 +233,13 @@ struct Proc {
 
 impl Proc {
     fn new(s: &FluvioScenario, name: &str, stages: &[&str]) -> Proc {
+        let port = free_port();
         let mut args = vec![
             "run".to_string(),
             s.topo.path.display().to_string(),
             "--quiet".into(),
             "--metrics-listen".into(),
-            format!("127.0.0.1:{}", free_port()),
+            format!("127.0.0.1:{port}"),
             "--instance-id".into(),
             name.into(),
         ];
@@ -232,6 +248,7 @@ impl Proc {
         }
         Proc {
             name: name.into(),
+            port,
             args,
             state: s
                 .topo
@@ -327,6 +344,74 @@ fn kill9_of_the_stage_reading_fluvio_loses_and_repeats_nothing() {
         rest.check_alive()
     });
     verify::check_crash_repeats(&s.topo, &out, &kills, "fluvio_kill9_repeats_per_kill");
+    s.check_raw();
+    s.check_lag_drained();
+}
+
+/// The Fluvio SPU that holds the raw topic stops under the running stage and comes back
+/// (the cluster "goes away and comes back"): the stage says so in its log and its metrics,
+/// keeps retrying, and once the SPU is back reads on where it was; the outputs are exact.
+/// A fault test: it stops a shared service, so it runs alone (scripts/test's fault step).
+#[test]
+#[ignore = "fault test: stops the shared Fluvio SPU"]
+fn fluvio_spu_stopped_under_the_stage_and_restarted_loses_and_repeats_nothing() {
+    let mut s = FluvioScenario::new(12, 300, 43);
+    let mut validate = Proc::new(&s, "validate-0", &["validate"]);
+    let mut rest = Proc::new(&s, "rest-0", &DOWNSTREAM);
+    validate.start();
+    rest.start();
+    let (release, held) = std::sync::mpsc::channel();
+    let half = s.total() / 2;
+    s.start_input_held(1500, half, held);
+    s.wait_sent(half);
+    // What was sent is stored, and validate committed all of it: the outage starts with
+    // nothing in flight, so whatever goes wrong after is the outage's doing.
+    let sent = s.sent.load(Ordering::Relaxed);
+    let rt = runtime();
+    let client = connect(&rt);
+    eventually(
+        "the records sent so far to be stored on Fluvio",
+        600,
+        Duration::from_millis(100),
+        || {
+            let ends = rt.block_on(client.ends(&s.raw)).ok()?;
+            (ends.values().sum::<i64>() as u64 >= sent).then_some(())
+        },
+    );
+    drop(client);
+    s.check_lag_drained();
+    let failures = |p: &Proc| {
+        metric_where(p.port, "sluice_commit_failures_total", "stage=\"validate\"").unwrap_or(0.0)
+    };
+    let before = failures(&validate);
+    let outage =
+        verify::Disruption::now(&s.topo, "Fluvio SPU stopped and restarted", &["validate"]);
+    stack(&["stop-service", "fluvio-spu"]);
+    let noticed = eventually(
+        "validate to report the lost Fluvio SPU",
+        1200,
+        Duration::from_millis(100),
+        || {
+            validate.check_alive().unwrap_or_else(|e| panic!("{e}"));
+            // Twice: the restarted stage finds the cluster still away and says so again
+            // (it neither hangs in its start nor gives up).
+            let n = failures(&validate);
+            (n >= before + 2.0).then_some(n)
+        },
+    );
+    let log = std::fs::read_to_string(&validate.log).unwrap_or_default();
+    eprintln!(
+        "validate noticed the outage: sluice_commit_failures_total {before} -> {noticed}; last lines:\n{}",
+        log.lines().rev().take(5).collect::<Vec<_>>().join("\n")
+    );
+    stack(&["start-service", "fluvio-spu"]);
+    release.send(()).unwrap();
+    s.finish_input();
+    let out = verify::check_outputs(&s.topo, &s.cfg, &s.exp, &mut || {
+        validate.check_alive()?;
+        rest.check_alive()
+    });
+    verify::check_crash_repeats(&s.topo, &out, &[outage], "fluvio_spu_outage_repeats");
     s.check_raw();
     s.check_lag_drained();
 }

@@ -119,6 +119,20 @@ impl FluvioClient {
     /// Every partition's high watermark (the end a read-committed reader reaches), as the SC
     /// last heard it from the leaders; the SC's view trails the SPU's by about a second.
     pub async fn ends(&self, topic: &str) -> Result<BTreeMap<i32, i64>, FluvioError> {
+        Ok(self
+            .partitions(topic)
+            .await?
+            .into_iter()
+            .map(|(p, s)| (p, s.end))
+            .collect())
+    }
+
+    /// Every partition of `topic` as the SC knows it: its end, and whether its leader is
+    /// serving it.
+    pub async fn partitions(
+        &self,
+        topic: &str,
+    ) -> Result<BTreeMap<i32, PartitionState>, FluvioError> {
         let admin = self.fluvio.admin().await;
         let parts = admin
             .all::<PartitionSpec>()
@@ -131,7 +145,14 @@ impl FluvioClient {
                 continue;
             };
             if let Ok(p) = p.parse::<i32>() {
-                out.insert(p, m.status.leader.hw.max(0));
+                out.insert(
+                    p,
+                    PartitionState {
+                        end: m.status.leader.hw.max(0),
+                        online: m.status.is_online(),
+                        leader: m.spec.leader,
+                    },
+                );
             }
         }
         Ok(out)
@@ -277,6 +298,17 @@ type Chunks = std::pin::Pin<
     >,
 >;
 
+/// One partition as the SC knows it ([`FluvioClient::partitions`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PartitionState {
+    /// The high watermark the SC last heard from the leader.
+    pub end: i64,
+    /// False when its leader SPU is not running (the SC marks the partition offline).
+    pub online: bool,
+    /// The leader's SPU id.
+    pub leader: i32,
+}
+
 /// How long a reader waits for its stream before it asks the SC whether records are owed.
 const STALL_CHECK: Duration = Duration::from_secs(5);
 
@@ -365,14 +397,27 @@ impl PartitionReader {
 
     /// Nothing came for [`STALL_CHECK`]: if the SC says the partition holds records past
     /// ours, the stream has stalled (docs/BROKER_GAPS.md) and is reopened where we are; if
-    /// not, the partition is just quiet.
+    /// not, the partition is just quiet. A stream whose SPU went away does not end (the 0.50
+    /// client keeps waiting), so the partition's leader is checked here too: offline, or an
+    /// SC that does not answer, is an error, and the stage restarts from its last commit
+    /// until the cluster is back.
     async fn unstall(&mut self) -> Result<(), FluvioError> {
         let from = self.next.unwrap_or(0);
-        let end = match self.client.ends(&self.topic).await {
-            Ok(ends) => ends.get(&self.partition).copied().unwrap_or(0),
-            // The stream itself reports a cluster that went away; nothing to decide here.
-            Err(_) => return Ok(()),
+        let state = self
+            .client
+            .partitions(&self.topic)
+            .await
+            .map_err(|e| self.with_reason(format!("the SC does not answer: {e}")))?;
+        let Some(state) = state.get(&self.partition).copied() else {
+            return Err(self.with_reason("the SC no longer knows the partition".into()));
         };
+        if !state.online {
+            return Err(self.with_reason(format!(
+                "the partition is offline: its leader, SPU {}, is not running",
+                state.leader
+            )));
+        }
+        let end = state.end;
         if end <= from {
             return Ok(());
         }
