@@ -1025,11 +1025,19 @@ pub fn run_supervised(
     make: impl Fn() -> Result<StageDef, RuntimeError>,
     stop: &AtomicBool,
 ) -> Result<(), RuntimeError> {
-    let mut backoff = Duration::from_millis(500);
+    const FIRST_BACKOFF: Duration = Duration::from_millis(500);
+    let mut backoff = FIRST_BACKOFF;
     loop {
         let def = make()?;
         let name = def.name.clone();
-        match run_stage(def, stop) {
+        let started = Instant::now();
+        let result = run_stage(def, stop);
+        // A stage that ran a good while before failing starts its backoff afresh: an outage
+        // an hour after the last one is retried quickly again, not after 30 s.
+        if started.elapsed() > Duration::from_secs(60) {
+            backoff = FIRST_BACKOFF;
+        }
+        match result {
             Ok(()) => return Ok(()),
             Err(e) if stop.load(Ordering::Relaxed) => {
                 tracing::warn!(stage = %name, error = %e, "Stopping, but the final commit failed: what was processed since the stage's last commit is not committed and is processed again at the next start; nothing is lost.");
