@@ -86,6 +86,8 @@ pub struct Metrics {
     pub ingest_acks_pending: IntGaugeVec,
     /// 1 while the bridge's MQTT session is connected, or its HTTP listener serves.
     pub ingest_connected: IntGaugeVec,
+    /// MQTT sessions lost (the broker went away or dropped the connection).
+    pub ingest_disconnects: IntCounterVec,
     /// Seconds from sending a message's (request's) records to the Kafka broker's
     /// acknowledgement of all.
     pub ingest_produce_seconds: HistogramVec,
@@ -337,6 +339,12 @@ impl Metrics {
                 &r,
                 "sluice_ingest_connected",
                 "1 while the bridge's MQTT session is connected or its HTTP listener serves.",
+                &["bridge"],
+            ),
+            ingest_disconnects: counter(
+                &r,
+                "sluice_ingest_disconnects_total",
+                "MQTT sessions lost: the broker went away or dropped the connection.",
                 &["bridge"],
             ),
             ingest_produce_seconds: histogram(

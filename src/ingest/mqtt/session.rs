@@ -201,6 +201,10 @@ async fn lost(
         return true;
     }
     if connected.swap(false, Ordering::Relaxed) {
+        crate::metrics::METRICS
+            .ingest_disconnects
+            .with_label_values(&[bridge])
+            .inc();
         tracing::warn!(
             bridge,
             error,
