@@ -140,6 +140,26 @@ fn reading(seq: u64, with_device: Option<&str>) -> serde_json::Value {
     v
 }
 
+/// A stream of `steps` readings from each of 5 devices `<prefix>-<tag>N`, step by step: the
+/// (MQTT topic, JSON payload) messages and the (device, seq) each must land as.
+type Stream = (Vec<(String, Vec<u8>)>, BTreeSet<(String, i64)>);
+
+fn stream_of(prefix: &str, tag: &str, steps: u64) -> Stream {
+    let mut msgs = Vec::new();
+    let mut expected = BTreeSet::new();
+    for seq in 1..=steps {
+        for d in 0..5 {
+            let device = format!("{prefix}-{tag}{d}");
+            msgs.push((
+                format!("{prefix}/{device}/telemetry"),
+                reading(seq, None).to_string().into_bytes(),
+            ));
+            expected.insert((device, seq as i64));
+        }
+    }
+    (msgs, expected)
+}
+
 #[test]
 fn mqtt_readings_land_once_bad_ones_are_dead_letters_and_a_kill_loses_nothing() {
     let (_, _) = mqtt();
@@ -424,18 +444,7 @@ fn mqtt_readings_land_once_bad_ones_are_dead_letters_and_a_kill_loses_nothing() 
 
     // --- kill -9 in mid-stream, restart: nothing lost -----------------------------------------
     // 600 messages: under Mosquitto's default cap of 1000 queued per offline session.
-    let mut stream = Vec::new();
-    let mut stream_expected = BTreeSet::new();
-    for seq in 1..=120u64 {
-        for d in 0..5 {
-            let device = format!("{prefix}-k{d}");
-            stream.push((
-                format!("{prefix}/{device}/telemetry"),
-                reading(seq, None).to_string().into_bytes(),
-            ));
-            stream_expected.insert((device, seq as i64));
-        }
-    }
+    let (stream, stream_expected) = stream_of(&prefix, "k", 120);
     let before = metric_where(port, "sluice_ingest_acked_total", "devices-mqtt").unwrap();
     let publisher = {
         let stream = stream.clone();
@@ -674,18 +683,7 @@ fn mosquitto_stopped_under_the_bridge_and_restarted_loses_nothing() {
     connected(1.0, "the bridge to connect");
     // 1,200 readings streamed in chunks of 20 across the outage; a chunk the broker did not
     // take (it was away) is published again once it answers, as a device would.
-    let mut msgs = Vec::new();
-    let mut expected = BTreeSet::new();
-    for seq in 1..=240u64 {
-        for d in 0..5 {
-            let device = format!("{prefix}-o{d}");
-            msgs.push((
-                format!("{prefix}/{device}/telemetry"),
-                reading(seq, None).to_string().into_bytes(),
-            ));
-            expected.insert((device, seq as i64));
-        }
-    }
+    let (msgs, expected) = stream_of(&prefix, "o", 240);
     let publisher = std::thread::spawn(move || {
         let mut retries = 0u32;
         for chunk in msgs.chunks(20) {
