@@ -378,7 +378,6 @@ fn fluvio_spu_stopped_under_the_stage_and_restarted_loses_and_repeats_nothing() 
             (ends.values().sum::<i64>() as u64 >= sent).then_some(())
         },
     );
-    drop(client);
     s.check_lag_drained();
     let failures = |p: &Proc| {
         metric_where(p.port, "sluice_commit_failures_total", "stage=\"validate\"").unwrap_or(0.0)
@@ -405,6 +404,28 @@ fn fluvio_spu_stopped_under_the_stage_and_restarted_loses_and_repeats_nothing() 
         log.lines().rev().take(5).collect::<Vec<_>>().join("\n")
     );
     stack(&["start-service", "fluvio-spu"]);
+    // The producer goes on once the SPU leads every partition again: before, it refuses
+    // writes ("not the leader for the partition"), even after the SC reports the partitions
+    // online. A plain reader getting the first records of each partition that has some
+    // shows it serves them.
+    let client = Arc::new(client);
+    let ends = rt.block_on(client.ends(&s.raw)).unwrap();
+    for (&p, _) in ends.iter().filter(|(_, &end)| end > 0) {
+        eventually(
+            &format!("the SPU to serve {}/{p} again", s.raw),
+            600,
+            Duration::from_millis(100),
+            || {
+                rt.block_on(async {
+                    let mut r = client.reader(&s.raw, p, None, 10).await.ok()?;
+                    tokio::time::timeout(Duration::from_secs(2), r.next_batch())
+                        .await
+                        .ok()?
+                        .ok()
+                })
+            },
+        );
+    }
     release.send(()).unwrap();
     s.finish_input();
     let out = verify::check_outputs(&s.topo, &s.cfg, &s.exp, &mut || {
