@@ -354,18 +354,40 @@ pub(crate) async fn create_topics(
         sluice_connectors::kafka::TopicOutcome,
     )>,
 > {
+    create_topics_keeping(t, &[]).await
+}
+
+/// As [`create_topics`], and the topics in `keep` (those created now) get
+/// `retention.ms=-1`: a backfill from the archive writes records stamped with old event
+/// times, which time-based retention would delete at its next check.
+pub(crate) async fn create_topics_keeping(
+    t: &Topology,
+    keep: &[String],
+) -> anyhow::Result<
+    Vec<(
+        sluice_topology::TopicPlan,
+        sluice_connectors::kafka::TopicOutcome,
+    )>,
+> {
     let plans = t.topic_plans();
     let topics: Vec<TopicToCreate> = plans
         .iter()
-        .map(|p| TopicToCreate {
-            name: p.name.clone(),
-            partitions: p.partitions,
-            replication: p.replication,
-            configs: p
+        .map(|p| {
+            let mut configs: Vec<(String, String)> = p
                 .all_configs()
                 .into_iter()
                 .map(|(k, v)| (k.to_string(), v))
-                .collect(),
+                .collect();
+            if keep.contains(&p.name) {
+                configs.retain(|(k, _)| k != "retention.ms");
+                configs.push(("retention.ms".to_string(), "-1".to_string()));
+            }
+            TopicToCreate {
+                name: p.name.clone(),
+                partitions: p.partitions,
+                replication: p.replication,
+                configs,
+            }
         })
         .collect();
     // A wrong password or CA would otherwise leave librdkafka reconnecting forever; this

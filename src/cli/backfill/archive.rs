@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context as _};
 use bytes::Bytes;
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, ObjectStoreExt};
@@ -137,7 +137,6 @@ impl Archive {
     /// must be downstream of the archive.
     pub(super) fn stages(
         &self,
-        live: &Topology,
         t: &Topology,
         restored: &str,
         requested: &[String],
@@ -184,21 +183,41 @@ impl Archive {
         if !requested.is_empty() {
             down.retain(|d| requested.contains(&root_of(d)));
         }
-        // A stage that reads a topic of the namespace which a stage not running would write
-        // would wait for records that never come.
+        // Every other input of a running stage must come from the archive too, or be a
+        // source no stage writes (a table): a topic another stage writes would be read as
+        // the live pipeline wrote it (or never written, in the namespace), not from the
+        // archive.
         for name in &down {
             let spec = t.stage(name).expect("a stage of t");
             for (_, input) in spec.inputs() {
-                let written_here = t.stages.iter().any(|s| {
-                    down.contains(&s.name) && s.spec.outputs().iter().any(|(_, o)| *o == input)
+                if input == restored {
+                    continue;
+                }
+                let writers: Vec<&str> = t
+                    .stages
+                    .iter()
+                    .filter(|s| s.spec.outputs().iter().any(|(_, o)| *o == input))
+                    .map(|s| s.name.as_str())
+                    .collect();
+                if writers.is_empty() || writers.iter().any(|w| down.iter().any(|d| d == w)) {
+                    continue;
+                }
+                let upstream = writers.iter().any(|w| {
+                    let root = root_of(w);
+                    root == self.stage || self.writers.contains(&root)
                 });
-                let renamed = !live.topics.contains_key(input) && t.topics.contains_key(input);
-                if input != restored && !written_here && renamed {
+                if upstream {
                     bail!(
                         "{}: stage {name} also reads `{input}`, which only stages upstream of the archive write; a backfill from the archive cannot give it those records (backfill it from the topics instead)",
                         file.display()
                     );
                 }
+                bail!(
+                    "{}: stage {name} reads `{input}`, written by stage {}, which does not run in this backfill: add --stage {} (from the archive, the stages between the archive and the ones asked for run too)",
+                    file.display(),
+                    writers.join(", "),
+                    root_of(writers[0])
+                );
             }
         }
         if down.is_empty() {
@@ -219,7 +238,7 @@ impl Archive {
     }
 
     /// `s3://bucket/prefix`, for messages.
-    fn url(&self) -> String {
+    pub(super) fn url(&self) -> String {
         format!("s3://{}/{}", self.s3.bucket, self.prefix.trim_matches('/'))
     }
 }
@@ -287,12 +306,29 @@ pub(super) fn capture(
     (to, to_arg): (Bound, &str),
     rt: &tokio::runtime::Runtime,
 ) -> anyhow::Result<ArchiveRange> {
+    if let Some(live) = live_partitions(opts, &archive.topic)? {
+        anyhow::ensure!(
+            live == partitions,
+            "`{}` has {live} partitions on the broker, and the topology declares {partitions}: the restored copy needs the archived topic's partitions; declare {live}",
+            archive.topic
+        );
+    }
     let committed = committed_offsets(opts, &archive.group, &archive.topic, partitions)?;
+    if committed.is_empty() {
+        bail!(
+            "group {} (stage {}, the archive) has no committed offset on `{}`: the archive never committed, or its offsets expired while it was stopped (offsets.retention.minutes); without them no batch of {} is known to be complete",
+            archive.group,
+            archive.stage,
+            archive.topic,
+            archive.url()
+        );
+    }
     let store = archive.store()?;
     let mut out = Vec::new();
     for partition in 0..partitions {
         let Some(done) = committed.get(&partition).copied() else {
             // The archive never committed this partition: nothing of it is durably stored.
+            tracing::warn!(group = %archive.group, topic = %archive.topic, partition, "The archive has no committed offset for this partition; none of its objects is read.");
             continue;
         };
         let batches = rt.block_on(manifests(&*store, archive, partition, done))?;
@@ -343,6 +379,27 @@ pub(super) fn capture(
     })
 }
 
+/// How many partitions `topic` has on the broker; `None` when it no longer exists.
+fn live_partitions(opts: &ClientOptions, topic: &str) -> anyhow::Result<Option<i32>> {
+    let consumer: BaseConsumer = consumer_config(opts, "sluice-backfill-archive")
+        .create()
+        .with_context(|| format!("a client for the Kafka broker at {}", opts.brokers))?;
+    let md = consumer
+        .fetch_metadata(Some(topic), TIMEOUT)
+        .with_context(|| {
+            format!(
+                "reading {topic}'s partitions from the broker at {}",
+                opts.brokers
+            )
+        })?;
+    Ok(md
+        .topics()
+        .iter()
+        .find(|t| t.name() == topic && t.error().is_none())
+        .map(|t| t.partitions().len() as i32)
+        .filter(|n| *n > 0))
+}
+
 /// The offsets the archive's group committed on `topic`, per partition that has one.
 fn committed_offsets(
     opts: &ClientOptions,
@@ -389,19 +446,29 @@ async fn manifests(
         .try_collect()
         .await
         .with_context(|| format!("listing the manifests in {}/{dir}", archive.url()))?;
+    // One manifest per batch (per commit that archived rows): read 16 at a time.
+    let wanted: Vec<(i64, ObjectPath)> = listed
+        .into_iter()
+        .filter_map(|o| {
+            let first = o
+                .location
+                .as_ref()
+                .rsplit_once('/')
+                .and_then(|(_, f)| f.parse::<i64>().ok())?;
+            (first < done).then_some((first, o.location))
+        })
+        .collect();
+    let read: Vec<(i64, ObjectPath, Bytes)> = futures::stream::iter(wanted)
+        .map(|(first, path)| async move {
+            let text = get(store, &path, archive).await?;
+            Ok::<_, anyhow::Error>((first, path, text))
+        })
+        .buffered(16)
+        .try_collect()
+        .await?;
     let mut batches = Vec::new();
-    for o in listed {
-        let key = o.location.as_ref();
-        let Some(first) = key
-            .rsplit_once('/')
-            .and_then(|(_, f)| f.parse::<i64>().ok())
-        else {
-            continue;
-        };
-        if first >= done {
-            continue;
-        }
-        let text = get(store, &o.location, archive).await?;
+    for (first, path, text) in read {
+        let key = path.as_ref();
         let text =
             std::str::from_utf8(&text).with_context(|| format!("manifest {key} is not text"))?;
         let mut lines = text.lines();
@@ -558,7 +625,17 @@ pub(super) fn restore(
     let mut buf = Vec::with_capacity(128);
     let mut covered = 0i64;
     for p in &range.partitions {
-        let done = last_restored(&reader, restored, p.partition)?;
+        let (done, held) = last_restored(&reader, restored, p.partition)?;
+        // Records are written in order with ids 1, 2, ...: a partition holding fewer records
+        // than its last id lost some (a delivery that failed for good before later ones
+        // succeeded), and the stages reading it would drop them if written again (their
+        // ids are below the last). More is fine: repeats, dropped by id.
+        if (held as u64) < done {
+            bail!(
+                "{restored} partition {} holds {held} records but its last restored id is {done}: records in between were lost by a failed delivery; a rerun cannot put them back in order. Backfill into another --version",
+                p.partition
+            );
+        }
         let mut seq = 0u64;
         for b in &p.batches {
             if stop.load(Ordering::Relaxed) {
@@ -626,6 +703,10 @@ pub(super) fn restore(
                 out.records += 1;
                 records.inc();
             }
+            // Every batch acknowledged before the next: a failure leaves a prefix restored.
+            producer
+                .flush(Duration::from_secs(300))
+                .with_context(|| format!("writing {restored} partition {}", p.partition))?;
             let reached = (b.last + 1).min(p.end) - p.start;
             bar.set_position((covered + reached.max(0)) as u64);
             remaining.set(range.span() - covered - reached.max(0));
@@ -635,9 +716,6 @@ pub(super) fn restore(
             break;
         }
         covered += p.end - p.start;
-        producer
-            .flush(Duration::from_secs(300))
-            .with_context(|| format!("writing {restored} partition {}", p.partition))?;
     }
     producer
         .flush(Duration::from_secs(300))
@@ -652,13 +730,17 @@ pub(super) fn restore(
 }
 
 /// The sequence of the last restored record `restored`'s `partition` holds (0: none), read
-/// from its `sluice.id`.
-fn last_restored(reader: &BaseConsumer, restored: &str, partition: i32) -> anyhow::Result<u64> {
+/// from its `sluice.id`, and how many records the partition holds.
+fn last_restored(
+    reader: &BaseConsumer,
+    restored: &str,
+    partition: i32,
+) -> anyhow::Result<(u64, i64)> {
     let (low, high) = reader
         .fetch_watermarks(restored, partition, TIMEOUT)
         .with_context(|| format!("reading the end of {restored} partition {partition}"))?;
     if high <= low {
-        return Ok(0);
+        return Ok((0, 0));
     }
     let mut tpl = TopicPartitionList::new();
     tpl.add_partition_offset(restored, partition, Offset::Offset(high - 1))?;
@@ -679,7 +761,9 @@ fn last_restored(reader: &BaseConsumer, restored: &str, partition: i32) -> anyho
             .and_then(|h| h.iter().find(|h| h.key == ID_HEADER).and_then(|h| h.value))
             .and_then(|v| MessageId::decode(v).ok());
         return match id {
-            Some(id) if id.stage == RESTORE_ID && id.partition == partition => Ok(id.seq),
+            Some(id) if id.stage == RESTORE_ID && id.partition == partition => {
+                Ok((id.seq, high - low))
+            }
             _ => bail!(
                 "{restored} partition {partition} holds records the archive restore did not write; it is the namespace's copy of the archived topic: pick another --version"
             ),
@@ -728,18 +812,31 @@ mod tests {
             .unwrap()
             .topology;
         let restored = ns.topic(&archive.topic);
-        let mut all = archive.stages(&live, &t, &restored, &[], path).unwrap();
+        let mut all = archive.stages(&t, &restored, &[], path).unwrap();
         all.sort();
         assert_eq!(all, ["aggregate", "detect", "tsdb"]);
         let only = archive
-            .stages(&live, &t, &restored, &["detect".to_string()], path)
+            .stages(&t, &restored, &["detect".to_string()], path)
             .unwrap();
         assert_eq!(only, ["detect"]);
         let e = archive
-            .stages(&live, &t, &restored, &["validate".to_string()], path)
+            .stages(&t, &restored, &["validate".to_string()], path)
             .unwrap_err()
             .to_string();
         assert!(e.contains("downstream of the archived topic"), "{e}");
+        // tsdb alone would read the live aggregates and anomalies, not the archive's.
+        let ns = Namespace::new("v2")
+            .unwrap()
+            .only(["tsdb".to_string()])
+            .with_topic(&archive.topic);
+        let t = sluice_topology::load_namespaced(path, &ns)
+            .unwrap()
+            .topology;
+        let e = archive
+            .stages(&t, &restored, &["tsdb".to_string()], path)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("add --stage aggregate"), "{e}");
         let e = Archive::find(&live, path, Some("nosuch"))
             .unwrap_err()
             .to_string();

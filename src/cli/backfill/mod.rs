@@ -20,7 +20,7 @@ use sluice_topology::{Namespace, Topology};
 
 mod archive;
 
-use super::run::{create_topics, print_destinations, serve_stages, stage_def, Shared};
+use super::run::{create_topics_keeping, print_destinations, serve_stages, stage_def, Shared};
 use crate::metrics::METRICS;
 use crate::runtime::bounds::{self, Bound, Range};
 use crate::runtime::{run_supervised, Ends, StageBounds};
@@ -122,7 +122,7 @@ pub(crate) fn run(a: Args) -> anyhow::Result<ExitCode> {
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     let t = &loaded.topology;
     let names: Vec<String> = match (&archive, &restored) {
-        (Some(ar), Some(restored)) => ar.stages(&live.topology, t, restored, &a.stages, &a.file)?,
+        (Some(ar), Some(restored)) => ar.stages(t, restored, &a.stages, &a.file)?,
         _ => t
             .stages
             .iter()
@@ -157,7 +157,8 @@ pub(crate) fn run(a: Args) -> anyhow::Result<ExitCode> {
         .worker_threads(2)
         .enable_all()
         .build()?;
-    let opts = ClientOptions::new(&t.connections.brokers);
+    // The topology's TLS and SASL settings, as `sluice run` connects.
+    let opts = crate::connections::client_options(&t.connections)?;
     let state_dir = sluice_topology::resolve_state_dir(&loaded.path, &t.state_dir);
     let dir = state_dir.join(&t.metadata.name);
     // From the archive: which objects hold the range, found and saved before anything is
@@ -189,6 +190,13 @@ pub(crate) fn run(a: Args) -> anyhow::Result<ExitCode> {
                     String::new()
                 }
             );
+            anyhow::ensure!(
+                r.archive == ar.url() && r.topic == ar.topic,
+                "this namespace was started from the archive {} of `{}` (saved in {}); rerun with the same archive to resume it, or pick another --version",
+                r.archive,
+                r.topic,
+                dir.join(archive::ARCHIVE_RANGE_FILE).display()
+            );
             Some(r)
         }
         _ => None,
@@ -204,7 +212,24 @@ pub(crate) fn run(a: Args) -> anyhow::Result<ExitCode> {
         None
     };
 
-    rt.block_on(create_topics(t))?;
+    // From the archive, the restored copy and what the stages make of it carry the archive's
+    // old event times: kept whatever the retention, or it would delete them.
+    let keep: Vec<String> = match &restored {
+        Some(restored) => std::iter::once(restored.clone())
+            .chain(names.iter().flat_map(|n| {
+                t.stage(n)
+                    .map(|s| {
+                        s.outputs()
+                            .into_iter()
+                            .map(|(_, o)| o.to_string())
+                            .collect::<Vec<_>>()
+                    })
+                    .unwrap_or_default()
+            }))
+            .collect(),
+        None => Vec::new(),
+    };
+    rt.block_on(create_topics_keeping(t, &keep))?;
     let schema_ids = rt.block_on(super::schemas::push_topology(&loaded))?;
     let shared = Arc::new(Shared::new(
         &loaded,
@@ -240,6 +265,15 @@ pub(crate) fn run(a: Args) -> anyhow::Result<ExitCode> {
             })?;
             let started = Instant::now();
             let done = archive::restore(ar, r, &opts, restored, schema_id, &rt, &stop, a.quiet)?;
+            if !done.interrupted && done.records + done.resumed == 0 {
+                anyhow::bail!(
+                    "the archive {} holds no record of `{}` in --from {} --to {}: the range's batches hold only other offsets",
+                    r.archive,
+                    r.topic,
+                    a.from,
+                    a.to
+                );
+            }
             if done.interrupted {
                 eprintln!(
                     "backfill stopped while restoring the archive ({} of its records restored); rerun the same command to resume",
@@ -257,6 +291,19 @@ pub(crate) fn run(a: Args) -> anyhow::Result<ExitCode> {
         // The restored copy is the range: all of it.
         None => capture_topics((Bound::Earliest, &a.from), (Bound::Now, &a.to))?,
     };
+    // A namespace started from the topics cannot be resumed from the archive, nor the
+    // other way round: the saved range is over other topics.
+    if let Some(p) = range
+        .partitions
+        .iter()
+        .find(|p| !flow.external.contains(&p.topic))
+    {
+        anyhow::bail!(
+            "this namespace's saved range is over `{}`, which this backfill does not read (it was started with another --source or --stage; saved in {}); pick another --version",
+            p.topic,
+            dir.join(bounds::RANGE_FILE).display()
+        );
+    }
     eprintln!(
         "sluice: backfill {} of {} as {} over {} .. {} ({} input records{}; range in {})",
         names.join(", "),
