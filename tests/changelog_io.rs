@@ -16,7 +16,7 @@ use sluice_connectors::kafka::{
     ensure_topics, producer_config, ClientOptions, TopicToCreate, TrackedProducer,
 };
 use sluice_state::changelog::TAG_HEADER;
-use sluice_state::{KeyRange, RocksConfig, RocksEnv, StateError, Tag};
+use sluice_state::{KeyRange, Rebuild, RocksConfig, RocksEnv, StateError, Tag};
 
 const PARTITION: i32 = 1;
 
@@ -174,7 +174,8 @@ fn restore_commit_and_restore_again_through_the_broker() {
         resume,
         Resume {
             input_offset: None,
-            output_seq: 0
+            output_seq: 0,
+            rebuild: Rebuild::NONE,
         }
     );
     assert_eq!(log.next_commit_seq(), 1);
@@ -197,6 +198,7 @@ fn restore_commit_and_restore_again_through_the_broker() {
     let want_resume = Resume {
         input_offset: Some(30),
         output_seq: 300,
+        rebuild: Rebuild::NONE,
     };
     drop((t, log));
 
@@ -277,6 +279,7 @@ fn a_zombie_commit_after_the_fence_is_ignored_and_its_local_store_rebuilt() {
     let want_resume = Resume {
         input_offset: Some(10),
         output_seq: 100,
+        rebuild: Rebuild::NONE,
     };
 
     // The partition moves to `new`; `old` has not noticed and commits once more.
@@ -366,4 +369,59 @@ fn restore_rate_of_200k_keys() {
         "restored {keys} keys from the changelog in {secs:.2}s: {:.0} records/s",
         keys as f64 / secs
     );
+}
+
+/// A replay's rewind (`sluice replay`): a commit with a rebuild restores with it, every commit
+/// below the first run's end restates it, and the first commit at or past it drops it.
+#[test]
+fn a_replays_rebuild_survives_restores_until_the_input_reaches_the_first_runs_end() {
+    let f = fixture(&["a", "b"]);
+    let env = &f.env;
+    let mut producer = TrackedProducer::new(&env.opts).unwrap();
+    let rebuild = Rebuild {
+        quiet_below: 200,
+        first_run_end: 500,
+        first_run_seq: 90,
+    };
+    let (mut t, log, _, _) = restore(env);
+    batch(&mut t, 1, 10);
+    let mut log = log.with_rebuild(rebuild);
+    commit_task(env, &mut producer, &mut log, t.all(), 0, 0).unwrap();
+    drop((t, log));
+
+    let (mut t, mut log, resume, _) = restore(env);
+    assert_eq!(
+        resume,
+        Resume {
+            input_offset: Some(0),
+            output_seq: 0,
+            rebuild,
+        }
+    );
+    assert_eq!(log.rebuild(), rebuild);
+    batch(&mut t, 2, 10);
+    commit_task(env, &mut producer, &mut log, t.all(), 300, 40).unwrap();
+    drop((t, log));
+
+    let (mut t, mut log, resume, _) = restore(env);
+    assert_eq!(
+        (resume.input_offset, resume.rebuild),
+        (Some(300), rebuild),
+        "a commit below the first run's end restates the rebuild"
+    );
+    batch(&mut t, 3, 10);
+    commit_task(env, &mut producer, &mut log, t.all(), 500, 95).unwrap();
+    drop((t, log));
+
+    let (_, log, resume, _) = restore(env);
+    assert_eq!(
+        resume,
+        Resume {
+            input_offset: Some(500),
+            output_seq: 95,
+            rebuild: Rebuild::NONE,
+        },
+        "the commit that reached the first run's end dropped it"
+    );
+    assert_eq!(log.rebuild(), Rebuild::NONE);
 }

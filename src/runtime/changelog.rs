@@ -357,6 +357,7 @@ mod tests {
             input_offset: 1000,
             output_seq: 55,
             records: 12,
+            rebuild: sluice_state::Rebuild::NONE,
         };
         let rec = ChangelogRecord::marker(&m);
         assert_eq!(rec.key, MARKER_KEY);

@@ -51,6 +51,7 @@ fn changelog(keys: usize, value_bytes: usize, fence_epoch: u64) -> Vec<Changelog
                 input_offset: (i + 1) as i64,
                 output_seq: (i + 1) as u64,
                 records: (i % per_commit + 1) as u32,
+                rebuild: sluice_state::Rebuild::NONE,
             }));
         }
     }

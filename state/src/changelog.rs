@@ -21,6 +21,10 @@ pub const TAG_HEADER: &str = "sluice.tag";
 pub const MARKER_KEY: &[u8] = b"\0sluice.marker";
 /// Version byte written first in every encoding of this module.
 pub const FORMAT_VERSION: u8 = 1;
+/// Version byte of a marker that carries a [`Rebuild`] (`sluice replay`). Markers without one
+/// are still written as version 1, so a changelog no replay touched reads the same in older
+/// versions of sluice; a build older than this one cannot restore a task while it rebuilds.
+const MARKER_REBUILD_VERSION: u8 = 2;
 
 /// Name of the changelog topic of one store: `{app}-{stage}-{store}-changelog`.
 /// It has one partition per input partition and is created with `cleanup.policy=compact`
@@ -51,6 +55,45 @@ pub struct Marker {
     pub output_seq: u64,
     /// Data records this commit wrote to this store's changelog.
     pub records: u32,
+    /// Set while the task rebuilds after `sluice replay`; [`Rebuild::NONE`] otherwise.
+    pub rebuild: Rebuild,
+}
+
+/// A task rebuilding its state after `sluice replay` (docs/REPLAY.md): its markers carry this
+/// until its input reaches `first_run_end`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Rebuild {
+    /// What the task emits while everything it read is below this offset was written by the
+    /// first run: numbered (so later outputs get the first run's ids), not written. 0: none.
+    pub quiet_below: i64,
+    /// The next input offset of the first run when the stage was rewound ...
+    pub first_run_end: i64,
+    /// ... and the last output sequence it had used: once the input reaches `first_run_end`
+    /// the numbering goes on from at least this, so no id the first run gave is given to
+    /// another output (a rebuild that emits fewer outputs than the first run did).
+    pub first_run_seq: u64,
+}
+
+impl Rebuild {
+    pub const NONE: Rebuild = Rebuild {
+        quiet_below: 0,
+        first_run_end: 0,
+        first_run_seq: 0,
+    };
+
+    pub fn is_active(&self) -> bool {
+        self.first_run_end > 0
+    }
+
+    /// What a marker at `input_offset` carries: this, while the input is below
+    /// `first_run_end`; nothing once it has reached it.
+    pub fn at(self, input_offset: i64) -> Rebuild {
+        if input_offset < self.first_run_end {
+            self
+        } else {
+            Rebuild::NONE
+        }
+    }
 }
 
 impl Marker {
@@ -63,12 +106,18 @@ impl Marker {
             input_offset: 0,
             output_seq: 0,
             records: 0,
+            rebuild: Rebuild::NONE,
         }
     }
 
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(24);
-        out.push(FORMAT_VERSION);
+        let rebuild = self.rebuild.is_active();
+        out.push(if rebuild {
+            MARKER_REBUILD_VERSION
+        } else {
+            FORMAT_VERSION
+        });
         out.push(match self.kind {
             MarkerKind::Commit => 0,
             MarkerKind::Fence => 1,
@@ -78,11 +127,21 @@ impl Marker {
         put_varint(&mut out, zigzag(self.input_offset));
         put_varint(&mut out, self.output_seq);
         put_varint(&mut out, u64::from(self.records));
+        if rebuild {
+            put_varint(&mut out, zigzag(self.rebuild.quiet_below));
+            put_varint(&mut out, zigzag(self.rebuild.first_run_end));
+            put_varint(&mut out, self.rebuild.first_run_seq);
+        }
         out
     }
 
     pub fn decode(bytes: &[u8]) -> Result<Self, StateError> {
-        let mut r = Reader::new("marker", bytes)?;
+        let rebuild = bytes.first() == Some(&MARKER_REBUILD_VERSION);
+        let mut r = if rebuild {
+            Reader::with_version("marker", bytes, MARKER_REBUILD_VERSION)?
+        } else {
+            Reader::new("marker", bytes)?
+        };
         let kind = match r.byte()? {
             0 => MarkerKind::Commit,
             1 => MarkerKind::Fence,
@@ -96,6 +155,19 @@ impl Marker {
             output_seq: r.varint()?,
             records: u32::try_from(r.varint()?)
                 .map_err(|_| StateError::decode("marker", "record count exceeds u32"))?,
+            rebuild: Rebuild::NONE,
+        };
+        let marker = if rebuild {
+            Marker {
+                rebuild: Rebuild {
+                    quiet_below: unzigzag(r.varint()?),
+                    first_run_end: unzigzag(r.varint()?),
+                    first_run_seq: r.varint()?,
+                },
+                ..marker
+            }
+        } else {
+            marker
         };
         r.end()?;
         Ok(marker)
@@ -258,10 +330,25 @@ mod tests {
             input_offset: -1,
             output_seq: 1_000_000,
             records: 300,
+            rebuild: Rebuild::NONE,
         };
         let bytes = m.encode();
         assert!(bytes.len() <= 16, "{} bytes", bytes.len());
+        assert_eq!(bytes[0], FORMAT_VERSION, "no rebuild: still version 1");
         assert_eq!(Marker::decode(&bytes).unwrap(), m);
+        let q = Marker {
+            rebuild: Rebuild {
+                quiet_below: 123_456,
+                first_run_end: 200_000,
+                first_run_seq: 77,
+            },
+            ..m
+        };
+        let bytes = q.encode();
+        assert_eq!(bytes[0], MARKER_REBUILD_VERSION);
+        assert_eq!(Marker::decode(&bytes).unwrap(), q);
+        assert_eq!(q.rebuild.at(199_999), q.rebuild);
+        assert_eq!(q.rebuild.at(200_000), Rebuild::NONE);
         assert_eq!(
             Marker::decode(&Marker::fence(9).encode()).unwrap(),
             Marker::fence(9)
@@ -287,7 +374,7 @@ mod tests {
     #[test]
     fn decoders_reject_bad_bytes() {
         let mut bytes = Marker::fence(1).encode();
-        bytes[0] = 2;
+        bytes[0] = 3;
         assert!(matches!(
             Marker::decode(&bytes),
             Err(StateError::Decode { .. })

@@ -28,12 +28,21 @@ pub(crate) struct Reader<'a> {
 
 impl<'a> Reader<'a> {
     pub(crate) fn new(what: &'static str, bytes: &'a [u8]) -> Result<Self, StateError> {
+        Self::with_version(what, bytes, FORMAT_VERSION)
+    }
+
+    /// A reader of an encoding whose first byte must be `expected`.
+    pub(crate) fn with_version(
+        what: &'static str,
+        bytes: &'a [u8],
+        expected: u8,
+    ) -> Result<Self, StateError> {
         let mut r = Reader { what, bytes };
         let version = r.byte()?;
-        if version != FORMAT_VERSION {
+        if version != expected {
             return Err(StateError::decode(
                 what,
-                format!("version {version}, this build reads {FORMAT_VERSION}"),
+                format!("version {version}, this build reads {expected}"),
             ));
         }
         Ok(r)

@@ -29,7 +29,9 @@ pub mod table;
 #[cfg(test)]
 mod tests;
 
-pub use changelog::{changelog_topic, ChangelogRecord, Checkpoint, Entry, Marker, MarkerKind, Tag};
+pub use changelog::{
+    changelog_topic, ChangelogRecord, Checkpoint, Entry, Marker, MarkerKind, Rebuild, Tag,
+};
 pub use dedup::{accept_id, ids_table, Hwm, IdWriter, IdsTable, MessageId, ID_HEADER};
 pub use error::StateError;
 pub use mem::MemStore;

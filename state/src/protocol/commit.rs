@@ -11,7 +11,7 @@
 //! 4. each store's batch with the checkpoint of its marker, atomically per store.
 
 use crate::table::AnyTable;
-use crate::{Checkpoint, Marker, MarkerKind, StateError, Tag, WriteBatch};
+use crate::{Checkpoint, Marker, MarkerKind, Rebuild, StateError, Tag, WriteBatch};
 
 use super::{ChangelogIo, LogRecord};
 
@@ -59,6 +59,9 @@ pub struct TaskLog {
     stores: usize,
     epoch: u64,
     next_seq: u64,
+    /// A rebuild after `sluice replay`: restated in every marker while the input is below
+    /// its `first_run_end`.
+    rebuild: Rebuild,
 }
 
 /// One task's part of a [`commit`].
@@ -132,7 +135,19 @@ impl TaskLog {
             stores,
             epoch,
             next_seq,
+            rebuild: Rebuild::NONE,
         }
+    }
+
+    /// The log of a task rebuilding after `sluice replay`: its markers restate `rebuild`
+    /// until the input reaches its `first_run_end`.
+    pub fn with_rebuild(mut self, rebuild: Rebuild) -> Self {
+        self.rebuild = rebuild;
+        self
+    }
+
+    pub fn rebuild(&self) -> Rebuild {
+        self.rebuild
     }
 
     pub fn partition(&self) -> i32 {
@@ -189,6 +204,7 @@ impl TaskLog {
             partition: self.partition,
             tag,
             output_seq,
+            rebuild: self.rebuild.at(input_end),
             drained,
         })
     }
@@ -251,6 +267,7 @@ pub struct Staged {
     partition: i32,
     tag: Tag,
     output_seq: u64,
+    rebuild: Rebuild,
     drained: Vec<Drained>,
 }
 
@@ -263,11 +280,10 @@ impl Staged {
             .map(|(store, out)| LogRecord {
                 partition: self.partition,
                 store,
-                record: crate::ChangelogRecord::marker(&commit_marker(
-                    &self.tag,
-                    self.output_seq,
-                    out.len(),
-                )),
+                record: crate::ChangelogRecord::marker(&Marker {
+                    rebuild: self.rebuild,
+                    ..commit_marker(&self.tag, self.output_seq, out.len())
+                }),
             })
             .collect()
     }
@@ -291,6 +307,7 @@ fn commit_marker(tag: &Tag, output_seq: u64, records: usize) -> Marker {
         input_offset: tag.input_end,
         output_seq,
         records: u32::try_from(records).unwrap_or(u32::MAX),
+        rebuild: Rebuild::NONE,
     }
 }
 
@@ -320,6 +337,41 @@ mod tests {
         );
         let rec = crate::ChangelogRecord::marker(&m);
         assert_eq!(rec.entry(0, 0).unwrap(), Entry::Marker(m));
+    }
+
+    #[test]
+    fn markers_restate_a_rebuild_until_the_input_reaches_the_first_runs_end() {
+        let rebuild = Rebuild {
+            quiet_below: 60,
+            first_run_end: 100,
+            first_run_seq: 40,
+        };
+        let log = TaskLog::new(3, 1, 7, 2).with_rebuild(rebuild);
+        let marker_at = |input_end: i64| {
+            let staged = Staged {
+                partition: 3,
+                tag: Tag {
+                    epoch: 7,
+                    commit_seq: 2,
+                    input_end,
+                },
+                output_seq: 9,
+                rebuild: log.rebuild().at(input_end),
+                drained: vec![Vec::new()],
+            };
+            match staged.markers()[0].record.entry(0, 0).unwrap() {
+                Entry::Marker(m) => m.rebuild,
+                e => panic!("{e:?}"),
+            }
+        };
+        assert_eq!(marker_at(0), rebuild);
+        assert_eq!(
+            marker_at(80),
+            rebuild,
+            "past quiet_below, not yet the first run's end"
+        );
+        assert_eq!(marker_at(100), Rebuild::NONE, "the input reached it");
+        assert_eq!(marker_at(250), Rebuild::NONE);
     }
 
     #[test]

@@ -41,6 +41,8 @@ pub struct Resume {
     /// The last output sequence used: the next output is numbered one higher
     /// ([`super::next_output_seq`]).
     pub output_seq: u64,
+    /// Set while the task rebuilds after `sluice replay` ([`crate::Rebuild`]).
+    pub rebuild: crate::Rebuild,
 }
 
 /// What a restore did, for logs and metrics.
@@ -216,10 +218,11 @@ pub fn restore<Io: RestoreIo + ?Sized, E: KvStore>(
         zombies: plan.stores.iter().map(|s| s.zombie_records).sum(),
     };
     Ok(Restored {
-        log: TaskLog::new(partition, n, plan.epoch, plan.commit_seq + 1),
+        log: TaskLog::new(partition, n, plan.epoch, plan.commit_seq + 1).with_rebuild(plan.rebuild),
         resume: Resume {
             input_offset: plan.input_offset.filter(|o| *o >= 0),
             output_seq: plan.output_seq,
+            rebuild: plan.rebuild,
         },
         engines: rd.engines,
         stats,

@@ -24,7 +24,7 @@ use std::collections::BTreeSet;
 
 pub use plan::{Progress, RestorePlan, StorePlan};
 
-use crate::{Checkpoint, Entry, Marker, MarkerKind, StateError, Tag, WriteBatch};
+use crate::{Checkpoint, Entry, Marker, MarkerKind, Rebuild, StateError, Tag, WriteBatch};
 
 /// How often (in records read per store) the progress callback fires.
 const PROGRESS_EVERY: u64 = 16_384;
@@ -364,6 +364,7 @@ impl Restorer {
             epoch,
             input_offset: resume.map(|m| m.input_offset),
             output_seq: resume.map_or(0, |m| m.output_seq),
+            rebuild: resume.map_or(Rebuild::NONE, |m| m.rebuild),
             stores: plans,
             discarded_input_end,
         })
@@ -382,6 +383,22 @@ impl StoreLog {
         let c = m.commit_seq;
         if let Some(h) = self.held.take() {
             let hc = h.marker.commit_seq;
+            if c == hc
+                && h.in_engine
+                && (m.input_offset, m.output_seq) != (h.marker.input_offset, h.marker.output_seq)
+            {
+                // A restore restates the commit it restored to with the same position; another
+                // position means the local store took its checkpoint on a zombie's commit (an
+                // instance that committed after a newer fence, e.g. one started during
+                // `sluice replay`).
+                return Err(StateError::CheckpointMismatch {
+                    store,
+                    reason: format!(
+                        "commit {hc} of the local store is at input {} output {}, the changelog's at input {} output {}",
+                        h.marker.input_offset, h.marker.output_seq, m.input_offset, m.output_seq
+                    ),
+                });
+            }
             if c >= hc {
                 self.finalize(h.records);
                 self.finalized = Some(Checkpoint {

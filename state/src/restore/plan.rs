@@ -1,6 +1,6 @@
 //! What a restore hands back: progress while it runs, the plan when it has decided.
 
-use crate::{ChangelogRecord, KvStore, Marker, MarkerKind, StateError, Tag, WriteBatch};
+use crate::{ChangelogRecord, KvStore, Marker, MarkerKind, Rebuild, StateError, Tag, WriteBatch};
 
 /// Restore progress of one store, for a progress bar and metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,6 +26,8 @@ pub struct RestorePlan {
     pub input_offset: Option<i64>,
     /// Next output sequence number.
     pub output_seq: u64,
+    /// The restored marker's rebuild after `sluice replay`, if any.
+    pub rebuild: Rebuild,
     pub stores: Vec<StorePlan>,
     /// Highest input end offset named by a discarded record: how far the lost commit got.
     pub discarded_input_end: Option<i64>,
@@ -80,6 +82,7 @@ impl RestorePlan {
             input_offset,
             output_seq: self.output_seq,
             records: repair_records,
+            rebuild: self.rebuild.at(input_offset),
         }
     }
 }

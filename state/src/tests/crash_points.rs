@@ -287,6 +287,47 @@ fn checkpoint_that_does_not_match_the_changelog_forces_a_full_restore() {
 }
 
 #[test]
+fn a_local_checkpoint_on_a_zombies_commit_does_not_match() {
+    // The local store holds commit 4 as a zombie wrote it (epoch 1, input 900); the changelog
+    // has commit 4 from a newer restore (epoch 2, input 0: e.g. `sluice replay`'s rewind).
+    let marker = |epoch: u64, input_offset: i64, output_seq: u64| Marker {
+        kind: MarkerKind::Commit,
+        commit_seq: 4,
+        epoch,
+        input_offset,
+        output_seq,
+        records: 0,
+        rebuild: crate::Rebuild::NONE,
+    };
+    let at_zombie_checkpoint = || {
+        let mut r = Restorer::new(1);
+        r.from_checkpoint(
+            0,
+            crate::Checkpoint {
+                marker_offset: 10,
+                commit_seq: 4,
+                epoch: 1 << 16,
+            },
+        );
+        r.feed(0, 10, Entry::Marker(marker(1 << 16, 900, 70)))
+            .unwrap();
+        r
+    };
+    let mut r = at_zombie_checkpoint();
+    let err = r
+        .feed(0, 11, Entry::Marker(marker(2 << 16, 0, 0)))
+        .unwrap_err();
+    assert!(
+        matches!(err, StateError::CheckpointMismatch { store: 0, .. }),
+        "{err}"
+    );
+    // A restore restating the same commit with the same position is not a mismatch.
+    let mut r = at_zombie_checkpoint();
+    r.feed(0, 11, Entry::Marker(marker(2 << 16, 900, 70)))
+        .unwrap();
+}
+
+#[test]
 fn restorer_reports_mismatch_on_the_first_record() {
     let mut r = Restorer::new(1);
     r.from_checkpoint(
@@ -304,6 +345,7 @@ fn restorer_reports_mismatch_on_the_first_record() {
         input_offset: 0,
         output_seq: 0,
         records: 0,
+        rebuild: crate::Rebuild::NONE,
     };
     let err = r.feed(0, 10, Entry::Marker(other)).unwrap_err();
     assert!(
@@ -339,6 +381,7 @@ fn restorer_refuses_stores_more_than_one_commit_apart() {
             input_offset: c as i64,
             output_seq: c,
             records: 0,
+            rebuild: crate::Rebuild::NONE,
         })
     };
     r.feed(0, 0, m(5)).unwrap();
