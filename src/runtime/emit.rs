@@ -21,6 +21,9 @@ pub(crate) struct Emitter<'a> {
     /// Holds the stage's name once; numbering a record copies 12 bytes into it.
     pub(crate) id: &'a mut IdWriter,
     pub(crate) error: Option<KafkaError>,
+    /// A replay's rebuild below its `quiet_below` (`sluice replay`): outputs are numbered, so
+    /// the later ones get the ids of the first run, but not written (the first run wrote them).
+    pub(crate) quiet: bool,
 }
 
 impl Emitter<'_> {
@@ -33,6 +36,13 @@ impl Emitter<'_> {
 
 impl Emit for Emitter<'_> {
     fn emit(&mut self, port: usize, key: &[u8], value: &[u8], timestamp: i64) {
+        if self.quiet {
+            // Numbered exactly as when written, not sent.
+            if self.with_ids {
+                next_output_seq(self.seq);
+            }
+            return;
+        }
         let headers = self.with_ids.then(|| {
             OwnedHeaders::new_with_capacity(1).insert(Header {
                 key: ID_HEADER,
@@ -53,6 +63,13 @@ impl Emit for Emitter<'_> {
     }
 
     fn dead_letter(&mut self, input: &Input<'_>, why: &Rejection) {
+        if self.quiet {
+            // Numbered exactly as when written (only when there is a topic), not sent.
+            if self.dead_letter.is_some() {
+                next_output_seq(self.seq);
+            }
+            return;
+        }
         METRICS
             .dead_letters
             .with_label_values(&[self.stage, why.class])

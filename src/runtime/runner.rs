@@ -36,7 +36,7 @@ use super::RuntimeError;
 use crate::metrics::METRICS;
 use sluice_state::protocol::{self, TaskCommit};
 use sluice_state::table::AnyTable;
-use sluice_state::{accept_id, ids_table, IdsTable};
+use sluice_state::{accept_id, ids_table, IdsTable, Rebuild};
 
 pub use bounded::{Ends, StageBounds};
 pub use txn::transactional_id;
@@ -103,6 +103,10 @@ struct Task {
     /// Next offset to read, once something was processed.
     next_offset: Option<i64>,
     output_seq: u64,
+    /// Set while the task rebuilds after `sluice replay` (docs/REPLAY.md): what it emits while
+    /// everything read is below `quiet_below` is numbered, not written; once the input reaches
+    /// `first_run_end` the numbering goes on from at least `first_run_seq`.
+    rebuild: Rebuild,
     /// Wall clock of the task's last input record or idle tick (idle closing).
     idle_since: Instant,
     /// Input timestamps since the last commit (`sluice_latency_ms`).
@@ -117,6 +121,31 @@ impl Task {
         }
         t.extend(self.processor.tables());
         t
+    }
+
+    /// Whether what the task emits now was written by the first run (a replay's rebuild):
+    /// everything read so far is below the rebuild's `quiet_below`.
+    fn quiet(&self) -> bool {
+        self.rebuild.is_active()
+            && self.next_offset.unwrap_or(self.skip_below.max(0)) <= self.rebuild.quiet_below
+    }
+
+    /// After the record at `offset`: a rebuild that reached the first run's position numbers
+    /// on from at least where the first run was, so its ids are never given again.
+    fn end_rebuild_at(&mut self, stage: &str, partition: i32, offset: i64) {
+        if !self.rebuild.is_active() || offset + 1 < self.rebuild.first_run_end {
+            return;
+        }
+        let r = std::mem::replace(&mut self.rebuild, Rebuild::NONE);
+        tracing::info!(
+            stage,
+            partition,
+            offset = r.first_run_end,
+            output_seq = self.output_seq,
+            first_run_seq = r.first_run_seq,
+            "Rebuild after the replay reached where the first run stood."
+        );
+        self.output_seq = self.output_seq.max(r.first_run_seq);
     }
 }
 
@@ -403,6 +432,7 @@ impl Inner {
             skip_below: -1,
             next_offset: None,
             output_seq: 0,
+            rebuild: Rebuild::NONE,
             idle_since: Instant::now(),
             times: BatchTimes::default(),
         };
@@ -427,10 +457,11 @@ impl Inner {
             drop(tables);
             task.log = Some(log);
             task.output_seq = resume.output_seq;
+            task.rebuild = resume.rebuild;
             if let Some(off) = resume.input_offset {
                 task.skip_below = off;
             }
-            tracing::info!(stage = %self.def.name, partition, resume_offset = ?resume.input_offset, output_seq = resume.output_seq, "Restored task.");
+            tracing::info!(stage = %self.def.name, partition, resume_offset = ?resume.input_offset, output_seq = resume.output_seq, rebuild = ?resume.rebuild, "Restored task.");
         }
         Ok(task)
     }
@@ -507,10 +538,12 @@ impl Inner {
                         .with_label_values(&[&def.name, "replayed_id"])
                         .inc();
                     task.processor.skipped(&input)?;
+                    task.end_rebuild_at(&def.name, partition, offset);
                     return Ok(());
                 }
             }
         }
+        let quiet = task.quiet();
         let mut em = emitter(
             def,
             producer,
@@ -518,11 +551,13 @@ impl Inner {
             id_buf,
             partition,
             &mut task.output_seq,
+            quiet,
         );
         task.processor.process(&input, &mut em)?;
         if let Some(e) = em.error {
             return Err(e.into());
         }
+        task.end_rebuild_at(&def.name, partition, offset);
         Ok(())
     }
 
@@ -569,6 +604,7 @@ impl Inner {
         let mut changed = 0;
         for (&(_, partition), task) in self.tasks.iter_mut() {
             let before = task.output_seq;
+            let quiet = task.quiet();
             let mut em = emitter(
                 &self.def,
                 &self.producer,
@@ -576,6 +612,7 @@ impl Inner {
                 &mut self.id_buf,
                 partition,
                 &mut task.output_seq,
+                quiet,
             );
             let ticked = task.processor.idle(task.idle_since.elapsed(), &mut em)?;
             if let Some(e) = em.error {
@@ -596,6 +633,7 @@ impl Inner {
     fn end_batches(&mut self) -> Result<Vec<(usize, i32)>, RuntimeError> {
         let mut held = Vec::new();
         for (&(input, partition), task) in self.tasks.iter_mut() {
+            let quiet = task.quiet();
             let mut em = emitter(
                 &self.def,
                 &self.producer,
@@ -603,6 +641,7 @@ impl Inner {
                 &mut self.id_buf,
                 partition,
                 &mut task.output_seq,
+                quiet,
             );
             task.processor.end_batch(&mut em)?;
             if let Some(e) = em.error {
@@ -777,6 +816,7 @@ fn emitter<'a>(
     id: &'a mut IdWriter,
     partition: i32,
     seq: &'a mut u64,
+    quiet: bool,
 ) -> Emitter<'a> {
     Emitter {
         producer,
@@ -789,6 +829,7 @@ fn emitter<'a>(
         with_ids: def.guarantee != Guarantee::AtLeastOnce,
         id,
         error: None,
+        quiet,
     }
 }
 
