@@ -38,24 +38,25 @@ fn live_run(s: &mut Scenario) -> (Instance, f64) {
     s.start_input(100_000);
     s.finish_input();
     let mut live = Instance::new(s, "live", false);
-    let started = Instant::now();
-    live.start();
-    eventually_or(
-        "the live pipeline to commit its whole input",
-        6000,
-        Duration::from_millis(100),
-        || {
-            live.check_alive()?;
-            if s.finished() {
-                Ok(())
-            } else {
-                Err("not yet".into())
-            }
-        },
-    );
-    let secs = started.elapsed().as_secs_f64();
+    let secs = start_until_finished(s, &mut live, "the live pipeline to commit its whole input");
     wait_for_topic(&brokers, &s.topo.topic("iot.alerts"));
     (live, secs)
+}
+
+/// Starts `live` and waits until every stage has committed its inputs' ends (a hang guard
+/// named `what`); returns the seconds that took.
+fn start_until_finished(s: &Scenario, live: &mut Instance, what: &str) -> f64 {
+    let started = Instant::now();
+    live.start();
+    eventually_or(what, 6000, Duration::from_millis(100), || {
+        live.check_alive()?;
+        if s.finished() {
+            Ok(())
+        } else {
+            Err("not yet".into())
+        }
+    });
+    started.elapsed().as_secs_f64()
 }
 
 /// Waits for a child to exit (hang guard: `limit`) and checks it succeeded.
@@ -267,8 +268,10 @@ fn assert_same_outputs(s: &Scenario) -> usize {
     repeats
 }
 
+/// The three-way proof of docs/REPLAY.md: the live run, a backfill of its whole input into
+/// `v2`, and a replay of two stages of the live topology give the same outputs.
 #[test]
-fn backfill_of_the_whole_input_gives_the_live_outputs() {
+fn live_run_backfill_and_replay_give_the_same_outputs() {
     let mut s = Scenario::new(32, 500, |t| t);
     let total = s.total();
     // The live run's own correctness against the input is what tests/restarts.rs and the
@@ -340,6 +343,240 @@ fn backfill_of_the_whole_input_gives_the_live_outputs() {
     assert!(
         err.contains("--from earliest --to now") && err.contains("--version"),
         "{err}"
+    );
+
+    replay_two_stages(&s, &mut live);
+}
+
+/// What a stage's output topic held before a replay: every record, and the end offsets.
+struct Before {
+    records: Vec<Read>,
+    ends: BTreeMap<i32, i64>,
+}
+
+fn before(brokers: &str, topic: &str) -> Before {
+    Before {
+        ends: end_offsets(brokers, topic),
+        records: read_topic(brokers, topic),
+    }
+}
+
+/// `<stage>/<partition>/<seq>` of a record read back.
+fn id_of(r: &Read) -> (String, i32, u64) {
+    let id = r.headers.get("sluice.id").expect("outputs carry sluice.id");
+    let (rest, seq) = id.rsplit_once('/').expect("stage/partition/seq");
+    let (stage, p) = rest.rsplit_once('/').expect("stage/partition/seq");
+    (stage.to_string(), p.parse().unwrap(), seq.parse().unwrap())
+}
+
+/// The records a replay appended to `topic` (after `b.ends`) are copies of records it held
+/// before (same key, body and headers), one per id, and per producing partition exactly the
+/// ids from some sequence on: the outputs from the replay's `--from` on, numbered as the
+/// first run numbered them. Returns how many were appended.
+fn assert_replayed_tail(brokers: &str, topic: &str, b: &Before) -> usize {
+    let after = read_topic(brokers, topic);
+    let appended: Vec<&Read> = after
+        .iter()
+        .filter(|r| r.offset >= b.ends.get(&r.partition).copied().unwrap_or(0))
+        .collect();
+    let mut first: BTreeMap<(String, i32, u64), &Read> = BTreeMap::new();
+    for r in &b.records {
+        first.entry(id_of(r)).or_insert(r);
+    }
+    let mut again: BTreeMap<(String, i32), Vec<u64>> = BTreeMap::new();
+    for r in &appended {
+        let id = id_of(r);
+        let orig = first.get(&id).unwrap_or_else(|| {
+            panic!("{topic}: the replay wrote {id:?}, an id the first run never wrote")
+        });
+        assert!(
+            orig.key == r.key && orig.value == r.value && orig.raw_headers == r.raw_headers,
+            "{topic}: the replay's copy of {id:?} differs from the first run's"
+        );
+        again.entry((id.0, id.1)).or_default().push(id.2);
+    }
+    for ((stage, p), seqs) in &mut again {
+        seqs.sort_unstable();
+        let from = seqs[0];
+        let want: Vec<u64> = first
+            .keys()
+            .filter(|(s, q, n)| s == stage && q == p && *n >= from)
+            .map(|k| k.2)
+            .collect();
+        assert_eq!(
+            *seqs, want,
+            "{topic}: {stage} partition {p} wrote again ids {}.. but not exactly each id from there on, once",
+            from
+        );
+    }
+    let n = appended.len();
+    eprintln!(
+        "{topic}: the replay wrote {n} of {} records again, {} producing partitions",
+        first.len(),
+        again.len()
+    );
+    assert!(n > 0, "{topic}: the replay wrote nothing again");
+    assert!(
+        n < first.len(),
+        "{topic}: the replay wrote every record again, though --from was the middle of the input"
+    );
+    n
+}
+
+/// Samples of series named `prefix*` in `m`, every copy counted.
+fn samples_of(m: &Samples, prefix: &str) -> usize {
+    m.iter()
+        .filter(|((series, _, _), _)| series.starts_with(prefix))
+        .map(|(_, values)| values.len())
+        .sum()
+}
+
+/// Each (series, timestamp) with its distinct values: what a TSDB that upserts by key holds.
+fn distinct(m: &Samples) -> Samples {
+    m.iter()
+        .map(|(k, v)| {
+            let mut v = v.clone();
+            v.dedup();
+            (k.clone(), v)
+        })
+        .collect()
+}
+
+/// `sluice replay` of aggregate and detect in the live topology, from the middle of the
+/// input: refused while the pipeline runs; once it is stopped, rewound, and after a restart
+/// the stages rebuild their state from the input's beginning and write again exactly their
+/// outputs from the middle on, as copies of the first run's (same ids). The TSDB sink writes
+/// those rows again with their values (QuestDB upserts them by key; VictoriaMetrics keeps
+/// both samples, so they are counted). Every output still equals the backfill's.
+fn replay_two_stages(s: &Scenario, live: &mut Instance) {
+    let brokers = env("SLUICE_BROKERS");
+    let valid = read_topic(&brokers, &s.topo.topic("telemetry.valid"));
+    let lo = valid.iter().filter_map(|r| r.timestamp).min().unwrap();
+    let hi = valid.iter().filter_map(|r| r.timestamp).max().unwrap();
+    let secs = ((lo + (hi - lo) / 2) / 1000) as u64;
+    let from = humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + Duration::from_secs(secs))
+        .to_string();
+    let path = s.path();
+    let replay = |stage: &str, extra: &[&str]| {
+        let mut args = vec!["replay", path.as_str(), "--stage", stage, "--from", &from];
+        args.extend_from_slice(extra);
+        std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .args(&args)
+            .output()
+            .unwrap()
+    };
+
+    // Refused while the pipeline runs, naming the group's members.
+    let out = replay("aggregate", &[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "a replay of a running stage was accepted"
+    );
+    assert!(
+        err.contains("still running") && err.contains("member"),
+        "the refusal does not say the stage runs and who runs it:\n{err}"
+    );
+
+    let topics = ["iot.aggregates", "iot.anomalies", "iot.alerts"].map(|t| s.topo.topic(t));
+    let st = live.terminate();
+    assert!(
+        st.success(),
+        "the live pipeline exited with {st} on SIGTERM"
+    );
+    let b: Vec<Before> = topics.iter().map(|t| before(&brokers, t)).collect();
+    let samples_before = tsdb_samples(&s.cfg.device_prefix).0;
+
+    // A dry run says what it would do and changes nothing.
+    let group = format!("{}-aggregate", s.topo.app);
+    let committed = committed_offsets(&brokers, &group, &s.topo.topic("telemetry.valid"));
+    let out = replay("aggregate", &["--dry-run"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("partition 0") && text.contains("nothing changed"),
+        "{text}"
+    );
+    assert_eq!(
+        committed,
+        committed_offsets(&brokers, &group, &s.topo.topic("telemetry.valid")),
+        "a dry run moved the group"
+    );
+
+    let started = Instant::now();
+    for stage in ["aggregate", "detect"] {
+        let out = replay(stage, &[]);
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "replay of {stage}: {}\n{text}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        eprintln!("{text}");
+        assert!(text.contains("state cleared"), "{text}");
+    }
+    let rewind_secs = started.elapsed().as_secs_f64();
+    assert!(
+        !s.finished(),
+        "the rewound groups still stand at the input's end"
+    );
+    let rebuild_secs = start_until_finished(s, live, "the replayed stages to catch up again");
+    let written: Vec<usize> = topics
+        .iter()
+        .zip(&b)
+        .map(|(t, b)| assert_replayed_tail(&brokers, t, b))
+        .collect();
+
+    // The TSDB sink wrote the replayed rows again, with the values they had: as many samples
+    // per record as the first run wrote per record, and no value that was not there.
+    let per = |name: &str, records: usize| {
+        let n = samples_of(&samples_before, name);
+        assert!(
+            records > 0 && n % records == 0,
+            "{n} {name}* samples for {records} records"
+        );
+        n / records
+    };
+    let (agg_records, _) = by_natural_key(&brokers, &topics[0]);
+    let (anomaly_records, _) = by_natural_key(&brokers, &topics[1]);
+    let want = (
+        written[0] * per("aggregates_", agg_records.values().sum()),
+        written[1] * per("anomalies_", anomaly_records.values().sum()),
+    );
+    let (got, live_now, v2) = eventually(
+        "the TSDB to hold the replayed rows",
+        600,
+        Duration::from_millis(200),
+        || {
+            let (live_now, v2) = tsdb_samples(&s.cfg.device_prefix);
+            let got = (
+                samples_of(&live_now, "aggregates_") - samples_of(&samples_before, "aggregates_"),
+                samples_of(&live_now, "anomalies_") - samples_of(&samples_before, "anomalies_"),
+            );
+            (got.0 >= want.0 && got.1 >= want.1).then_some((got, live_now, v2))
+        },
+    );
+    assert_eq!(
+        got, want,
+        "TSDB samples written again (aggregates, anomalies)"
+    );
+    assert_eq!(
+        distinct(&live_now),
+        distinct(&samples_before),
+        "the replay wrote TSDB values the first run had not"
+    );
+    assert_eq!(
+        distinct(&live_now),
+        distinct(&v2),
+        "TSDB rows after the replay against the backfill's"
+    );
+    assert_same_stage_outputs(s, "", "v2");
+    eprintln!(
+        "FIGURE replay stages=aggregate,detect from={from} rewind_s={rewind_secs:.1} rebuild_s={rebuild_secs:.1} written_again={written:?}"
     );
 }
 
@@ -594,7 +831,7 @@ fn backfill_from_the_archive_gives_what_the_topics_give() {
 
 /// Bad input is refused before anything runs, each with its reason.
 #[test]
-fn bad_backfill_arguments_are_refused_with_a_reason() {
+fn bad_backfill_and_replay_arguments_are_refused_with_a_reason() {
     let topo = TestTopology::new(|t| t);
     let path = topo.path.to_str().unwrap();
     let cases: [(&[&str], &str); 8] = [
@@ -652,4 +889,30 @@ fn bad_backfill_arguments_are_refused_with_a_reason() {
         .output()
         .unwrap();
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot name a namespace"));
+
+    // `sluice replay`: refused before it touches the broker.
+    let replays: [(&[&str], &str); 3] = [
+        (
+            &["--stage", "nosuch", "--from", "earliest"],
+            "no stage `nosuch`",
+        ),
+        (
+            &["--stage", "archive", "--from", "earliest"],
+            "named by the offsets it read",
+        ),
+        (&["--stage", "aggregate", "--from", "noon"], "RFC 3339"),
+    ];
+    for (extra, want) in replays {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .args(["replay", path])
+            .args(extra)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "replay {extra:?} was accepted");
+        assert!(
+            err.contains(want),
+            "replay {extra:?}: want `{want}` in:\n{err}"
+        );
+    }
 }

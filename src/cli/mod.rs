@@ -12,6 +12,7 @@ mod ingest;
 mod lag;
 mod nab;
 mod registry;
+mod replay;
 mod report;
 mod run;
 mod schemas;
@@ -48,6 +49,9 @@ pub enum Command {
     /// Run a topology over a bounded past range of its input, into a namespace of its own
     /// (`--version`), beside the live pipeline; stops by itself with a summary.
     Backfill(backfill::Args),
+    /// Rewind a stopped stage of the live topology: its state is rebuilt from the input's
+    /// beginning and its outputs from `--from` on are written again, with the ids they had.
+    Replay(replay::Args),
     /// Produce simulated device telemetry with injected anomalies and bad records.
     Simulate(simulate::Args),
     /// Serve a Confluent-compatible schema registry backed by a `_schemas` topic.
@@ -105,6 +109,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Run(a) => run::run(a),
         Command::Ingest(a) => ingest::run(a),
         Command::Backfill(a) => backfill::run(a),
+        Command::Replay(a) => replay::run(a),
         Command::Simulate(a) => simulate::run(a),
         Command::Registry(a) => registry::run(a),
         Command::Schemas(c) => schemas::run(c),
