@@ -127,13 +127,27 @@ impl Proc {
 
 /// Lets the input finish, runs the pipeline to the end and checks every output; a repeat is
 /// allowed only where `repeats_allowed` (after a stop that could not commit).
-fn finish_and_verify(s: &mut Scenario, p: &mut Proc, repeats_allowed: bool) {
+/// What a test allows a plain reader to see twice after the restart.
+#[derive(Clone, Copy)]
+enum Repeats {
+    None,
+    /// TSDB samples of one flush the TSDB stopped in the middle of (identical copies).
+    OneTsdbFlush,
+    Any,
+}
+
+/// The built-in TSDB stage's flush size (`QuestDbConfig::flush_rows`' default).
+const TSDB_FLUSH_ROWS: usize = 10_000;
+
+fn finish_and_verify(s: &mut Scenario, p: &mut Proc, repeats: Repeats) {
     p.start();
     s.finish_input();
     let out = verify::check_outputs(&s.topo, &s.cfg, &s.exp, &mut || p.check_alive());
     println!("outputs after the restart: {}", out.summary());
-    if !repeats_allowed {
-        out.assert_no_repeats();
+    match repeats {
+        Repeats::None => out.assert_no_repeats(),
+        Repeats::OneTsdbFlush => out.assert_no_repeats_but_one_tsdb_flush(TSDB_FLUSH_ROWS),
+        Repeats::Any => {}
     }
     let before = p.log_count("Shutdown complete: every stage committed");
     p.signal("TERM");
@@ -189,7 +203,7 @@ fn fault_second_sigterm_or_the_shutdown_timeout_exit_at_once_and_the_next_start_
     assert!(p.log_has("Shutdown timed out"), "log:\n{}", p.log_story());
 
     // What was not committed is processed again: repeats, as after a crash, but nothing lost.
-    finish_and_verify(&mut s, &mut p, true);
+    finish_and_verify(&mut s, &mut p, Repeats::Any);
 }
 
 #[test]
@@ -231,7 +245,7 @@ fn fault_sigterm_during_a_restore_stops_cleanly_and_the_next_start_loses_nothing
     assert!(p.log_has("Shutdown complete: every stage committed"));
 
     p.envs.clear();
-    finish_and_verify(&mut s, &mut p, false);
+    finish_and_verify(&mut s, &mut p, Repeats::None);
 }
 
 #[test]
@@ -263,7 +277,9 @@ fn fault_sigterm_while_the_tsdb_is_down_commits_nothing_unwritten_and_the_next_s
     );
     assert!(p.log_has("stage tsdb failed"), "log:\n{}", p.log_story());
 
-    // The other stages committed everything; the TSDB stage wrote nothing it did not commit,
-    // so even the TSDB sees no row twice.
-    finish_and_verify(&mut s, &mut p, false);
+    // The other stages committed everything, so no topic holds a record twice. The TSDB
+    // stage did not commit what it failed to flush and writes it again; if the TSDB stopped
+    // in the middle of that flush it may have stored part of it (ILP over TCP has no
+    // acknowledgement): at most one flush of identical copies (once in several runs).
+    finish_and_verify(&mut s, &mut p, Repeats::OneTsdbFlush);
 }
