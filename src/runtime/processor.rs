@@ -72,6 +72,14 @@ pub trait Processor: Send {
         Ok(())
     }
 
+    /// The task rebuilds from the input's beginning after `sluice replay`, writing again
+    /// only what follows input offset `quiet_below`. Outputs through [`Emit`] are kept quiet
+    /// by the runner; a processor that writes elsewhere (a sink) does it itself. Called once,
+    /// after the restore, before the first record.
+    fn rebuild(&mut self, quiet_below: i64) {
+        let _ = quiet_below;
+    }
+
     /// Tables, in the order of the stage's stores (`StageSpec::stores`).
     fn tables(&mut self) -> Vec<&mut dyn sluice_state::table::AnyTable>;
 

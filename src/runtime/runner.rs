@@ -458,6 +458,9 @@ impl Inner {
             task.log = Some(log);
             task.output_seq = resume.output_seq;
             task.rebuild = resume.rebuild;
+            if resume.rebuild.is_active() {
+                task.processor.rebuild(resume.rebuild.quiet_below);
+            }
             if let Some(off) = resume.input_offset {
                 task.skip_below = off;
             }

@@ -9,7 +9,7 @@
 use std::collections::VecDeque;
 
 use bytes::Bytes;
-use sluice_connectors::s3::{ArchiveBatch, S3ArchiveConfig, S3ArchiveSink};
+use sluice_connectors::s3::{ArchiveBatch, RecordedCut, S3ArchiveConfig, S3ArchiveSink};
 use sluice_schemas::codec::TelemetryDecoder;
 use sluice_schemas::records::Telemetry;
 use sluice_topology::{S3Connection, S3ParquetSinkSpec};
@@ -46,18 +46,30 @@ pub struct Batches<T> {
     /// Batches cut and waiting for the next flush.
     ready: Vec<ArchiveBatch<T>>,
     recovery: Recovery,
+    /// Set while the task rebuilds after `sluice replay`: batches that end below this offset
+    /// were written by the first run and are not written again. `None`: not rebuilding.
+    rebuild_quiet_below: Option<i64>,
+    /// Rebuilding, below the first run's batch that reaches `quiet_below`: batches are cut
+    /// freely (they are dropped) and commits go through; the batch before it ends at this
+    /// offset minus one.
+    free_until: Option<i64>,
+    /// The first run's batches and what the rebuild reads disagree (rows in a range the first
+    /// run archived in no batch): the task fails with this.
+    broken: Option<String>,
 }
 
 /// Where this task must cut its first batches so they land on the keys a crashed run may
-/// have written (`S3ArchiveSink::recover_cuts`).
+/// have written (`S3ArchiveSink::recover_cuts`), or a replayed run wrote
+/// (`S3ArchiveSink::replay_cuts`).
 enum Recovery {
     /// Not looked up yet: it is, at the first offset the task reads. That is the restored
     /// position, or the log's start when the partition never committed (a crash inside the
     /// first commit leaves objects too).
     Unchecked,
-    /// The last offsets of the crashed run's batches still to re-cut, in order; empty once
-    /// replayed, and from then on batches are cut by size.
-    Cuts(VecDeque<i64>),
+    /// The last offsets of the earlier run's batches still to re-cut, in order, each marked
+    /// when it ends a range with no manifest (which must hold no row); empty once replayed,
+    /// and from then on batches are cut by size.
+    Cuts(VecDeque<RecordedCut>),
 }
 
 impl<T> Batches<T> {
@@ -76,23 +88,69 @@ impl<T> Batches<T> {
             batch: ArchiveBatch::new(input, partition),
             ready: Vec::new(),
             recovery: Recovery::Unchecked,
+            rebuild_quiet_below: None,
+            free_until: None,
+            broken: None,
         }
     }
 
-    /// Before the task's first record: the cuts a crashed run made from `offset` on.
+    /// The task rebuilds from the input's beginning after `sluice replay`: it cuts where the
+    /// first run cut from its batch that reaches `quiet_below` on, writes those batches
+    /// again under the same keys, and drops the ones before.
+    pub fn rebuild(&mut self, quiet_below: i64) {
+        self.rebuild_quiet_below = Some(quiet_below);
+    }
+
+    /// Before each record, at `offset`: the first time, looks up the cuts an earlier run
+    /// made from `offset` on; then cuts where a recorded cut was passed without a record at
+    /// its offset (offsets need not be contiguous) or the free part of a rebuild ends.
     pub fn recover(&mut self, offset: i64) -> Result<(), ProcessError> {
         if let Recovery::Unchecked = self.recovery {
             let (topic, partition) = (self.topic.clone(), self.batch.partition());
-            let cuts = self
-                .rt
-                .block_on(self.sink.recover_cuts(&topic, partition, offset))
-                .map_err(|e| self.sink_error(e))?;
+            let cuts = match self.rebuild_quiet_below {
+                Some(q) => {
+                    let (free_until, cuts) = self
+                        .rt
+                        .block_on(self.sink.replay_cuts(&topic, partition, q))
+                        .map_err(|e| self.sink_error(e))?;
+                    self.free_until = (free_until > offset).then_some(free_until);
+                    cuts
+                }
+                None => self
+                    .rt
+                    .block_on(self.sink.recover_cuts(&topic, partition, offset))
+                    .map_err(|e| self.sink_error(e))?
+                    .into_iter()
+                    .map(|last| RecordedCut { last, gap: false })
+                    .collect(),
+            };
             if let (Some(first), Some(last)) = (cuts.first(), cuts.last()) {
-                tracing::info!(stage = %self.stage, partition, from = offset, batches = cuts.len(), first_cut = first, last_cut = last, "Re-cutting the batches a crash interrupted.");
+                let why = if self.rebuild_quiet_below.is_some() {
+                    "Re-cutting the first run's batches: a rebuild after sluice replay."
+                } else {
+                    "Re-cutting the batches a crash interrupted."
+                };
+                tracing::info!(stage = %self.stage, partition, from = offset, batches = cuts.len(), first_cut = first.last, last_cut = last.last, free_until = ?self.free_until, "{why}");
             }
             self.recovery = Recovery::Cuts(cuts.into());
         }
-        Ok(())
+        if self.free_until.is_some_and(|f| offset >= f) {
+            self.free_until = None;
+            self.cut_open();
+        }
+        while let Recovery::Cuts(cuts) = &mut self.recovery {
+            match cuts.front() {
+                Some(c) if c.last < offset && self.free_until.is_none() => {
+                    let c = cuts.pop_front().expect("front");
+                    self.cut_recorded(c);
+                }
+                _ => break,
+            }
+        }
+        match self.broken.take() {
+            Some(why) => Err(self.sink_error(why)),
+            None => Ok(()),
+        }
     }
 
     /// The open batch.
@@ -100,53 +158,117 @@ impl<T> Batches<T> {
         &mut self.batch
     }
 
-    /// After everything input `offset` produced: cuts the open batch where a crashed run
+    /// After everything input `offset` produced: cuts the open batch where an earlier run
     /// cut, or once it is full.
     pub fn after(&mut self, offset: i64) {
-        let cut = match &mut self.recovery {
-            Recovery::Cuts(cuts) if !cuts.is_empty() => {
-                let due = cuts.front().is_some_and(|&last| offset >= last);
-                if due {
-                    cuts.pop_front();
-                }
-                due
+        if let Some(f) = self.free_until {
+            // Rebuilding below the first run's batch that reaches quiet_below.
+            if offset + 1 >= f {
+                self.free_until = None;
+                self.cut_open();
+            } else if self.sink.should_cut(&self.batch) {
+                self.cut();
             }
-            _ => self.sink.should_cut(&self.batch),
+            return;
+        }
+        let due = match &mut self.recovery {
+            Recovery::Cuts(cuts) if !cuts.is_empty() => {
+                if cuts.front().is_some_and(|c| offset >= c.last) {
+                    cuts.pop_front()
+                } else {
+                    return;
+                }
+            }
+            _ => {
+                if self.sink.should_cut(&self.batch) {
+                    self.cut();
+                }
+                return;
+            }
         };
-        if cut {
+        if let Some(c) = due {
+            self.cut_recorded(c);
+        }
+    }
+
+    /// Cuts at a recorded cut; a range the earlier run archived in no batch must hold no row.
+    fn cut_recorded(&mut self, c: RecordedCut) {
+        if c.gap && !self.batch.is_empty() {
+            let range = self.batch.offset_range();
+            self.broken.get_or_insert(format!(
+                "offsets {range:?} of {} [{}] hold {} rows, but the first run archived none of them (no manifest covers them): the input or the manifests changed since; the archive cannot be rebuilt under the same keys",
+                self.topic,
+                self.batch.partition(),
+                self.batch.len()
+            ));
+        }
+        self.cut_open();
+    }
+
+    /// Cuts the open batch if anything was read into it.
+    fn cut_open(&mut self) {
+        if self.batch.offset_range().is_some() {
             self.cut();
         }
     }
 
-    /// Ends the open batch; it waits in `ready` for the next flush.
+    /// Ends the open batch; it waits in `ready` for the next flush (or, rebuilding, is
+    /// dropped if the first run wrote it and it ends below the rebuild's `quiet_below`).
     fn cut(&mut self) {
         let next = ArchiveBatch::new(self.topic.clone(), self.batch.partition());
-        self.ready.push(std::mem::replace(&mut self.batch, next));
+        let batch = std::mem::replace(&mut self.batch, next);
+        let quiet = match (self.rebuild_quiet_below, batch.offset_range()) {
+            (Some(q), Some((_, last))) => last < q,
+            _ => false,
+        };
+        if !quiet {
+            self.ready.push(batch);
+        }
     }
 
-    /// True while batches of a crashed run remain to be re-cut.
+    /// True while batches of an earlier run remain to be re-cut (not in a rebuild's free
+    /// part, where anything cut is dropped and commits go through).
     fn recutting(&self) -> bool {
-        matches!(&self.recovery, Recovery::Cuts(cuts) if !cuts.is_empty())
+        self.free_until.is_none()
+            && matches!(&self.recovery, Recovery::Cuts(cuts) if !cuts.is_empty())
     }
 
     /// Writes every batch cut, and the open one: `objects` makes each batch's objects
-    /// (`(key, Parquet bytes, rows)`). `Ok(false)`, writing nothing, while a crashed run's
-    /// batch is not complete yet (nothing past its start may be committed).
+    /// (`(key, Parquet bytes, rows)`). While a crashed (or replayed) run's batches are being
+    /// cut again, writes only the batches cut so far (each lands on the keys it had) and
+    /// returns `Ok(false)`: the open batch is not complete yet, so nothing past its start
+    /// may be committed.
     pub fn flush(
         &mut self,
         kind: &str,
-        mut objects: impl FnMut(
+        objects: impl FnMut(
             &mut S3ArchiveSink,
             &ArchiveBatch<T>,
         ) -> Result<Vec<(String, Bytes, usize)>, String>,
     ) -> Result<bool, ProcessError> {
+        if let Some(why) = self.broken.take() {
+            return Err(self.sink_error(why));
+        }
         if self.recutting() {
+            self.write_ready(kind, objects)?;
             return Ok(false);
         }
         // A batch of skipped offsets only is cut too, so their range gets committed.
         if self.batch.offset_range().is_some() {
             self.cut();
         }
+        self.write_ready(kind, objects)?;
+        Ok(true)
+    }
+
+    fn write_ready(
+        &mut self,
+        kind: &str,
+        mut objects: impl FnMut(
+            &mut S3ArchiveSink,
+            &ArchiveBatch<T>,
+        ) -> Result<Vec<(String, Bytes, usize)>, String>,
+    ) -> Result<(), ProcessError> {
         for batch in std::mem::take(&mut self.ready) {
             let Some(range) = batch.offset_range() else {
                 continue;
@@ -166,7 +288,7 @@ impl<T> Batches<T> {
                 .with_label_values(&[&self.stage, kind])
                 .inc_by(report.rows as u64);
         }
-        Ok(true)
+        Ok(())
     }
 
     fn sink_error(&self, e: impl std::fmt::Display) -> ProcessError {
@@ -257,6 +379,10 @@ impl Processor for Archive {
         self.batches.batch().skip(input.offset);
         self.batches.after(input.offset);
         Ok(())
+    }
+
+    fn rebuild(&mut self, quiet_below: i64) {
+        self.batches.rebuild(quiet_below);
     }
 
     fn flush_external(&mut self) -> Result<bool, ProcessError> {
@@ -381,6 +507,107 @@ mod tests {
         let resume = run(&mut second, committed, 60, &[33, 40, 47, 59]);
         assert_eq!(resume, 60);
         assert_eq!(archived(&store, &rt), every_valid_row_once(60));
+    }
+
+    /// Data object keys in the store.
+    fn object_keys(store: &Arc<InMemory>, rt: &tokio::runtime::Runtime) -> Vec<String> {
+        rt.block_on(async {
+            let objects: Vec<_> = store.list(None).try_collect().await.unwrap();
+            objects
+                .iter()
+                .map(|o| o.location.to_string())
+                .filter(|k| k.ends_with(".parquet"))
+                .collect()
+        })
+    }
+
+    #[test]
+    fn a_rebuild_writes_again_exactly_the_batches_that_reach_quiet_below_under_their_keys() {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let store = Arc::new(InMemory::new());
+        let mut first = task(&store, &rt);
+        // Batches [0,3], [4,4], [5,5] (offset 5 is no row: no manifest, a gap), then cuts by
+        // size and at commits.
+        assert_eq!(run(&mut first, 0, 60, &[3, 4, 5, 12, 29, 44, 59]), 60);
+        drop(first);
+        let keys = object_keys(&store, &rt);
+        // Remove the data objects (the manifests stay): what the rebuild writes is then in
+        // the store, and nothing else.
+        rt.block_on(async {
+            for k in &keys {
+                store
+                    .delete(&object_store::path::Path::from(k.as_str()))
+                    .await
+                    .unwrap();
+            }
+        });
+        let quiet_below = 4;
+        let mut rebuild = task(&store, &rt);
+        rebuild.rebuild(quiet_below);
+        // Below the first run's batch that reaches quiet_below (it starts at 4) commits go
+        // through; from there they wait until the first run's batches are all re-cut, which
+        // land on their keys though the rebuild commits at other offsets.
+        let committed = run(&mut rebuild, 0, 60, &[2, 10, 20, 35, 50]);
+        assert_eq!(committed, 3);
+        assert!(rebuild.flush_external().unwrap());
+        // `...-<first>-<last>.parquet`
+        let range = |k: &String| -> (i64, i64) {
+            let mut it = k.trim_end_matches(".parquet").rsplit('-');
+            let last = it.next().unwrap().parse().unwrap();
+            (it.next().unwrap().parse().unwrap(), last)
+        };
+        let want: Vec<String> = keys
+            .iter()
+            .filter(|k| range(k).1 >= quiet_below)
+            .cloned()
+            .collect();
+        assert!(!want.is_empty() && want.len() < keys.len(), "{keys:?}");
+        assert_eq!(object_keys(&store, &rt), want);
+        let want_rows: BTreeMap<i64, usize> = want
+            .iter()
+            .flat_map(|k| {
+                let (first, last) = range(k);
+                first..=last
+            })
+            .filter(|&o| o != 5)
+            .map(|o| (o, 1))
+            .collect();
+        assert_eq!(archived(&store, &rt), want_rows);
+    }
+
+    #[test]
+    fn a_rebuild_refuses_rows_where_the_first_run_archived_none() {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let store = Arc::new(InMemory::new());
+        let mut first = task(&store, &rt);
+        assert_eq!(run(&mut first, 0, 30, &[3, 12, 29]), 30);
+        drop(first);
+        // A manifest in the middle is gone: its rows now sit in what looks like a gap.
+        rt.block_on(async {
+            let manifests: Vec<_> = store.list(None).try_collect().await.unwrap();
+            let mut m: Vec<_> = manifests
+                .iter()
+                .map(|o| o.location.clone())
+                .filter(|l| l.as_ref().contains("_manifest"))
+                .collect();
+            m.sort();
+            assert!(m.len() >= 3, "{m:?}");
+            store.delete(&m[1]).await.unwrap();
+        });
+        let mut rebuild = task(&store, &rt);
+        rebuild.rebuild(0);
+        let mut out = Collect::default();
+        let mut failed = None;
+        for offset in 0..30 {
+            let bytes = record(offset);
+            if let Err(e) = rebuild.process(&input(offset, 0, &bytes), &mut out) {
+                failed = Some(e.to_string());
+                break;
+            }
+        }
+        let failed = failed.or_else(|| rebuild.flush_external().err().map(|e| e.to_string()));
+        let why = failed.expect("the rebuild went on over rows the first run never archived");
+        assert!(why.contains("archived none of them"), "{why}");
     }
 
     #[test]

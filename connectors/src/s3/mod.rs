@@ -22,4 +22,4 @@ pub use layout::{
     hive_segment, manifest_key, object_key, object_key_in, time_dir, TimePartition, HIVE_NULL,
 };
 pub use metrics::S3Metrics;
-pub use sink::{S3ArchiveSink, S3Error, WriteReport};
+pub use sink::{RecordedCut, S3ArchiveSink, S3Error, WriteReport};

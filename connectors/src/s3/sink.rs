@@ -35,6 +35,18 @@ pub enum S3Error {
     /// Someone else's object sits where a manifest should be.
     #[error("Manifest `{key}` is not one of ours: it does not start with `last_offset=N` (N at least the batch's first offset).")]
     BadManifest { key: String },
+    /// Two manifests of one partition overlap: not the batches one run cut.
+    #[error("Manifest `{key}` starts inside the batch before it (which ends at offset {before_last}): the manifests are not one run's batches.")]
+    Overlapping { key: String, before_last: i64 },
+}
+
+/// Where an earlier run ended one of its batches ([`S3ArchiveSink::replay_cuts`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordedCut {
+    /// The batch's last offset.
+    pub last: i64,
+    /// The batch had no manifest: a range that archived no row, between two that did.
+    pub gap: bool,
 }
 
 /// What one [`S3ArchiveSink::write`] stored.
@@ -208,6 +220,71 @@ impl S3ArchiveSink {
             next = last + 1;
         }
         Ok(cuts)
+    }
+
+    /// Where a rebuild of the archive of `topic`'s `partition` from the input's beginning
+    /// (`sluice replay`) must cut so that the batches it writes again, those reaching
+    /// `quiet_below`, land on the first run's keys: the first offset of the first run's batch
+    /// that reaches `quiet_below` (before it, batches are dropped and may be cut anywhere),
+    /// and every cut the first run made from there, read from the manifests (listed, so a
+    /// missing link does not end the chain). A range between two manifested batches was a
+    /// batch that archived no row (no manifest, no object): it is cut as one batch too,
+    /// marked `gap`. Reads one manifest per batch from that first one on.
+    pub async fn replay_cuts(
+        &mut self,
+        topic: &str,
+        partition: i32,
+        quiet_below: i64,
+    ) -> Result<(i64, Vec<RecordedCut>), S3Error> {
+        use futures::TryStreamExt;
+        let one = manifest_key(&self.config.prefix, topic, partition, 0);
+        let dir = one.rsplit_once('/').map(|(d, _)| d).unwrap_or_default();
+        let store = Arc::clone(&self.store);
+        let listed: Vec<object_store::ObjectMeta> = self
+            .retrying("LIST", dir, || {
+                let (store, dir) = (Arc::clone(&store), Path::from(dir));
+                async move { store.list(Some(&dir)).try_collect().await }
+            })
+            .await?;
+        let mut firsts: Vec<i64> = listed
+            .iter()
+            .filter_map(|o| {
+                o.location
+                    .as_ref()
+                    .rsplit_once('/')
+                    .and_then(|(_, f)| f.parse::<i64>().ok())
+            })
+            .collect();
+        firsts.sort_unstable();
+        firsts.dedup();
+        // The batch that reaches quiet_below starts at the last first at or below it.
+        let from = firsts.iter().rposition(|&f| f <= quiet_below).unwrap_or(0);
+        let Some(&start) = firsts.get(from) else {
+            return Ok((0, Vec::new()));
+        };
+        let mut cuts = Vec::new();
+        let mut next: Option<i64> = None;
+        for &f in &firsts[from..] {
+            let Some(last) = self.manifest_last(topic, partition, f).await? else {
+                continue;
+            };
+            match next {
+                Some(n) if f < n => {
+                    return Err(S3Error::Overlapping {
+                        key: manifest_key(&self.config.prefix, topic, partition, f),
+                        before_last: n - 1,
+                    })
+                }
+                Some(n) if f > n => cuts.push(RecordedCut {
+                    last: f - 1,
+                    gap: true,
+                }),
+                _ => {}
+            }
+            cuts.push(RecordedCut { last, gap: false });
+            next = Some(last + 1);
+        }
+        Ok((start, cuts))
     }
 
     /// The last offset named by the manifest of the batch that started at `first`, if any.
