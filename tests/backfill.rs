@@ -345,7 +345,7 @@ fn live_run_backfill_and_replay_give_the_same_outputs() {
         "{err}"
     );
 
-    replay_two_stages(&s, &mut live);
+    replay_stages(&s, &mut live);
 }
 
 /// What a stage's output topic held before a replay: every record, and the end offsets.
@@ -442,13 +442,48 @@ fn distinct(m: &Samples) -> Samples {
         .collect()
 }
 
-/// `sluice replay` of aggregate and detect in the live topology, from the middle of the
-/// input: refused while the pipeline runs; once it is stopped, rewound, and after a restart
-/// the stages rebuild their state from the input's beginning and write again exactly their
-/// outputs from the middle on, as copies of the first run's (same ids). The TSDB sink writes
-/// those rows again with their values (QuestDB upserts them by key; VictoriaMetrics keeps
-/// both samples, so they are counted). Every output still equals the backfill's.
-fn replay_two_stages(s: &Scenario, live: &mut Instance) {
+/// Parquet objects of the archive under `prefix` (not manifests): key and when written.
+fn archive_objects(prefix: &str) -> BTreeMap<String, std::time::SystemTime> {
+    use futures::TryStreamExt;
+    let store = s3();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let listed: Vec<object_store::ObjectMeta> = rt
+        .block_on(
+            store
+                .list(Some(&object_store::path::Path::from(prefix)))
+                .try_collect(),
+        )
+        .expect("S3 list");
+    listed
+        .into_iter()
+        .filter(|o| o.location.as_ref().ends_with(".parquet"))
+        .map(|o| (o.location.to_string(), o.last_modified.into()))
+        .collect()
+}
+
+/// `(partition, last offset)` of an archive object, from its key
+/// (`...<topic>-<partition>-<first>-<last>.parquet`).
+fn object_range(key: &str) -> (i32, i64) {
+    let stem = key.trim_end_matches(".parquet");
+    let mut parts = stem.rsplitn(4, '-');
+    let last = parts.next().unwrap().parse().unwrap();
+    let _first = parts.next().unwrap();
+    let partition = parts.next().unwrap().parse().unwrap();
+    (partition, last)
+}
+
+/// `sluice replay` of aggregate, detect and the archive in the live topology, from the
+/// middle of the input: refused while the pipeline runs; once it is stopped, rewound, and
+/// after a restart the stages rebuild their state from the input's beginning and write again
+/// exactly their outputs from the middle on, as copies of the first run's (same ids). The
+/// TSDB sink writes those rows again with their values (QuestDB upserts them by key;
+/// VictoriaMetrics keeps both samples, so they are counted). The archive writes again
+/// exactly its objects that reach the middle, under the same keys. Every output still equals
+/// the backfill's.
+fn replay_stages(s: &Scenario, live: &mut Instance) {
     let brokers = env("SLUICE_BROKERS");
     let valid = read_topic(&brokers, &s.topo.topic("telemetry.valid"));
     let lo = valid.iter().filter_map(|r| r.timestamp).min().unwrap();
@@ -507,8 +542,12 @@ fn replay_two_stages(s: &Scenario, live: &mut Instance) {
         "a dry run moved the group"
     );
 
+    let prefix = s.topo.archive_prefix();
+    let objects_before = archive_objects(&prefix);
+    // Objects written from here on are the replay's (the first run's are seconds older).
+    let replayed_at = std::time::SystemTime::now() - Duration::from_secs(1);
     let started = Instant::now();
-    for stage in ["aggregate", "detect"] {
+    for stage in ["aggregate", "detect", "archive"] {
         let out = replay(stage, &[]);
         let text = String::from_utf8_lossy(&out.stdout);
         assert!(
@@ -575,15 +614,67 @@ fn replay_two_stages(s: &Scenario, live: &mut Instance) {
         "TSDB rows after the replay against the backfill's"
     );
     assert_same_stage_outputs(s, "", "v2");
-    // The archive is not downstream of the replayed stages: the lake is as it was.
-    let prefix = s.topo.archive_prefix();
+    // The archive wrote again exactly the objects that reach the first record stamped at or
+    // after --from in their partition, under the same keys; the lake holds the same rows.
+    let from_ms = (secs * 1000) as i64;
+    let mut quiet_below: BTreeMap<i32, i64> = BTreeMap::new();
+    for r in &valid {
+        if r.timestamp.is_some_and(|t| t >= from_ms) {
+            let q = quiet_below.entry(r.partition).or_insert(r.offset);
+            *q = (*q).min(r.offset);
+        }
+    }
+    let objects_after = eventually(
+        "the archive to write its objects again",
+        600,
+        Duration::from_millis(200),
+        || {
+            let now = archive_objects(&prefix);
+            let rewritten = now.values().filter(|t| **t >= replayed_at).count();
+            let want = now
+                .keys()
+                .filter(|k| {
+                    let (p, last) = object_range(k);
+                    quiet_below.get(&p).is_some_and(|q| last >= *q)
+                })
+                .count();
+            (rewritten >= want).then_some(now)
+        },
+    );
+    assert_eq!(
+        objects_after.keys().collect::<Vec<_>>(),
+        objects_before.keys().collect::<Vec<_>>(),
+        "the replay changed the archive's object keys"
+    );
+    let mut rewritten = 0;
+    for (key, at) in &objects_after {
+        let (p, last) = object_range(key);
+        let want = quiet_below.get(&p).is_some_and(|q| last >= *q);
+        assert_eq!(
+            *at >= replayed_at,
+            want,
+            "{key} (partition {p}, last offset {last}, --from at offset {:?}): rewritten {}, expected {want}",
+            quiet_below.get(&p),
+            *at >= replayed_at
+        );
+        rewritten += usize::from(want);
+    }
+    eprintln!(
+        "archive: the replay wrote {rewritten} of {} objects again",
+        objects_after.len()
+    );
+    assert!(
+        rewritten > 0 && rewritten < objects_after.len(),
+        "the archive's replay from the middle rewrote {rewritten} of {} objects",
+        objects_after.len()
+    );
     assert_eq!(
         parquet_rows(&prefix),
         parquet_rows(&format!("{prefix}-v2")),
         "Parquet rows after the replay against the backfill's"
     );
     eprintln!(
-        "FIGURE replay stages=aggregate,detect from={from} rewind_s={rewind_secs:.1} rebuild_s={rebuild_secs:.1} written_again={written:?}"
+        "FIGURE replay stages=aggregate,detect,archive from={from} rewind_s={rewind_secs:.1} rebuild_s={rebuild_secs:.1} written_again={written:?} objects_again={rewritten}"
     );
 }
 
@@ -909,8 +1000,8 @@ fn bad_backfill_and_replay_arguments_are_refused_with_a_reason() {
             "no stage `nosuch`",
         ),
         (
-            &["--stage", "archive", "--from", "earliest"],
-            "named by the offsets it read",
+            &["--stage", "tsdb", "--stage", "detect", "--from", "earliest"],
+            "cannot be used multiple times",
         ),
         (&["--stage", "aggregate", "--from", "noon"], "RFC 3339"),
     ];

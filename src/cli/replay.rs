@@ -201,8 +201,8 @@ pub(crate) fn run(a: Args) -> anyhow::Result<ExitCode> {
 }
 
 /// The stage's inputs and stores, checked: it exists, is not a part sluice added (a
-/// repartition), reads Kafka, and everything it emits goes through the runner (so a rebuild
-/// can keep it from being written twice).
+/// repartition), reads Kafka, and a rebuild can keep what it writes from being written twice
+/// (outputs through the runner, or the archive's batches).
 fn stage_inputs(t: &Topology, a: &Args) -> anyhow::Result<(Vec<String>, Vec<String>)> {
     let names: Vec<&str> = t
         .stages
@@ -234,10 +234,6 @@ fn stage_inputs(t: &Topology, a: &Args) -> anyhow::Result<(Vec<String>, Vec<Stri
         );
     }
     match &stage.spec {
-        StageSpec::S3ParquetSink(_) => anyhow::bail!(
-            "stage {} is an archive: its objects are named by the offsets it read, so a replay would store every row again; recompute into another prefix with `sluice backfill` instead",
-            a.stage
-        ),
         StageSpec::Pipeline(p) if p.writes().is_none() => anyhow::bail!(
             "stage {} ends in a sink, which writes outside the runner: a replay cannot keep it from writing the rebuilt range again; recompute it with `sluice backfill` instead",
             a.stage
