@@ -22,9 +22,9 @@ use common::*;
 const RATE: u64 = 600;
 
 /// The zombie tests' rate: the same input outlasts a paused instance's session timeout (30 s)
-/// and the takeover (96 s in all; at 300/s, 64 s, a loaded run ended its input before the
-/// others had processed past the paused instance).
-const ZOMBIE_RATE: u64 = 200;
+/// and the takeover (128 s in all; at 300/s, 64 s, and at 200/s, 96 s, loaded runs ended
+/// their input before the others had processed past the paused instance).
+const ZOMBIE_RATE: u64 = 150;
 
 fn start_all(s: &Scenario, names: &[&str], static_members: bool) -> Vec<Instance> {
     let mut instances: Vec<Instance> = names
