@@ -119,6 +119,75 @@ fn late_within_grace_counts_past_grace_is_late() {
 }
 
 #[test]
+fn several_tumbling_sizes_count_each_record_once_per_length() {
+    let mut w = count_sum("kind: tumbling\nsizes: [10ms, 30ms]\ngrace: 5ms\n");
+    let mut out = Vec::new();
+    // One record, one window of each length.
+    assert_eq!(add(&mut w, "k", 3, 1.0, &mut out), Added::Counted(2));
+    add(&mut w, "k", 12, 2.0, &mut out);
+    add(&mut w, "k", 29, 4.0, &mut out);
+    // Stream time 29: [0, 10) closed at 15; [0, 30) is open until 35. A record at 8 is
+    // still counted in the long window, so it is not late.
+    assert_eq!(add(&mut w, "k", 8, 8.0, &mut out), Added::Counted(1));
+    add(&mut w, "k", 40, 16.0, &mut out); // closes every window ending by 35
+    let got: Vec<_> = finals(&out)
+        .into_iter()
+        .map(|r| (r.1, r.2, r.3, r.4))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (0, 10, 1, 1.0),
+            (10, 20, 1, 2.0),
+            (0, 30, 4, 15.0),
+            (20, 30, 1, 4.0)
+        ],
+        "closing order: by end, then start"
+    );
+    // Late for both lengths: [0, 10) and [0, 30) are closed.
+    assert!(matches!(add(&mut w, "k", 5, 1.0, &mut out), Added::Late(_)));
+    out.clear();
+    w.advance_to(i64::MAX, &mut out).unwrap();
+    let got: Vec<_> = finals(&out).into_iter().map(|r| (r.1, r.2, r.3)).collect();
+    assert_eq!(got, [(40, 50, 1), (30, 60, 1)]);
+}
+
+#[test]
+fn sizes_are_checked() {
+    let problems = |y: &str| {
+        let spec: WindowSpec = serde_yaml::from_str(y).unwrap();
+        spec.check()
+            .into_iter()
+            .map(|p| (p.key, p.message))
+            .collect::<Vec<_>>()
+    };
+    let p = problems("kind: tumbling\nsize: 1m\nsizes: [1m, 5m]\n");
+    assert!(
+        p.iter().any(|(k, m)| k == "sizes" && m.contains("both")),
+        "{p:?}"
+    );
+    let p = problems("kind: tumbling\nsizes: [1m, 5m, 1m]\n");
+    assert!(
+        p.iter()
+            .any(|(k, m)| k == "sizes[2]" && m.contains("twice")),
+        "{p:?}"
+    );
+    let p = problems("kind: tumbling\nsizes: [0s]\n");
+    assert!(p.iter().any(|(k, _)| k == "sizes[0]"), "{p:?}");
+    let p = problems("kind: tumbling\nsizes: []\n");
+    assert!(
+        p.iter().any(|(k, m)| k == "sizes" && m.contains("empty")),
+        "{p:?}"
+    );
+    let p = problems("kind: hopping\nsize: 5m\nadvance: 1m\nsizes: [1m]\n");
+    assert!(
+        p.iter().any(|(k, m)| k == "sizes" && m.contains("hopping")),
+        "{p:?}"
+    );
+    assert!(problems("kind: tumbling\nsizes: [1m, 5m]\n").is_empty());
+}
+
+#[test]
 fn out_of_order_records_land_in_their_windows() {
     let mut w = count_sum("kind: tumbling\nsize: 10ms\ngrace: 100ms\n");
     let mut out = Vec::new();

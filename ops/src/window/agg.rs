@@ -7,6 +7,7 @@
 //! | `min`, `max` | any orderable value | the input's type, nullable | the value |
 //! | `mean` | number | `["null","double"]` | Welford (n, mean, M2) |
 //! | `stddev` | number | `["null","double"]`, NULL below 2 values | same state as `mean` |
+//! | `stddev_pop` | number | `["null","double"]`, NULL without values | same state as `mean` |
 //! | `first`, `last` | any value | the input's type, nullable | (event time, arrival, value) |
 //! | `quantile(q)`, `p50`.. | number | `["null","double"]` | DDSketch, 1% relative accuracy |
 //! | `count_distinct` | any value | `long` (an estimate) | HyperLogLog++, precision 14 |
@@ -17,8 +18,9 @@
 //! skip anything else, which the topology compiler rejects beforehand
 //! ([`AggFn::check_input`]).
 //!
-//! - `stddev` is the sample standard deviation (n − 1), updated with Welford's recurrence
-//!   and merged with Chan et al.'s formula, so neither loses precision to cancellation.
+//! - `stddev` is the sample standard deviation (n − 1), `stddev_pop` the population one (n,
+//!   0 for one value), both updated with Welford's recurrence and merged with Chan et al.'s
+//!   formula, so neither loses precision to cancellation.
 //! - `first`/`last` compare (event time, arrival order): among records of equal event time
 //!   the earlier arrival is first and the later one last, also across merged sessions.
 //! - `min`/`max` use the total order of [`cmp_values`](super::codec::cmp_values): NaN is
@@ -109,6 +111,8 @@ pub enum AggFn {
     Max,
     Mean,
     Stddev,
+    /// The population standard deviation (divides by n, not n − 1).
+    StddevPop,
     First,
     Last,
     /// The q-quantile, 0 ≤ q ≤ 1 (`p95` is `Quantile(0.95)`, `median` is `Quantile(0.5)`).
@@ -153,6 +157,7 @@ impl AggFn {
         "mean",
         "avg",
         "stddev",
+        "stddev_pop",
         "first",
         "last",
         "quantile",
@@ -177,6 +182,7 @@ impl AggFn {
             "max" => AggFn::Max,
             "mean" | "avg" => AggFn::Mean,
             "stddev" | "stddev_samp" => AggFn::Stddev,
+            "stddev_pop" => AggFn::StddevPop,
             "first" => AggFn::First,
             "last" => AggFn::Last,
             "median" => AggFn::Quantile(0.5),
@@ -211,6 +217,7 @@ impl AggFn {
             AggFn::Max => "max".into(),
             AggFn::Mean => "mean".into(),
             AggFn::Stddev => "stddev".into(),
+            AggFn::StddevPop => "stddev_pop".into(),
             AggFn::First => "first".into(),
             AggFn::Last => "last".into(),
             AggFn::Quantile(q) => format!("quantile({q})"),
@@ -220,7 +227,9 @@ impl AggFn {
 
     pub fn input_kind(&self) -> InputKind {
         match self {
-            AggFn::Sum | AggFn::Mean | AggFn::Stddev | AggFn::Quantile(_) => InputKind::Number,
+            AggFn::Sum | AggFn::Mean | AggFn::Stddev | AggFn::StddevPop | AggFn::Quantile(_) => {
+                InputKind::Number
+            }
             AggFn::Min | AggFn::Max => InputKind::Orderable,
             AggFn::Count | AggFn::First | AggFn::Last | AggFn::CountDistinct => InputKind::Any,
         }
@@ -281,7 +290,7 @@ impl AggFn {
         };
         match self {
             AggFn::Count | AggFn::CountDistinct => Schema::Long,
-            AggFn::Sum | AggFn::Mean | AggFn::Stddev | AggFn::Quantile(_) => {
+            AggFn::Sum | AggFn::Mean | AggFn::Stddev | AggFn::StddevPop | AggFn::Quantile(_) => {
                 nullable(Schema::Double)
             }
             AggFn::Min | AggFn::Max | AggFn::First | AggFn::Last => {
@@ -297,7 +306,7 @@ impl AggFn {
             AggFn::Sum => AccKind::Sum,
             AggFn::Min => AccKind::Min,
             AggFn::Max => AccKind::Max,
-            AggFn::Mean | AggFn::Stddev => AccKind::Moments,
+            AggFn::Mean | AggFn::Stddev | AggFn::StddevPop => AccKind::Moments,
             AggFn::First => AccKind::First,
             AggFn::Last => AccKind::Last,
             AggFn::Quantile(_) => AccKind::Sketch,
@@ -323,6 +332,9 @@ impl AggFn {
             (AggFn::Mean, Acc::Moments(m)) => double((m.n > 0).then_some(m.mean)),
             (AggFn::Stddev, Acc::Moments(m)) => {
                 double((m.n > 1).then(|| (m.m2 / (m.n - 1) as f64).max(0.0).sqrt()))
+            }
+            (AggFn::StddevPop, Acc::Moments(m)) => {
+                double((m.n > 0).then(|| (m.m2 / m.n as f64).max(0.0).sqrt()))
             }
             (AggFn::First, Acc::First(v)) | (AggFn::Last, Acc::Last(v)) => {
                 v.as_ref().map_or(Value::Null, |s| s.value.clone())
@@ -1106,6 +1118,23 @@ mod tests {
             panic!()
         };
         assert!((msd - var.sqrt()).abs() / var.sqrt() < 1e-6);
+
+        // The population deviation divides by n.
+        let pop = (var * (n - 1.0) / n).sqrt();
+        let Value::Double(got_pop) = AggFn::StddevPop.result(&m) else {
+            panic!()
+        };
+        assert!((got_pop - pop).abs() / pop < 1e-6, "{got_pop} vs {pop}");
+    }
+
+    #[test]
+    fn stddev_pop_is_zero_for_one_value_and_null_for_none() {
+        let mut m = AggFn::StddevPop.new_acc(true);
+        assert_eq!(AggFn::StddevPop.result(&m), Value::Null);
+        m.update(Input::Num(21.5), at(0, 0));
+        assert_eq!(AggFn::StddevPop.result(&m), Value::Double(0.0));
+        assert_eq!(AggFn::Stddev.result(&m), Value::Null);
+        assert_eq!(AggFn::parse("stddev_pop"), Some(AggFn::StddevPop));
     }
 
     #[test]

@@ -109,6 +109,11 @@ pub struct WindowSpec {
     /// two records in one window (sliding, both ends inclusive). Not for sessions.
     #[serde(default)]
     pub size: Option<HumanDuration>,
+    /// Tumbling only, instead of `size`: several window lengths in one operator (e.g.
+    /// `[1m, 5m]`). A record counts in one window of each length, and is late only when it
+    /// is too late for all of them; results of every length come out in closing order.
+    #[serde(default)]
+    pub sizes: Option<Vec<HumanDuration>>,
     /// Hopping only: the distance between the starts of consecutive windows, at most
     /// `size`. Windows start at multiples of `advance` since the epoch; a record belongs to
     /// ⌈size / advance⌉ or ⌊size / advance⌋ of them (the two agree when `advance` divides
@@ -170,9 +175,31 @@ impl WindowSpec {
                 ));
             }
         };
+        let sizes_not_for = |p: &mut Vec<Problem>| {
+            if self.sizes.is_some() {
+                p.push(Problem::new(
+                    "sizes",
+                    format!("`sizes` does not apply to {kind} windows"),
+                    "give one `size`; several lengths are for tumbling windows",
+                ));
+            }
+        };
         match self.kind {
             WindowKind::Tumbling => {
-                required(&mut p, "size", &self.size, "5m");
+                match (&self.size, &self.sizes) {
+                    (Some(_), Some(_)) => p.push(Problem::new(
+                        "sizes",
+                        "`size` and `sizes` are both given",
+                        "keep one: `size: 5m` for one length, `sizes: [1m, 5m]` for several",
+                    )),
+                    (None, None) => required(&mut p, "size", &self.size, "5m"),
+                    (None, Some(v)) if v.is_empty() => p.push(Problem::new(
+                        "sizes",
+                        "`sizes` is empty",
+                        "list at least one length, e.g. `sizes: [1m, 5m]`",
+                    )),
+                    _ => {}
+                }
                 not_for(
                     &mut p,
                     "advance",
@@ -187,6 +214,7 @@ impl WindowSpec {
                 );
             }
             WindowKind::Hopping => {
+                sizes_not_for(&mut p);
                 required(&mut p, "size", &self.size, "5m");
                 required(&mut p, "advance", &self.advance, "1m");
                 not_for(
@@ -197,6 +225,7 @@ impl WindowSpec {
                 );
             }
             WindowKind::Sliding => {
+                sizes_not_for(&mut p);
                 required(&mut p, "size", &self.size, "5m");
                 not_for(
                     &mut p,
@@ -212,6 +241,7 @@ impl WindowSpec {
                 );
             }
             WindowKind::Session => {
+                sizes_not_for(&mut p);
                 required(&mut p, "gap", &self.gap, "30m");
                 not_for(
                     &mut p,
@@ -245,10 +275,24 @@ impl WindowSpec {
             }
         };
         positive("size", &self.size, false);
+        for (i, d) in self.sizes.iter().flatten().enumerate() {
+            positive(&format!("sizes[{i}]"), &Some(*d), false);
+        }
         positive("advance", &self.advance, false);
         positive("gap", &self.gap, false);
         positive("grace", &self.grace, true);
         positive("idle_timeout", &self.idle_timeout, false);
+        let mut seen = Vec::new();
+        for (i, d) in self.sizes.iter().flatten().enumerate() {
+            if seen.contains(&d.millis()) {
+                p.push(Problem::new(
+                    format!("sizes[{i}]"),
+                    format!("`{d}` is listed twice"),
+                    "list each length once",
+                ));
+            }
+            seen.push(d.millis());
+        }
         if let (WindowKind::Hopping, Some(size), Some(adv)) = (self.kind, self.size, self.advance) {
             if adv > size {
                 p.push(Problem::new(
@@ -276,6 +320,13 @@ impl WindowSpec {
 
     pub(crate) fn size_ms(&self) -> i64 {
         self.size.map_or(0, |d| d.millis())
+    }
+    /// Tumbling windows' lengths: `sizes`, or `size` alone.
+    pub(crate) fn sizes_ms(&self) -> Vec<i64> {
+        match &self.sizes {
+            Some(v) => v.iter().map(|d| d.millis()).collect(),
+            None => vec![self.size_ms()],
+        }
     }
     pub(crate) fn advance_ms(&self) -> i64 {
         self.advance.or(self.size).map_or(0, |d| d.millis())

@@ -389,6 +389,8 @@ fn update_result(gkey: &[u8], w: Window, values: Vec<Value>) -> WindowResult {
 pub struct WindowOp {
     kind: WindowKind,
     size: i64,
+    /// Tumbling windows' lengths (`sizes`, or `size` alone).
+    sizes: Vec<i64>,
     advance: i64,
     gap: i64,
     grace: i64,
@@ -501,6 +503,7 @@ impl WindowOp {
         WindowOp {
             kind: spec.kind,
             size: spec.size_ms().max(1),
+            sizes: spec.sizes_ms().into_iter().map(|s| s.max(1)).collect(),
             advance: spec.advance_ms().max(1),
             gap: spec.gap_ms(),
             grace: spec.grace_ms(),
@@ -687,9 +690,17 @@ impl WindowOp {
         };
         self.table.meta.seq += 1;
         Ok(match self.kind {
-            WindowKind::Tumbling => {
-                let w = assign::tumbling(ts, self.size);
+            WindowKind::Tumbling if self.sizes.len() == 1 => {
+                let w = assign::tumbling(ts, self.sizes[0]);
                 self.add_fixed(key, &[w], at, values, out)
+            }
+            WindowKind::Tumbling => {
+                let ws: Vec<Window> = self
+                    .sizes
+                    .iter()
+                    .map(|&s| assign::tumbling(ts, s))
+                    .collect();
+                self.add_fixed(key, &ws, at, values, out)
             }
             WindowKind::Hopping => {
                 let ws: Vec<Window> = assign::hopping(ts, self.size, self.advance).collect();
