@@ -20,6 +20,13 @@ pub struct Metrics {
     /// Fluvio partition streams reopened by sluice's reader, by topic and reason (`gap`:
     /// the client's stream skipped offsets; `stall`: it sent nothing with records owed).
     pub fluvio_reopens: IntCounterVec,
+    /// Records a stage wrote to a Fluvio output, by stage and topic.
+    pub fluvio_output_records: IntCounterVec,
+    /// Records a restored task found already written to its Fluvio output (by the run
+    /// before a crash) and skipped, by stage and topic.
+    pub fluvio_output_found: IntCounterVec,
+    /// Records another writer put in a task's Fluvio partition, by stage and topic.
+    pub fluvio_output_conflicts: IntCounterVec,
     /// Records whose device clock was replaced by the broker timestamp.
     pub clock_restamped: IntCounterVec,
     /// Windows closed and emitted, by stage and window length.
@@ -167,6 +174,24 @@ impl Metrics {
                 "sluice_fluvio_stream_reopens_total",
                 "Fluvio partition streams reopened (the client skipped records, or stalled).",
                 &["topic", "reason"],
+            ),
+            fluvio_output_records: counter(
+                &r,
+                "sluice_fluvio_output_records_total",
+                "Records written to a Fluvio output.",
+                &["stage", "topic"],
+            ),
+            fluvio_output_found: counter(
+                &r,
+                "sluice_fluvio_output_found_total",
+                "Records a restored task found already in its Fluvio output and did not write again.",
+                &["stage", "topic"],
+            ),
+            fluvio_output_conflicts: counter(
+                &r,
+                "sluice_fluvio_output_conflicts_total",
+                "Records another writer put in a task's Fluvio output partition.",
+                &["stage", "topic"],
             ),
             clock_restamped: counter(
                 &r,

@@ -3,7 +3,8 @@
 //! with the `fluvio` crate, the `validate` stage reads it there, and every output is read
 //! back where it landed (topics as a plain consumer, the TSDB's export, the Parquet objects)
 //! and compared with what the input determines. The second test kills the stage that reads
-//! Fluvio with -9 while the input streams in.
+//! Fluvio with -9 while the input streams in; the third has that stage write its output to
+//! Fluvio too and crashes it between a flush and its commit.
 
 mod common;
 
@@ -34,6 +35,8 @@ struct FluvioScenario {
     topo: TestTopology,
     /// The raw topic's name on Fluvio.
     raw: String,
+    /// The valid topic's name on Fluvio, when validate writes it there.
+    valid: Option<String>,
     cfg: SimConfig,
     exp: Expected,
     sent: Arc<AtomicU64>,
@@ -61,9 +64,20 @@ impl FluvioScenario {
     /// `seed` picks an input that determines no two anomalies with one natural key (a late
     /// reading can share its event time with an earlier one; `verify` refuses such inputs).
     fn new(devices: u32, steps: u64, seed: u64) -> FluvioScenario {
+        Self::with(devices, steps, seed, false)
+    }
+
+    /// With `valid_on_fluvio`, `telemetry.valid` is on Fluvio too: validate writes it there,
+    /// and aggregate, detect and archive read it there.
+    fn with(devices: u32, steps: u64, seed: u64, valid_on_fluvio: bool) -> FluvioScenario {
         let topo = TestTopology::new(|text| {
             // The ingest bridges are left out: the simulator produces to Fluvio.
             let (text, _) = common::raw_on_fluvio(&text);
+            let text = if valid_on_fluvio {
+                common::valid_on_fluvio(&text).0
+            } else {
+                text
+            };
             let (head, rest) = text.split_once("\ningest:").expect("ingest section");
             let (_, stages) = rest.split_once("\nstages:").expect("stages section");
             format!("{head}\nstages:{stages}").replace(
@@ -72,6 +86,7 @@ impl FluvioScenario {
             )
         });
         let raw = format!("{}-telemetry-raw", topo.suffix);
+        let valid = valid_on_fluvio.then(|| format!("{}-telemetry-valid", topo.suffix));
         let cfg = SimConfig {
             devices,
             steps,
@@ -86,6 +101,7 @@ impl FluvioScenario {
         FluvioScenario {
             topo,
             raw,
+            valid,
             cfg,
             exp,
             sent: Arc::new(AtomicU64::new(0)),
@@ -263,12 +279,14 @@ impl Proc {
     }
 
     fn start(&mut self) {
+        self.start_with(&[]);
+    }
+
+    fn start_with(&mut self, envs: &[(&str, &str)]) {
         let args: Vec<&str> = self.args.iter().map(String::as_str).collect();
-        self.proc = Some(Sluice::spawn_with_env(
-            &args,
-            &[("SLUICE_STATE_DIR", &self.state)],
-            &self.log,
-        ));
+        let mut all = vec![("SLUICE_STATE_DIR", self.state.as_str())];
+        all.extend_from_slice(envs);
+        self.proc = Some(Sluice::spawn_with_env(&args, &all, &self.log));
     }
 
     fn kill9(&mut self) {
@@ -435,4 +453,113 @@ fn fluvio_spu_stopped_under_the_stage_and_restarted_loses_and_repeats_nothing() 
     verify::check_crash_repeats(&s.topo, &out, &[outage], "fluvio_spu_outage_repeats");
     s.check_raw();
     s.check_lag_drained();
+}
+
+/// validate reads the raw topic on Fluvio and writes `telemetry.valid` on Fluvio too
+/// (docs/FLUVIO.md, "Stages writing Fluvio"); aggregate, detect and archive read it there.
+/// validate first crashes right after a flush to Fluvio, before that commit's markers (the
+/// `SLUICE_CRASH_AFTER_FLUVIO_FLUSH` hook), so its restored task finds its own records past
+/// the committed end; then it is killed with -9 twice while the input streams in. A plain
+/// Fluvio reader must find every valid reading exactly once, and the outputs downstream must
+/// be exact.
+#[test]
+fn a_stage_writing_fluvio_crashed_after_a_flush_and_killed_writes_each_record_once() {
+    let mut s = FluvioScenario::with(12, 300, 44, true);
+    let valid = s.valid.clone().unwrap();
+    let mut validate = Proc::new(&s, "validate-0", &["validate"]);
+    let mut rest = Proc::new(&s, "rest-0", &DOWNSTREAM);
+    validate.start_with(&[("SLUICE_CRASH_AFTER_FLUVIO_FLUSH", "3")]);
+    rest.start();
+    // The output ends before the crash: taken once `sluice run` created the topics, and
+    // before any input is produced (nothing is flushed before that).
+    eventually(
+        "sluice run to create the dead-letter topic",
+        600,
+        Duration::from_millis(100),
+        || {
+            (!end_offsets(&env("SLUICE_BROKERS"), &s.topo.topic("telemetry.dlq")).is_empty())
+                .then_some(())
+        },
+    );
+    let mut crashes = vec![verify::Disruption::now(
+        &s.topo,
+        "validate-0 aborted after its third flush to Fluvio",
+        &["validate"],
+    )];
+    s.start_input(1500);
+    eventually(
+        "validate to abort after its third flush to Fluvio",
+        600,
+        Duration::from_millis(100),
+        || validate.check_alive().err(),
+    );
+    validate.start();
+    // The restored task read its partition past the committed end and skipped what it
+    // emitted again there.
+    let found = eventually(
+        "the restarted validate to find the crashed flush's records in Fluvio",
+        600,
+        Duration::from_millis(100),
+        || {
+            validate.check_alive().unwrap_or_else(|e| panic!("{e}"));
+            metric(validate.port, "sluice_fluvio_output_found_total").filter(|n| *n > 0.0)
+        },
+    );
+    for k in 2..=3u64 {
+        s.wait_sent(s.total() * k / 4);
+        validate.check_alive().unwrap_or_else(|e| panic!("{e}"));
+        rest.check_alive().unwrap_or_else(|e| panic!("{e}"));
+        crashes.push(verify::Disruption::now(
+            &s.topo,
+            &format!("kill -9 of validate-0 at {k}/4 of the input"),
+            &["validate"],
+        ));
+        validate.kill9();
+        validate.start();
+    }
+    s.finish_input();
+    let out = verify::check_outputs(&s.topo, &s.cfg, &s.exp, &mut || {
+        validate.check_alive()?;
+        rest.check_alive()
+    });
+    // On Kafka, validate's dead letters after each crash are copies with their ids, within
+    // the documented bound; nothing downstream was interrupted.
+    verify::check_crash_repeats(
+        &s.topo,
+        &out,
+        &crashes,
+        "fluvio_output_kafka_repeats_per_crash",
+    );
+    let (got, partitions) = fluvio_readings(&valid, s.exp.valid.len());
+    assert_eq!(partitions, 4);
+    let twice: Vec<_> = got.iter().filter(|(_, n)| **n > 1).take(5).collect();
+    assert!(
+        twice.is_empty(),
+        "valid readings on Fluvio more than once: {twice:?}"
+    );
+    let want: std::collections::BTreeSet<_> = s
+        .exp
+        .valid
+        .iter()
+        .map(|t| (t.device_id.clone(), t.seq))
+        .collect();
+    let have: std::collections::BTreeSet<_> = got.keys().cloned().collect();
+    assert_eq!(
+        have.len(),
+        want.len(),
+        "valid readings on Fluvio: {} missing, {} unexpected",
+        want.difference(&have).count(),
+        have.difference(&want).count()
+    );
+    assert_eq!(have, want);
+    assert_eq!(
+        metric(validate.port, "sluice_fluvio_output_conflicts_total").unwrap_or(0.0),
+        0.0,
+        "no other writer"
+    );
+    eprintln!(
+        "FIGURE fluvio_output records={} valid={} found_after_crash={found}",
+        s.total(),
+        want.len()
+    );
 }

@@ -279,6 +279,7 @@ impl Topics {
         let marker_producer: FutureProducer = producer_config(&opts).create().unwrap();
         StageDef {
             fluvio: None,
+            fluvio_outputs: None,
             app: self.app.clone(),
             name: STAGE.into(),
             inputs: vec![self.input.clone()],

@@ -67,6 +67,11 @@ pub struct PipelineArgs {
     /// the validate stage reads Fluvio. No latency run.
     #[arg(long)]
     pub raw_on_fluvio: bool,
+    /// Put the valid topic on the Fluvio cluster: validate writes it there, exactly once
+    /// without headers (docs/FLUVIO.md, "Stages writing Fluvio"). Best with `--stage
+    /// validate`.
+    #[arg(long)]
+    pub valid_on_fluvio: bool,
     /// The Fluvio SC for `--raw-on-fluvio`.
     #[arg(
         long,
@@ -98,10 +103,14 @@ pub(crate) fn run(c: Command) -> anyhow::Result<ExitCode> {
         a.steps,
         a.brokers,
         stages.join(","),
-        if a.raw_on_fluvio {
-            format!("; raw topic on the Fluvio cluster at {}", a.fluvio)
-        } else {
-            String::new()
+        match (a.raw_on_fluvio, a.valid_on_fluvio) {
+            (false, false) => String::new(),
+            (true, false) => format!("; raw topic on the Fluvio cluster at {}", a.fluvio),
+            (false, true) => format!("; valid topic on the Fluvio cluster at {}", a.fluvio),
+            (true, true) => format!(
+                "; raw and valid topics on the Fluvio cluster at {}",
+                a.fluvio
+            ),
         }
     );
     let mut costs = Vec::new();
@@ -468,6 +477,11 @@ fn one_run(
         .records_out
         .with_label_values(&["validate", &valid])
         .get();
+    // On Fluvio, validate writes at its commits: done once they wrote every valid record.
+    let on_fluvio = METRICS
+        .fluvio_output_records
+        .with_label_values(&["validate", &valid]);
+    let on_fluvio_base = on_fluvio.get();
     loop {
         std::thread::sleep(Duration::from_millis(100));
         let seen: Vec<u64> = stages
@@ -481,7 +495,9 @@ fn one_run(
             .with_label_values(&["validate", &valid])
             .get()
             - valid_base;
+        let written = !a.valid_on_fluvio || on_fluvio.get() - on_fluvio_base >= valid_total;
         let done = seen[0] >= records
+            && written
             && stages
                 .iter()
                 .zip(&seen)
@@ -596,6 +612,11 @@ fn prepare(
     } else {
         text
     };
+    let text = if a.valid_on_fluvio {
+        valid_on_fluvio(&text, suffix)
+    } else {
+        text
+    };
     let env = |k: &str| match k {
         "SLUICE_FLUVIO_ENDPOINT" => Some(a.fluvio.clone()),
         "SLUICE_BROKERS" => Some(a.brokers.clone()),
@@ -671,6 +692,25 @@ pub(crate) fn raw_on_fluvio(text: &str, suffix: &str) -> String {
         "connections:\n  fluvio: { endpoint: ${SLUICE_FLUVIO_ENDPOINT} }\n",
     )
     .replace("max_clock_skew: 15m", "max_clock_skew: 1000d")
+}
+
+/// Moves an [`isolate`]d topology's valid topic to Fluvio (`<suffix>-telemetry-valid`).
+pub(crate) fn valid_on_fluvio(text: &str, suffix: &str) -> String {
+    let valid = format!("{suffix}-telemetry-valid");
+    let text = text
+        .replace(&format!("{suffix}.telemetry.valid"), &valid)
+        .replace(
+            &format!("  {valid}: {{ partitions:"),
+            &format!("  {valid}: {{ broker: fluvio, partitions:"),
+        );
+    if text.contains("  fluvio: { endpoint:") {
+        text
+    } else {
+        text.replace(
+            "connections:\n",
+            "connections:\n  fluvio: { endpoint: ${SLUICE_FLUVIO_ENDPOINT} }\n",
+        )
+    }
 }
 
 /// How long a Fluvio partition may send nothing while records are owed before the bench

@@ -259,6 +259,12 @@ fn stage_inputs(t: &Topology, a: &Args) -> anyhow::Result<(Vec<String>, Vec<Stri
             a.stage
         );
     }
+    if let Some((_, f)) = t.fluvio_outputs(stage).first() {
+        anyhow::bail!(
+            "stage {} writes {f} on Fluvio, where a record cannot carry the id that lets readers drop a rewritten copy: a replay would append the rebuilt range again; recompute it with `sluice backfill` into a Kafka topic instead",
+            a.stage
+        );
+    }
     Ok((inputs, stores))
 }
 

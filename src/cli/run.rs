@@ -110,7 +110,8 @@ impl Shared {
                     as Box<dyn SchemaSource>
             }),
         });
-        let fluvio = if t.claim_topics().is_empty() {
+        let writes_fluvio = t.stages.iter().any(|s| !t.fluvio_outputs(s).is_empty());
+        let fluvio = if t.claim_topics().is_empty() && !writes_fluvio {
             None
         } else {
             rt.block_on(crate::connections::fluvio_client(&t.connections))?
@@ -627,8 +628,13 @@ pub(crate) fn stage_def(
             )
         }
     };
-    let stores: Vec<(String, String)> = spec
-        .stores()
+    let stage_spec = t
+        .stages
+        .iter()
+        .find(|s| s.name == name)
+        .ok_or_else(|| RuntimeError::Config(format!("no stage {name}")))?;
+    let stores: Vec<(String, String)> = t
+        .stage_stores(stage_spec)
         .into_iter()
         .map(|s| {
             let topic = t.changelog_topic(name, &s);
@@ -669,8 +675,27 @@ pub(crate) fn stage_def(
         )))
         }
     };
+    // Outputs on Fluvio, by port (`runtime/fluvio_out.rs`).
+    let on_fluvio: Vec<Option<String>> = outputs
+        .iter()
+        .map(|o| (t.broker_of(o) == Broker::Fluvio).then(|| o.clone()))
+        .collect();
+    let fluvio_outputs = match (&shared.fluvio, on_fluvio.iter().any(Option::is_some)) {
+        (_, false) => None,
+        (Some(client), true) => Some(crate::runtime::fluvio_out::FluvioOutputs {
+            client: client.clone(),
+            rt: shared.rt.clone(),
+            ports: on_fluvio,
+        }),
+        (None, true) => {
+            return Err(RuntimeError::Config(format!(
+                "stage {name} writes a Fluvio topic, but no Fluvio client was made (connections.fluvio)"
+            )))
+        }
+    };
     Ok(StageDef {
         fluvio,
+        fluvio_outputs,
         app: t.metadata.name.clone(),
         name: name.to_string(),
         inputs,

@@ -6,6 +6,7 @@ use rdkafka::producer::BaseRecord;
 use sluice_connectors::kafka::{dlq, IdWriter, KafkaError, TrackedProducer, ID_HEADER};
 use sluice_state::protocol::next_output_seq;
 
+use super::fluvio_out::TaskOutputs;
 use super::processor::{Emit, Input, Rejection};
 use crate::metrics::METRICS;
 
@@ -24,6 +25,9 @@ pub(crate) struct Emitter<'a> {
     /// A replay's rebuild below its `quiet_below` (`sluice replay`): outputs are numbered, so
     /// the later ones get the ids of the first run, but not written (the first run wrote them).
     pub(crate) quiet: bool,
+    /// The task's outputs on Fluvio: what goes to one of their ports is held there until
+    /// the commit flushes it (`runtime/fluvio_out.rs`).
+    pub(crate) fluvio: Option<&'a mut TaskOutputs>,
 }
 
 impl Emitter<'_> {
@@ -41,6 +45,15 @@ impl Emit for Emitter<'_> {
             if self.with_ids {
                 next_output_seq(self.seq);
             }
+            return;
+        }
+        if let Some(f) = self.fluvio.as_deref_mut().filter(|f| f.has(port)) {
+            // Numbered like any output (Fluvio records carry no id), held until the commit.
+            if self.with_ids {
+                next_output_seq(self.seq);
+            }
+            f.emit(port, key, value);
+            self.out_counters[port].inc();
             return;
         }
         let headers = self.with_ids.then(|| {

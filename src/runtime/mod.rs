@@ -5,6 +5,7 @@ pub mod bounds;
 mod changelog;
 mod emit;
 pub mod fluvio;
+pub mod fluvio_out;
 mod lag;
 mod pause;
 mod processor;

@@ -28,6 +28,7 @@ use sluice_topology::Guarantee;
 use super::changelog::{restore_task, KafkaCommit, LogEnv, RestoreProgress, TaskLog};
 use super::emit::Emitter;
 use super::fluvio::{FluvioInputs, Readers};
+use super::fluvio_out::{FluvioOutputs, TaskOutputs};
 use super::lag::{self, BatchTimes, StageLag};
 use super::pause;
 use super::processor::{Input, Processor};
@@ -89,6 +90,9 @@ pub struct StageDef {
     pub leave_group: bool,
     /// Set when some inputs are on Fluvio (`runtime/fluvio.rs`).
     pub fluvio: Option<FluvioInputs>,
+    /// Set when some outputs are on Fluvio (`runtime/fluvio_out.rs`); their ends are the
+    /// last of the stage's stores.
+    pub fluvio_outputs: Option<FluvioOutputs>,
     /// Bounded input (`sluice backfill`): the stage stops by itself once it has committed
     /// every input partition up to these ends. `None`: runs until stopped.
     pub bounds: Option<Arc<StageBounds>>,
@@ -111,6 +115,8 @@ struct Task {
     idle_since: Instant,
     /// Input timestamps since the last commit (`sluice_latency_ms`).
     times: BatchTimes,
+    /// The task's outputs on Fluvio, and the table of their ends (its last store).
+    fluvio: Option<TaskOutputs>,
 }
 
 impl Task {
@@ -120,6 +126,9 @@ impl Task {
             t.push(ids);
         }
         t.extend(self.processor.tables());
+        if let Some(f) = self.fluvio.as_mut() {
+            t.push(f.table());
+        }
         t
     }
 
@@ -435,6 +444,11 @@ impl Inner {
             rebuild: Rebuild::NONE,
             idle_since: Instant::now(),
             times: BatchTimes::default(),
+            fluvio: self
+                .def
+                .fluvio_outputs
+                .as_ref()
+                .map(|o| TaskOutputs::new(o, &self.def.name, partition)),
         };
         if let Some(env) = &self.def.log {
             let stage = self.def.name.clone();
@@ -465,6 +479,9 @@ impl Inner {
                 task.skip_below = off;
             }
             tracing::info!(stage = %self.def.name, partition, resume_offset = ?resume.input_offset, output_seq = resume.output_seq, rebuild = ?resume.rebuild, "Restored task.");
+        }
+        if let Some(f) = task.fluvio.as_mut() {
+            f.open(task.skip_below >= 0)?;
         }
         Ok(task)
     }
@@ -555,6 +572,7 @@ impl Inner {
             partition,
             &mut task.output_seq,
             quiet,
+            task.fluvio.as_mut(),
         );
         task.processor.process(&input, &mut em)?;
         if let Some(e) = em.error {
@@ -616,6 +634,7 @@ impl Inner {
                 partition,
                 &mut task.output_seq,
                 quiet,
+                task.fluvio.as_mut(),
             );
             let ticked = task.processor.idle(task.idle_since.elapsed(), &mut em)?;
             if let Some(e) = em.error {
@@ -645,6 +664,7 @@ impl Inner {
                 partition,
                 &mut task.output_seq,
                 quiet,
+                task.fluvio.as_mut(),
             );
             task.processor.end_batch(&mut em)?;
             if let Some(e) = em.error {
@@ -656,6 +676,13 @@ impl Inner {
             if !task.processor.flush_external()? {
                 held.push((input, partition));
             }
+        }
+        // Fluvio writes cannot be told apart later: none from a process that was paused
+        // (the commit then fails as a zombie's, before anything else leaves it).
+        if pause::since(self.pause_mark).is_none() {
+            super::fluvio_out::flush_all(
+                self.tasks.values_mut().filter_map(|t| t.fluvio.as_mut()),
+            )?;
         }
         Ok(held)
     }
@@ -696,6 +723,7 @@ impl Inner {
                 ids,
                 log,
                 output_seq,
+                fluvio,
                 ..
             } = task;
             let state = match (log.as_mut(), def.log.is_some()) {
@@ -705,6 +733,9 @@ impl Inner {
                         tables.push(ids);
                     }
                     tables.extend(processor.tables());
+                    if let Some(f) = fluvio.as_mut() {
+                        tables.push(f.table());
+                    }
                     Some((log, tables))
                 }
                 _ => None,
@@ -812,6 +843,7 @@ impl Inner {
 }
 
 /// The `Emit` for one task's outputs: numbered per input partition, counted per topic.
+#[allow(clippy::too_many_arguments)]
 fn emitter<'a>(
     def: &'a StageDef,
     producer: &'a TrackedProducer,
@@ -820,6 +852,7 @@ fn emitter<'a>(
     partition: i32,
     seq: &'a mut u64,
     quiet: bool,
+    fluvio: Option<&'a mut TaskOutputs>,
 ) -> Emitter<'a> {
     Emitter {
         producer,
@@ -833,6 +866,7 @@ fn emitter<'a>(
         id,
         error: None,
         quiet,
+        fluvio,
     }
 }
 

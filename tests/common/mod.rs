@@ -705,27 +705,38 @@ pub fn landed_readings(brokers: &str, raw: &str) -> BTreeMap<(String, i64), usiz
 /// `<suffix>-telemetry-raw` (Fluvio's names take no dots) and lives on the local Fluvio
 /// cluster (`SLUICE_FLUVIO_ENDPOINT`). Returns the text and the raw topic's name.
 pub fn raw_on_fluvio(text: &str) -> (String, String) {
-    let at = text.find(".telemetry.raw").expect("raw topic");
+    let (text, raw) = topic_on_fluvio(text, "telemetry.raw", "   ");
+    let text = text.replace(
+        "connections:\n",
+        "connections:\n  fluvio: { endpoint: ${SLUICE_FLUVIO_ENDPOINT} }\n",
+    );
+    (text, raw)
+}
+
+/// A test topology (after [`raw_on_fluvio`]) with its valid topic on Fluvio too, renamed
+/// `<suffix>-telemetry-valid` (its subject with it); returns the text and the name.
+pub fn valid_on_fluvio(text: &str) -> (String, String) {
+    topic_on_fluvio(text, "telemetry.valid", " ")
+}
+
+/// Renames the test topology's `<suffix>.<topic>` to `<suffix>-<topic with dashes>` (Fluvio
+/// names take no dots) and puts it on Fluvio; `pad` is the spaces after its key in iot.yaml.
+fn topic_on_fluvio(text: &str, topic: &str, pad: &str) -> (String, String) {
+    let at = text.find(&format!(".{topic}")).expect("the topic");
     let suffix = text[..at]
         .rsplit(|c: char| c.is_whitespace())
         .next()
         .unwrap();
-    let raw = format!("{suffix}-telemetry-raw");
-    let text = text
-        .replace(&format!("{suffix}.telemetry.raw"), &raw)
-        .replace(
-            &format!("  {raw}:   {{ partitions: 4,"),
-            &format!("  {raw}:   {{ broker: fluvio, partitions: 4,"),
-        )
-        .replace(
-            "connections:\n",
-            "connections:\n  fluvio: { endpoint: ${SLUICE_FLUVIO_ENDPOINT} }\n",
-        );
-    assert!(
-        text.contains(&format!("{raw}:   {{ broker: fluvio")),
-        "the raw topic is on Fluvio in:\n{text}"
+    let name = format!("{suffix}-{}", topic.replace('.', "-"));
+    let text = text.replace(&format!("{suffix}.{topic}"), &name).replace(
+        &format!("  {name}:{pad}{{ partitions: 4,"),
+        &format!("  {name}:{pad}{{ broker: fluvio, partitions: 4,"),
     );
-    (text, raw)
+    assert!(
+        text.contains(&format!("{name}:{pad}{{ broker: fluvio")),
+        "{name} is on Fluvio in:\n{text}"
+    );
+    (text, name)
 }
 
 /// The readings of a raw topic on the local Fluvio cluster, read by a plain Fluvio reader

@@ -1,15 +1,22 @@
 //! Topics on a Fluvio cluster: `connections.fluvio`, a topic's `broker: fluvio`, what may
 //! read or write such a topic, and the Kafka-side claim topic that spreads its partitions.
 //!
-//! A stage reads a Fluvio topic; everything it keeps and writes stays on the Kafka-compatible
-//! broker: outputs, changelogs, commit markers, and the consumer group whose assignment says
-//! which instance reads which Fluvio partition (docs/FLUVIO.md, docs/ARCHITECTURE.md).
+//! A stage reads a Fluvio topic, and may write its outputs there: task `p` is then the only
+//! writer of the output's partition `p`, and keeps that partition's end in a store of its own
+//! ([`POSITIONS_STORE`]). Changelogs, commit markers, dead letters and the consumer group
+//! whose assignment says which instance reads which Fluvio partition stay on the
+//! Kafka-compatible broker (docs/FLUVIO.md, docs/ARCHITECTURE.md).
 
 use serde::Deserialize;
 
 use crate::ingest::IngestSpec;
-use crate::model::Topology;
+use crate::model::{Guarantee, Stage, Topology};
 use crate::plan::TopicPlan;
+
+/// The store a stage writing Fluvio keeps each Fluvio output's end in (per task: the end of
+/// the partition it writes after its last commit), changelogged and committed with the
+/// stage's other stores, so a restored task knows which of its outputs are there already.
+pub const POSITIONS_STORE: &str = "fluvio_positions";
 
 /// Where a topic lives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
@@ -52,6 +59,30 @@ impl Topology {
     /// reads Fluvio partition `p`, and commits its Fluvio position there as the offset.
     pub fn claim_topic(&self, stage: &str, topic: &str) -> String {
         format!("{}-{stage}-{topic}-fluvio-claims", self.metadata.name)
+    }
+
+    /// The outputs of `stage` that are on Fluvio, by port: the stage's output ports
+    /// (`output`, and `alerts` for `detect`), not its dead letters, which stay on Kafka.
+    pub fn fluvio_outputs(&self, stage: &Stage) -> Vec<(&'static str, String)> {
+        stage
+            .spec
+            .outputs()
+            .into_iter()
+            .filter(|(field, topic)| {
+                *field != "dead_letter" && self.broker_of(topic) == Broker::Fluvio
+            })
+            .map(|(field, topic)| (field, topic.to_string()))
+            .collect()
+    }
+
+    /// The stores of `stage`, each changelogged to its own topic: the kind's, then
+    /// [`POSITIONS_STORE`] when the stage writes a Fluvio topic.
+    pub fn stage_stores(&self, stage: &Stage) -> Vec<String> {
+        let mut v = stage.spec.stores();
+        if !self.fluvio_outputs(stage).is_empty() {
+            v.push(POSITIONS_STORE.to_string());
+        }
+        v
     }
 
     /// The topics to create on the Fluvio cluster, with the topology's replication.
@@ -129,21 +160,35 @@ pub(crate) fn check(t: &Topology, push: &mut impl FnMut(String, String, String))
             "add `connections.fluvio: { endpoint: HOST:9003 }` (the SC's public address)".into(),
         );
     }
-    let writes_fluvio = "sluice writes Kafka topics only: a Fluvio record has no headers to \
-                         carry the `sluice.id` that makes a repeated write detectable";
     for s in &t.stages {
-        for (field, topic) in s.spec.outputs() {
-            if on_fluvio(topic) {
-                push(
-                    format!("stages.{}.{field}", s.name),
-                    format!(
-                        "stage `{}` writes `{topic}`, which is on Fluvio; {writes_fluvio}",
-                        s.name
-                    ),
-                    "write to a Kafka topic; Fluvio topics are stage inputs (docs/FLUVIO.md)"
-                        .into(),
-                );
-            }
+        check_stage_outputs(t, s, push);
+    }
+    // A stage's Fluvio output has that stage's tasks as its only writers.
+    let mut writers: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+    for s in &t.stages {
+        for (field, topic) in t.fluvio_outputs(s) {
+            writers
+                .entry(topic)
+                .or_default()
+                .push(format!("stages.{}.{field}", s.name));
+        }
+    }
+    for b in &t.ingest {
+        let (out, _) = b.spec.output_and_device_field();
+        if let Some(w) = writers.get_mut(out) {
+            w.push(format!("ingest.{}.output", b.name));
+        }
+    }
+    for (topic, w) in writers {
+        if w.len() > 1 {
+            push(
+                w[1].clone(),
+                format!(
+                    "`{topic}` is on Fluvio and written by {}; a stage's Fluvio output must have one writer, its own tasks, which find their records there after a crash by position",
+                    w.join(" and ")
+                ),
+                "give each writer its own topic, or put the topic on Kafka".into(),
+            );
         }
     }
     for topic in t.table_topics() {
@@ -173,6 +218,72 @@ pub(crate) fn check(t: &Topology, push: &mut impl FnMut(String, String, String))
                 );
             }
         }
+    }
+}
+
+/// A stage may write a Fluvio topic when its task `p` can be the only writer of the topic's
+/// partition `p` (docs/FLUVIO.md, "Stages writing Fluvio"): one input, as many partitions.
+/// Dead letters carry their reason in headers and stay on Kafka.
+fn check_stage_outputs(t: &Topology, s: &Stage, push: &mut impl FnMut(String, String, String)) {
+    let on_fluvio = |name: &str| t.broker_of(name) == Broker::Fluvio;
+    let mut writes = false;
+    for (field, topic) in s.spec.outputs() {
+        if !on_fluvio(topic) {
+            continue;
+        }
+        let key = format!("stages.{}.{field}", s.name);
+        if field == "dead_letter" {
+            push(
+                key,
+                format!(
+                    "stage `{}` writes its dead letters to `{topic}`, which is on Fluvio; a dead letter carries its reason in record headers, which Fluvio records do not have",
+                    s.name
+                ),
+                "keep the dead-letter topic on Kafka (remove its `broker: fluvio`)".into(),
+            );
+            continue;
+        }
+        writes = true;
+        let inputs = s.spec.inputs();
+        if inputs.len() != 1 {
+            push(
+                key,
+                format!(
+                    "stage `{}` writes `{topic}` on Fluvio but reads {} topics; each task writes the Fluvio partition of its input partition, so two inputs would give a partition two writers",
+                    s.name,
+                    inputs.len()
+                ),
+                "give the stage one input, or write a Kafka topic".into(),
+            );
+            continue;
+        }
+        let input = inputs[0].1;
+        let (Some(have), Some(want)) = (
+            t.topics.get(input).map(|i| i.partitions),
+            t.topics.get(topic).map(|o| o.partitions),
+        ) else {
+            continue;
+        };
+        if have != want {
+            push(
+                format!("topics.{topic}.partitions"),
+                format!(
+                    "`{topic}` is on Fluvio and written by stage `{}`, whose input `{input}` has {have} partitions, but it has {want}; task `p` writes partition `p`, so the two must match",
+                    s.name
+                ),
+                format!("give `{topic}` {have} partitions"),
+            );
+        }
+    }
+    if writes && t.processing.guarantee == Guarantee::ExactlyOnceTransactional {
+        push(
+            "processing.guarantee".into(),
+            format!(
+                "stage `{}` writes a Fluvio topic, which a Kafka transaction cannot include",
+                s.name
+            ),
+            "use `exactly_once`: a stage writing Fluvio keeps each partition's end with its commit instead (docs/FLUVIO.md)".into(),
+        );
     }
 }
 

@@ -16,7 +16,7 @@ mod stage;
 mod validate;
 
 pub use error::{Problem, TopologyError};
-pub use fluvio::{Broker, FluvioConnection};
+pub use fluvio::{Broker, FluvioConnection, POSITIONS_STORE};
 pub use ingest::{IngestBridge, IngestSpec, INGEST_KINDS};
 pub use load::{load, load_namespaced, load_namespaced_str, load_str, resolve_state_dir, Loaded};
 pub use model::{

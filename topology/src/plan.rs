@@ -73,9 +73,8 @@ impl Topology {
                     name: s.name.clone(),
                     group_id: self.group_id(&s.name),
                     partitions,
-                    stores: s
-                        .spec
-                        .stores()
+                    stores: self
+                        .stage_stores(s)
                         .into_iter()
                         .map(|store| StorePlan {
                             changelog: self.changelog_topic(&s.name, &store),

@@ -104,17 +104,110 @@ fn a_dotted_name_on_fluvio_is_refused_with_a_valid_one() {
     );
 }
 
+/// The reference topology with `telemetry.valid` on Fluvio as `telemetry-valid` too:
+/// validate writes it, aggregate, detect and archive read it.
+fn valid_on_fluvio() -> String {
+    on_fluvio()
+        .replace("telemetry.valid", "telemetry-valid")
+        .replace(
+            "  telemetry-valid: { partitions: 4,",
+            "  telemetry-valid: { broker: fluvio, partitions: 4,",
+        )
+}
+
 #[test]
-fn a_stage_writing_to_fluvio_is_refused() {
-    let text = on_fluvio().replace(
-        "  telemetry.valid: { partitions: 4,",
-        "  telemetry.valid: { broker: fluvio, partitions: 4,",
+fn a_stage_may_write_fluvio_and_keeps_the_partitions_end_in_a_store() {
+    let loaded = load_str(&iot_path(), &valid_on_fluvio(), &env).unwrap_or_else(|e| panic!("{e}"));
+    let t = &loaded.topology;
+    let stage = t.stages.iter().find(|s| s.name == "validate").unwrap();
+    assert_eq!(
+        t.fluvio_outputs(stage),
+        [("output", "telemetry-valid".to_string())]
+    );
+    assert_eq!(t.stage_stores(stage), ["dedup", "fluvio_positions"]);
+    let plan = t
+        .stage_plans()
+        .into_iter()
+        .find(|p| p.name == "validate")
+        .unwrap();
+    let changelogs: Vec<_> = plan.stores.iter().map(|s| s.changelog.as_str()).collect();
+    assert_eq!(
+        changelogs,
+        [
+            "iot-validate-dedup-changelog",
+            "iot-validate-fluvio_positions-changelog"
+        ]
+    );
+    // Its readers claim its partitions like any Fluvio input.
+    let claims: Vec<_> = t.claim_topics().into_iter().map(|c| c.0).collect();
+    assert_eq!(claims, ["validate", "aggregate", "detect", "archive"]);
+    // A stage that writes no Fluvio topic keeps no positions.
+    let agg = t.stages.iter().find(|s| s.name == "aggregate").unwrap();
+    assert_eq!(t.stage_stores(agg), ["ids", "windows"]);
+}
+
+/// `text` with its dead-letter topic on Fluvio, as `telemetry-dlq`.
+fn dlq_on_fluvio(text: &str) -> String {
+    text.replace("telemetry.dlq", "telemetry-dlq").replace(
+        "  telemetry-dlq:   { partitions: 1 }",
+        "  telemetry-dlq:   { broker: fluvio, partitions: 1 }",
+    )
+}
+
+#[test]
+fn dead_letters_on_fluvio_are_refused() {
+    let text = dlq_on_fluvio(&on_fluvio());
+    let p = problems(&text);
+    assert!(
+        p.iter()
+            .any(|(_, k, m, f)| k == "stages.validate.dead_letter"
+                && m.contains("headers")
+                && f.contains("on Kafka")),
+        "{p:?}"
+    );
+}
+
+#[test]
+fn a_fluvio_output_has_one_writing_stage() {
+    // detect writes its anomalies and its alerts to one Fluvio topic.
+    let text = valid_on_fluvio()
+        .replace("iot.anomalies", "iot-anomalies")
+        .replace("alerts: iot.alerts", "alerts: iot-anomalies")
+        .replace(
+            "  iot-anomalies:   { partitions: 4,",
+            "  iot-anomalies:   { broker: fluvio, partitions: 4,",
+        );
+    let p = problems(&text);
+    assert!(
+        p.iter().any(|(_, k, m, _)| k == "stages.detect.alerts"
+            && m.contains("written by stages.detect.output and stages.detect.alerts")),
+        "{p:?}"
+    );
+}
+
+#[test]
+fn a_fluvio_output_needs_its_inputs_partitions_and_no_kafka_transactions() {
+    let text = valid_on_fluvio().replace(
+        "  telemetry-valid: { broker: fluvio, partitions: 4,",
+        "  telemetry-valid: { broker: fluvio, partitions: 6,",
     );
     let p = problems(&text);
     assert!(
-        p.iter().any(|(_, k, m, _)| k == "stages.validate.output"
-            && m.contains("which is on Fluvio")
-            && m.contains("headers")),
+        p.iter()
+            .any(|(_, k, m, f)| k == "topics.telemetry-valid.partitions"
+                && m.contains("4 partitions, but it has 6")
+                && f == "give `telemetry-valid` 4 partitions"),
+        "{p:?}"
+    );
+    let text = valid_on_fluvio().replace(
+        "guarantee: exactly_once ",
+        "guarantee: exactly_once_transactional ",
+    );
+    let p = problems(&text);
+    assert!(
+        p.iter().any(|(_, k, m, f)| k == "processing.guarantee"
+            && m.contains("stage `validate` writes a Fluvio topic")
+            && f.contains("exactly_once")),
         "{p:?}"
     );
 }
@@ -128,12 +221,7 @@ fn an_ingest_bridge_may_produce_to_fluvio_but_its_dead_letters_stay_on_kafka() {
         "{p:?}"
     );
     // Dead letters carry their reason in headers, which Fluvio records do not have.
-    let text = with_raw_on_fluvio()
-        .replace("telemetry.dlq", "telemetry-dlq")
-        .replace(
-            "  telemetry-dlq:   { partitions: 1 }",
-            "  telemetry-dlq:   { broker: fluvio, partitions: 1 }",
-        );
+    let text = dlq_on_fluvio(&with_raw_on_fluvio());
     let p = problems(&text);
     assert!(
         p.iter()

@@ -21,6 +21,9 @@ use ::fluvio::{
 use fluvio_controlplane_metadata::spu::{Endpoint, IngressAddr, IngressPort};
 use futures::StreamExt;
 
+mod partition;
+pub use partition::{Landed, PartitionWriter};
+
 pub use crate::kafka::TopicOutcome;
 
 /// Everything that goes wrong talking to a Fluvio cluster; each names the cluster.

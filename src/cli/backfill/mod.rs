@@ -153,6 +153,17 @@ pub(crate) fn run(a: Args) -> anyhow::Result<ExitCode> {
         );
     }
 
+    if let Some((stage, topic)) = names.iter().find_map(|n| {
+        let s = t.stages.iter().find(|s| &s.name == n)?;
+        let (_, topic) = t.fluvio_outputs(s).into_iter().next()?;
+        Some((n, topic))
+    }) {
+        anyhow::bail!(
+            "{}: stage {stage} writes `{topic}` on Fluvio; a backfill writes a versioned copy of each output, and a backfill to Fluvio is not built (docs/FLUVIO.md). Put its output on Kafka for the backfill, or leave the stage out with --stage.",
+            a.file.display()
+        );
+    }
+
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
