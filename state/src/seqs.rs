@@ -6,8 +6,9 @@ use crate::table::{Codec, Encode};
 use crate::StateError;
 
 /// The last `window` sequence numbers of one source, as a bitmap ending at the highest seen.
-/// `window` is rounded up to a multiple of 64. A number more than `window` below the highest
-/// is too old to tell and counts as seen.
+/// `window` is rounded up to a multiple of 64 (`w`). A number `w` or more below the highest
+/// is too old to tell and counts as seen. `i64::MIN` marks "nothing seen yet", so a record
+/// numbered `i64::MIN` is not recorded (it always passes).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SeqWindow {
     max_seq: i64,
@@ -23,7 +24,7 @@ impl SeqWindow {
         }
     }
 
-    /// How many numbers below the highest are remembered.
+    /// How many numbers are remembered: the highest and those below it.
     pub fn window(&self) -> i64 {
         self.bits.len() as i64 * 64
     }
@@ -31,15 +32,23 @@ impl SeqWindow {
     /// Records `seq`; false if it was seen (or is too old to tell, which counts as seen).
     pub fn insert(&mut self, seq: i64) -> bool {
         let w = self.window();
+        if seq == i64::MIN {
+            return true;
+        }
         if self.max_seq == i64::MIN {
             self.max_seq = seq;
+            self.bits.fill(0);
             self.set(seq);
             return true;
         }
         if seq > self.max_seq {
-            let shift = seq.saturating_sub(self.max_seq).min(w);
-            for s in (seq - shift + 1)..=seq {
-                self.clear(s);
+            let shift = seq.saturating_sub(self.max_seq);
+            if shift >= w {
+                self.bits.fill(0);
+            } else {
+                for s in (seq - shift + 1)..=seq {
+                    self.clear(s);
+                }
             }
             self.max_seq = seq;
             self.set(seq);
@@ -85,10 +94,10 @@ impl Encode for SeqWindow {
 
 impl Codec for SeqWindow {
     fn decode(b: &[u8]) -> Result<Self, StateError> {
-        if b.len() < 8 || (b.len() - 8) % 8 != 0 {
+        if b.len() < 16 || (b.len() - 8) % 8 != 0 {
             return Err(StateError::decode(
                 "sequence window",
-                format!("{} bytes: not 8 plus a multiple of 8", b.len()),
+                format!("{} bytes: not 8 plus a positive multiple of 8", b.len()),
             ));
         }
         let max_seq = i64::from_be_bytes(b[..8].try_into().expect("8 bytes"));
@@ -134,5 +143,22 @@ mod tests {
         let back = SeqWindow::decode(&b).unwrap();
         assert_eq!(back, w);
         assert!(SeqWindow::decode(&b[..11]).is_err());
+        assert!(SeqWindow::decode(&b[..8]).is_err());
+    }
+
+    #[test]
+    fn extreme_numbers_neither_overflow_nor_stick() {
+        let mut w = SeqWindow::new(64);
+        // i64::MIN is "nothing seen": it passes and is not recorded.
+        assert!(w.insert(i64::MIN));
+        assert!(w.insert(i64::MIN));
+        assert!(w.insert(-5));
+        assert!(w.insert(100));
+        assert!(w.insert(64), "not left over from an earlier record");
+        assert!(w.insert(i64::MAX));
+        assert!(!w.insert(i64::MAX));
+        assert!(!w.insert(-5), "far below the highest: too old");
+        assert!(w.insert(i64::MAX - 63));
+        assert!(!w.insert(i64::MAX - 64));
     }
 }

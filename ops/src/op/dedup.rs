@@ -19,17 +19,21 @@
 //!
 //! # Sequence mode
 //!
-//! With `sequence`, each source (`by` values) keeps the highest number seen and a bitmap of
-//! the `last` numbers below it (rounded up to a multiple of 64,
+//! With `sequence`, each source (`by` values) keeps a bitmap of its last `last` numbers up
+//! to the highest it sent (`last` rounded up to a multiple of 64,
 //! [`SeqWindow`](sluice_state::SeqWindow), the built-in `validate` stage's retransmission
-//! check). A record whose number is among them and was seen is dropped; one more than `last`
+//! check). A record whose number is among them and was seen is dropped; one `last` or more
 //! below the highest is too old to tell and is dropped too; anything else passes and is
-//! remembered. A gap filled later passes. NULL in `by` or in the sequence field: the record
-//! passes, unremembered. No time is involved, so a replay drops the same records. State: the
-//! `seen` store holds one entry per source (8 bytes plus `last / 8`, e.g. 136 bytes for
-//! 1024), cached in memory for the 10,000 sources seen most recently; the rest of this page
-//! describes the horizon mode. The two modes' states differ: switching a deployed dedup
-//! from one mode to the other needs a new state (`sluice backfill` into a new version).
+//! remembered. A gap filled later passes. A source whose counter restarts (a reboot to 0)
+//! has its records dropped until it passes its old highest number minus `last`. NULL in
+//! `by` or in the sequence field: the record passes, unremembered. No time is involved, so a
+//! replay drops the same records. State: the `seen` store holds one entry per source (8
+//! bytes plus `last / 8`, e.g. 136 bytes for 1024); memory holds the entries read or changed
+//! since the last commit, and a commit drops the unchanged ones once they exceed 16 MiB
+//! (later reads come from the store). A source keeps the window size it was created with
+//! when `last` changes. The rest of this page describes the horizon mode. The two modes'
+//! states differ: switching a deployed dedup from one mode to the other needs a new state
+//! (`sluice backfill` into a new version).
 //!
 //! # What is dropped
 //!
@@ -471,14 +475,19 @@ impl DedupPlan {
         DedupOp {
             shared: self.shared.clone(),
             table: SeenTable::default(),
-            seqs: CachedTable::new(SEQ_CACHE),
+            seqs: CachedTable::new(match self.shared.mode {
+                Mode::Sequence { last, .. } => {
+                    SEQ_CACHE_BYTES / (8 + last.div_ceil(64) as usize * 8 + 64)
+                }
+                Mode::Horizon { .. } => 0,
+            }),
             key: Vec::new(),
         }
     }
 }
 
-/// Sources whose sequence windows stay in memory between commits (sequence mode).
-const SEQ_CACHE: usize = 10_000;
+/// Bytes of unchanged sequence windows kept in memory across a commit (sequence mode).
+const SEQ_CACHE_BYTES: usize = 16 << 20;
 
 struct DedupOp {
     shared: Arc<Shared>,

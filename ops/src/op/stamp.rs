@@ -8,11 +8,13 @@
 //! results are stamped with their `window_end`. `stamp` is for outputs whose readers go by the
 //! record timestamp (time-based retention, a downstream stage without a `timestamp:` field, a
 //! backfill choosing its range by time): it stamps each record with its own event time, e.g.
-//! after `validate` re-stamped a skewed clock. A NULL field sends the record to the
-//! dead-letter topic (class `null_timestamp`), as windows do. Stateless.
+//! after `validate` re-stamped a skewed clock. The field may be a timestamp (millis, micros,
+//! nanos, local or not), a date or a long of ms since the epoch. A NULL field sends the
+//! record to the dead-letter topic (class `null_timestamp`), as windows do. Stateless.
+//! Fluvio records carry the producer's time, not this one (docs/FLUVIO.md).
 
 use super::{Kind, OpError, Operator, Planned, Record, StreamType};
-use crate::types::{self, FieldPath};
+use crate::types::{self, FieldPath, Type};
 use crate::Problem;
 
 pub struct Stamp;
@@ -39,12 +41,12 @@ impl Kind for Stamp {
             )]);
         };
         let field = match input.value.resolve(name) {
-            Ok(p) if p.ty().ty.is_timestamp_like() => p,
+            Ok(p) if p.ty().ty.is_timestamp_like() || p.ty().ty == Type::Long => p,
             Ok(p) => {
                 return Err(vec![Problem::new(
                     "",
                     format!("`{name}` is a {}, not a timestamp", p.ty()),
-                    "name a timestamp-millis, timestamp-micros, timestamp-nanos or date field",
+                    "name a timestamp (millis, micros, nanos, local or not), a date, or a long of ms since the epoch",
                 )])
             }
             Err(p) => return Err(vec![p]),
