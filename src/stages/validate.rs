@@ -3,104 +3,15 @@
 
 use sluice_schemas::codec::{AvroRecord, TelemetryDecoder};
 use sluice_schemas::records::Telemetry;
-use sluice_state::StateError;
+use sluice_state::SeqWindow;
 use sluice_topology::{UnknownMetrics, ValidateSpec};
 
 use super::schemas::{decode_input, SchemaSource};
 use crate::metrics::METRICS;
-use crate::runtime::{
-    AnyTable, CachedTable, Codec, Emit, Encode, Input, ProcessError, Processor, Rejection,
-};
+use crate::runtime::{AnyTable, CachedTable, Emit, Input, ProcessError, Processor, Rejection};
 
 /// Output port of valid records.
 pub const PORT_VALID: usize = 0;
-
-/// The last `window` sequence numbers of one device, as a bitmap ending at `max_seq`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct SeenSeqs {
-    max_seq: i64,
-    bits: Vec<u64>,
-}
-
-impl SeenSeqs {
-    fn new(window: u32) -> Self {
-        SeenSeqs {
-            max_seq: i64::MIN,
-            bits: vec![0; window.div_ceil(64) as usize],
-        }
-    }
-
-    fn window(&self) -> i64 {
-        self.bits.len() as i64 * 64
-    }
-
-    /// Records `seq`; false if it was seen (or is too old to tell, which counts as seen).
-    pub fn insert(&mut self, seq: i64) -> bool {
-        let w = self.window();
-        if self.max_seq == i64::MIN {
-            self.max_seq = seq;
-            self.set(seq);
-            return true;
-        }
-        if seq > self.max_seq {
-            let shift = (seq - self.max_seq).min(w);
-            for s in (seq - shift + 1)..=seq {
-                self.clear(s);
-            }
-            self.max_seq = seq;
-            self.set(seq);
-            return true;
-        }
-        if self.max_seq - seq >= w {
-            return false;
-        }
-        if self.get(seq) {
-            return false;
-        }
-        self.set(seq);
-        true
-    }
-
-    fn slot(&self, seq: i64) -> (usize, u64) {
-        let i = seq.rem_euclid(self.window()) as usize;
-        (i / 64, 1u64 << (i % 64))
-    }
-    fn get(&self, seq: i64) -> bool {
-        let (w, b) = self.slot(seq);
-        self.bits[w] & b != 0
-    }
-    fn set(&mut self, seq: i64) {
-        let (w, b) = self.slot(seq);
-        self.bits[w] |= b;
-    }
-    fn clear(&mut self, seq: i64) {
-        let (w, b) = self.slot(seq);
-        self.bits[w] &= !b;
-    }
-}
-
-impl Encode for SeenSeqs {
-    fn encode(&self, out: &mut Vec<u8>) {
-        out.extend_from_slice(&self.max_seq.to_be_bytes());
-        for w in &self.bits {
-            out.extend_from_slice(&w.to_le_bytes());
-        }
-    }
-}
-
-impl Codec for SeenSeqs {
-    fn decode(b: &[u8]) -> Result<Self, StateError> {
-        if b.len() < 8 || (b.len() - 8) % 8 != 0 {
-            return Err(StateError::decode("dedup entry", "bad length"));
-        }
-        let max_seq = i64::from_be_bytes(b[..8].try_into().expect("8 bytes"));
-        let bits = b[8..]
-            .chunks_exact(8)
-            .map(|c| u64::from_le_bytes(c.try_into().expect("8 bytes")))
-            .collect();
-        Ok(SeenSeqs { max_seq, bits })
-    }
-}
 
 /// One task of a validate stage.
 pub struct Validate {
@@ -109,7 +20,7 @@ pub struct Validate {
     output_schema_id: u32,
     decoder: TelemetryDecoder,
     schemas: Box<dyn SchemaSource>,
-    dedup: CachedTable<SeenSeqs>,
+    dedup: CachedTable<SeqWindow>,
     record: Telemetry,
     buf: Vec<u8>,
 }
@@ -174,7 +85,7 @@ impl Processor for Validate {
         let window = self.spec.dedup_window;
         let seen = self
             .dedup
-            .get_mut(self.record.device_id.as_bytes(), || SeenSeqs::new(window))?;
+            .get_mut(self.record.device_id.as_bytes(), || SeqWindow::new(window))?;
         if !seen.insert(self.record.seq) {
             METRICS
                 .duplicates_dropped
@@ -257,21 +168,5 @@ mod tests {
                 (6, "truncated")
             ]
         );
-    }
-
-    #[test]
-    fn retransmissions_are_seen_and_old_ones_too() {
-        let mut s = SeenSeqs::new(128);
-        assert!(s.insert(10));
-        assert!(!s.insert(10));
-        assert!(s.insert(12));
-        assert!(s.insert(11));
-        assert!(!s.insert(11));
-        assert!(s.insert(500));
-        assert!(!s.insert(12), "older than the window counts as seen");
-        assert!(s.insert(499));
-        let mut b = Vec::new();
-        s.encode(&mut b);
-        assert_eq!(SeenSeqs::decode(&b).unwrap(), s);
     }
 }

@@ -23,6 +23,7 @@ pub mod protocol;
 mod restore;
 #[cfg(feature = "rocksdb")]
 mod rocks;
+mod seqs;
 mod size;
 mod store;
 pub mod table;
@@ -38,5 +39,6 @@ pub use mem::MemStore;
 pub use restore::{Progress, RestorePlan, Restorer, StorePlan};
 #[cfg(feature = "rocksdb")]
 pub use rocks::{RocksConfig, RocksEnv, RocksStore};
+pub use seqs::SeqWindow;
 pub use size::ByteSize;
 pub use store::{KeyRange, KvPair, KvStore, ScanIter, WriteBatch};

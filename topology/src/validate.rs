@@ -99,6 +99,14 @@ pub(crate) fn check(loaded: &Loaded, api_version: &str, kind: &str, out: &mut Ve
                         );
                     }
                 }
+                // Each device's window is dedup_window / 8 bytes, in memory and the store.
+                if !(1..=1 << 20).contains(&v.dedup_window) {
+                    push(
+                        format!("{base}.dedup_window"),
+                        format!("`dedup_window: {}` is not from 1 to 1048576", v.dedup_window),
+                        "remember about as many sequence numbers per device as it may resend, e.g. 1024".into(),
+                    );
+                }
             }
             StageSpec::Aggregate(a) => {
                 if a.windows.is_empty() {

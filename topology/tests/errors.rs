@@ -111,6 +111,19 @@ fn every_problem_is_reported_at_once() {
 }
 
 #[test]
+fn a_dedup_window_of_zero_is_refused_at_its_line() {
+    let (err, shown) = error_after(|t| t.replace("dedup_window: 1024", "dedup_window: 0"));
+    let p = &err.problems()[0];
+    assert_eq!(p.key, "stages.validate.dedup_window", "{shown}");
+    assert_eq!(
+        p.line,
+        line_of(&iot_text(), "dedup_window: 1024"),
+        "{shown}"
+    );
+    assert!(p.message.contains("not from 1 to 1048576"), "{shown}");
+}
+
+#[test]
 fn a_bad_duration_names_its_line() {
     let (err, shown) = error_after(|t| t.replace("commit_interval: 1s", "commit_interval: often"));
     let p = &err.problems()[0];

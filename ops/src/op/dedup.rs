@@ -8,6 +8,33 @@
 //!     timestamp: ts          # event time: a timestamp field; default the record's timestamp
 //! ```
 //!
+//! or, for sources that number their records (a device's message counter), without a clock:
+//!
+//! ```yaml
+//! - dedup:
+//!     by: device_id          # the source
+//!     sequence: seq          # its int or long counter
+//!     last: 1024             # how many recent numbers per source are remembered
+//! ```
+//!
+//! # Sequence mode
+//!
+//! With `sequence`, each source (`by` values) keeps a bitmap of its last `last` numbers up
+//! to the highest it sent (`last` rounded up to a multiple of 64,
+//! [`SeqWindow`](sluice_state::SeqWindow), the built-in `validate` stage's retransmission
+//! check). A record whose number is among them and was seen is dropped; one `last` or more
+//! below the highest is too old to tell and is dropped too; anything else passes and is
+//! remembered. A gap filled later passes. A source whose counter restarts (a reboot to 0)
+//! has its records dropped until it passes its old highest number minus `last`. NULL in
+//! `by` or in the sequence field: the record passes, unremembered. No time is involved, so a
+//! replay drops the same records. State: the `seen` store holds one entry per source (8
+//! bytes plus `last / 8`, e.g. 136 bytes for 1024); memory holds the entries read or changed
+//! since the last commit, and a commit drops the unchanged ones once they exceed 16 MiB
+//! (later reads come from the store). A source keeps the window size it was created with
+//! when `last` changes. The rest of this page describes the horizon mode. The two modes'
+//! states differ: switching a deployed dedup from one mode to the other needs a new state
+//! (`sluice backfill` into a new version).
+//!
 //! # What is dropped
 //!
 //! **Stream time** is the largest event time this task (one input partition) has seen, the
@@ -92,8 +119,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use apache_avro::types::Value;
-use sluice_state::table::{AnyTable, Codec, Encode, OrderedTable};
-use sluice_state::{KeyRange, KvStore, StateError};
+use sluice_state::table::{AnyTable, CachedTable, Codec, Encode, OrderedTable};
+use sluice_state::{KeyRange, KvStore, SeqWindow, StateError};
 
 use super::yaml_text;
 use super::{Kind, OpError, Operator, Planned, Record, StreamType};
@@ -104,7 +131,12 @@ use crate::Problem;
 pub struct Dedup;
 
 /// The keys of `dedup:`.
-const KEYS: &[&str] = &["by", "within", "timestamp"];
+const KEYS: &[&str] = &["by", "within", "timestamp", "sequence", "last"];
+
+/// `last` when not given: the built-in `validate`'s `dedup_window`.
+const DEFAULT_LAST: u32 = 1024;
+/// Largest `last`: 1M numbers are 128 KiB per source.
+const MAX_LAST: u64 = 1 << 20;
 
 /// The operator's one store, in the order of [`Operator::tables`].
 pub const STORE: &str = "seen";
@@ -156,6 +188,19 @@ fn check(spec: &serde_yaml::Value, input: &StreamType) -> Result<DedupPlan, Vec<
         }
         Some(v) => plan_by(v, &input.value, &mut problems),
     };
+    if let Some(seq) = map.get("sequence") {
+        return check_sequence(map, seq, by, input, problems);
+    }
+    if let Some(v) = map.get("last") {
+        problems.push(Problem::new(
+            "last",
+            format!(
+                "`last: {}` counts sequence numbers, but there is no `sequence`",
+                yaml_text(v)
+            ),
+            "add `sequence: <the counter field>`, or remove `last` and use `within`",
+        ));
+    }
     let within = match map.get("within") {
         None => {
             problems.push(Problem::new(
@@ -177,8 +222,93 @@ fn check(spec: &serde_yaml::Value, input: &StreamType) -> Result<DedupPlan, Vec<
     Ok(DedupPlan {
         shared: Arc::new(Shared {
             by,
-            within: within.expect("no problems: parsed"),
-            timestamp,
+            mode: Mode::Horizon {
+                within: within.expect("no problems: parsed"),
+                timestamp,
+            },
+        }),
+        output: input.clone(),
+    })
+}
+
+/// The sequence mode's keys: `sequence` and `last`, not `within` or `timestamp`.
+fn check_sequence(
+    map: &serde_yaml::Mapping,
+    seq: &serde_yaml::Value,
+    by: Vec<FieldPath>,
+    input: &StreamType,
+    mut problems: Vec<Problem>,
+) -> Result<DedupPlan, Vec<Problem>> {
+    for key in ["within", "timestamp"] {
+        if map.contains_key(key) {
+            problems.push(Problem::new(
+                key,
+                format!("`{key}` is for the event-time horizon, but this dedup counts `sequence` numbers"),
+                format!("remove `{key}`; `last` says how many numbers per source are remembered"),
+            ));
+        }
+    }
+    let seq = match seq.as_str() {
+        None => {
+            problems.push(Problem::new(
+                "sequence",
+                "`sequence` names one field: the source's counter",
+                "write e.g. `sequence: seq`",
+            ));
+            None
+        }
+        Some(name) => match input.value.resolve(name) {
+            Ok(p) if matches!(p.ty().ty, Type::Int | Type::Long) => Some(p),
+            Ok(p) => {
+                problems.push(Problem::new(
+                    "sequence",
+                    format!("`{name}` is a {}, not an int or a long", p.ty()),
+                    "name the field that numbers the source's records (int or long)",
+                ));
+                None
+            }
+            Err(p) => {
+                problems.push(p.under("sequence"));
+                None
+            }
+        },
+    };
+    if let Some(s) = &seq {
+        if by.iter().any(|b| b.positions() == s.positions()) {
+            problems.push(Problem::new(
+                "by",
+                format!(
+                    "`{}` is the sequence field; `by` names the source it numbers",
+                    s.path()
+                ),
+                "remove it from `by`, e.g. `by: device_id`",
+            ));
+        }
+    }
+    let last = match map.get("last") {
+        None => Some(DEFAULT_LAST),
+        Some(v) => match v.as_u64() {
+            Some(n) if (1..=MAX_LAST).contains(&n) => Some(n as u32),
+            _ => {
+                problems.push(Problem::new(
+                    "last",
+                    format!("`last: {}` is not a count from 1 to {MAX_LAST}", yaml_text(v)),
+                    format!("write how many recent numbers per source to remember, e.g. `last: {DEFAULT_LAST}`"),
+                ));
+                None
+            }
+        },
+    };
+    if !problems.is_empty() {
+        return Err(problems);
+    }
+    Ok(DedupPlan {
+        shared: Arc::new(Shared {
+            by,
+            mode: Mode::Sequence {
+                seq: seq.expect("no problems: resolved"),
+                last: last.expect("no problems: parsed"),
+            },
         }),
         output: input.clone(),
     })
@@ -305,9 +435,19 @@ fn plan_timestamp(
 #[derive(Debug)]
 struct Shared {
     by: Vec<FieldPath>,
-    /// Milliseconds, at least 1.
-    within: i64,
-    timestamp: Option<FieldPath>,
+    mode: Mode,
+}
+
+#[derive(Debug)]
+enum Mode {
+    /// Repeats within a horizon of event time.
+    Horizon {
+        /// Milliseconds, at least 1.
+        within: i64,
+        timestamp: Option<FieldPath>,
+    },
+    /// Repeated sequence numbers per source.
+    Sequence { seq: FieldPath, last: u32 },
 }
 
 #[derive(Debug)]
@@ -335,14 +475,26 @@ impl DedupPlan {
         DedupOp {
             shared: self.shared.clone(),
             table: SeenTable::default(),
+            seqs: CachedTable::new(match self.shared.mode {
+                Mode::Sequence { last, .. } => {
+                    SEQ_CACHE_BYTES / (8 + last.div_ceil(64) as usize * 8 + 64)
+                }
+                Mode::Horizon { .. } => 0,
+            }),
             key: Vec::new(),
         }
     }
 }
 
+/// Bytes of unchanged sequence windows kept in memory across a commit (sequence mode).
+const SEQ_CACHE_BYTES: usize = 16 << 20;
+
 struct DedupOp {
     shared: Arc<Shared>,
+    /// Horizon mode's state.
     table: SeenTable,
+    /// Sequence mode's state: one window per source.
+    seqs: CachedTable<SeqWindow>,
     /// The `by` values of the current record, encoded.
     key: Vec<u8>,
 }
@@ -350,7 +502,24 @@ struct DedupOp {
 impl Operator for DedupOp {
     fn process(&mut self, rec: Record, out: &mut Vec<Record>) -> Result<(), OpError> {
         let s = &*self.shared;
-        let t = match &s.timestamp {
+        let (within, timestamp) = match &s.mode {
+            Mode::Horizon { within, timestamp } => (*within, timestamp),
+            Mode::Sequence { seq, last } => {
+                let n = seq.get(&rec.value).and_then(as_i64);
+                let keyed = write_key(&s.by, &rec.value, &mut self.key);
+                let (Some(n), true) = (n, keyed) else {
+                    out.push(rec);
+                    return Ok(());
+                };
+                let last = *last;
+                let w = self.seqs.get_mut(&self.key, || SeqWindow::new(last))?;
+                if w.insert(n) {
+                    out.push(rec);
+                }
+                return Ok(());
+            }
+        };
+        let t = match timestamp {
             None => rec.timestamp,
             Some(p) => match p.get(&rec.value).and_then(types::timestamp_ms) {
                 Some(t) => t,
@@ -364,18 +533,31 @@ impl Operator for DedupOp {
         };
         let keyed = write_key(&s.by, &rec.value, &mut self.key);
         let key = keyed.then_some(self.key.as_slice());
-        if !self.table.observe(t, s.within, key) {
+        if !self.table.observe(t, within, key) {
             out.push(rec);
         }
         Ok(())
     }
 
     fn tables(&mut self) -> Vec<&mut dyn AnyTable> {
-        vec![&mut self.table]
+        match self.shared.mode {
+            Mode::Horizon { .. } => vec![&mut self.table],
+            Mode::Sequence { .. } => vec![&mut self.seqs],
+        }
     }
 }
 
 // --- Keys ---------------------------------------------------------------------------------
+
+/// A sequence number: an `int` or a `long` (inside a union too).
+fn as_i64(v: &Value) -> Option<i64> {
+    match v {
+        Value::Int(n) => Some(i64::from(*n)),
+        Value::Long(n) => Some(*n),
+        Value::Union(_, inner) => as_i64(inner),
+        _ => None,
+    }
+}
 
 /// Writes the `by` values of `rec` into `out`; false when one is NULL.
 fn write_key(by: &[FieldPath], rec: &Value, out: &mut Vec<u8>) -> bool {
@@ -902,6 +1084,82 @@ mod tests {
         );
         assert!(dirty.contains(&(expected.clone(), Some(vec![slot_tag::SEEN]))));
         assert_eq!(expected.len(), 1 + 8 + 2 + 2);
+    }
+
+    const SEQ_SPEC: &str = "by: device_id\nsequence: seq\nlast: 64\n";
+
+    #[test]
+    fn sequence_mode_drops_numbers_seen_and_too_old_per_source() {
+        let mut d = op(SEQ_SPEC);
+        let got = run(
+            &mut d,
+            &[
+                ("a", Some(10), 0),
+                ("a", Some(10), 0), // a repeat
+                ("b", Some(10), 0), // another source
+                ("a", Some(12), 0),
+                ("a", Some(11), 0), // a gap filled late
+                ("a", Some(11), 0),
+                ("a", None, 0), // no number: passes
+                ("a", None, 0),
+                ("a", Some(200), 0),
+                ("a", Some(136), 0), // 64 below 200: too old to tell
+                ("a", Some(137), 0),
+            ],
+        );
+        assert_eq!(
+            got,
+            [true, false, true, true, true, false, true, true, true, false, true]
+        );
+    }
+
+    #[test]
+    fn sequence_mode_state_survives_a_restore() {
+        let mut d = op(SEQ_SPEC);
+        run(&mut d, &[("a", Some(1), 0), ("a", Some(3), 0)]);
+        let mut dirty = Vec::new();
+        d.seqs.drain_dirty(&mut dirty);
+        assert_eq!(dirty.len(), 1, "one entry per source");
+        let mut batch = WriteBatch::new();
+        for (k, v) in dirty {
+            batch.push(k, v);
+        }
+        let mut store = MemStore::new();
+        sluice_state::KvStore::write(&mut store, batch, None).unwrap();
+        let mut e = op(SEQ_SPEC);
+        e.seqs.attach(Box::new(store)).unwrap();
+        assert_eq!(
+            run(
+                &mut e,
+                &[("a", Some(3), 0), ("a", Some(2), 0), ("a", Some(1), 0)]
+            ),
+            [false, true, false]
+        );
+    }
+
+    #[test]
+    fn sequence_mode_problems() {
+        let p = problems("by: device_id\nsequence: seq\nwithin: 1m\ntimestamp: ts\n");
+        let keys: Vec<_> = p.iter().map(|p| p.0.as_str()).collect();
+        assert_eq!(keys, ["within", "timestamp"]);
+        let p = problems("by: device_id\nsequence: value\n");
+        assert!(
+            p[0].0 == "sequence" && p[0].1.contains("not an int or a long"),
+            "{p:?}"
+        );
+        let p = problems("by: device_id\nsequence: sequ\n");
+        assert_eq!(p[0].0, "sequence", "{p:?}");
+        let p = problems("by: [device_id, seq]\nsequence: seq\n");
+        assert!(p[0].0 == "by" && p[0].1.contains("sequence field"), "{p:?}");
+        let p = problems("by: device_id\nsequence: seq\nlast: 0\n");
+        assert_eq!(p[0].0, "last", "{p:?}");
+        let p = problems("by: device_id\nwithin: 1m\nlast: 10\n");
+        assert!(
+            p[0].0 == "last" && p[0].1.contains("no `sequence`"),
+            "{p:?}"
+        );
+        // The default: 1024 numbers.
+        assert!(plan("by: device_id\nsequence: seq\n").is_ok());
     }
 
     #[test]

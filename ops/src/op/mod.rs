@@ -23,6 +23,7 @@ pub mod filter;
 pub mod join;
 pub mod key_by;
 pub mod select;
+pub mod stamp;
 pub mod validate;
 pub mod window;
 
@@ -33,6 +34,7 @@ pub const KINDS: &[&dyn Kind] = &[
     &key_by::KeyBy,
     &window::Window,
     &dedup::Dedup,
+    &stamp::Stamp,
     &validate::Validate,
     &detect::Detect,
     &join::Join,
