@@ -206,3 +206,189 @@ fn problems_name_their_place_and_later_operators_are_still_checked() {
     assert_eq!(fixes[5], "add e.g. `timestamp: ts`");
     assert!(fixes[6].contains("power_w"), "{}", fixes[6]);
 }
+
+/// `reading` on another phase.
+fn on_phase(mut rec: Record, phase: (i32, &str)) -> Record {
+    if let Value::Record(fields) = &mut rec.value {
+        fields[6].1 = Value::Enum(phase.0 as u32, phase.1.into());
+    }
+    rec
+}
+
+fn outcome(run: &mut sluice_ops::op::Running, rec: Record) -> Result<(), Rejection> {
+    let (mut out, mut rejected) = (Vec::new(), Vec::new());
+    run.process(rec.clone(), &mut out, &mut rejected).unwrap();
+    match rejected.pop() {
+        Some(r) => {
+            assert!(out.is_empty());
+            Err(r)
+        }
+        None => {
+            assert_eq!(out.len(), 1);
+            assert_eq!(out[0].value, rec.value, "handed on unchanged");
+            Ok(())
+        }
+    }
+}
+
+fn rejected(class: &str, message: &str) -> Result<(), Rejection> {
+    Err(Rejection {
+        class: Box::leak(class.to_string().into_boxed_str()),
+        message: message.to_string(),
+    })
+}
+
+#[test]
+fn ranges_by_checks_a_value_against_the_range_its_other_field_picks() {
+    let yaml = |unknown: &str| {
+        format!(
+            "- validate:\n    ranges_by:\n      field: phase\n      value: voltage\n      ranges: {{ L1: [220, 240], L2: {{ min: 180 }} }}\n{unknown}"
+        )
+    };
+    let mut run = energy_chain(&yaml("")).unwrap().build();
+    let at = T0;
+    let l1 = (0, "L1");
+    let l3 = (2, "L3");
+    let r = |v: Option<f64>| reading(Some("A"), 10.0, v, at, at);
+    assert_eq!(outcome(&mut run, on_phase(r(Some(230.0)), l1)), Ok(()));
+    assert_eq!(outcome(&mut run, r(Some(900.0))), Ok(()), "L2 has no max");
+    assert_eq!(
+        outcome(&mut run, on_phase(r(Some(250.0)), l1)),
+        rejected(
+            "out_of_range",
+            "`voltage` = 250 is above the max 240 for `L1`"
+        )
+    );
+    assert_eq!(
+        outcome(&mut run, r(Some(100.0))),
+        rejected(
+            "out_of_range",
+            "`voltage` = 100 is below the min 180 for `L2`"
+        )
+    );
+    assert_eq!(
+        outcome(&mut run, on_phase(r(Some(230.0)), l3)),
+        rejected(
+            "unknown_phase",
+            "`phase` = `L3` has no range in `ranges_by`"
+        )
+    );
+    // Not finite comes first, as in the built-in validate; NULL is not checked.
+    assert_eq!(
+        outcome(&mut run, on_phase(r(Some(f64::NAN)), l3)),
+        rejected("out_of_range", "`voltage` = NaN is not a finite number")
+    );
+    assert_eq!(outcome(&mut run, on_phase(r(None), l3)), Ok(()));
+
+    let mut run = energy_chain(&yaml("      unknown: pass\n"))
+        .unwrap()
+        .build();
+    assert_eq!(outcome(&mut run, on_phase(r(Some(230.0)), l3)), Ok(()));
+    assert_eq!(
+        outcome(&mut run, on_phase(r(Some(250.0)), l1)),
+        rejected(
+            "out_of_range",
+            "`voltage` = 250 is above the max 240 for `L1`"
+        )
+    );
+}
+
+#[test]
+fn ranges_by_a_string_field_treats_null_as_unknown() {
+    let mut run = energy_chain(
+        "- validate: { ranges_by: { field: site, value: power_w, ranges: { A: [0, 100], '7': [0, 5] } } }\n",
+    )
+    .unwrap()
+    .build();
+    assert_eq!(
+        outcome(&mut run, reading(Some("A"), 50.0, None, T0, T0)),
+        Ok(())
+    );
+    assert_eq!(
+        outcome(&mut run, reading(Some("7"), 6.0, None, T0, T0)),
+        rejected("out_of_range", "`power_w` = 6 is above the max 5 for `7`")
+    );
+    assert_eq!(
+        outcome(&mut run, reading(None, 50.0, None, T0, T0)),
+        rejected("unknown_site", "`site` is NULL: no range in `ranges_by`")
+    );
+    assert_eq!(
+        outcome(&mut run, reading(Some("B"), 50.0, None, T0, T0)),
+        rejected("unknown_site", "`site` = `B` has no range in `ranges_by`")
+    );
+}
+
+#[test]
+fn ranges_by_problems_name_their_key_and_a_fix() {
+    let problems = energy_chain(
+        "- validate:\n    ranges_by:\n      field: power_w\n      value: site\n      ranges: { L1: [1, 0] }\n",
+    )
+    .unwrap_err();
+    let got: Vec<(&str, &str)> = problems
+        .iter()
+        .map(|p| (p.key.as_str(), p.message.as_str()))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (
+                "[0].validate.ranges_by.field",
+                "`power_w` is a double; the range is looked up by a string or an enum"
+            ),
+            (
+                "[0].validate.ranges_by.value",
+                "field `site` is a nullable string; a range needs a number"
+            ),
+            (
+                "[0].validate.ranges_by.ranges.L1",
+                "the range is [1, 0]: its min is above its max"
+            ),
+        ]
+    );
+    assert!(
+        problems[0].fix.contains("meter_id, site, phase"),
+        "{}",
+        problems[0].fix
+    );
+
+    let problems = energy_chain(
+        "- validate:\n    ranges_by: { field: phase, value: voltag, ranges: { l2: [0, 1], L4: [0, 1] } }\n",
+    )
+    .unwrap_err();
+    let got: Vec<(&str, &str, &str)> = problems
+        .iter()
+        .map(|p| (p.key.as_str(), p.message.as_str(), p.fix.as_str()))
+        .collect();
+    assert_eq!(got.len(), 3, "{got:?}");
+    assert_eq!(got[0].0, "[0].validate.ranges_by.value");
+    assert!(got[0].2.contains("did you mean `voltage`?"), "{}", got[0].2);
+    assert_eq!(
+        got[1],
+        (
+            "[0].validate.ranges_by.ranges.l2",
+            "`l2` is not a symbol of the enum `phase`",
+            "did you mean `L2`? its symbols: L1, L2, L3"
+        )
+    );
+    assert_eq!(got[2].0, "[0].validate.ranges_by.ranges.L4");
+
+    let problems =
+        energy_chain("- validate:\n    ranges_by: { field: phase, valeu: voltage, ranges: {} }\n")
+            .unwrap_err();
+    let got: Vec<(&str, &str)> = problems
+        .iter()
+        .map(|p| (p.key.as_str(), p.fix.as_str()))
+        .collect();
+    assert_eq!(got.len(), 3, "{problems:?}");
+    assert_eq!(got[0].0, "[0].validate.ranges_by.valeu");
+    assert!(
+        got[0].1.starts_with("did you mean `value`?"),
+        "{}",
+        got[0].1
+    );
+    assert_eq!(
+        (got[1].0, problems[1].message.as_str()),
+        ("[0].validate.ranges_by.value", "`ranges_by` needs `value`")
+    );
+    assert_eq!(got[2].0, "[0].validate.ranges_by.ranges");
+}

@@ -6,6 +6,11 @@
 //!     ranges:                        # per numeric field (dotted paths), inclusive
 //!       power_w: [0, 100000]         # [min, max]
 //!       voltage: { min: 180 }        # or one side: { min: .. } / { max: .. }
+//!     ranges_by:                     # one numeric field, its range chosen by another's value
+//!       field: metric                # a string or enum field
+//!       value: value                 # the number checked
+//!       ranges: { temperature: [-40, 125], humidity: [0, 100] }
+//!       unknown: reject              # reject (default, class `unknown_metric`) | pass
 //!     required: [site]               # nullable fields that must not be NULL
 //!     timestamp: ts                  # event-time field the clock checks read
 //!     max_future_skew: 15m           # event time this far ahead of the record timestamp ...
@@ -24,7 +29,11 @@
 //!    class `missing_field`.
 //! 2. `ranges`: a value below its `min` or above its `max`, or not finite (NaN, ±inf):
 //!    class `out_of_range`. A NULL value is not range-checked (list it in `required`).
-//! 3. Clock: with `timestamp`, a NULL event time is class `null_timestamp` (as in `window`
+//! 3. `ranges_by`: the `value` not finite (class `out_of_range`); then the `field`'s value
+//!    NULL or not listed (class `unknown_<field>`, e.g. `unknown_metric`, unless
+//!    `unknown: pass`); then the `value` outside the listed range (`out_of_range`). A NULL
+//!    `value` is not range-checked.
+//! 4. Clock: with `timestamp`, a NULL event time is class `null_timestamp` (as in `window`
 //!    and `dedup`). An event time more than `max_future_skew` after the record timestamp
 //!    (the Kafka timestamp), or more than `max_past_age` before it, is **re-stamped**: the
 //!    event-time field is set to the record timestamp, in the field's unit, as the built-in
@@ -35,7 +44,8 @@
 //! the record timestamp is never changed. Rejections name the field, the value and the
 //! limit, e.g. `` `power_w` = 250000 is above its max 100000 ``.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use apache_avro::types::Value;
 use serde::de::DeserializeOwned;
@@ -61,6 +71,12 @@ pub struct ValidateSpec {
     /// none.
     #[serde(default)]
     pub ranges: serde_yaml::Mapping,
+    /// One numeric field whose accepted range depends on another field's value, as a
+    /// telemetry stream's `value` does on its `metric`: `{ field: metric, value: value,
+    /// ranges: { temperature: [-40, 125], ... }, unknown: reject }`, read as a
+    /// [`RangesBySpec`]. Default: none.
+    #[serde(default)]
+    pub ranges_by: Option<serde_yaml::Value>,
     /// Fields (one or a list; dotted paths allowed) that must not be NULL; each must be
     /// nullable in the schema. A NULL one is rejected (class `missing_field`). Default: none.
     #[serde(default)]
@@ -85,6 +101,41 @@ pub struct ValidateSpec {
     pub on_skew: OnSkew,
 }
 
+/// `ranges_by:` of a validate. `field`, `value` and `ranges` are required (checked after
+/// parsing, so that every problem is reported at once).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RangesBySpec {
+    /// The string or enum field (dotted paths allowed) whose value picks the range.
+    #[serde(default)]
+    pub field: Option<String>,
+    /// The numeric field checked (int, long, float, double, decimal).
+    #[serde(default)]
+    pub value: Option<String>,
+    /// `[min, max]` (or `{ min }`, `{ max }`) per value of `field`; for an enum, keys must be
+    /// its symbols.
+    #[serde(default)]
+    pub ranges: serde_yaml::Mapping,
+    /// What a record whose `field` is NULL or has no range gets: `reject` (default; class
+    /// `unknown_<field>`, the last part of its path, e.g. `unknown_metric`) or `pass`.
+    #[serde(default)]
+    pub unknown: Unknown,
+}
+
+/// `ranges_by.unknown:` of a validate.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Unknown {
+    /// Rejected, class `unknown_<field>`.
+    #[default]
+    Reject,
+    /// Handed on unchecked.
+    Pass,
+}
+
+/// The keys of `ranges_by:`, as [`RangesBySpec`] reads them.
+pub const RANGES_BY_KEYS: &[&str] = &["field", "value", "ranges", "unknown"];
+
 /// `on_skew:` of a validate.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -99,6 +150,7 @@ pub enum OnSkew {
 /// The keys of `validate:`, as [`ValidateSpec`] reads them.
 pub const KEYS: &[&str] = &[
     "ranges",
+    "ranges_by",
     "required",
     "timestamp",
     "max_future_skew",
@@ -165,6 +217,19 @@ fn check(spec: &serde_yaml::Value, input: &StreamType) -> Result<ValidatePlan, V
             ranges.push(Range { path, min, max });
         }
     }
+    let ranges_by = spec.ranges_by.as_ref().and_then(|v| {
+        let mut inner = Vec::new();
+        let planned = parse_spec::<RangesBySpec>(
+            v,
+            RANGES_BY_KEYS,
+            "`ranges_by`",
+            RANGES_BY_EXAMPLE,
+            &mut inner,
+        )
+        .and_then(|r| plan_ranges_by(&r, record, &mut inner));
+        problems.extend(inner.into_iter().map(|p| p.under("ranges_by")));
+        planned
+    });
     let mut required: Vec<FieldPath> = Vec::new();
     if let Some(v) = &spec.required {
         let names = field_list(v).unwrap_or_else(|| {
@@ -253,11 +318,16 @@ fn check(spec: &serde_yaml::Value, input: &StreamType) -> Result<ValidatePlan, V
             "add `timestamp` and `max_future_skew` (and/or `max_past_age`), or remove `on_skew`",
         ));
     }
-    if problems.is_empty() && ranges.is_empty() && required.is_empty() && !checks_clock {
+    if problems.is_empty()
+        && ranges.is_empty()
+        && spec.ranges_by.is_none()
+        && required.is_empty()
+        && !checks_clock
+    {
         problems.push(Problem::new(
             "",
             "this validate checks nothing",
-            "add `ranges`, `required`, or `timestamp` with `max_future_skew`/`max_past_age`",
+            "add `ranges`, `ranges_by`, `required`, or `timestamp` with `max_future_skew`/`max_past_age`",
         ));
     }
     if !problems.is_empty() {
@@ -266,6 +336,7 @@ fn check(spec: &serde_yaml::Value, input: &StreamType) -> Result<ValidatePlan, V
     Ok(ValidatePlan {
         shared: Arc::new(Shared {
             ranges,
+            ranges_by,
             required,
             clock: timestamp.map(|field| Clock {
                 field,
@@ -276,6 +347,138 @@ fn check(spec: &serde_yaml::Value, input: &StreamType) -> Result<ValidatePlan, V
         }),
         output: input.clone(),
     })
+}
+
+const RANGES_BY_EXAMPLE: &str =
+    "write e.g. `ranges_by: { field: metric, value: value, ranges: { temperature: [-40, 125] } }`";
+
+/// Checks `ranges_by:` against the record type; problems are keyed inside `ranges_by`.
+fn plan_ranges_by(
+    spec: &RangesBySpec,
+    record: &RecordType,
+    problems: &mut Vec<Problem>,
+) -> Option<RangesBy> {
+    let before = problems.len();
+    let required = |key: &str, problems: &mut Vec<Problem>| {
+        problems.push(Problem::new(
+            key,
+            format!("`ranges_by` needs `{key}`"),
+            RANGES_BY_EXAMPLE,
+        ));
+    };
+    let field_name = spec.field.as_deref().unwrap_or_default();
+    let field = match spec.field.as_deref().map(|f| record.resolve(f)) {
+        None => {
+            required("field", problems);
+            None
+        }
+        Some(Ok(p)) if matches!(p.ty().ty, Type::String | Type::Enum { .. }) => Some(p),
+        Some(Ok(p)) => {
+            problems.push(Problem::new(
+                "field",
+                format!(
+                    "`{}` is {}; the range is looked up by a string or an enum",
+                    p.path(),
+                    types::a_or_an(p.ty())
+                ),
+                format!(
+                    "name a string or enum field: {}",
+                    list_or_none(
+                        record.field_paths(|t| matches!(t.ty, Type::String | Type::Enum { .. }))
+                    )
+                ),
+            ));
+            None
+        }
+        Some(Err(p)) => {
+            problems.push(p.under("field"));
+            None
+        }
+    };
+    let value = match spec.value.as_deref().map(|v| record.resolve(v)) {
+        None => {
+            required("value", problems);
+            None
+        }
+        Some(Ok(p)) if p.ty().ty.is_numeric() => Some(p),
+        Some(Ok(p)) => {
+            problems.push(not_a_number("value", &p, "a range", record));
+            None
+        }
+        Some(Err(p)) => {
+            problems.push(p.under("value"));
+            None
+        }
+    };
+    let symbols = match field.as_ref().map(|f| &f.ty().ty) {
+        Some(Type::Enum { symbols, .. }) => Some(symbols.clone()),
+        _ => None,
+    };
+    if spec.ranges.is_empty() {
+        problems.push(Problem::new(
+            "ranges",
+            "`ranges` lists no value",
+            "write a range per value, e.g. `ranges: { temperature: [-40, 125] }`",
+        ));
+    }
+    let mut by = HashMap::with_capacity(spec.ranges.len());
+    for (k, v) in &spec.ranges {
+        let name = match k {
+            serde_yaml::Value::String(s) => s.clone(),
+            serde_yaml::Value::Number(n) => n.to_string(),
+            serde_yaml::Value::Bool(b) => b.to_string(),
+            _ => {
+                problems.push(Problem::new(
+                    "ranges",
+                    format!("`{}` is not a value of a string field", yaml_text(k)),
+                    "key each range by a value, e.g. `temperature: [-40, 125]`",
+                ));
+                continue;
+            }
+        };
+        let at = format!("ranges.{name}");
+        if let Some(symbols) = &symbols {
+            if !symbols.contains(&name) {
+                let hint = types::did_you_mean(&name, symbols.iter().map(String::as_str))
+                    .map(|s| format!("did you mean `{s}`? "))
+                    .unwrap_or_default();
+                problems.push(Problem::new(
+                    &at,
+                    format!("`{name}` is not a symbol of the enum `{field_name}`"),
+                    format!("{hint}its symbols: {}", symbols.join(", ")),
+                ));
+                continue;
+            }
+        }
+        if let Some((min, max)) = plan_bounds(v, &at, problems) {
+            by.insert(name.into_boxed_str(), (min, max));
+        }
+    }
+    if problems.len() > before {
+        return None;
+    }
+    let (field, value) = (field?, value?);
+    let last = field.path().rsplit('.').next().unwrap_or(field.path());
+    Some(RangesBy {
+        unknown_class: intern_class(format!("unknown_{last}")),
+        field,
+        value,
+        by,
+        unknown: spec.unknown,
+    })
+}
+
+/// A dead-letter class made from a field name, kept for the life of the process (classes
+/// are `&'static str`); each distinct name is kept once.
+fn intern_class(class: String) -> &'static str {
+    static CLASSES: Mutex<Vec<&'static str>> = Mutex::new(Vec::new());
+    let mut all = CLASSES.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(c) = all.iter().find(|c| **c == class) {
+        return c;
+    }
+    let c: &'static str = Box::leak(class.into_boxed_str());
+    all.push(c);
+    c
 }
 
 /// Longest clock limit accepted (100 years): keeps time arithmetic far from overflow.
@@ -487,6 +690,54 @@ struct Range {
     max: Option<f64>,
 }
 
+/// `ranges_by`, planned.
+#[derive(Debug)]
+struct RangesBy {
+    field: FieldPath,
+    value: FieldPath,
+    by: HashMap<Box<str>, (Option<f64>, Option<f64>)>,
+    unknown: Unknown,
+    unknown_class: &'static str,
+}
+
+impl RangesBy {
+    fn check(&self, rec: &Value) -> Result<(), OpError> {
+        let Some(x) = self.value.get_f64(rec) else {
+            return Ok(());
+        };
+        let value = self.value.path();
+        if !x.is_finite() {
+            return Err(OpError::reject(
+                "out_of_range",
+                format!("`{value}` = {x} is not a finite number"),
+            ));
+        }
+        let key = self.field.get(rec).and_then(types::as_str);
+        let Some((min, max)) = key.as_deref().and_then(|k| self.by.get(k)) else {
+            if self.unknown == Unknown::Pass {
+                return Ok(());
+            }
+            let field = self.field.path();
+            return Err(OpError::reject(
+                self.unknown_class,
+                match key {
+                    Some(k) => format!("`{field}` = `{k}` has no range in `ranges_by`"),
+                    None => format!("`{field}` is NULL: no range in `ranges_by`"),
+                },
+            ));
+        };
+        let key = key.unwrap_or_default();
+        let why = if let Some(min) = min.filter(|m| x < *m) {
+            format!("`{value}` = {x} is below the min {min} for `{key}`")
+        } else if let Some(max) = max.filter(|m| x > *m) {
+            format!("`{value}` = {x} is above the max {max} for `{key}`")
+        } else {
+            return Ok(());
+        };
+        Err(OpError::reject("out_of_range", why))
+    }
+}
+
 #[derive(Debug)]
 struct Clock {
     field: FieldPath,
@@ -499,6 +750,7 @@ struct Clock {
 #[derive(Debug)]
 struct Shared {
     ranges: Vec<Range>,
+    ranges_by: Option<RangesBy>,
     required: Vec<FieldPath>,
     clock: Option<Clock>,
 }
@@ -550,6 +802,9 @@ impl Operator for ValidateOp {
                 continue;
             };
             return Err(OpError::reject("out_of_range", why));
+        }
+        if let Some(r) = &s.ranges_by {
+            r.check(&rec.value)?;
         }
         if let Some(c) = &s.clock {
             let t = event_time(&c.field, &rec.value)?;
