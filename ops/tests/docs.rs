@@ -1,7 +1,7 @@
 //! docs/TOPOLOGY.md cannot drift from the code: every operator kind, window option,
 //! aggregation and expression function the code accepts is documented there.
 
-use sluice_ops::op::{detect, validate, KINDS};
+use sluice_ops::op::{detect, suppress, validate, KINDS};
 use sluice_ops::window::{AggFn, WindowSpec};
 
 fn doc() -> String {
@@ -163,5 +163,30 @@ fn every_s3_parquet_option_is_documented() {
     let text = section(&doc(), "### `s3_parquet`");
     for g in ["hour", "day", "month", "year", "none"] {
         assert!(text.contains(&format!("`{g}`")), "granularity `{g}`");
+    }
+}
+
+#[test]
+fn every_suppress_option_is_documented() {
+    options_are_documented::<suppress::SuppressSpec>("suppress", suppress::KEYS);
+}
+
+#[test]
+fn every_ranges_by_option_is_documented() {
+    assert_eq!(
+        keys_of::<validate::RangesBySpec>(),
+        validate::RANGES_BY_KEYS,
+        "RANGES_BY_KEYS and the spec struct disagree"
+    );
+    let text = section(&doc(), "### `validate`");
+    let row = text
+        .lines()
+        .find(|l| l.starts_with("| `ranges_by` |"))
+        .expect("a row for `ranges_by`");
+    for key in validate::RANGES_BY_KEYS {
+        assert!(
+            row.contains(&format!("`{key}`")),
+            "the `ranges_by` row of docs/TOPOLOGY.md does not mention `{key}`"
+        );
     }
 }

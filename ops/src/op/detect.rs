@@ -55,10 +55,10 @@ use sluice_detectors::{AnyDetector, DetectorSpec};
 use sluice_state::table::{AnyTable, CachedTable, Encode};
 use sluice_state::StateError;
 
-use super::key_by::{field_list, write_json};
+use super::key_by::PerKey;
 use super::select::nullable;
 use super::validate::{event_time, not_a_number, parse_spec, plan_timestamp};
-use super::{KeyShape, Kind, OpError, Operator, Planned, Record, StreamType};
+use super::{Kind, OpError, Operator, Planned, Record, StreamType};
 use crate::types::{check_name, Field, FieldPath, FieldType, RecordType, Type};
 use crate::Problem;
 
@@ -180,7 +180,7 @@ fn check(spec: &serde_yaml::Value, input: &StreamType) -> Result<DetectPlan, Vec
             }
         },
     };
-    let key = plan_key(spec.by.as_ref(), input, &mut problems);
+    let key = PerKey::plan(spec.by.as_ref(), input, "choose a detector", &mut problems);
     let detector = plan_detector(spec.detector.as_ref(), &mut problems);
     if !(spec.threshold > 0.0 && spec.threshold <= 1.0) {
         problems.push(Problem::new(
@@ -253,69 +253,6 @@ fn check(spec: &serde_yaml::Value, input: &StreamType) -> Result<DetectPlan, Vec
     })
 }
 
-/// What a detector is chosen by.
-#[derive(Debug)]
-enum DetectKey {
-    /// The record's key bytes.
-    RecordKey,
-    /// These fields' values.
-    Fields(Vec<FieldPath>),
-}
-
-fn plan_key(
-    by: Option<&serde_yaml::Value>,
-    input: &StreamType,
-    problems: &mut Vec<Problem>,
-) -> Option<DetectKey> {
-    let names = match (by, &input.key) {
-        (Some(v), _) => match field_list(v) {
-            Some(names) => names,
-            None => {
-                problems.push(Problem::new(
-                    "by",
-                    "`by` names one field or a non-empty list of fields",
-                    "write e.g. `by: [device_id, metric]`",
-                ));
-                return None;
-            }
-        },
-        (None, KeyShape::Fields(names)) => names.clone(),
-        (None, KeyShape::Input) => return Some(DetectKey::RecordKey),
-    };
-    let mut paths: Vec<FieldPath> = Vec::new();
-    let before = problems.len();
-    for (i, name) in names.iter().enumerate() {
-        let at = if by.is_none() {
-            // From a key_by: the problem is there, but say it here.
-            "by".to_string()
-        } else if names.len() > 1 {
-            format!("by[{i}]")
-        } else {
-            "by".to_string()
-        };
-        match input.value.resolve(name) {
-            Ok(p) if !p.ty().ty.is_scalar() => problems.push(Problem::new(
-                at,
-                format!(
-                    "`{name}` is {}, which cannot choose a detector",
-                    crate::types::a_or_an(p.ty())
-                ),
-                "use scalar fields (strings, numbers, booleans, enums, timestamps); a nested record's fields by dotted paths",
-            )),
-            Ok(p) if paths.iter().any(|q| q.positions() == p.positions()) => {
-                problems.push(Problem::new(
-                    at,
-                    format!("`{name}` is listed twice"),
-                    "list each field once",
-                ))
-            }
-            Ok(p) => paths.push(p),
-            Err(p) => problems.push(p.under(&at)),
-        }
-    }
-    (problems.len() == before).then_some(DetectKey::Fields(paths))
-}
-
 /// `detector:` as a [`DetectorSpec`]: a mapping with `kind:`, or a kind's name.
 fn plan_detector(
     v: Option<&serde_yaml::Value>,
@@ -385,7 +322,7 @@ fn plan_detector(
 #[derive(Debug)]
 struct Shared {
     field: FieldPath,
-    key: DetectKey,
+    key: PerKey,
     detector: DetectorSpec,
     threshold: f64,
     timestamp: Option<FieldPath>,
@@ -448,12 +385,6 @@ struct DetectOp {
     key: Vec<u8>,
 }
 
-mod key_tag {
-    pub(super) const NO_KEY: u8 = 0;
-    pub(super) const RECORD_KEY: u8 = 1;
-    pub(super) const FIELDS: u8 = 2;
-}
-
 impl Operator for DetectOp {
     fn process(&mut self, mut rec: Record, out: &mut Vec<Record>) -> Result<(), OpError> {
         let s = &*self.shared;
@@ -464,7 +395,7 @@ impl Operator for DetectOp {
         let score = match s.field.get_f64(&rec.value) {
             None => None,
             Some(x) => {
-                write_key(&s.key, &rec, &mut self.key);
+                s.key.write(&rec, &mut self.key);
                 let det = self
                     .table
                     .get_mut(&self.key, || DetectorSlot(s.detector.build()))?;
@@ -495,37 +426,13 @@ impl Operator for DetectOp {
     }
 }
 
-/// The detector key of `rec` (see the module docs).
-fn write_key(key: &DetectKey, rec: &Record, out: &mut Vec<u8>) {
-    out.clear();
-    match key {
-        DetectKey::RecordKey => match &rec.key {
-            None => out.push(key_tag::NO_KEY),
-            Some(k) => {
-                out.push(key_tag::RECORD_KEY);
-                out.extend_from_slice(k);
-            }
-        },
-        DetectKey::Fields(paths) => {
-            out.push(key_tag::FIELDS);
-            out.push(b'[');
-            for (i, p) in paths.iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                write_json(p.get(&rec.value).unwrap_or(&Value::Null), out);
-            }
-            out.push(b']');
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use apache_avro::Schema;
     use sluice_state::{KvStore, MemStore, WriteBatch};
 
     use super::*;
+    use crate::op::KeyShape;
 
     const SCHEMA: &str = r#"{"type": "record", "name": "Reading", "namespace": "io.acme", "fields": [
         {"name": "device_id", "type": "string"},
@@ -728,13 +635,12 @@ mod tests {
         let rec = reading("d1", "temp", 0, Some(1.0));
         let mut buf = Vec::new();
         let p = plan("field: value\n", KeyShape::Fields(vec!["metric".into()])).unwrap();
-        write_key(&p.shared.key, &rec, &mut buf);
+        p.shared.key.write(&rec, &mut buf);
         assert_eq!(buf, b"\x02[\"temp\"]");
         let p = plan("field: value\n", KeyShape::Input).unwrap();
-        write_key(&p.shared.key, &rec, &mut buf);
+        p.shared.key.write(&rec, &mut buf);
         assert_eq!(buf, b"\x01d1");
-        write_key(
-            &p.shared.key,
+        p.shared.key.write(
             &Record {
                 key: None,
                 ..rec.clone()
@@ -743,7 +649,7 @@ mod tests {
         );
         assert_eq!(buf, b"\x00");
         let p = plan("field: value\nby: [site, device_id]\n", KeyShape::Input).unwrap();
-        write_key(&p.shared.key, &rec, &mut buf);
+        p.shared.key.write(&rec, &mut buf);
         assert_eq!(buf, b"\x02[null,\"d1\"]");
         // A key_by over fields that cannot choose a detector is reported here.
         let p = match plan("field: value\n", KeyShape::Fields(vec!["tags".into()])) {

@@ -131,6 +131,103 @@ fn null_key(name: &str) -> OpError {
     OpError::reject("null_key", format!("key field `{name}` is NULL"))
 }
 
+/// What a stateful operator keeps its state per (`detect`'s detectors, `suppress`'s
+/// intervals): the `by` fields' values, or without `by` the stream's key (a preceding
+/// `key_by`'s fields, else the record's key bytes as read from the input topic).
+#[derive(Debug)]
+pub(crate) enum PerKey {
+    /// The record's key bytes.
+    RecordKey,
+    /// These fields' values; NULL is a value of its own.
+    Fields(Vec<FieldPath>),
+}
+
+/// The first byte of a written [`PerKey`]: which form follows.
+mod per_key_tag {
+    pub(super) const NO_KEY: u8 = 0;
+    pub(super) const RECORD_KEY: u8 = 1;
+    pub(super) const FIELDS: u8 = 2;
+}
+
+impl PerKey {
+    /// Plans `by:` (one field or a list of scalar fields), or the stream's key without it.
+    /// `purpose` completes "`x` is an array, which cannot ..." (e.g. "choose a detector").
+    pub(crate) fn plan(
+        by: Option<&serde_yaml::Value>,
+        input: &StreamType,
+        purpose: &str,
+        problems: &mut Vec<Problem>,
+    ) -> Option<PerKey> {
+        let names = match (by, &input.key) {
+            (Some(v), _) => match field_list(v) {
+                Some(names) => names,
+                None => {
+                    problems.push(Problem::new(
+                        "by",
+                        "`by` names one field or a non-empty list of fields",
+                        "write e.g. `by: [device_id, metric]`",
+                    ));
+                    return None;
+                }
+            },
+            (None, KeyShape::Fields(names)) => names.clone(),
+            (None, KeyShape::Input) => return Some(PerKey::RecordKey),
+        };
+        let before = problems.len();
+        let mut paths: Vec<FieldPath> = Vec::new();
+        for (i, name) in names.iter().enumerate() {
+            // Names from a key_by are reported at `by` too: the operator is what needs them.
+            let at = if by.is_some() && names.len() > 1 {
+                format!("by[{i}]")
+            } else {
+                "by".to_string()
+            };
+            match input.value.resolve(name) {
+                Ok(p) if !p.ty().ty.is_scalar() => problems.push(Problem::new(
+                    at,
+                    format!(
+                        "`{name}` is {}, which cannot {purpose}",
+                        crate::types::a_or_an(p.ty())
+                    ),
+                    "use scalar fields (strings, numbers, booleans, enums, timestamps); a nested record's fields by dotted paths",
+                )),
+                Ok(p) if paths.iter().any(|q| q.positions() == p.positions()) => problems.push(
+                    Problem::new(at, format!("`{name}` is listed twice"), "list each field once"),
+                ),
+                Ok(p) => paths.push(p),
+                Err(p) => problems.push(p.under(&at)),
+            }
+        }
+        (problems.len() == before).then_some(PerKey::Fields(paths))
+    }
+
+    /// The state key of `rec` into `out`: a tag byte, then the record's key bytes or a JSON
+    /// array of the `by` values.
+    pub(crate) fn write(&self, rec: &Record, out: &mut Vec<u8>) {
+        out.clear();
+        match self {
+            PerKey::RecordKey => match &rec.key {
+                None => out.push(per_key_tag::NO_KEY),
+                Some(k) => {
+                    out.push(per_key_tag::RECORD_KEY);
+                    out.extend_from_slice(k);
+                }
+            },
+            PerKey::Fields(paths) => {
+                out.push(per_key_tag::FIELDS);
+                out.push(b'[');
+                for (i, p) in paths.iter().enumerate() {
+                    if i > 0 {
+                        out.push(b',');
+                    }
+                    write_json(p.get(&rec.value).unwrap_or(&Value::Null), out);
+                }
+                out.push(b']');
+            }
+        }
+    }
+}
+
 /// A scalar Avro value as JSON text.
 pub(crate) fn write_json(v: &Value, out: &mut Vec<u8>) {
     use std::io::Write;

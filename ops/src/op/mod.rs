@@ -24,6 +24,7 @@ pub mod join;
 pub mod key_by;
 pub mod select;
 pub mod stamp;
+pub mod suppress;
 pub mod validate;
 pub mod window;
 
@@ -37,6 +38,7 @@ pub const KINDS: &[&dyn Kind] = &[
     &stamp::Stamp,
     &validate::Validate,
     &detect::Detect,
+    &suppress::Suppress,
     &join::Join,
 ];
 
