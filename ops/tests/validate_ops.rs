@@ -392,3 +392,45 @@ fn ranges_by_problems_name_their_key_and_a_fix() {
     );
     assert_eq!(got[2].0, "[0].validate.ranges_by.ranges");
 }
+
+#[test]
+fn ranges_by_keys_read_as_the_field_s_text_or_are_refused() {
+    let problems = energy_chain(
+        "- validate:\n    ranges_by: { field: site, value: power_w, ranges: { 1.50: [0, 1], 7: [0, 1], '7': [0, 2] } }\n",
+    )
+    .unwrap_err();
+    let got: Vec<(&str, &str)> = problems
+        .iter()
+        .map(|p| (p.key.as_str(), p.message.as_str()))
+        .collect();
+    assert_eq!(got.len(), 2, "{got:?}");
+    assert_eq!(
+        got[0],
+        (
+            "[0].validate.ranges_by.ranges",
+            "`1.5` is not a value of a string field"
+        )
+    );
+    assert_eq!(
+        got[1],
+        (
+            "[0].validate.ranges_by.ranges.7",
+            "this value has two ranges (once quoted, once not?)"
+        )
+    );
+}
+
+#[test]
+fn ranges_by_unknown_is_reject_or_pass() {
+    let problems = energy_chain(
+        "- validate:\n    ranges_by: { field: site, value: power_w, ranges: { A: [0, 1] }, unknown: maybe }\n",
+    )
+    .unwrap_err();
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert_eq!(problems[0].key, "[0].validate.ranges_by.unknown");
+    assert!(
+        problems[0].message.contains("maybe"),
+        "{}",
+        problems[0].message
+    );
+}

@@ -24,7 +24,8 @@
 //!
 //! Only event times decide, never the wall clock, so a replay after a crash drops the same
 //! records. What it dropped is its `sluice_operator_records_total{direction="in"}` minus
-//! `{direction="out"}`; the count in `count_field` is exact across restores (it is state).
+//! `{direction="out"}` (minus its `null_timestamp` dead letters); the count in
+//! `count_field` is exact across restores (it is state).
 //!
 //! # Keys
 //!
@@ -272,6 +273,12 @@ impl Operator for SuppressOp {
             None => rec.timestamp,
             Some(p) => event_time(p, &rec.value)?,
         };
+        if s.count_field.is_some() && !matches!(rec.value, Value::Record(_)) {
+            return Err(OpError::reject(
+                "not_a_record",
+                "suppress reads records; this value is not one",
+            ));
+        }
         s.key.write(&rec, &mut self.key);
         let mut fresh = false;
         let q = self.table.get_mut(&self.key, || {
@@ -290,15 +297,8 @@ impl Operator for SuppressOp {
             passed_at: t,
             dropped: 0,
         };
-        if s.count_field.is_some() {
-            let Value::Record(fields) = &mut rec.value else {
-                return Err(OpError::reject(
-                    "not_a_record",
-                    "suppress reads records; this value is not one",
-                ));
-            };
-            let name = s.count_field.clone().expect("checked");
-            fields.push((name, Value::Long(dropped)));
+        if let (Some(name), Value::Record(fields)) = (&s.count_field, &mut rec.value) {
+            fields.push((name.clone(), Value::Long(dropped)));
         }
         out.push(rec);
         Ok(())
@@ -428,11 +428,13 @@ mod tests {
             input(KeyShape::Input).value,
             "no count field"
         );
+        let p = plan("for: 1m\ncount_field: suppressed\n").unwrap();
         let mut op = p.build();
         // The record timestamp (ts + 7) decides without `timestamp`.
         let recs = [
             anomaly("d1", Some("z"), 0),
             anomaly("d1", Some("y"), MIN - 8),
+            anomaly("d1", Some("x"), MIN - 9),
         ];
         assert_eq!(run(op.as_mut(), &recs).len(), 1, "one key: the record key");
         // Commit, then a fresh operator reads the entry back from the store.
@@ -451,7 +453,41 @@ mod tests {
             op.as_mut(),
             &[anomaly("d1", None, MIN - 1), anomaly("d1", None, MIN)],
         );
-        assert_eq!(got, [("d1".to_string(), MIN, -1)], "{got:?}");
+        assert_eq!(
+            got,
+            [("d1".to_string(), MIN, 3)],
+            "two dropped before the commit, one after"
+        );
+    }
+
+    #[test]
+    fn without_by_a_preceding_key_by_s_fields_are_the_key() {
+        let p = check(
+            &serde_yaml::from_str("for: 1h\n").unwrap(),
+            &input(KeyShape::Fields(vec!["rule".into()])),
+        )
+        .unwrap();
+        let mut op = p.build();
+        let recs = [
+            anomaly("d1", Some("r"), 0),
+            anomaly("d2", Some("r"), 1),
+            anomaly("d3", Some("q"), 2),
+        ];
+        let got: Vec<String> = run(op.as_mut(), &recs).into_iter().map(|g| g.0).collect();
+        assert_eq!(got, ["d1", "d3"], "by rule, not by the record key");
+        let extreme = [
+            anomaly("d4", Some("p"), i64::MAX - 7),
+            anomaly("d4", Some("p"), i64::MIN),
+        ];
+        let got: Vec<i64> = run(op.as_mut(), &extreme)
+            .into_iter()
+            .map(|g| g.1)
+            .collect();
+        assert_eq!(
+            got,
+            [i64::MAX - 7],
+            "far out of order is inside the interval"
+        );
     }
 
     #[test]

@@ -423,15 +423,17 @@ fn plan_ranges_by(
     }
     let mut by = HashMap::with_capacity(spec.ranges.len());
     for (k, v) in &spec.ranges {
+        // Unquoted YAML integers and booleans read as the text they are written as; other
+        // numbers (`1.50`, `0x10`) would not, so they must be quoted.
         let name = match k {
             serde_yaml::Value::String(s) => s.clone(),
-            serde_yaml::Value::Number(n) => n.to_string(),
+            serde_yaml::Value::Number(n) if n.is_i64() || n.is_u64() => n.to_string(),
             serde_yaml::Value::Bool(b) => b.to_string(),
             _ => {
                 problems.push(Problem::new(
                     "ranges",
                     format!("`{}` is not a value of a string field", yaml_text(k)),
-                    "key each range by a value, e.g. `temperature: [-40, 125]`",
+                    "key each range by the field's text, quoted when it looks like a number: `'1.50': [0, 1]`",
                 ));
                 continue;
             }
@@ -451,7 +453,13 @@ fn plan_ranges_by(
             }
         }
         if let Some((min, max)) = plan_bounds(v, &at, problems) {
-            by.insert(name.into_boxed_str(), (min, max));
+            if by.insert(name.into_boxed_str(), (min, max)).is_some() {
+                problems.push(Problem::new(
+                    &at,
+                    "this value has two ranges (once quoted, once not?)",
+                    "keep one range per value",
+                ));
+            }
         }
     }
     if problems.len() > before {
