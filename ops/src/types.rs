@@ -427,7 +427,7 @@ impl RecordType {
     }
 }
 
-pub(crate) fn a_or_an(ty: &impl fmt::Display) -> String {
+pub fn a_or_an(ty: &impl fmt::Display) -> String {
     let s = ty.to_string();
     match s.chars().next() {
         Some('a' | 'e' | 'i' | 'o' | 'u') => format!("an {s}"),

@@ -8,8 +8,12 @@
 //!     lat: location.lat               # flattened from a nested (optional) record
 //! ```
 //!
-//! The output field's type is the expression's; it is nullable when the expression can be
-//! NULL. An expression that fails on a record sends the record to the dead-letter topic.
+//! A field given as a bare field name or dotted path (`device_id`, `location.lat`) is
+//! copied with its type exactly: an `int` stays an `int`, a decimal a decimal, an enum, a
+//! record, an array or a map as it is (nullable when it or a record on its path is).
+//! Otherwise the output field's type is the expression's (SQL integers are `long`, reals
+//! `double`); it is nullable when the expression can be NULL. An expression that fails on a
+//! record sends the record to the dead-letter topic.
 
 use std::sync::Arc;
 
@@ -17,7 +21,7 @@ use apache_avro::types::Value;
 
 use super::{Kind, OpError, Operator, Planned, Record, StreamType};
 use crate::expr::Expr;
-use crate::types::{record_schema, RecordType};
+use crate::types::{record_schema, FieldPath, FieldType, RecordType, Type};
 use crate::Problem;
 
 pub struct Select;
@@ -71,8 +75,12 @@ impl Kind for Select {
                     continue;
                 }
             };
+            if let Some(path) = bare_path(&src, &input.value) {
+                fields.push((name.to_string(), Source::Copy(path)));
+                continue;
+            }
             match Expr::compile(&src, &input.value) {
-                Ok(e) => fields.push((name.to_string(), e)),
+                Ok(e) => fields.push((name.to_string(), Source::Expr(e))),
                 Err(ps) => problems.extend(ps.into_iter().map(|p| p.under(name))),
             }
         }
@@ -96,6 +104,34 @@ impl Kind for Select {
     }
 }
 
+/// Where an output field's value comes from.
+#[derive(Debug)]
+enum Source {
+    /// A field of the input, copied as it is.
+    Copy(FieldPath),
+    /// A computed value.
+    Expr(Expr),
+}
+
+impl Source {
+    fn ty(&self) -> &FieldType {
+        match self {
+            Source::Copy(p) => p.ty(),
+            Source::Expr(e) => e.ty(),
+        }
+    }
+}
+
+/// `src` as a field of `record` when it is only a name or a dotted path of names, exactly
+/// as the schema spells them.
+fn bare_path(src: &str, record: &RecordType) -> Option<FieldPath> {
+    let src = src.trim();
+    if src.is_empty() || !src.split('.').all(valid_name) {
+        return None;
+    }
+    record.resolve(src).ok()
+}
+
 /// Avro's name rule: `[A-Za-z_][A-Za-z0-9_]*`.
 pub(crate) fn valid_name(name: &str) -> bool {
     let mut chars = name.chars();
@@ -107,7 +143,7 @@ pub(crate) fn valid_name(name: &str) -> bool {
 
 #[derive(Debug)]
 struct SelectPlan {
-    fields: Arc<Vec<(String, Expr)>>,
+    fields: Arc<Vec<(String, Source)>>,
     output: StreamType,
 }
 
@@ -124,17 +160,23 @@ impl Planned for SelectPlan {
 }
 
 struct SelectOp {
-    fields: Arc<Vec<(String, Expr)>>,
+    fields: Arc<Vec<(String, Source)>>,
 }
 
 impl Operator for SelectOp {
     fn process(&mut self, rec: Record, out: &mut Vec<Record>) -> Result<(), OpError> {
         let mut values = Vec::with_capacity(self.fields.len());
-        for (name, e) in self.fields.iter() {
-            let v = e
-                .eval(&rec.value)
-                .map_err(|err| OpError::reject(err.class(), err.to_string()))?;
-            values.push((name.clone(), nullable(e.ty().nullable, v)));
+        for (name, source) in self.fields.iter() {
+            let v = match source {
+                Source::Copy(p) => conform(
+                    p.get(&rec.value).cloned().unwrap_or(Value::Null),
+                    &p.ty().ty,
+                ),
+                Source::Expr(e) => e
+                    .eval(&rec.value)
+                    .map_err(|err| OpError::reject(err.class(), err.to_string()))?,
+            };
+            values.push((name.clone(), nullable(source.ty().nullable, v)));
         }
         out.push(Record {
             key: rec.key,
@@ -142,6 +184,40 @@ impl Operator for SelectOp {
             timestamp: rec.timestamp,
         });
         Ok(())
+    }
+}
+
+/// A copied value in the shape the derived schema writes: inside records, arrays and maps,
+/// every nullable value as the `["null", T]` branch it is there (the input's schema may
+/// have put `null` second). Scalars are returned as they are.
+fn conform(v: Value, ty: &Type) -> Value {
+    let fix = |v: Value, t: &FieldType| {
+        let v = match v {
+            Value::Union(_, inner) => *inner,
+            v => v,
+        };
+        let v = conform(v, &t.ty);
+        if t.nullable {
+            nullable(true, v)
+        } else {
+            v
+        }
+    };
+    match (ty, v) {
+        (Type::Record(r), Value::Record(fields)) => Value::Record(
+            fields
+                .into_iter()
+                .zip(&r.fields)
+                .map(|((name, v), f)| (name, fix(v, &f.ty)))
+                .collect(),
+        ),
+        (Type::Array(items), Value::Array(vs)) => {
+            Value::Array(vs.into_iter().map(|v| fix(v, items)).collect())
+        }
+        (Type::Map(values), Value::Map(m)) => {
+            Value::Map(m.into_iter().map(|(k, v)| (k, fix(v, values))).collect())
+        }
+        (_, v) => v,
     }
 }
 
