@@ -3,6 +3,8 @@
 pub mod aggregate;
 pub mod archive;
 pub mod detect;
+#[cfg(test)]
+mod equivalence;
 pub mod pipeline;
 mod schemas;
 pub mod sinks;

@@ -41,13 +41,57 @@ impl WireDecoder {
             Err(r) => return Ok(Err(r)),
         };
         Ok(decoder.decode(&mut body).map_err(|e| {
-            Rejection::new(
-                "invalid_body",
-                format!(
-                    "record does not decode with writer schema {id} into the reader schema: {e}"
-                ),
-            )
+            if ends_early(&e) {
+                Rejection::new(
+                    "truncated",
+                    format!("record is truncated: the bytes end before writer schema {id}'s last field: {e}"),
+                )
+            } else {
+                Rejection::new(
+                    "invalid_body",
+                    format!(
+                        "record does not decode with writer schema {id} into the reader schema: {e}"
+                    ),
+                )
+            }
         }))
+    }
+
+    /// A decoder of writer schema `id` (its JSON from the registry) into the reader schema.
+    fn make(&self, id: u32, json: &str) -> Result<Decoder, Rejection> {
+        let reader = self.reader;
+        let unreadable = |e: &dyn std::fmt::Display| {
+            Rejection::new(
+                "invalid_writer_schema",
+                format!("writer schema {id} from the registry does not parse: {e}"),
+            )
+        };
+        let mut writer_json: serde_json::Value =
+            serde_json::from_str(json).map_err(|e| unreadable(&e))?;
+        let reader_json = serde_json::to_value(reader).map_err(|e| unreadable(&e))?;
+        // Resolving into the reader schema rebuilds every record; when the writer's schema
+        // is the reader's (the usual case: one registered version), records decode straight
+        // into its shape. Compared in full form: the canonical form would drop logical
+        // types.
+        if writer_json == reader_json {
+            return Decoder::new(leak(reader.clone()), None).map_err(|e| unreadable(&e));
+        }
+        rename_aliased(&mut writer_json, &reader_json);
+        let writer = Schema::parse(&writer_json).map_err(|e| unreadable(&e))?;
+        if let Err(e) =
+            apache_avro::schema_compatibility::SchemaCompatibility::can_read(&writer, reader)
+        {
+            return Err(Rejection::new(
+                "incompatible_schema",
+                format!("writer schema {id} cannot be read with the reader schema: {e}"),
+            ));
+        }
+        Decoder::new(leak(writer), Some(reader)).map_err(|e| {
+            Rejection::new(
+                "incompatible_schema",
+                format!("writer schema {id} cannot be read with the reader schema: {e}"),
+            )
+        })
     }
 
     /// The decoder for writer schema `id`, made on first sight. A schema the registry does
@@ -55,27 +99,10 @@ impl WireDecoder {
     fn decoder(&mut self, id: u32) -> Result<Result<&Decoder, Rejection>, ProcessError> {
         if !matches!(self.decoders.get(&id), Some(Some(_))) {
             let made = match self.schemas.fetch(id)? {
-                Some(json) => {
-                    let reader = self.reader;
-                    let made = Schema::parse_str(&json).and_then(|writer| {
-                        // Resolving into the reader schema rebuilds every record; when the
-                        // writer's schema is the reader's (the usual case: one registered
-                        // version), records decode straight into its shape. Compared in
-                        // full form: the canonical form would drop logical types.
-                        let same =
-                            serde_json::to_value(&writer).ok() == serde_json::to_value(reader).ok();
-                        Decoder::new(leak(writer), (!same).then_some(reader))
-                    });
-                    match made {
-                        Ok(d) => Some(d),
-                        Err(e) => {
-                            return Ok(Err(Rejection::new(
-                                "invalid_writer_schema",
-                                format!("writer schema {id} from the registry cannot be read into the reader schema: {e}"),
-                            )))
-                        }
-                    }
-                }
+                Some(json) => match self.make(id, &json) {
+                    Ok(d) => Some(d),
+                    Err(r) => return Ok(Err(r)),
+                },
                 None => None,
             };
             self.decoders.insert(id, made);
@@ -87,5 +114,163 @@ impl WireDecoder {
                 format!("schema id {id} is not in the registry"),
             )),
         })
+    }
+}
+
+/// Renames, in the writer schema, each record field that a reader field names among its
+/// `aliases` (a field renamed in a later version, `ts` to `event_time`) to the reader's name,
+/// nested records, arrays, maps and unions included. The binary encoding does not carry
+/// names, so the bytes read the same; apache-avro's resolution matches fields by name only.
+fn rename_aliased(writer: &mut serde_json::Value, reader: &serde_json::Value) {
+    use serde_json::Value as J;
+    match (writer, reader) {
+        (J::Object(w), J::Object(r)) => {
+            let kind = |o: &serde_json::Map<String, J>| {
+                o.get("type").and_then(J::as_str).map(str::to_string)
+            };
+            match (kind(w).as_deref(), kind(r).as_deref()) {
+                (Some("record"), Some("record")) => {
+                    let (Some(J::Array(wf)), Some(J::Array(rf))) =
+                        (w.get_mut("fields"), r.get("fields"))
+                    else {
+                        return;
+                    };
+                    let name = |f: &J| f.get("name").and_then(J::as_str).map(str::to_string);
+                    let reader_names: Vec<String> = rf.iter().filter_map(name).collect();
+                    for f in wf.iter_mut() {
+                        let Some(n) = name(f) else { continue };
+                        if !reader_names.contains(&n) {
+                            let by_alias = rf.iter().find(|r| {
+                                r.get("aliases").and_then(J::as_array).is_some_and(|a| {
+                                    a.iter().any(|x| x.as_str() == Some(n.as_str()))
+                                })
+                            });
+                            if let Some(target) = by_alias.and_then(name) {
+                                f["name"] = J::String(target);
+                            }
+                        }
+                        let Some(n) = name(f) else { continue };
+                        if let (Some(wt), Some(rt)) = (
+                            f.get_mut("type"),
+                            rf.iter()
+                                .find(|r| name(r).as_deref() == Some(n.as_str()))
+                                .and_then(|r| r.get("type")),
+                        ) {
+                            rename_aliased(wt, rt);
+                        }
+                    }
+                }
+                (Some("array"), Some("array")) => {
+                    if let (Some(wi), Some(ri)) = (w.get_mut("items"), r.get("items")) {
+                        rename_aliased(wi, ri);
+                    }
+                }
+                (Some("map"), Some("map")) => {
+                    if let (Some(wv), Some(rv)) = (w.get_mut("values"), r.get("values")) {
+                        rename_aliased(wv, rv);
+                    }
+                }
+                _ => {}
+            }
+        }
+        // A union: each writer record branch with the reader's record branch of its name.
+        (J::Array(wb), J::Array(rb)) => {
+            for w in wb.iter_mut() {
+                let wname = w.get("name").and_then(J::as_str).map(str::to_string);
+                if let Some(r) = rb.iter().find(|r| {
+                    r.get("name").and_then(J::as_str) == wname.as_deref() && wname.is_some()
+                }) {
+                    rename_aliased(w, r);
+                }
+            }
+        }
+        // A union read as its one non-null branch, or the reverse.
+        (J::Array(wb), r @ J::Object(_)) => {
+            for w in wb.iter_mut() {
+                rename_aliased(w, r);
+            }
+        }
+        (w @ J::Object(_), J::Array(rb)) => {
+            let wname = w.get("name").and_then(J::as_str).map(str::to_string);
+            if let Some(r) = rb
+                .iter()
+                .find(|r| r.get("name").and_then(J::as_str) == wname.as_deref() && wname.is_some())
+            {
+                rename_aliased(w, r);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Whether decoding failed because the bytes ran out (a record cut short), rather than on
+/// bytes that are not Avro: the reader's I/O error, somewhere down the error's sources.
+fn ends_early(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            return io.kind() == std::io::ErrorKind::UnexpectedEof;
+        }
+        cur = err.source();
+    }
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use sluice_schemas::codec::AvroRecord;
+    use sluice_schemas::records::Telemetry;
+
+    use super::*;
+    use crate::stages::testkit::{Bundled, AGG, V2};
+
+    fn decoder(reader: &str) -> WireDecoder {
+        let reader = leak(Schema::parse_str(reader).unwrap());
+        WireDecoder::new(reader, Box::new(Bundled))
+    }
+
+    fn class(d: &mut WireDecoder, bytes: &[u8]) -> Option<&'static str> {
+        d.decode(bytes).unwrap().err().map(|r| r.class)
+    }
+
+    /// The built-in decoder's classes, from the same bytes: a record cut anywhere is
+    /// `truncated`, a body that is not Avro `invalid_body`, a writer schema the reader cannot
+    /// resolve `incompatible_schema`.
+    #[test]
+    fn each_kind_of_bad_record_gets_the_built_in_decoder_s_class() {
+        let t = Telemetry {
+            device_id: "dev-000042".into(),
+            metric: "temperature".into(),
+            event_time: 1_700_000_000_000,
+            value: 21.5,
+            seq: 77,
+            quality: 100,
+        };
+        let mut bytes = Vec::new();
+        t.encode_wire(V2, &mut bytes);
+        let v2 = sluice_schemas::BUNDLED[1].1;
+        let mut d = decoder(v2);
+        assert_eq!(class(&mut d, &bytes), None);
+        for cut in 0..bytes.len() {
+            assert_eq!(
+                class(&mut d, &bytes[..cut]),
+                Some("truncated"),
+                "cut at {cut} of {}",
+                bytes.len()
+            );
+        }
+        let mut invalid = bytes[..5].to_vec();
+        invalid.extend_from_slice(&[0xff; 10]);
+        invalid.extend_from_slice(&[0x7f; 16]);
+        assert_eq!(class(&mut d, &invalid), Some("invalid_body"));
+        let mut unknown = bytes.clone();
+        unknown[1..5].copy_from_slice(&999u32.to_be_bytes());
+        assert_eq!(class(&mut d, &unknown), Some("unknown_schema_id"));
+        let mut magic = bytes.clone();
+        magic[0] = 7;
+        assert_eq!(class(&mut d, &magic), Some("wrong_magic"));
+        // Telemetry read as an aggregate: no field in common resolves.
+        let mut d = decoder(sluice_schemas::BUNDLED[AGG as usize - 1].1);
+        assert_eq!(class(&mut d, &bytes), Some("incompatible_schema"));
     }
 }
