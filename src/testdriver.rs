@@ -26,7 +26,7 @@ use sluice_ops::op::TaskContext;
 use sluice_topology::{Loaded, StageSpec};
 
 use crate::runtime::{Emit, Input, ProcessError, Processor, Rejection};
-use crate::stages::pipeline::{Output, Pipeline, PORT_OUTPUT};
+use crate::stages::pipeline::{Output, Pipeline};
 use crate::stages::sinks::{IlpTarget, ParquetWriter, QuestdbWriter};
 use crate::stages::SchemaSource;
 use sluice_connectors::questdb::IlpValue;
@@ -92,7 +92,9 @@ struct StageTask {
     idle: std::time::Duration,
     name: String,
     input: String,
-    output: Option<String>,
+    /// The topics written, by port: the output topic (unless the stage ends in a sink),
+    /// then each branch's.
+    outputs: Vec<String>,
     dead_letter: Option<String>,
     processor: Pipeline,
     store_names: Vec<String>,
@@ -217,10 +219,21 @@ impl Driver {
                     Output::Sink(Box::new(writer))
                 }
             };
+            let mut branch_ids = Vec::new();
+            for b in &plan.branches {
+                let id = registry
+                    .lock()
+                    .expect("registry lock")
+                    .add(schema_json(b.output_schema));
+                topic_schemas.insert(b.output.clone(), (b.output_schema.clone(), id));
+                branch_ids.push(id);
+            }
+            let outputs = p.port_topics();
             let processor = Pipeline::new(
                 &stage.name,
                 plan,
                 output,
+                &branch_ids,
                 Box::new(Local(registry.clone())),
                 &task,
             )
@@ -232,7 +245,7 @@ impl Driver {
                 idle: std::time::Duration::ZERO,
                 name: stage.name.clone(),
                 input: p.input.clone(),
-                output: p.writes().map(str::to_string),
+                outputs,
                 dead_letter: p.dead_letter.clone(),
                 processor,
                 store_names: stage.spec.stores(),
@@ -382,7 +395,7 @@ impl Driver {
         let mut queue = VecDeque::new();
         for s in self.stages.iter_mut() {
             let mut emit = Collect {
-                output: s.output.as_deref(),
+                outputs: &s.outputs,
                 dead_letter: s.dead_letter.as_deref(),
                 out: Vec::new(),
             };
@@ -430,7 +443,7 @@ impl Driver {
                     value: (!rec.value.is_empty()).then_some(rec.value.as_slice()),
                 };
                 let mut emit = Collect {
-                    output: s.output.as_deref(),
+                    outputs: &s.outputs,
                     dead_letter: s.dead_letter.as_deref(),
                     out: Vec::new(),
                 };
@@ -924,16 +937,15 @@ impl IlpTarget for Recorder {
 
 /// Collects a stage's outputs as topic records.
 struct Collect<'a> {
-    output: Option<&'a str>,
+    outputs: &'a [String],
     dead_letter: Option<&'a str>,
     out: Vec<(String, TopicRecord)>,
 }
 
 impl Emit for Collect<'_> {
     fn emit(&mut self, port: usize, key: &[u8], value: &[u8], timestamp: i64) {
-        debug_assert_eq!(port, PORT_OUTPUT);
-        let Some(output) = self.output else {
-            return; // a stage ending in a sink emits nothing
+        let Some(output) = self.outputs.get(port) else {
+            unreachable!("a pipeline emits only on the ports of its topics: {port}");
         };
         self.out.push((
             output.to_string(),

@@ -29,11 +29,12 @@ const ENERGY_TOPICS: [&str; 5] = [
     "energy.demand",
     "energy.dlq",
 ];
-const FACTORY_TOPICS: [&str; 6] = [
+const FACTORY_TOPICS: [&str; 7] = [
     "factory.readings",
     "factory.machines",
     "factory.over_limit",
     "factory.line_temperature",
+    "factory.anomalies",
     "factory.alerts",
     "factory.dlq",
 ];

@@ -94,6 +94,7 @@ stages:
         "copy",
         plan.clone(),
         sluice::stages::pipeline::Output::Topic { schema_id: 9 },
+        &[],
         Box::new(schemas),
         &task,
     )

@@ -290,6 +290,7 @@ pub(crate) fn run(a: Args) -> anyhow::Result<ExitCode> {
                 crate::stages::pipeline::Output::Topic {
                     schema_id: OUTPUT_ID,
                 },
+                &vec![OUTPUT_ID; plan.branches.len()],
                 Box::new(OneSchema(writer_json.clone())),
                 &TaskContext {
                     partition: 0,

@@ -569,12 +569,18 @@ pub(crate) fn stage_def(
                 Some(_) => schema_id(shared, &plan.output_subject)?,
                 None => 0, // ends in a sink: no output topic, no subject
             };
+            let branch_ids = plan
+                .branches
+                .iter()
+                .map(|b| schema_id(shared, &b.output_subject))
+                .collect::<Result<Vec<u32>, _>>()?;
             let tables = shared.tables.clone();
             let (ilp, s3) = (t.connections.ilp.clone(), t.connections.s3.clone());
             let (input, rt) = (p.input.clone(), shared.rt.clone());
+            let outputs = p.port_topics();
             (
                 vec![p.input.clone()],
-                p.writes().map(str::to_string).into_iter().collect(),
+                outputs,
                 p.dead_letter.clone(),
                 true,
                 Box::new(move |partition| {
@@ -596,6 +602,7 @@ pub(crate) fn stage_def(
                         &stage,
                         plan.clone(),
                         output,
+                        &branch_ids,
                         schemas(),
                         &task,
                     )?) as Box<dyn Processor>)
@@ -863,7 +870,7 @@ pub(crate) fn print_destinations(t: &Topology) {
                     .unwrap_or("?")
             ),
             StageSpec::Pipeline(p) => eprintln!(
-                "  {}: {} operators -> {}{}",
+                "  {}: {} operators -> {}{}{}",
                 s.name,
                 p.operators.len(),
                 match (p.writes(), p.sink_plan()) {
@@ -883,6 +890,14 @@ pub(crate) fn print_destinations(t: &Topology) {
                     ),
                     (None, None) => "nothing".into(),
                 },
+                p.branches
+                    .iter()
+                    .map(|b| format!(
+                        ", branch of {} operators -> topic {}",
+                        b.operators.len(),
+                        b.output
+                    ))
+                    .collect::<String>(),
                 p.dead_letter
                     .as_deref()
                     .map(|d| format!(", dead letters -> topic {d}"))

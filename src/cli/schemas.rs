@@ -98,20 +98,26 @@ pub(crate) async fn push_topology(
         let sluice_topology::StageSpec::Pipeline(p) = &stage.spec else {
             continue;
         };
-        if p.writes().is_none() {
-            continue; // ends in a sink: no topic, no subject
-        }
         let plan = p.plan();
-        // The full form (the canonical form would drop logical types).
-        let text = serde_json::to_string(&plan.output_schema)?;
-        let subject = &plan.output_subject;
-        let id = client.register(subject, &text).await.with_context(|| {
-            format!(
-                "registering the output schema of stage {} under {subject} with the schema registry at {}",
-                stage.name, t.connections.registry
-            )
-        })?;
-        ids.insert(subject.clone(), id);
+        // A stage ending in a sink writes no topic, no subject; its branches do.
+        let main = p
+            .writes()
+            .map(|_| (plan.output_schema, &plan.output_subject));
+        let branches = plan
+            .branches
+            .iter()
+            .map(|b| (b.output_schema, &b.output_subject));
+        for (schema, subject) in main.into_iter().chain(branches) {
+            // The full form (the canonical form would drop logical types).
+            let text = serde_json::to_string(schema)?;
+            let id = client.register(subject, &text).await.with_context(|| {
+                format!(
+                    "registering the output schema of stage {} under {subject} with the schema registry at {}",
+                    stage.name, t.connections.registry
+                )
+            })?;
+            ids.insert(subject.clone(), id);
+        }
     }
     Ok(ids)
 }

@@ -19,7 +19,8 @@ use super::wire_decoder::WireDecoder;
 use crate::metrics::METRICS;
 use crate::runtime::{AnyTable, Emit, Input, ProcessError, Processor, Rejection};
 
-/// The one output port: the stage's `output` topic.
+/// The stage's `output` topic's port. Its `branches:` write the ports after it (from 0 when
+/// the stage ends in a sink).
 pub const PORT_OUTPUT: usize = 0;
 
 /// Where a pipeline task's results go.
@@ -30,9 +31,21 @@ pub enum Output {
     Sink(Box<dyn RecordSink>),
 }
 
+/// One branch of a task: its operators, and the output port they write with their schema.
+struct Branch {
+    running: Running,
+    encoder: Encoder,
+    schema_id: u32,
+    port: usize,
+    counters: Vec<[IntCounter; 2]>,
+}
+
 /// One task of a pipeline stage.
 pub struct Pipeline {
     running: Running,
+    branches: Vec<Branch>,
+    /// What a branch handed on, before it is encoded.
+    branch_out: Vec<Record>,
     output_schema_id: u32,
     sink: Option<Box<dyn RecordSink>>,
     decoder: WireDecoder,
@@ -45,26 +58,28 @@ pub struct Pipeline {
 }
 
 impl Pipeline {
-    /// Task `task.partition` of stage `stage`, its joins reading `task.tables`.
+    /// Task `task.partition` of stage `stage`, its joins reading `task.tables`; branch `b`
+    /// writes with the schema id `branch_ids[b]`.
     pub fn new(
         stage: &str,
         plan: Arc<PipelinePlan>,
         output: Output,
+        branch_ids: &[u32],
         schemas: Box<dyn SchemaSource>,
         task: &TaskContext<'_>,
     ) -> Result<Self, ProcessError> {
-        let counters = plan
-            .chain
-            .op_labels()
-            .iter()
-            .map(|op| {
-                ["in", "out"].map(|d| {
-                    METRICS
-                        .operator_records
-                        .with_label_values(&[stage, op.as_str(), d])
+        let counters = |labels: Vec<String>| -> Vec<[IntCounter; 2]> {
+            labels
+                .iter()
+                .map(|op| {
+                    ["in", "out"].map(|d| {
+                        METRICS
+                            .operator_records
+                            .with_label_values(&[stage, op.as_str(), d])
+                    })
                 })
-            })
-            .collect();
+                .collect()
+        };
         let (output_schema_id, sink) = match output {
             Output::Topic { schema_id } => (schema_id, None),
             Output::Sink(s) => (0, Some(s)),
@@ -72,8 +87,35 @@ impl Pipeline {
         let encoder = Encoder::new(plan.output_schema).map_err(|e| ProcessError::Schema {
             message: format!("the derived output schema does not resolve: {e}"),
         })?;
+        if branch_ids.len() != plan.branches.len() {
+            return Err(ProcessError::Schema {
+                message: format!(
+                    "{} schema ids for {} branches",
+                    branch_ids.len(),
+                    plan.branches.len()
+                ),
+            });
+        }
+        let first_port = usize::from(sink.is_none());
+        let mut branches = Vec::with_capacity(plan.branches.len());
+        for (b, (branch, &schema_id)) in plan.branches.iter().zip(branch_ids).enumerate() {
+            branches.push(Branch {
+                running: branch.chain.build_for(task)?,
+                encoder: Encoder::new(branch.output_schema).map_err(|e| ProcessError::Schema {
+                    message: format!(
+                        "the derived schema of branch {b} ({}) does not resolve: {e}",
+                        branch.output
+                    ),
+                })?,
+                schema_id,
+                port: first_port + b,
+                counters: counters(branch.chain.op_labels()),
+            });
+        }
         Ok(Pipeline {
-            counters,
+            counters: counters(plan.chain.op_labels()),
+            branches,
+            branch_out: Vec::new(),
             running: plan.chain.build_for(task)?,
             decoder: WireDecoder::new(plan.input_schema, schemas),
             output_schema_id,
@@ -113,21 +155,35 @@ impl Processor for Pipeline {
         }
     }
 
+    /// The stage's operators' tables, then each branch's: the order of
+    /// `StageSpec::stores`.
     fn tables(&mut self) -> Vec<&mut dyn AnyTable> {
-        self.running.tables()
+        let mut v = self.running.tables();
+        for b in &mut self.branches {
+            v.extend(b.running.tables());
+        }
+        v
     }
 
     /// Publishes the operators' record counts once per batch, not per record.
     fn end_batch(&mut self, _out: &mut dyn Emit) -> Result<(), ProcessError> {
-        for (c, n) in self.counters.iter().zip(self.running.take_counts()) {
-            c[0].inc_by(n[0]);
-            c[1].inc_by(n[1]);
+        let branches = self
+            .branches
+            .iter_mut()
+            .map(|b| (&b.counters, b.running.take_counts()));
+        for (counters, counts) in
+            std::iter::once((&self.counters, self.running.take_counts())).chain(branches)
+        {
+            for (c, n) in counters.iter().zip(counts) {
+                c[0].inc_by(n[0]);
+                c[1].inc_by(n[1]);
+            }
         }
         Ok(())
     }
 
     fn wants_commit(&self) -> bool {
-        self.running.wants_commit()
+        self.running.wants_commit() || self.branches.iter().any(|b| b.running.wants_commit())
     }
 
     fn idle(
@@ -136,7 +192,13 @@ impl Processor for Pipeline {
         out: &mut dyn Emit,
     ) -> Result<bool, ProcessError> {
         let ms = i64::try_from(idle_for.as_millis()).unwrap_or(i64::MAX);
-        let ticked = self.running.idle(ms, &mut self.out, &mut self.rejected)?;
+        let mut ticked = self.running.idle(ms, &mut self.out, &mut self.rejected)?;
+        for b in &mut self.branches {
+            ticked |= b
+                .running
+                .idle(ms, &mut self.branch_out, &mut self.rejected)?;
+            emit_branch(b, &mut self.branch_out, &mut self.buf, out, None);
+        }
         for r in self.rejected.drain(..) {
             // No input record to dead-letter: results of closing windows are not rejected
             // by any operator sluice has; should one be, it is logged, never silent.
@@ -185,6 +247,25 @@ impl Pipeline {
         out: &mut dyn Emit,
         input: Option<&Input<'_>>,
     ) -> Result<(), ProcessError> {
+        // Each branch gets every record first (a copy), then the stage's output the record.
+        if !self.branches.is_empty() {
+            for r in &self.out {
+                for b in &mut self.branches {
+                    b.running
+                        .process(r.clone(), &mut self.branch_out, &mut self.rejected)?;
+                    emit_branch(b, &mut self.branch_out, &mut self.buf, out, input);
+                }
+            }
+            for r in self.rejected.drain(..) {
+                let why = Rejection::new(r.class, r.message);
+                match input {
+                    Some(input) => out.dead_letter(input, &why),
+                    None => {
+                        tracing::warn!(class = why.class, message = %why.message, "A result of an idle advance was rejected by a branch's operator and dropped.")
+                    }
+                }
+            }
+        }
         if let Some(sink) = self.sink.as_mut() {
             for r in self.out.drain(..) {
                 if let Some(why) = sink.write(input.map(|i| i.offset), &r)? {
@@ -206,10 +287,7 @@ impl Pipeline {
                 Err(e) => {
                     // The chain produced a value its own derived schema rejects: our bug,
                     // but the record is kept, with the reason.
-                    let why = Rejection::new(
-                        "encode_error",
-                        format!("output does not fit the derived schema: {e}"),
-                    );
+                    let why = encode_error(&e);
                     match input {
                         Some(input) => out.dead_letter(input, &why),
                         None => {
@@ -227,5 +305,44 @@ impl Pipeline {
             );
         }
         Ok(())
+    }
+}
+
+/// The dead letter for an output that does not fit its derived schema (our bug; the input
+/// is kept, with the reason).
+fn encode_error(e: &dyn std::fmt::Display) -> Rejection {
+    Rejection::new(
+        "encode_error",
+        format!("output does not fit the derived schema: {e}"),
+    )
+}
+
+/// Encodes and emits what branch `b` handed on, on its port.
+fn emit_branch(
+    b: &mut Branch,
+    records: &mut Vec<Record>,
+    buf: &mut Vec<u8>,
+    out: &mut dyn Emit,
+    input: Option<&Input<'_>>,
+) {
+    for r in records.drain(..) {
+        buf.clear();
+        wire::write_header(b.schema_id, buf);
+        if let Err(e) = b.encoder.encode(&r.value, buf) {
+            let why = encode_error(&e);
+            match input {
+                Some(input) => out.dead_letter(input, &why),
+                None => {
+                    tracing::error!(message = %why.message, "Dropped a branch's result of an idle advance that does not fit its derived schema.")
+                }
+            }
+            continue;
+        }
+        out.emit(
+            b.port,
+            r.key.as_deref().unwrap_or_default(),
+            buf,
+            r.timestamp,
+        );
     }
 }

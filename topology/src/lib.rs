@@ -24,7 +24,7 @@ pub use model::{
     TopicSpec, Topology, API_VERSION,
 };
 pub use namespace::{BadVersion, Namespace};
-pub use pipeline::PipelinePlan;
+pub use pipeline::{BranchPlan, BranchSpec, PipelinePlan};
 pub use plan::{
     StagePlan, StorePlan, TopicPlan, CHANGELOG_MIN_COMPACTION_LAG_MS, MIN_INSYNC_REPLICAS,
 };

@@ -172,6 +172,9 @@ impl Namespace {
                     if let Some(o) = p.output.as_mut() {
                         rename(o);
                     }
+                    for b in &mut p.branches {
+                        rename(&mut b.output);
+                    }
                     if let Some(d) = p.dead_letter.as_mut() {
                         rename(d);
                     }

@@ -20,9 +20,15 @@ use crate::stage::StageSpec;
 pub struct PipelineSpec {
     /// Always `pipeline`.
     pub kind: String,
-    /// The topic read. It must have a `schema:` (an `.avsc` file): the operators are checked
-    /// against that record type.
+    /// The topic read. It must have a `schema:` (an `.avsc` file), or a `reader_schema`:
+    /// the operators are checked against that record type.
     pub input: String,
+    /// An `.avsc` file (relative to the topology) to read the input with instead of the
+    /// topic's `schema:`: every record is resolved from the schema it was written with into
+    /// this one (renamed fields by alias, promoted types, defaults for missing fields), and
+    /// the operators are checked against it. It must be able to read the topic's `schema:`.
+    #[serde(default)]
+    pub reader_schema: Option<String>,
     /// The operators, in order, each a one-key mapping naming its kind: `- filter: "..."`.
     /// See docs/TOPOLOGY.md for every kind.
     #[serde(default)]
@@ -37,6 +43,12 @@ pub struct PipelineSpec {
     /// checked against what the last operator hands on. See docs/TOPOLOGY.md, "Sinks".
     #[serde(default)]
     pub sink: Option<serde_yaml::Value>,
+    /// More topics written from the same records: each branch runs its own operators over
+    /// every record the stage's operators hand on (before `output` or `sink`), and writes
+    /// what its last operator hands on to its `output`, with a schema of its own. For
+    /// anomalies and their alerts from one detector. See [`BranchSpec`].
+    #[serde(default)]
+    pub branches: Vec<BranchSpec>,
     /// Records an operator rejects (an expression that fails on them, a record too late for
     /// every window) go here with the reason in headers. Without it they are dropped and
     /// counted in `sluice_dead_letters_total`.
@@ -52,6 +64,30 @@ pub struct PipelineSpec {
     pub output_topic: Option<String>,
 }
 
+/// One of a pipeline's `branches:`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BranchSpec {
+    /// The branch's operators, as the stage's `operators`, over what the stage's operators
+    /// hand on. No `key_by` before a stateful operator (a branch cannot repartition).
+    #[serde(default)]
+    pub operators: Vec<serde_yaml::Value>,
+    /// Required: the topic the branch writes, with the schema sluice derives for it.
+    pub output: String,
+}
+
+/// A checked branch.
+#[derive(Debug)]
+pub struct BranchPlan {
+    pub chain: Chain,
+    /// The topic written.
+    pub output: String,
+    /// Its derived schema.
+    pub output_schema: &'static apache_avro::Schema,
+    /// Its registry subject.
+    pub output_subject: String,
+}
+
 /// A checked pipeline: its operators and the schemas at both ends.
 #[derive(Debug)]
 pub struct PipelinePlan {
@@ -65,6 +101,8 @@ pub struct PipelinePlan {
     /// The sink the records end in (the last part of a stage with `sink:`), checked against
     /// the output schema.
     pub sink: Option<sluice_ops::sink::SinkPlan>,
+    /// The branches (the last part of a stage with `branches:`).
+    pub branches: Vec<BranchPlan>,
 }
 
 impl PipelineSpec {
@@ -72,6 +110,17 @@ impl PipelineSpec {
     /// are cut at a `key_by`; `None` when it ends in a sink.
     pub fn writes(&self) -> Option<&str> {
         self.output_topic.as_deref().or(self.output.as_deref())
+    }
+
+    /// The topics this stage (part) writes, by output port: `writes()` (unless it ends in a
+    /// sink), then each branch's output.
+    pub fn port_topics(&self) -> Vec<String> {
+        let branches = self.plan.iter().flat_map(|p| p.branches.iter());
+        self.writes()
+            .map(str::to_string)
+            .into_iter()
+            .chain(branches.map(|b| b.output.clone()))
+            .collect()
     }
 
     /// The sink this stage (part) writes, when it ends in one.
@@ -104,9 +153,14 @@ pub(crate) fn plan_all(t: &mut Topology, path: &Path, index: &LineIndex, out: &m
     let writers: std::collections::HashSet<String> = t
         .stages
         .iter()
-        .filter_map(|s| match &s.spec {
-            StageSpec::Pipeline(p) => p.output.clone(),
-            _ => None,
+        .flat_map(|s| match &s.spec {
+            StageSpec::Pipeline(p) => p
+                .output
+                .iter()
+                .cloned()
+                .chain(p.branches.iter().map(|b| b.output.clone()))
+                .collect(),
+            _ => Vec::new(),
         })
         .collect();
     for i in planning_order(t) {
@@ -135,8 +189,38 @@ pub(crate) fn plan_all(t: &mut Topology, path: &Path, index: &LineIndex, out: &m
         let Some(topic) = topics.get(&spec.input) else {
             continue; // reported by the topic check
         };
-        let (input_schema, file) = match (&topic.schema, derived.get(&spec.input)) {
-            (Some(schema_path), _) => {
+        let reader = match &spec.reader_schema {
+            None => None,
+            Some(file) => match read_schema(path, Path::new(file)) {
+                Ok(s) => Some(s),
+                Err((message, fix)) => {
+                    push(format!("{base}.reader_schema"), message, fix);
+                    continue;
+                }
+            },
+        };
+        let written = match &topic.schema {
+            Some(file) => read_schema(path, file).ok().map(|s| s.0),
+            None => derived.get(&spec.input).cloned(),
+        };
+        if let (Some((reader, file)), Some(written)) = (&reader, &written) {
+            if let Err(e) =
+                apache_avro::schema_compatibility::SchemaCompatibility::can_read(written, reader)
+            {
+                push(
+                    format!("{base}.reader_schema"),
+                    format!(
+                        "{file} cannot read what `{}` holds: {e}",
+                        spec.input
+                    ),
+                    "give new fields defaults, rename with aliases, and only promote types (int to long, float to double); `sluice schemas check` explains".into(),
+                );
+                continue;
+            }
+        }
+        let (input_schema, file) = match (reader, &topic.schema, derived.get(&spec.input)) {
+            (Some(r), _, _) => r,
+            (None, Some(schema_path), _) => {
                 let file = crate::load::resolve_relative(path, schema_path);
                 let text = match std::fs::read_to_string(&file) {
                     Ok(t) => t,
@@ -155,19 +239,19 @@ pub(crate) fn plan_all(t: &mut Topology, path: &Path, index: &LineIndex, out: &m
                     }
                 }
             }
-            (None, Some(schema)) => (
+            (None, None, Some(schema)) => (
                 schema.clone(),
                 format!("the schema derived for `{}`", spec.input),
             ),
-            (None, None) if writers.contains(&spec.input) => {
+            (None, None, None) if writers.contains(&spec.input) => {
                 continue; // its writer has problems, reported there
             }
-            (None, None) => {
+            (None, None, None) => {
                 push(
                     format!("{base}.input"),
                     format!("input topic `{}` has no `schema:`", spec.input),
                     format!(
-                        "give `topics.{}` a `schema:` (an .avsc file), or write it with another pipeline stage's `output`: a pipeline's operators are checked against its schema",
+                        "give `topics.{}` a `schema:` (an .avsc file) or the stage a `reader_schema`, or write it with another pipeline stage's `output`: a pipeline's operators are checked against its schema",
                         spec.input
                     ),
                 );
@@ -211,6 +295,9 @@ pub(crate) fn plan_all(t: &mut Topology, path: &Path, index: &LineIndex, out: &m
         }
         parts.push(chain);
         let n = parts.len();
+        // The branches follow the last part: the first part's spec no longer lists them.
+        let branch_specs = std::mem::take(&mut spec.branches);
+        let mut branch_offset = spec.operators.len();
         let mut input_schema = sluice_ops::codec::leak(input_schema);
         let mut input_topic = spec.input.clone();
         for (i, part) in parts.into_iter().enumerate() {
@@ -239,6 +326,59 @@ pub(crate) fn plan_all(t: &mut Topology, path: &Path, index: &LineIndex, out: &m
                 },
                 _ => None,
             };
+            let mut branches = Vec::new();
+            if last {
+                for (b, branch) in branch_specs.iter().enumerate() {
+                    let at = format!("{base}.branches[{b}]");
+                    let earlier = spec
+                        .output
+                        .iter()
+                        .map(|o| ("the stage's `output`", o.as_str()))
+                        .chain(
+                            spec.dead_letter
+                                .iter()
+                                .map(|d| ("`dead_letter`", d.as_str())),
+                        )
+                        .chain(
+                            branch_specs[..b]
+                                .iter()
+                                .map(|e| ("an earlier branch", e.output.as_str())),
+                        )
+                        .find(|(_, t)| *t == branch.output);
+                    if let Some((what, topic)) = earlier {
+                        push(
+                            format!("{at}.output"),
+                            format!("`{topic}` is also {what}: one stage writes a topic once, with one schema"),
+                            "give the branch a topic of its own".into(),
+                        );
+                        branch_offset += branch.operators.len();
+                        continue;
+                    }
+                    match plan_branch(
+                        branch,
+                        &part.output,
+                        branch_offset,
+                        &ctx,
+                        &app,
+                        &stage.name,
+                        b,
+                        &topics,
+                    ) {
+                        Ok(plan) => {
+                            if topics.get(&plan.output).is_none_or(|t| t.schema.is_none()) {
+                                derived.insert(plan.output.clone(), plan.output_schema.clone());
+                            }
+                            branches.push(plan);
+                        }
+                        Err(problems) => {
+                            for p in problems {
+                                push(format!("{at}.{}", p.key), p.message, p.fix);
+                            }
+                        }
+                    }
+                    branch_offset += branch.operators.len();
+                }
+            }
             let what = if last { "output" } else { "repartition" };
             let full_name = format!(
                 "sluice.{}.{}_{what}{}",
@@ -250,14 +390,22 @@ pub(crate) fn plan_all(t: &mut Topology, path: &Path, index: &LineIndex, out: &m
                     String::new()
                 }
             );
-            let fields: Vec<_> = part
-                .output
-                .value
-                .fields
-                .iter()
-                .map(|f| (f.name.clone(), f.ty.clone()))
-                .collect();
-            let output_schema = match sluice_ops::types::record_schema(&full_name, &fields) {
+            let declared = match topics.get(&output).and_then(|t| t.schema.as_ref()) {
+                Some(file) if last => {
+                    match declared_output(path, &output, file, &part.output.value) {
+                        Ok(s) => s,
+                        Err((message, fix)) => {
+                            push(format!("{base}.output"), message, fix);
+                            break;
+                        }
+                    }
+                }
+                _ => None,
+            };
+            let output_schema = match declared
+                .map(Ok)
+                .unwrap_or_else(|| schema_named(&full_name, &part.output.value))
+            {
                 Ok(s) => sluice_ops::codec::leak(s),
                 Err(p) => {
                     push(format!("{base}.output"), p.message, p.fix);
@@ -288,6 +436,7 @@ pub(crate) fn plan_all(t: &mut Topology, path: &Path, index: &LineIndex, out: &m
                 output_schema,
                 output_subject,
                 sink,
+                branches,
             }));
             if i == 0 {
                 spec.plan = plan;
@@ -302,9 +451,15 @@ pub(crate) fn plan_all(t: &mut Topology, path: &Path, index: &LineIndex, out: &m
                         spec: StageSpec::Pipeline(PipelineSpec {
                             kind: spec.kind.clone(),
                             input: input_topic.clone(),
+                            reader_schema: None,
                             operators: spec.operators[first_op..].to_vec(),
                             output: (!output.is_empty()).then(|| output.clone()),
                             sink: if last { spec.sink.clone() } else { None },
+                            branches: if last {
+                                branch_specs.clone()
+                            } else {
+                                Vec::new()
+                            },
                             output_topic: (!output.is_empty()).then(|| output.clone()),
                             dead_letter: spec.dead_letter.clone(),
                             plan,
@@ -318,6 +473,9 @@ pub(crate) fn plan_all(t: &mut Topology, path: &Path, index: &LineIndex, out: &m
             }
             input_topic = output;
             input_schema = output_schema;
+        }
+        if n == 1 {
+            spec.branches = branch_specs;
         }
     }
     for (name, spec) in new_topics {
@@ -334,12 +492,169 @@ pub(crate) fn plan_all(t: &mut Topology, path: &Path, index: &LineIndex, out: &m
     }
 }
 
+/// Plans branch `b` of stage `stage` over `input`, what the stage's operators hand on; its
+/// operators are numbered from `first` (after the stage's and earlier branches'), so their
+/// store names are the stage's own. Problem keys are relative to the branch.
+#[allow(clippy::too_many_arguments)]
+fn plan_branch(
+    spec: &BranchSpec,
+    input: &StreamType,
+    first: usize,
+    ctx: &PlanContext,
+    app: &str,
+    stage: &str,
+    b: usize,
+    topics: &std::collections::BTreeMap<String, TopicSpec>,
+) -> Result<BranchPlan, Vec<sluice_ops::Problem>> {
+    let mut chain = Chain::plan_in(&spec.operators, input.clone(), ctx).map_err(|ps| {
+        ps.into_iter()
+            .map(|mut p| {
+                p.key = format!("operators{}", p.key);
+                p
+            })
+            .collect::<Vec<_>>()
+    })?;
+    chain.first = first;
+    if let Some(k) = chain.repartition_after() {
+        return Err(vec![sluice_ops::Problem::new(
+            format!("operators[{k}].key_by"),
+            "a branch cannot re-key before a stateful operator: that needs a repartition topic and a consumer group of its own",
+            "move the `key_by` and what follows it into a stage of its own reading the branch's output, or key the stage's operators before the branches",
+        )]);
+    }
+    let full_name = format!(
+        "sluice.{}.{}_branch{}",
+        avro_name(app),
+        avro_name(stage),
+        b + 1
+    );
+    let output_schema =
+        schema_named(&full_name, &chain.output.value).map_err(|p| vec![p.under("output")])?;
+    let output_subject = topics
+        .get(&spec.output)
+        .and_then(|t| t.subject.clone())
+        .unwrap_or_else(|| format!("{}-value", spec.output));
+    Ok(BranchPlan {
+        chain,
+        output: spec.output.clone(),
+        output_schema: sluice_ops::codec::leak(output_schema),
+        output_subject,
+    })
+}
+
+/// The schema in `file` (relative to the topology), and the file's name for messages; or
+/// what is wrong with it.
+fn read_schema(
+    path: &Path,
+    file: &Path,
+) -> Result<(apache_avro::Schema, String), (String, String)> {
+    let resolved = crate::load::resolve_relative(path, file);
+    let shown = resolved.display().to_string();
+    let text = std::fs::read_to_string(&resolved).map_err(|e| {
+        (
+            format!("cannot read {shown}: {e}"),
+            "give the path of an .avsc file, relative to the topology file".to_string(),
+        )
+    })?;
+    let schema = apache_avro::Schema::parse_str(&text).map_err(|e| {
+        (
+            format!("{shown} is not a valid Avro schema: {e}"),
+            "fix the .avsc file".to_string(),
+        )
+    })?;
+    Ok((schema, shown))
+}
+
+/// When a stage's output topic declares a `schema:`, the stage writes with it (its name,
+/// docs, defaults and aliases, registered as declared), so the records its operators hand
+/// on must have exactly that schema's fields: names, types and order.
+fn declared_output(
+    path: &Path,
+    topic: &str,
+    file: &Path,
+    records: &RecordType,
+) -> Result<Option<apache_avro::Schema>, (String, String)> {
+    let Ok((schema, shown)) = read_schema(path, file) else {
+        return Ok(None); // reported by the schema file check
+    };
+    let declared =
+        RecordType::from_schema(&schema).map_err(|p| (format!("{shown}: {}", p.message), p.fix))?;
+    let fix = format!(
+        "end the operators with a `select` of exactly {}'s fields in its order ({}), or remove `topics.{topic}.schema` to have sluice derive the schema",
+        shown,
+        declared
+            .fields
+            .iter()
+            .map(|f| f.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let mismatch = |why: String| {
+        Err((
+            format!(
+                "the records written to `{topic}` do not have its declared schema ({shown}): {why}"
+            ),
+            fix.clone(),
+        ))
+    };
+    for (i, d) in declared.fields.iter().enumerate() {
+        match records.fields.get(i) {
+            None => return mismatch(format!("field `{}` is missing", d.name)),
+            Some(f) if f.name != d.name => {
+                return mismatch(format!(
+                    "field {} is `{}` here, `{}` there",
+                    i + 1,
+                    f.name,
+                    d.name
+                ))
+            }
+            Some(f) if f.ty != d.ty => {
+                return mismatch(format!(
+                    "field `{}` is {} here, {} there",
+                    f.name,
+                    sluice_ops::types::a_or_an(&f.ty),
+                    sluice_ops::types::a_or_an(&d.ty)
+                ))
+            }
+            Some(_) => {}
+        }
+    }
+    if let Some(extra) = records.fields.get(declared.fields.len()) {
+        return mismatch(format!("field `{}` is not in it", extra.name));
+    }
+    // The same types can still be written differently (a union's order): the derived
+    // schema under the declared name must have the same canonical form.
+    let derived = schema_named(&declared.name, records).map_err(|p| (p.message, p.fix))?;
+    if derived.canonical_form() != schema.canonical_form() {
+        return mismatch(format!(
+            "the same fields, written differently (a union's branches in another order, or a nested type's name): sluice writes {}",
+            derived.canonical_form()
+        ));
+    }
+    Ok(Some(schema))
+}
+
+/// The schema of records of type `record` under the name `full_name`.
+fn schema_named(
+    full_name: &str,
+    record: &RecordType,
+) -> Result<apache_avro::Schema, sluice_ops::Problem> {
+    let fields: Vec<_> = record
+        .fields
+        .iter()
+        .map(|f| (f.name.clone(), f.ty.clone()))
+        .collect();
+    sluice_ops::types::record_schema(full_name, &fields)
+}
+
 /// The order pipeline stages are planned in: a stage whose input has no `schema:` but is
 /// written by another pipeline stage comes after that stage; otherwise file order.
 fn planning_order(t: &Topology) -> Vec<usize> {
     let writer_of = |topic: &str| {
         t.stages.iter().position(|s| match &s.spec {
-            StageSpec::Pipeline(p) => p.output.as_deref() == Some(topic),
+            StageSpec::Pipeline(p) => {
+                p.output.as_deref() == Some(topic) || p.branches.iter().any(|b| b.output == topic)
+            }
             _ => false,
         })
     };

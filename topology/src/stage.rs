@@ -66,6 +66,7 @@ impl StageSpec {
             StageSpec::Pipeline(s) => {
                 let mut v: Vec<(&'static str, &str)> =
                     s.writes().map(|w| ("output", w)).into_iter().collect();
+                v.extend(s.branches.iter().map(|b| ("branches", b.output.as_str())));
                 if let Some(d) = &s.dead_letter {
                     v.push(("dead_letter", d.as_str()));
                 }
@@ -90,6 +91,7 @@ impl StageSpec {
                 let mut v = vec!["ids".to_string()];
                 if let Some(plan) = &p.plan {
                     v.extend(plan.chain.stores());
+                    v.extend(plan.branches.iter().flat_map(|b| b.chain.stores()));
                 }
                 return v;
             }
