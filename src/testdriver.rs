@@ -177,11 +177,10 @@ impl Driver {
                 source,
             };
             let output = match (&plan.sink, p.writes()) {
-                (None, writes) => {
+                (None, None) => Output::Branches,
+                (None, Some(w)) => {
                     // The derived schema is what the output topic carries.
-                    if let Some(w) = writes {
-                        topic_schemas.insert(w.to_string(), (schema, id));
-                    }
+                    topic_schemas.insert(w.to_string(), (schema, id));
                     Output::Topic { schema_id: id }
                 }
                 (Some(SinkPlan::Questdb(q)), _) => Output::Sink(Box::new(QuestdbWriter::new(

@@ -136,3 +136,72 @@ fn a_bare_field_keeps_its_type_and_an_expression_has_its_own() {
         ])
     );
 }
+
+#[test]
+fn a_copied_union_of_several_types_is_written_as_the_branch_of_its_value() {
+    let schema = Schema::parse_str(
+        r#"{"type": "record", "name": "U", "fields": [
+            {"name": "a", "type": ["null", "int", "string"]},
+            {"name": "b", "type": ["int", "string"]},
+            {"name": "c", "type": ["string", "null", "int"]},
+            {"name": "d", "type": {"type": "array", "items": ["long", "null", "string"]}}
+        ]}"#,
+    )
+    .unwrap();
+    let input = StreamType {
+        value: RecordType::from_schema(&schema).unwrap(),
+        key: KeyShape::Input,
+    };
+    let ops: Vec<serde_yaml::Value> =
+        serde_yaml::from_str("- select: { a: a, b: b, c: c, d: d }\n").unwrap();
+    let c = Chain::plan(&ops, input).unwrap();
+    let derived = c.output.value.to_schema().unwrap();
+    let value = Value::Record(vec![
+        (
+            "a".into(),
+            Value::Union(2, Box::new(Value::String("x".into()))),
+        ),
+        (
+            "b".into(),
+            Value::Union(1, Box::new(Value::String("y".into()))),
+        ),
+        ("c".into(), Value::Union(2, Box::new(Value::Int(7)))),
+        (
+            "d".into(),
+            Value::Array(vec![
+                Value::Union(1, Box::new(Value::Null)),
+                Value::Union(2, Box::new(Value::String("z".into()))),
+                Value::Union(0, Box::new(Value::Long(5))),
+            ]),
+        ),
+    ]);
+    // The input is what its own schema writes and reads.
+    let bytes = encode_once(&schema, &value).unwrap();
+    let read = decode_once(&schema, None, &bytes).unwrap();
+    let mut run = c.build();
+    let (mut out, mut rejected) = (Vec::new(), Vec::new());
+    run.process(
+        Record {
+            key: None,
+            value: read,
+            timestamp: 0,
+        },
+        &mut out,
+        &mut rejected,
+    )
+    .unwrap();
+    assert!(rejected.is_empty(), "{rejected:?}");
+    let bytes = encode_once(&derived, &out[0].value).unwrap_or_else(|e| panic!("{e}"));
+    let back = decode_once(&derived, None, &bytes).unwrap();
+    let Value::Record(f) = back else { panic!() };
+    let inner = |v: &Value| match v {
+        Value::Union(_, b) => (**b).clone(),
+        v => v.clone(),
+    };
+    assert_eq!(inner(&f[0].1), Value::String("x".into()));
+    assert_eq!(inner(&f[1].1), Value::String("y".into()));
+    assert_eq!(inner(&f[2].1), Value::Int(7));
+    let Value::Array(d) = &f[3].1 else { panic!() };
+    let d: Vec<Value> = d.iter().map(inner).collect();
+    assert_eq!(d, [Value::Null, Value::String("z".into()), Value::Long(5)]);
+}

@@ -159,12 +159,7 @@ impl Graph {
                 g.edge(&stage, &to, label.map(str::to_string), false);
             }
             if let StageSpec::Pipeline(p) = &s.spec {
-                for u in p
-                    .plan
-                    .as_ref()
-                    .map(|p| p.chain.lookups())
-                    .unwrap_or_default()
-                {
+                for u in p.plan.as_ref().map(|p| p.lookups()).unwrap_or_default() {
                     let from = g.topic(&u.topic, NodeKind::Table);
                     g.edge(&from, &stage, Some("join table".into()), true);
                 }

@@ -234,7 +234,7 @@ fn stage_inputs(t: &Topology, a: &Args) -> anyhow::Result<(Vec<String>, Vec<Stri
         );
     }
     match &stage.spec {
-        StageSpec::Pipeline(p) if p.writes().is_none() => anyhow::bail!(
+        StageSpec::Pipeline(p) if p.sink.is_some() => anyhow::bail!(
             "stage {} ends in a sink, which writes outside the runner: a replay cannot keep it from writing the rebuilt range again; recompute it with `sluice backfill` instead",
             a.stage
         ),

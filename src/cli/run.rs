@@ -578,6 +578,7 @@ pub(crate) fn stage_def(
             let (ilp, s3) = (t.connections.ilp.clone(), t.connections.s3.clone());
             let (input, rt) = (p.input.clone(), shared.rt.clone());
             let outputs = p.port_topics();
+            let writes_topic = p.writes().is_some();
             (
                 vec![p.input.clone()],
                 outputs,
@@ -588,16 +589,20 @@ pub(crate) fn stage_def(
                         partition,
                         tables: &*tables,
                     };
-                    let output = pipeline_output(
-                        &stage,
-                        &input,
-                        partition,
-                        &plan,
-                        id,
-                        ilp.as_deref(),
-                        s3.as_ref(),
-                        &rt,
-                    )?;
+                    let output = if writes_topic || plan.sink.is_some() {
+                        pipeline_output(
+                            &stage,
+                            &input,
+                            partition,
+                            &plan,
+                            id,
+                            ilp.as_deref(),
+                            s3.as_ref(),
+                            &rt,
+                        )?
+                    } else {
+                        pipeline::Output::Branches
+                    };
                     Ok(Box::new(pipeline::Pipeline::new(
                         &stage,
                         plan.clone(),
@@ -888,6 +893,7 @@ pub(crate) fn print_destinations(t: &Topology) {
                         t.connections.s3.as_ref().map_or("?", |c| c.bucket.as_str()),
                         pq.prefix
                     ),
+                    (None, None) if !p.branches.is_empty() => "its branches".into(),
                     (None, None) => "nothing".into(),
                 },
                 p.branches

@@ -10,8 +10,9 @@ use sluice_ops::op::TaskContext;
 use sluice_topology::{load_str, StageSpec, ValidateSpec};
 
 use super::aggregate::Aggregate;
+use super::detect::{Detect, DetectSchemas};
 use super::pipeline::{Output, Pipeline};
-use super::testkit::{Bundled, Collect, AGG, V2};
+use super::testkit::{Bundled, Collect, AGG, ALERT, ANOMALY, V2};
 use super::validate::Validate;
 use crate::runtime::{Input, Processor};
 use crate::sim::{self, SimConfig, Simulator, WriterIds};
@@ -28,6 +29,8 @@ topics:
   telemetry.valid: { partitions: 4, subject: telemetry.valid-value, schema: ../schemas/telemetry-v2.avsc }
   telemetry.dlq:   { partitions: 1 }
   iot.aggregates:  { partitions: 4, subject: iot.aggregates-value, schema: ../schemas/aggregate.avsc }
+  iot.anomalies:   { partitions: 4, subject: iot.anomalies-value, schema: ../schemas/anomaly.avsc }
+  iot.alerts:      { partitions: 4, subject: iot.alerts-value, schema: ../schemas/alert.avsc }
 stages:
   validate:
     kind: validate
@@ -103,6 +106,56 @@ stages:
           stddev: coalesce(sd, 0.0)
       - key_by: [device_id, metric, window_ms, window_start]
     output: iot.aggregates
+  detect:
+    kind: detect
+    input: telemetry.valid
+    output: iot.anomalies
+    output_subject: iot.anomalies-value
+    alerts: iot.alerts
+    alerts_subject: iot.alerts-value
+    detector: { kind: ensemble }
+    threshold: 0.455
+    alert_suppression: 5m
+  detect_ops:
+    kind: pipeline
+    input: telemetry.valid
+    dead_letter: telemetry.dlq
+    operators:
+      - detect:
+          field: value
+          by: [device_id, metric]
+          detector: { kind: ensemble }
+          threshold: 0.455
+          timestamp: event_time
+          score_field: score
+      - filter: anomaly
+      - select:
+          device_id: device_id
+          metric: metric
+          event_time: event_time
+          value: value
+          score: score
+          detector: "'ensemble'"
+    branches:
+      - operators:
+          - key_by: [device_id, metric, detector, event_time]
+        output: iot.anomalies
+      - operators:
+          - suppress:
+              by: [device_id, detector]
+              for: 5m
+              timestamp: event_time
+              count_field: suppressed_since_last
+          - select:
+              device_id: device_id
+              metric: metric
+              rule: detector
+              event_time: event_time
+              value: value
+              score: score
+              suppressed_since_last: suppressed_since_last
+          - key_by: [device_id, metric, rule, event_time]
+        output: iot.alerts
 "#;
 
 /// What a stage wrote: outputs (port, key, value, timestamp) and dead letters (input
@@ -135,8 +188,14 @@ fn raw_records(cfg: SimConfig) -> Vec<(Vec<u8>, Vec<u8>, i64)> {
     out
 }
 
-/// The pipeline stage `name` of the test topology, its output written with schema id `id`.
-fn pipeline(loaded: &sluice_topology::Loaded, name: &str, id: u32) -> Pipeline {
+/// The pipeline stage `name` of the test topology, writing `output` (its branches with the
+/// schema ids `branch_ids`).
+fn pipeline(
+    loaded: &sluice_topology::Loaded,
+    name: &str,
+    output: Output,
+    branch_ids: &[u32],
+) -> Pipeline {
     let Some(StageSpec::Pipeline(p)) = loaded.topology.stage(name) else {
         panic!("{name} is a pipeline");
     };
@@ -148,8 +207,8 @@ fn pipeline(loaded: &sluice_topology::Loaded, name: &str, id: u32) -> Pipeline {
     Pipeline::new(
         name,
         p.plan.clone().expect("planned"),
-        Output::Topic { schema_id: id },
-        &[],
+        output,
+        branch_ids,
         Box::new(Bundled),
         &task,
     )
@@ -190,7 +249,12 @@ fn validate_written_with_operators_writes_what_the_built_in_stage_writes() {
         &mut Validate::new("validate", spec, V2, Box::new(Bundled)),
         &records,
     );
-    let mut pipeline = pipeline(&loaded, "validate_ops", V2);
+    let mut pipeline = pipeline(
+        &loaded,
+        "validate_ops",
+        Output::Topic { schema_id: V2 },
+        &[],
+    );
     let ops = run(&mut pipeline, &records);
 
     // Every kind of bad record is there to be judged.
@@ -239,18 +303,7 @@ fn aggregate_written_with_operators_writes_what_the_built_in_stage_writes() {
         panic!("the built-in stage");
     };
     // Its input: what the built-in validate wrote, late readings included.
-    let Some(StageSpec::Validate(v)) = loaded.topology.stage("validate") else {
-        panic!("the built-in stage");
-    };
-    let raw = raw_records(sim_config());
-    let valid: Vec<(Vec<u8>, Vec<u8>, i64)> = run(
-        &mut Validate::new("validate", v.clone(), V2, Box::new(Bundled)),
-        &raw,
-    )
-    .0
-    .into_iter()
-    .map(|(_, key, value, ts)| (value, key, ts))
-    .collect();
+    let valid = valid_records(&loaded);
     let built_in = run(
         &mut Aggregate::new("aggregate", spec, AGG, Box::new(Bundled)),
         &valid,
@@ -260,7 +313,15 @@ fn aggregate_written_with_operators_writes_what_the_built_in_stage_writes() {
         built_in.1.iter().any(|d| d.1 == "late_record"),
         "late readings are judged"
     );
-    let mut ops = run(&mut pipeline(&loaded, "aggregate_ops", AGG), &valid);
+    let mut ops = run(
+        &mut pipeline(
+            &loaded,
+            "aggregate_ops",
+            Output::Topic { schema_id: AGG },
+            &[],
+        ),
+        &valid,
+    );
     // Windows closing together come out in another order: the built-in stage's by
     // (length, device, metric), the window operator's by its group key. Compared in the
     // order of the built-in stage's.
@@ -269,4 +330,53 @@ fn aggregate_written_with_operators_writes_what_the_built_in_stage_writes() {
     sorted.0.sort_by_key(order);
     ops.0.sort_by_key(order);
     same(&ops, &sorted, "aggregates");
+}
+
+/// What the built-in validate writes of the simulator's records: the input of the stages
+/// after it, as (value, key, timestamp).
+fn valid_records(loaded: &sluice_topology::Loaded) -> Vec<(Vec<u8>, Vec<u8>, i64)> {
+    let Some(StageSpec::Validate(v)) = loaded.topology.stage("validate") else {
+        panic!("the built-in stage");
+    };
+    let raw = raw_records(sim_config());
+    run(
+        &mut Validate::new("validate", v.clone(), V2, Box::new(Bundled)),
+        &raw,
+    )
+    .0
+    .into_iter()
+    .map(|(_, key, value, ts)| (value, key, ts))
+    .collect()
+}
+
+#[test]
+fn detect_written_with_operators_writes_what_the_built_in_stage_writes() {
+    let loaded = loaded();
+    let Some(StageSpec::Detect(spec)) = loaded.topology.stage("detect") else {
+        panic!("the built-in stage");
+    };
+    let valid = valid_records(&loaded);
+    let detector = crate::cli::validate::detector_spec(&spec.detector).unwrap();
+    let built_in = run(
+        &mut Detect::new(
+            "detect",
+            spec,
+            detector,
+            DetectSchemas {
+                anomaly: ANOMALY,
+                alert: ALERT,
+            },
+            Box::new(Bundled),
+        ),
+        &valid,
+    );
+    let anomalies = built_in.0.iter().filter(|o| o.0 == 0).count();
+    let alerts = built_in.0.len() - anomalies;
+    assert!(anomalies > 100, "{anomalies} anomalies");
+    assert!(alerts > 20 && alerts < anomalies, "{alerts} alerts");
+    let ops = run(
+        &mut pipeline(&loaded, "detect_ops", Output::Branches, &[ANOMALY, ALERT]),
+        &valid,
+    );
+    same(&ops, &built_in, "anomalies and alerts");
 }

@@ -20,7 +20,7 @@ use crate::metrics::METRICS;
 use crate::runtime::{AnyTable, Emit, Input, ProcessError, Processor, Rejection};
 
 /// The stage's `output` topic's port. Its `branches:` write the ports after it (from 0 when
-/// the stage ends in a sink).
+/// the stage has no output topic).
 pub const PORT_OUTPUT: usize = 0;
 
 /// Where a pipeline task's results go.
@@ -29,6 +29,8 @@ pub enum Output {
     Topic { schema_id: u32 },
     /// To the stage's sink.
     Sink(Box<dyn RecordSink>),
+    /// Only to the stage's branches (a stage with neither `output` nor `sink`).
+    Branches,
 }
 
 /// One branch of a task: its operators, and the output port they write with their schema.
@@ -46,7 +48,8 @@ pub struct Pipeline {
     branches: Vec<Branch>,
     /// What a branch handed on, before it is encoded.
     branch_out: Vec<Record>,
-    output_schema_id: u32,
+    /// The output topic's schema id; `None` when the stage writes no topic of its own.
+    output_schema_id: Option<u32>,
     sink: Option<Box<dyn RecordSink>>,
     decoder: WireDecoder,
     encoder: Encoder,
@@ -81,8 +84,9 @@ impl Pipeline {
                 .collect()
         };
         let (output_schema_id, sink) = match output {
-            Output::Topic { schema_id } => (schema_id, None),
-            Output::Sink(s) => (0, Some(s)),
+            Output::Topic { schema_id } => (Some(schema_id), None),
+            Output::Sink(s) => (None, Some(s)),
+            Output::Branches => (None, None),
         };
         let encoder = Encoder::new(plan.output_schema).map_err(|e| ProcessError::Schema {
             message: format!("the derived output schema does not resolve: {e}"),
@@ -96,7 +100,7 @@ impl Pipeline {
                 ),
             });
         }
-        let first_port = usize::from(sink.is_none());
+        let first_port = usize::from(output_schema_id.is_some());
         let mut branches = Vec::with_capacity(plan.branches.len());
         for (b, (branch, &schema_id)) in plan.branches.iter().zip(branch_ids).enumerate() {
             branches.push(Branch {
@@ -193,6 +197,14 @@ impl Processor for Pipeline {
     ) -> Result<bool, ProcessError> {
         let ms = i64::try_from(idle_for.as_millis()).unwrap_or(i64::MAX);
         let mut ticked = self.running.idle(ms, &mut self.out, &mut self.rejected)?;
+        for r in self.rejected.drain(..) {
+            // No input record to dead-letter: results of closing windows are not rejected
+            // by any operator sluice has; should one be, it is logged, never silent.
+            tracing::warn!(class = r.class, message = %r.message, "A result of an idle advance was rejected by a later operator and dropped.");
+        }
+        // The branches get the stage's results before they idle themselves, as an operator
+        // gets its predecessor's within a chain.
+        self.emit_outputs(out, None)?;
         for b in &mut self.branches {
             ticked |= b
                 .running
@@ -200,11 +212,8 @@ impl Processor for Pipeline {
             emit_branch(b, &mut self.branch_out, &mut self.buf, out, None);
         }
         for r in self.rejected.drain(..) {
-            // No input record to dead-letter: results of closing windows are not rejected
-            // by any operator sluice has; should one be, it is logged, never silent.
-            tracing::warn!(class = r.class, message = %r.message, "A result of an idle advance was rejected by a later operator and dropped.");
+            tracing::warn!(class = r.class, message = %r.message, "A result of an idle advance was rejected by a branch's operator and dropped.");
         }
-        self.emit_outputs(out, None)?;
         Ok(ticked)
     }
 }
@@ -279,9 +288,13 @@ impl Pipeline {
             }
             return Ok(());
         }
+        let Some(schema_id) = self.output_schema_id else {
+            self.out.clear(); // the branches had them
+            return Ok(());
+        };
         for r in self.out.drain(..) {
             self.buf.clear();
-            wire::write_header(self.output_schema_id, &mut self.buf);
+            wire::write_header(schema_id, &mut self.buf);
             match self.encoder.encode(&r.value, &mut self.buf) {
                 Ok(()) => {}
                 Err(e) => {

@@ -15,8 +15,23 @@ use crate::runtime::{ProcessError, Rejection};
 pub struct WireDecoder {
     reader: &'static Schema,
     schemas: Box<dyn SchemaSource>,
-    /// Decoders by writer schema id, made once; `None`: the registry does not know the id.
-    decoders: HashMap<u32, Option<Decoder>>,
+    /// What each writer schema id gave, made once. Ids the registry does not know are not
+    /// kept: they are asked for again (a schema may be registered after a fix).
+    decoders: HashMap<u32, Made>,
+}
+
+/// A writer schema id's decoder, or why there is none.
+enum Made {
+    /// `doubt`: the compatibility check's objection, when it had one. apache-avro's
+    /// check is stricter than its reader (a named type defined in one schema and referenced
+    /// in the other), so the decoder is tried; a record it cannot read is then
+    /// `incompatible_schema` with this reason.
+    Ready {
+        decoder: Decoder,
+        doubt: Option<String>,
+    },
+    /// The writer schema does not parse.
+    Bad(Rejection),
 }
 
 impl WireDecoder {
@@ -29,91 +44,107 @@ impl WireDecoder {
     }
 
     /// Decodes one framed record. The record's faults (framing, an unknown or incompatible
-    /// writer schema, a body that does not decode) come back as `Ok(Err(..))`, for a dead
-    /// letter; a registry outage as `Err` (retry later).
+    /// writer schema, a body that does not decode, bytes left after it) come back as
+    /// `Ok(Err(..))`, for a dead letter; a registry outage as `Err` (retry later). The
+    /// classes are the built-in decoder's.
     pub fn decode(&mut self, bytes: &[u8]) -> Result<Result<Value, Rejection>, ProcessError> {
         let (id, mut body) = match wire::parse(bytes) {
             Ok(x) => x,
             Err(e) => return Ok(Err(Rejection::new(e.class(), e.to_string()))),
         };
-        let decoder = match self.decoder(id)? {
-            Ok(d) => d,
-            Err(r) => return Ok(Err(r)),
+        if !self.decoders.contains_key(&id) {
+            let Some(json) = self.schemas.fetch(id)? else {
+                return Ok(Err(Rejection::new(
+                    "unknown_schema_id",
+                    format!("schema id {id} is not in the registry"),
+                )));
+            };
+            let made = self.make(id, &json);
+            self.decoders.insert(id, made);
+        }
+        let (decoder, doubt) = match &self.decoders[&id] {
+            Made::Ready { decoder, doubt } => (decoder, doubt),
+            Made::Bad(r) => return Ok(Err(r.clone())),
         };
-        Ok(decoder.decode(&mut body).map_err(|e| {
-            if ends_early(&e) {
-                Rejection::new(
+        let value = match decoder.decode(&mut body) {
+            Ok(v) => v,
+            Err(e) if ends_early(&e) => {
+                return Ok(Err(Rejection::new(
                     "truncated",
                     format!("record is truncated: the bytes end before writer schema {id}'s last field: {e}"),
-                )
-            } else {
-                Rejection::new(
-                    "invalid_body",
-                    format!(
-                        "record does not decode with writer schema {id} into the reader schema: {e}"
-                    ),
-                )
+                )))
             }
-        }))
+            Err(e) => {
+                return Ok(Err(match doubt {
+                    Some(why) => Rejection::new(
+                        "incompatible_schema",
+                        format!("writer schema {id} cannot be read with the reader schema: {why} ({e})"),
+                    ),
+                    None => Rejection::new(
+                        "invalid_body",
+                        format!("record does not decode with writer schema {id} into the reader schema: {e}"),
+                    ),
+                }))
+            }
+        };
+        if !body.is_empty() {
+            return Ok(Err(Rejection::new(
+                "invalid_body",
+                format!(
+                    "{} bytes are left after the record written with schema {id}",
+                    body.len()
+                ),
+            )));
+        }
+        Ok(Ok(value))
     }
 
     /// A decoder of writer schema `id` (its JSON from the registry) into the reader schema.
-    fn make(&self, id: u32, json: &str) -> Result<Decoder, Rejection> {
+    fn make(&self, id: u32, json: &str) -> Made {
         let reader = self.reader;
         let unreadable = |e: &dyn std::fmt::Display| {
-            Rejection::new(
+            Made::Bad(Rejection::new(
                 "invalid_writer_schema",
                 format!("writer schema {id} from the registry does not parse: {e}"),
-            )
+            ))
         };
-        let mut writer_json: serde_json::Value =
-            serde_json::from_str(json).map_err(|e| unreadable(&e))?;
-        let reader_json = serde_json::to_value(reader).map_err(|e| unreadable(&e))?;
+        let mut writer_json: serde_json::Value = match serde_json::from_str(json) {
+            Ok(j) => j,
+            Err(e) => return unreadable(&e),
+        };
+        let reader_json = match serde_json::to_value(reader) {
+            Ok(j) => j,
+            Err(e) => return unreadable(&e),
+        };
         // Resolving into the reader schema rebuilds every record; when the writer's schema
         // is the reader's (the usual case: one registered version), records decode straight
         // into its shape. Compared in full form: the canonical form would drop logical
         // types.
         if writer_json == reader_json {
-            return Decoder::new(leak(reader.clone()), None).map_err(|e| unreadable(&e));
+            return match Decoder::new(reader, None) {
+                Ok(decoder) => Made::Ready {
+                    decoder,
+                    doubt: None,
+                },
+                Err(e) => unreadable(&e),
+            };
         }
         rename_aliased(&mut writer_json, &reader_json);
-        let writer = Schema::parse(&writer_json).map_err(|e| unreadable(&e))?;
-        if let Err(e) =
-            apache_avro::schema_compatibility::SchemaCompatibility::can_read(&writer, reader)
-        {
-            return Err(Rejection::new(
+        let writer = match Schema::parse(&writer_json) {
+            Ok(w) => leak(w),
+            Err(e) => return unreadable(&e),
+        };
+        let doubt =
+            apache_avro::schema_compatibility::SchemaCompatibility::can_read(writer, reader)
+                .err()
+                .map(|e| e.to_string());
+        match Decoder::new(writer, Some(reader)) {
+            Ok(decoder) => Made::Ready { decoder, doubt },
+            Err(e) => Made::Bad(Rejection::new(
                 "incompatible_schema",
                 format!("writer schema {id} cannot be read with the reader schema: {e}"),
-            ));
-        }
-        Decoder::new(leak(writer), Some(reader)).map_err(|e| {
-            Rejection::new(
-                "incompatible_schema",
-                format!("writer schema {id} cannot be read with the reader schema: {e}"),
-            )
-        })
-    }
-
-    /// The decoder for writer schema `id`, made on first sight. A schema the registry does
-    /// not have is asked for again next time (it may be registered after a fix).
-    fn decoder(&mut self, id: u32) -> Result<Result<&Decoder, Rejection>, ProcessError> {
-        if !matches!(self.decoders.get(&id), Some(Some(_))) {
-            let made = match self.schemas.fetch(id)? {
-                Some(json) => match self.make(id, &json) {
-                    Ok(d) => Some(d),
-                    Err(r) => return Ok(Err(r)),
-                },
-                None => None,
-            };
-            self.decoders.insert(id, made);
-        }
-        Ok(match self.decoders.get(&id) {
-            Some(Some(d)) => Ok(d),
-            _ => Err(Rejection::new(
-                "unknown_schema_id",
-                format!("schema id {id} is not in the registry"),
             )),
-        })
+        }
     }
 }
 
@@ -137,6 +168,8 @@ fn rename_aliased(writer: &mut serde_json::Value, reader: &serde_json::Value) {
                     };
                     let name = |f: &J| f.get("name").and_then(J::as_str).map(str::to_string);
                     let reader_names: Vec<String> = rf.iter().filter_map(name).collect();
+                    // Avro uses an alias only when the writer lacks the reader's name.
+                    let mut writer_names: Vec<String> = wf.iter().filter_map(name).collect();
                     for f in wf.iter_mut() {
                         let Some(n) = name(f) else { continue };
                         if !reader_names.contains(&n) {
@@ -146,7 +179,10 @@ fn rename_aliased(writer: &mut serde_json::Value, reader: &serde_json::Value) {
                                 })
                             });
                             if let Some(target) = by_alias.and_then(name) {
-                                f["name"] = J::String(target);
+                                if !writer_names.contains(&target) {
+                                    writer_names.push(target.clone());
+                                    f["name"] = J::String(target);
+                                }
                             }
                         }
                         let Some(n) = name(f) else { continue };
@@ -269,8 +305,36 @@ mod tests {
         let mut magic = bytes.clone();
         magic[0] = 7;
         assert_eq!(class(&mut d, &magic), Some("wrong_magic"));
+        let mut longer = bytes.clone();
+        longer.push(0);
+        assert_eq!(
+            class(&mut d, &longer),
+            Some("invalid_body"),
+            "a byte left over"
+        );
         // Telemetry read as an aggregate: no field in common resolves.
         let mut d = decoder(sluice_schemas::BUNDLED[AGG as usize - 1].1);
         assert_eq!(class(&mut d, &bytes), Some("incompatible_schema"));
+    }
+
+    /// An alias renames a writer field only when the writer lacks the reader's name: a
+    /// writer with both `ts` and `event_time` keeps both, and `event_time` is read.
+    #[test]
+    fn an_alias_does_not_rename_a_field_onto_one_the_writer_has() {
+        let reader = r#"{"type": "record", "name": "R", "fields": [
+            {"name": "event_time", "aliases": ["ts"], "type": "long"}]}"#;
+        let writer = r#"{"type": "record", "name": "R", "fields": [
+            {"name": "ts", "type": "long"}, {"name": "event_time", "type": "long"}]}"#;
+        let mut w: serde_json::Value = serde_json::from_str(writer).unwrap();
+        rename_aliased(&mut w, &serde_json::from_str(reader).unwrap());
+        assert_eq!(
+            w,
+            serde_json::from_str::<serde_json::Value>(writer).unwrap()
+        );
+        let renamed = r#"{"type": "record", "name": "R", "fields": [
+            {"name": "ts", "type": "long"}]}"#;
+        let mut w: serde_json::Value = serde_json::from_str(renamed).unwrap();
+        rename_aliased(&mut w, &serde_json::from_str(reader).unwrap());
+        assert_eq!(w["fields"][0]["name"], "event_time");
     }
 }

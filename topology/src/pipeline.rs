@@ -35,7 +35,7 @@ pub struct PipelineSpec {
     pub operators: Vec<serde_yaml::Value>,
     /// The topic written: what the last operator hands on, with the schema sluice derives
     /// (registered under the topic's `subject`, default `<topic>-value`). A stage has
-    /// `output` or `sink`, not both.
+    /// `output` or `sink`, not both; neither when its `branches` write all it writes.
     #[serde(default)]
     pub output: Option<String>,
     /// Where the records end instead of a topic: a one-key mapping naming the sink's kind,
@@ -103,6 +103,19 @@ pub struct PipelinePlan {
     pub sink: Option<sluice_ops::sink::SinkPlan>,
     /// The branches (the last part of a stage with `branches:`).
     pub branches: Vec<BranchPlan>,
+}
+
+impl PipelinePlan {
+    /// The tables the stage's operators and its branches' look values up in, each once.
+    pub fn lookups(&self) -> Vec<sluice_ops::op::TableUse> {
+        let mut all = self.chain.lookups();
+        for u in self.branches.iter().flat_map(|b| b.chain.lookups()) {
+            if !all.contains(&u) {
+                all.push(u);
+            }
+        }
+        all
+    }
 }
 
 impl PipelineSpec {
@@ -179,9 +192,9 @@ pub(crate) fn plan_all(t: &mut Topology, path: &Path, index: &LineIndex, out: &m
                 "a pipeline stage has `output` or `sink`, not both".into(),
                 "keep `output: <topic>` to write a topic, or `sink:` to end in a TSDB table or Parquet objects".into(),
             ),
-            (None, None) => push(
+            (None, None) if spec.branches.is_empty() => push(
                 base.clone(),
-                "a pipeline stage needs `output` (a topic) or `sink` (a TSDB table or Parquet objects)".into(),
+                "a pipeline stage needs `output` (a topic), `sink` (a TSDB table or Parquet objects) or `branches`".into(),
                 "add e.g. `output: my.topic`, or `sink: { questdb: { table: t, columns: [x] } }`".into(),
             ),
             _ => {}
@@ -354,9 +367,18 @@ pub(crate) fn plan_all(t: &mut Topology, path: &Path, index: &LineIndex, out: &m
                         branch_offset += branch.operators.len();
                         continue;
                     }
+                    // A `key_by` in this part changed the key without moving records (nothing
+                    // stateful follows it here, or it would have been cut).
+                    let rekeyed = part
+                        .ops
+                        .iter()
+                        .rposition(|(name, _)| name == "key_by")
+                        .map(|k| k + part.first);
                     match plan_branch(
+                        path,
                         branch,
                         &part.output,
+                        rekeyed,
                         branch_offset,
                         &ctx,
                         &app,
@@ -497,8 +519,10 @@ pub(crate) fn plan_all(t: &mut Topology, path: &Path, index: &LineIndex, out: &m
 /// store names are the stage's own. Problem keys are relative to the branch.
 #[allow(clippy::too_many_arguments)]
 fn plan_branch(
+    path: &Path,
     spec: &BranchSpec,
     input: &StreamType,
+    rekeyed: Option<usize>,
     first: usize,
     ctx: &PlanContext,
     app: &str,
@@ -522,14 +546,33 @@ fn plan_branch(
             "move the `key_by` and what follows it into a stage of its own reading the branch's output, or key the stage's operators before the branches",
         )]);
     }
+    if let Some(k) = rekeyed {
+        if let Some(i) = chain.ops.iter().position(|(_, p)| p.partitions_by_key()) {
+            let name = &chain.ops[i].0;
+            return Err(vec![sluice_ops::Problem::new(
+                format!("operators[{i}].{name}"),
+                format!("`{name}` keeps state per key, but the stage's `key_by` (operators[{k}]) re-keyed the records without moving them to their key's partition, and a branch cannot repartition"),
+                "move that `key_by` into the branches that need the key, after their stateful operators, or have a stage of its own read the branch's input",
+            )]);
+        }
+    }
     let full_name = format!(
         "sluice.{}.{}_branch{}",
         avro_name(app),
         avro_name(stage),
         b + 1
     );
-    let output_schema =
-        schema_named(&full_name, &chain.output.value).map_err(|p| vec![p.under("output")])?;
+    let declared = match topics.get(&spec.output).and_then(|t| t.schema.as_ref()) {
+        Some(file) => declared_output(path, &spec.output, file, &chain.output.value)
+            .map_err(|(message, fix)| vec![sluice_ops::Problem::new("output", message, fix)])?,
+        None => None,
+    };
+    let output_schema = match declared {
+        Some(s) => s,
+        None => {
+            schema_named(&full_name, &chain.output.value).map_err(|p| vec![p.under("output")])?
+        }
+    };
     let output_subject = topics
         .get(&spec.output)
         .and_then(|t| t.subject.clone())
@@ -608,7 +651,7 @@ fn declared_output(
                     d.name
                 ))
             }
-            Some(f) if f.ty != d.ty => {
+            Some(f) if !same_type(&f.ty, &d.ty) => {
                 return mismatch(format!(
                     "field `{}` is {} here, {} there",
                     f.name,
@@ -632,6 +675,26 @@ fn declared_output(
         ));
     }
     Ok(Some(schema))
+}
+
+/// Whether two field types are the same, docs aside (a declared schema keeps its docs).
+fn same_type(a: &sluice_ops::types::FieldType, b: &sluice_ops::types::FieldType) -> bool {
+    use sluice_ops::types::Type;
+    if a.nullable != b.nullable {
+        return false;
+    }
+    match (&a.ty, &b.ty) {
+        (Type::Record(x), Type::Record(y)) => {
+            x.name == y.name
+                && x.fields.len() == y.fields.len()
+                && x.fields
+                    .iter()
+                    .zip(&y.fields)
+                    .all(|(f, g)| f.name == g.name && same_type(&f.ty, &g.ty))
+        }
+        (Type::Array(x), Type::Array(y)) | (Type::Map(x), Type::Map(y)) => same_type(x, y),
+        (x, y) => x == y,
+    }
 }
 
 /// The schema of records of type `record` under the name `full_name`.

@@ -162,7 +162,7 @@ impl Topology {
                 StageSpec::Pipeline(p) => p.plan.as_ref(),
                 _ => None,
             })
-            .flat_map(|plan| plan.chain.lookups())
+            .flat_map(|plan| plan.lookups())
             .map(|u| u.topic)
             .collect()
     }

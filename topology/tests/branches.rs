@@ -212,3 +212,91 @@ fn a_stage_cut_at_a_key_by_keeps_its_branches_in_its_last_part() {
         "after join, filter, key_by, window"
     );
 }
+
+#[test]
+fn a_stage_may_write_only_through_its_branches() {
+    // The anomalies as a branch too: the stage itself writes no topic.
+    let text = std::fs::read_to_string(factory_path()).unwrap().replacen(
+        "    output: factory.anomalies           # every anomalous reading\n    branches:\n",
+        "    branches:\n      - operators: []\n        output: factory.anomalies\n",
+        1,
+    );
+    let loaded = load_str(&factory_path(), &text, &no_env).unwrap_or_else(|e| panic!("{e}"));
+    let s = loaded.topology.stage("machine_alerts").unwrap();
+    assert_eq!(
+        s.outputs(),
+        [
+            ("branches", "factory.anomalies"),
+            ("branches", "factory.alerts"),
+            ("dead_letter", "factory.dlq")
+        ]
+    );
+    let StageSpec::Pipeline(p) = s else { panic!() };
+    assert_eq!(p.writes(), None);
+    assert_eq!(p.port_topics(), ["factory.anomalies", "factory.alerts"]);
+    assert_eq!(
+        p.plan().branches[1].chain.first,
+        4,
+        "an empty branch numbers nothing"
+    );
+
+    // Without branches, output or sink, the stage writes nothing: refused.
+    let text = std::fs::read_to_string(factory_path()).unwrap().replacen(
+        "    output: factory.anomalies           # every anomalous reading\n    branches:\n      # One alert per machine per incident: its first anomaly, then none for 5 minutes of\n      # event time; the next alert counts the anomalies suppressed since the last.\n      - operators:\n          - suppress: { by: machine_id, for: 5m, timestamp: ts, count_field: suppressed }\n        output: factory.alerts\n",
+        "",
+        1,
+    );
+    let err = load_str(&factory_path(), &text, &no_env).expect_err("refused");
+    assert!(
+        err.to_string().contains("needs `output` (a topic), `sink`"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_branch_keeps_no_state_by_a_key_the_stage_set_without_moving_records() {
+    let (_, problems) = problems_after(&[(
+        "      - select:\n          machine_id: machine_id\n          ts: ts\n",
+        "      - key_by: [temperature_anomaly]\n      - select:\n          machine_id: machine_id\n          ts: ts\n",
+    )]);
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    let (_, key, message, _) = &problems[0];
+    assert_eq!(
+        key,
+        "stages.machine_alerts.branches[0].operators[0].suppress"
+    );
+    assert!(
+        message.contains("the stage's `key_by` (operators[3]) re-keyed the records"),
+        "{message}"
+    );
+}
+
+#[test]
+fn a_branch_s_join_and_declared_schema_count_like_the_stage_s() {
+    // A join in a branch: its table is among the stage's lookups (loaded by `sluice run`).
+    let text = std::fs::read_to_string(factory_path()).unwrap().replacen(
+        SUPPRESS,
+        "- join: { table: factory.machines, on: machine_id, fields: [line] }",
+        1,
+    );
+    let loaded = load_str(&factory_path(), &text, &no_env).unwrap_or_else(|e| panic!("{e}"));
+    let Some(StageSpec::Pipeline(p)) = loaded.topology.stage("machine_alerts") else {
+        panic!()
+    };
+    assert!(p.plan().chain.lookups().is_empty());
+    let tables: Vec<String> = p.plan().lookups().into_iter().map(|u| u.topic).collect();
+    assert_eq!(tables, ["factory.machines"]);
+
+    // A branch writing a topic with a declared schema must write exactly that schema.
+    let (_, problems) = problems_after(&[(
+        "  factory.alerts: { partitions: 4 }",
+        "  factory.alerts: { partitions: 4, schema: machine-reading.avsc }",
+    )]);
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert_eq!(problems[0].1, "stages.machine_alerts.branches[0].output");
+    assert!(
+        problems[0].2.contains("do not have its declared schema"),
+        "{}",
+        problems[0].2
+    );
+}

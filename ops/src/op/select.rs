@@ -168,15 +168,16 @@ impl Operator for SelectOp {
         let mut values = Vec::with_capacity(self.fields.len());
         for (name, source) in self.fields.iter() {
             let v = match source {
-                Source::Copy(p) => conform(
-                    p.get(&rec.value).cloned().unwrap_or(Value::Null),
-                    &p.ty().ty,
+                Source::Copy(p) => {
+                    conform(p.get(&rec.value).cloned().unwrap_or(Value::Null), p.ty())
+                }
+                Source::Expr(e) => nullable(
+                    e.ty().nullable,
+                    e.eval(&rec.value)
+                        .map_err(|err| OpError::reject(err.class(), err.to_string()))?,
                 ),
-                Source::Expr(e) => e
-                    .eval(&rec.value)
-                    .map_err(|err| OpError::reject(err.class(), err.to_string()))?,
             };
-            values.push((name.clone(), nullable(source.ty().nullable, v)));
+            values.push((name.clone(), v));
         }
         out.push(Record {
             key: rec.key,
@@ -187,37 +188,82 @@ impl Operator for SelectOp {
     }
 }
 
-/// A copied value in the shape the derived schema writes: inside records, arrays and maps,
-/// every nullable value as the `["null", T]` branch it is there (the input's schema may
-/// have put `null` second). Scalars are returned as they are.
-fn conform(v: Value, ty: &Type) -> Value {
-    let fix = |v: Value, t: &FieldType| {
-        let v = match v {
-            Value::Union(_, inner) => *inner,
-            v => v,
-        };
-        let v = conform(v, &t.ty);
-        if t.nullable {
-            nullable(true, v)
-        } else {
-            v
-        }
+/// A copied value in the shape the derived schema writes for `ft`: a nullable value as the
+/// `["null", ...]` branch it is there (the input's schema may have put `null` elsewhere), a
+/// value of a union of several types as the branch of its type, at every depth (records,
+/// arrays, maps).
+fn conform(v: Value, ft: &FieldType) -> Value {
+    let v = match v {
+        Value::Union(_, inner) => *inner,
+        v => v,
     };
-    match (ty, v) {
+    if v == Value::Null {
+        return nullable(ft.nullable, Value::Null);
+    }
+    let inner = match (&ft.ty, v) {
         (Type::Record(r), Value::Record(fields)) => Value::Record(
             fields
                 .into_iter()
                 .zip(&r.fields)
-                .map(|((name, v), f)| (name, fix(v, &f.ty)))
+                .map(|((name, v), f)| (name, conform(v, &f.ty)))
                 .collect(),
         ),
         (Type::Array(items), Value::Array(vs)) => {
-            Value::Array(vs.into_iter().map(|v| fix(v, items)).collect())
+            Value::Array(vs.into_iter().map(|v| conform(v, items)).collect())
         }
-        (Type::Map(values), Value::Map(m)) => {
-            Value::Map(m.into_iter().map(|(k, v)| (k, fix(v, values))).collect())
+        (Type::Map(values), Value::Map(m)) => Value::Map(
+            m.into_iter()
+                .map(|(k, v)| (k, conform(v, values)))
+                .collect(),
+        ),
+        (Type::Union(branches), v) => {
+            return match branches.iter().position(|t| fits(&v, t)) {
+                // Null is the derived union's first branch when it is nullable.
+                Some(j) => {
+                    let v = conform(v, &FieldType::required(branches[j].clone()));
+                    Value::Union((j + usize::from(ft.nullable)) as u32, Box::new(v))
+                }
+                // Not one of its types: left as it is, for the encoder to refuse.
+                None => v,
+            };
         }
         (_, v) => v,
+    };
+    nullable(ft.nullable, inner)
+}
+
+/// Whether `v` (not NULL, not a union) is a value of the type `t`.
+fn fits(v: &Value, t: &Type) -> bool {
+    match (v, t) {
+        (Value::Boolean(_), Type::Boolean)
+        | (Value::Int(_), Type::Int)
+        | (Value::Long(_), Type::Long)
+        | (Value::Float(_), Type::Float)
+        | (Value::Double(_), Type::Double)
+        | (Value::String(_), Type::String)
+        | (Value::Bytes(_), Type::Bytes)
+        | (Value::Decimal(_), Type::Decimal { .. })
+        | (Value::BigDecimal(_), Type::BigDecimal)
+        | (Value::Uuid(_), Type::Uuid)
+        | (Value::Date(_), Type::Date)
+        | (Value::TimeMillis(_), Type::TimeMillis)
+        | (Value::TimeMicros(_), Type::TimeMicros)
+        | (Value::TimestampMillis(_), Type::TimestampMillis)
+        | (Value::TimestampMicros(_), Type::TimestampMicros)
+        | (Value::TimestampNanos(_), Type::TimestampNanos)
+        | (Value::LocalTimestampMillis(_), Type::LocalTimestampMillis)
+        | (Value::LocalTimestampMicros(_), Type::LocalTimestampMicros)
+        | (Value::LocalTimestampNanos(_), Type::LocalTimestampNanos)
+        | (Value::Duration(_), Type::Duration)
+        | (Value::Array(_), Type::Array(_))
+        | (Value::Map(_), Type::Map(_)) => true,
+        (Value::Fixed(n, _), Type::Fixed { size, .. }) => n == size,
+        (Value::Enum(_, s), Type::Enum { symbols, .. }) => symbols.contains(s),
+        (Value::Record(fields), Type::Record(r)) => {
+            fields.len() == r.fields.len()
+                && fields.iter().zip(&r.fields).all(|((n, _), f)| *n == f.name)
+        }
+        _ => false,
     }
 }
 
