@@ -356,7 +356,8 @@ fn detect_written_with_operators_writes_what_the_built_in_stage_writes() {
         panic!("the built-in stage");
     };
     let valid = valid_records(&loaded);
-    let detector = crate::cli::validate::detector_spec(&spec.detector).unwrap();
+    let detector: sluice_detectors::DetectorSpec =
+        serde_yaml::from_value(spec.detector.clone()).unwrap();
     let built_in = run(
         &mut Detect::new(
             "detect",
