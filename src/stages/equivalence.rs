@@ -269,6 +269,12 @@ fn validate_written_with_operators_writes_what_the_built_in_stage_writes() {
     ] {
         assert!(classes.contains(class), "no {class} in {classes:?}");
     }
+    eprintln!(
+        "validate: {} records, {} valid, {} dead letters",
+        records.len(),
+        built_in.0.len(),
+        built_in.1.len()
+    );
     assert!(built_in.0.len() > 30_000, "{} valid", built_in.0.len());
     same(&ops, &built_in, "valid records");
 }
@@ -307,6 +313,12 @@ fn aggregate_written_with_operators_writes_what_the_built_in_stage_writes() {
     let built_in = run(
         &mut Aggregate::new("aggregate", spec, AGG, Box::new(Bundled)),
         &valid,
+    );
+    eprintln!(
+        "aggregate: {} valid readings, {} aggregates, {} dead letters",
+        valid.len(),
+        built_in.0.len(),
+        built_in.1.len()
     );
     assert!(built_in.0.len() > 1_000, "{} aggregates", built_in.0.len());
     assert!(
@@ -373,6 +385,10 @@ fn detect_written_with_operators_writes_what_the_built_in_stage_writes() {
     );
     let anomalies = built_in.0.iter().filter(|o| o.0 == 0).count();
     let alerts = built_in.0.len() - anomalies;
+    eprintln!(
+        "detect: {} valid readings, {anomalies} anomalies, {alerts} alerts",
+        valid.len()
+    );
     assert!(anomalies > 100, "{anomalies} anomalies");
     assert!(alerts > 20 && alerts < anomalies, "{alerts} alerts");
     let ops = run(
