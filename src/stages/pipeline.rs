@@ -258,13 +258,34 @@ impl Pipeline {
     ) -> Result<(), ProcessError> {
         // Each branch gets every record first (a copy), then the stage's output the record.
         if !self.branches.is_empty() {
-            for r in &self.out {
-                for b in &mut self.branches {
+            // A stage writing only through its branches hands its last branch the record
+            // itself rather than a copy.
+            let owned = self.sink.is_none() && self.output_schema_id.is_none();
+            let last = self.branches.len() - 1;
+            let mut records = std::mem::take(&mut self.out);
+            for r in records.iter_mut() {
+                for (i, b) in self.branches.iter_mut().enumerate() {
+                    let rec = if owned && i == last {
+                        std::mem::replace(
+                            r,
+                            Record {
+                                key: None,
+                                value: apache_avro::types::Value::Null,
+                                timestamp: 0,
+                            },
+                        )
+                    } else {
+                        r.clone()
+                    };
                     b.running
-                        .process(r.clone(), &mut self.branch_out, &mut self.rejected)?;
+                        .process(rec, &mut self.branch_out, &mut self.rejected)?;
                     emit_branch(b, &mut self.branch_out, &mut self.buf, out, input);
                 }
             }
+            if owned {
+                records.clear();
+            }
+            self.out = records;
             for r in self.rejected.drain(..) {
                 let why = Rejection::new(r.class, r.message);
                 match input {

@@ -52,17 +52,19 @@ impl WireDecoder {
             Ok(x) => x,
             Err(e) => return Ok(Err(Rejection::new(e.class(), e.to_string()))),
         };
-        if !self.decoders.contains_key(&id) {
-            let Some(json) = self.schemas.fetch(id)? else {
-                return Ok(Err(Rejection::new(
-                    "unknown_schema_id",
-                    format!("schema id {id} is not in the registry"),
-                )));
-            };
-            let made = self.make(id, &json);
-            self.decoders.insert(id, made);
-        }
-        let (decoder, doubt) = match &self.decoders[&id] {
+        let made = match self.decoders.entry(id) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(e) => {
+                let Some(json) = self.schemas.fetch(id)? else {
+                    return Ok(Err(Rejection::new(
+                        "unknown_schema_id",
+                        format!("schema id {id} is not in the registry"),
+                    )));
+                };
+                e.insert(make(self.reader, id, &json))
+            }
+        };
+        let (decoder, doubt) = match made {
             Made::Ready { decoder, doubt } => (decoder, doubt),
             Made::Bad(r) => return Ok(Err(r.clone())),
         };
@@ -98,53 +100,51 @@ impl WireDecoder {
         }
         Ok(Ok(value))
     }
+}
 
-    /// A decoder of writer schema `id` (its JSON from the registry) into the reader schema.
-    fn make(&self, id: u32, json: &str) -> Made {
-        let reader = self.reader;
-        let unreadable = |e: &dyn std::fmt::Display| {
-            Made::Bad(Rejection::new(
-                "invalid_writer_schema",
-                format!("writer schema {id} from the registry does not parse: {e}"),
-            ))
+/// A decoder of writer schema `id` (its JSON from the registry) into `reader`.
+fn make(reader: &'static Schema, id: u32, json: &str) -> Made {
+    let unreadable = |e: &dyn std::fmt::Display| {
+        Made::Bad(Rejection::new(
+            "invalid_writer_schema",
+            format!("writer schema {id} from the registry does not parse: {e}"),
+        ))
+    };
+    let mut writer_json: serde_json::Value = match serde_json::from_str(json) {
+        Ok(j) => j,
+        Err(e) => return unreadable(&e),
+    };
+    let reader_json = match serde_json::to_value(reader) {
+        Ok(j) => j,
+        Err(e) => return unreadable(&e),
+    };
+    // Resolving into the reader schema rebuilds every record; when the writer's schema
+    // is the reader's (the usual case: one registered version), records decode straight
+    // into its shape. Compared in full form: the canonical form would drop logical
+    // types.
+    if writer_json == reader_json {
+        return match Decoder::new(reader, None) {
+            Ok(decoder) => Made::Ready {
+                decoder,
+                doubt: None,
+            },
+            Err(e) => unreadable(&e),
         };
-        let mut writer_json: serde_json::Value = match serde_json::from_str(json) {
-            Ok(j) => j,
-            Err(e) => return unreadable(&e),
-        };
-        let reader_json = match serde_json::to_value(reader) {
-            Ok(j) => j,
-            Err(e) => return unreadable(&e),
-        };
-        // Resolving into the reader schema rebuilds every record; when the writer's schema
-        // is the reader's (the usual case: one registered version), records decode straight
-        // into its shape. Compared in full form: the canonical form would drop logical
-        // types.
-        if writer_json == reader_json {
-            return match Decoder::new(reader, None) {
-                Ok(decoder) => Made::Ready {
-                    decoder,
-                    doubt: None,
-                },
-                Err(e) => unreadable(&e),
-            };
-        }
-        rename_aliased(&mut writer_json, &reader_json);
-        let writer = match Schema::parse(&writer_json) {
-            Ok(w) => leak(w),
-            Err(e) => return unreadable(&e),
-        };
-        let doubt =
-            apache_avro::schema_compatibility::SchemaCompatibility::can_read(writer, reader)
-                .err()
-                .map(|e| e.to_string());
-        match Decoder::new(writer, Some(reader)) {
-            Ok(decoder) => Made::Ready { decoder, doubt },
-            Err(e) => Made::Bad(Rejection::new(
-                "incompatible_schema",
-                format!("writer schema {id} cannot be read with the reader schema: {e}"),
-            )),
-        }
+    }
+    rename_aliased(&mut writer_json, &reader_json);
+    let writer = match Schema::parse(&writer_json) {
+        Ok(w) => leak(w),
+        Err(e) => return unreadable(&e),
+    };
+    let doubt = apache_avro::schema_compatibility::SchemaCompatibility::can_read(writer, reader)
+        .err()
+        .map(|e| e.to_string());
+    match Decoder::new(writer, Some(reader)) {
+        Ok(decoder) => Made::Ready { decoder, doubt },
+        Err(e) => Made::Bad(Rejection::new(
+            "incompatible_schema",
+            format!("writer schema {id} cannot be read with the reader schema: {e}"),
+        )),
     }
 }
 
